@@ -1,0 +1,110 @@
+"""The ``Link`` interface that every protocol talks through.
+
+Protocols are sans-I/O: they build :class:`~fedacq.link.message.Message` values
+and hand them to a link; they never open sockets. A link connects *one* party to
+*one* peer for *one* job. Multi-party protocols take a mapping of peer name to
+link. Two transports implement it: :mod:`fedacq.link.memory` (tests, simulation,
+the demo) and :mod:`fedacq.link.grpc_link` (node daemons).
+
+Common behaviour lives here so that both transports behave identically:
+
+* ``send`` stamps a sequence number, records the message in the egress ledger
+  (if any) and hands it to the transport;
+* ``recv`` takes the next message, drops duplicates (a retry re-sends the same
+  sequence number), checks that its type is one the caller expects and validates
+  it against its registered schema before returning it;
+* byte counters per direction, for the stats every job reports.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterable
+
+from fedacq.link.ledger import EgressLedger, payload_digest
+from fedacq.link.message import Message, MessageError, spec_for
+
+
+class LinkError(RuntimeError):
+    """The link itself failed: peer gone, timed out, closed."""
+
+
+class LinkTimeout(LinkError):
+    """No message arrived within the timeout."""
+
+
+class Link(abc.ABC):
+    """Send typed messages to one peer and receive expected ones from it."""
+
+    def __init__(self, party: str, peer: str, job: str = "",
+                 ledger: EgressLedger | None = None) -> None:
+        self.party = party
+        self.peer = peer
+        self.job = job
+        self.ledger = ledger
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+        self._next_seq = 0
+        self._last_seq_seen = -1
+
+    # -- transport hooks -------------------------------------------------
+    @abc.abstractmethod
+    def _transmit(self, seq: int, msg: Message) -> None:
+        """Deliver ``msg`` with sequence number ``seq`` to the peer."""
+
+    @abc.abstractmethod
+    def _receive(self, timeout: float | None) -> tuple[int, Message]:
+        """Block for the next (seq, message) from the peer; raise LinkTimeout."""
+
+    def close(self) -> None:
+        """Release transport resources (no-op by default)."""
+
+    # -- protocol-facing API ----------------------------------------------
+    def send(self, msg: Message) -> None:
+        """Validate ``msg`` against its schema, record it, and send it."""
+        spec_for(msg.type).validate(msg)
+        seq = self._next_seq
+        self._next_seq += 1
+        if self.ledger is not None:
+            entry = self.ledger.record(self.job, seq, self.peer, msg)
+            nbytes = entry["bytes"]
+        else:
+            nbytes = payload_digest(msg)[1]
+        self._transmit(seq, msg)
+        self.bytes_sent += nbytes
+        self.messages_sent += 1
+
+    def recv(self, expected: str | Iterable[str], timeout: float | None = 600.0) -> Message:
+        """Return the next message, which must be of an ``expected`` type and valid.
+
+        Raises :class:`MessageError` (message refused) or :class:`LinkError`.
+        """
+        wanted = {expected} if isinstance(expected, str) else set(expected)
+        while True:
+            seq, msg = self._receive(timeout)
+            if seq <= self._last_seq_seen:
+                continue  # a retried duplicate: already delivered once
+            self._last_seq_seen = seq
+            break
+        if msg.type not in wanted:
+            raise MessageError(
+                f"{self.party} expected {sorted(wanted)} from {self.peer}, got {msg.type!r}")
+        spec_for(msg.type).validate(msg)
+        self.bytes_received += payload_digest(msg)[1]
+        self.messages_received += 1
+        return msg
+
+    def stats(self) -> dict[str, int]:
+        return {"bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "messages_sent": self.messages_sent, "messages_received": self.messages_received}
+
+    def __enter__(self) -> "Link":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Link", "LinkError", "LinkTimeout", "MessageError"]
