@@ -1,0 +1,181 @@
+"""Score the platform's whole user base with the prospect model, one record batch at a time.
+
+Why batches: the platform has hundreds of millions of users; the file is read with
+``pyarrow.parquet.ParquetFile.iter_batches`` (only the id and feature columns), each batch
+is scored with ``xgboost.Booster.inplace_predict`` (no DMatrix copy) and appended with a
+``ParquetWriter``, so memory is bounded by the batch size, not the population.
+
+``score_batch(booster, batch, id_column)`` is a pure function from a record batch to a
+scored record batch (``user_id, score``), so the same code scales out unchanged when one
+machine is not enough:
+
+- Spark: broadcast the model bytes (``booster.save_raw("json")``), rebuild the booster once
+  per task and run ``users_df.mapInArrow(lambda it: (score_batch(b, rb, "user_id") for rb in
+  it), "user_id string, score float")``.
+- Ray Data: ``ray.data.read_parquet(path).map_batches(Scorer, batch_format="pyarrow",
+  concurrency=N)`` where ``Scorer.__init__`` loads the booster and ``__call__`` wraps
+  ``score_batch`` on ``pa.Table.to_batches()``; then ``write_parquet``.
+
+Each worker then reads, scores and writes its own files; nothing else is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SCORES_SCHEMA_SCORE = pa.field("score", pa.float32())
+
+
+def load_booster(model_path: str | os.PathLike, n_jobs: int | None = None):
+    """Load an XGBoost JSON/UBJ model; it must carry feature names (the scoring contract)."""
+    import xgboost as xgb
+
+    path = Path(model_path)
+    if not path.exists():
+        raise FileNotFoundError(f"model {path}: no such file")
+    booster = xgb.Booster()
+    try:
+        booster.load_model(str(path))
+    except xgb.core.XGBoostError as exc:
+        raise ValueError(f"model {path}: not a readable XGBoost model ({str(exc).splitlines()[0]})") from None
+    if not booster.feature_names:
+        raise ValueError(f"model {path}: has no feature names; train it on a DataFrame or set "
+                         "booster.feature_names so that columns can be matched by name")
+    if booster.feature_types and any(t == "c" for t in booster.feature_types):
+        raise ValueError(f"model {path}: categorical features are not supported by the scorer")
+    booster.set_param({"nthread": n_jobs or os.cpu_count() or 1})
+    return booster
+
+
+def _check_columns(available: list[str], booster, source: str) -> None:
+    missing = [f for f in booster.feature_names if f not in available]
+    if missing:
+        raise ValueError(f"{source}: missing feature column(s) the model needs: {missing[:20]}"
+                         + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+
+
+def _feature_matrix(columns: list[pa.Array | pa.ChunkedArray], n_rows: int) -> np.ndarray:
+    """Row-major float32 matrix of the feature columns, nulls as NaN (XGBoost's missing)."""
+    out = np.empty((n_rows, len(columns)), dtype=np.float32)
+    for j, col in enumerate(columns):
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
+                or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)):
+            raise ValueError(f"feature column {j} has non-numeric type {col.type}")
+        out[:, j] = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)
+    return out
+
+
+def score_batch(booster, batch: pa.RecordBatch | pa.Table, id_column: str = "user_id") -> pa.RecordBatch:
+    """Score one record batch: ``(user_id, score)``; pure, so it can run on any worker."""
+    names = batch.schema.names
+    if id_column not in names:
+        raise ValueError(f"users: missing id column {id_column!r}")
+    _check_columns(names, booster, "users")
+    try:
+        cols = [batch.column(names.index(f)) for f in booster.feature_names]
+        X = _feature_matrix(cols, batch.num_rows)
+    except ValueError as exc:
+        raise ValueError(f"users: {exc} (model features: {booster.feature_names})") from None
+    scores = booster.inplace_predict(X, validate_features=False) if batch.num_rows else np.empty(0)
+    ids = batch.column(names.index(id_column))
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    return pa.RecordBatch.from_arrays([ids, pa.array(np.asarray(scores, dtype=np.float32))],
+                                      schema=pa.schema([batch.schema.field(id_column).with_name("user_id"),
+                                                        SCORES_SCHEMA_SCORE]))
+
+
+def score_frame(booster, df: pd.DataFrame) -> np.ndarray:
+    """Scores of a pandas frame holding (at least) the model's feature columns."""
+    _check_columns(list(df.columns), booster, "frame")
+    X = df[booster.feature_names].to_numpy(dtype=np.float32, na_value=np.nan)
+    return np.asarray(booster.inplace_predict(X, validate_features=False), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    rows: int
+    seconds: float
+    out: Path
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def iter_scored(booster, users: str | os.PathLike, id_column: str = "user_id",
+                batch_size: int = 262_144) -> Iterator[pa.RecordBatch]:
+    """Scored batches of a Parquet file, reading only the id and feature columns."""
+    pf = pq.ParquetFile(users)
+    available = pf.schema_arrow.names
+    if id_column not in available:
+        raise ValueError(f"users {users}: missing id column {id_column!r} (have {available[:20]})")
+    _check_columns(available, booster, f"users {users}")
+    for batch in pf.iter_batches(batch_size=batch_size, columns=[id_column, *booster.feature_names]):
+        yield score_batch(booster, batch, id_column)
+
+
+def score_parquet(booster, users: str | os.PathLike, out: str | os.PathLike, id_column: str = "user_id",
+                  batch_size: int = 262_144, progress: bool = True) -> ScoreReport:
+    """Score every row of ``users`` into ``out`` (``user_id, score``), memory bounded by the batch."""
+    from tqdm import tqdm
+
+    users, out = Path(users), Path(out)
+    if not users.exists():
+        raise FileNotFoundError(f"users {users}: no such file")
+    total = pq.ParquetFile(users).metadata.num_rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    rows, start = 0, time.perf_counter()
+    writer = None
+    try:
+        with tqdm(total=total, unit="rows", unit_scale=True, disable=not progress, desc="score") as bar:
+            for scored in iter_scored(booster, users, id_column, batch_size):
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, scored.schema, compression="zstd")
+                writer.write_batch(scored)
+                rows += scored.num_rows
+                bar.update(scored.num_rows)
+        if writer is None:  # an empty file still gets a (empty) scores file with the right schema
+            id_type = pq.ParquetFile(users).schema_arrow.field(id_column).type
+            writer = pq.ParquetWriter(tmp, pa.schema([("user_id", id_type), SCORES_SCHEMA_SCORE]))
+        writer.close()
+        writer = None
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.close()
+        if tmp.exists():
+            tmp.unlink()
+    return ScoreReport(rows=rows, seconds=time.perf_counter() - start, out=out)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("score", help="score a Parquet file of users with an XGBoost model",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="XGBoost model (JSON) with feature names")
+    p.add_argument("--users", required=True, help="Parquet file: id column + the model's feature columns")
+    p.add_argument("--out", required=True, help="output Parquet file (user_id, score)")
+    p.add_argument("--id-column", default="user_id")
+    p.add_argument("--batch-size", type=int, default=262_144, help="rows per record batch (bounds memory)")
+    p.add_argument("--n-jobs", type=int, default=None, help="XGBoost threads (default: all cores)")
+    p.set_defaults(func=_cmd_score)
+
+
+def _cmd_score(args) -> int:
+    if args.batch_size <= 0:
+        raise ValueError("--batch-size must be positive")
+    booster = load_booster(args.model, args.n_jobs)
+    rep = score_parquet(booster, args.users, args.out, args.id_column, args.batch_size)
+    print(f"scored {rep.rows:,} users in {rep.seconds:.1f} s ({rep.rows_per_s:,.0f} rows/s) -> {rep.out}")
+    return 0
