@@ -14,6 +14,7 @@ import sys
 
 #: sub-command name -> module that defines ``add_parser``.
 COMMANDS: dict[str, str] = {
+    "run": "fedacq.learn.commands",
     "score": "fedacq.activate.scoring",
 }
 

@@ -1,0 +1,98 @@
+"""``fedacq run``: PSI then federated training and evaluation, both parties on this machine.
+
+Only argument parsing lives here; the job is :func:`fedacq.learn.run.run`.
+Model parameters use XGBoost's names; models with other parameters (e.g.
+logistic regression) take them as ``--param NAME=VALUE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+#: XGBoost-named options: (flag, type, help).
+TREE_PARAMS: list[tuple[str, type, str]] = [
+    ("n_estimators", int, "number of trees"),
+    ("max_depth", int, "maximum tree depth"),
+    ("learning_rate", float, "shrinkage per tree (eta)"),
+    ("reg_lambda", float, "L2 regularisation on leaf weights"),
+    ("reg_alpha", float, "L1 regularisation on leaf weights"),
+    ("gamma", float, "minimum loss reduction to split"),
+    ("min_child_weight", float, "minimum hessian sum in a child"),
+    ("max_bin", int, "maximum number of bins per feature"),
+    ("subsample", float, "row sampling ratio per tree"),
+    ("colsample_bytree", float, "feature sampling ratio per tree"),
+    ("early_stopping_rounds", int, "stop after this many trees without validation improvement"),
+]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="PSI then federated training and evaluation, both parties on this machine",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--lender", required=True, type=Path, help="the lender's CSV (ids, label, features)")
+    p.add_argument("--platform", required=True, type=Path, help="the platform's CSV (ids, features)")
+    p.add_argument("--id-column", required=True, help="identifier column present in both files")
+    p.add_argument("--label-column", required=True, help="0/1 label column in the lender's file")
+    p.add_argument("--model", default="secureboost", help="model to train (see fedacq.learn.run.MODELS)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (metrics.json, plots, model parts)")
+    tree = p.add_argument_group("model parameters (XGBoost names; default: the model's own)")
+    for name, typ, text in TREE_PARAMS:
+        tree.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    tree.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                      help="any other model parameter (value read as JSON when it parses, else as text)")
+    p.add_argument("--mode", choices=("joint", "prospect"), default="joint",
+                   help="joint: splits on both parties' features; prospect: platform features only")
+    p.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
+    p.add_argument("--insecure-test-key", action="store_true",
+                   help="allow keys under 2048 bits (tests and quick checks only, never results)")
+    p.add_argument("--validation-fraction", type=float, default=0.2,
+                   help="share of the intersection held out for validation (0: none)")
+    p.add_argument("--transport", choices=("inproc", "grpc"), default="inproc",
+                   help="inproc: both parties in this process; grpc: two local node processes")
+    p.add_argument("--seed", type=int, default=0, help="seed shared by both parties (split, model)")
+    p.add_argument("--tracking-dir", default=None,
+                   help="MLflow store for both parties (default: OUT/lender/mlruns and OUT/platform/mlruns)")
+    p.add_argument("--experiment", default="fedacq-run", help="MLflow experiment name")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_handle)
+
+
+def parse_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The model parameters given on the command line (unset ones are left to the model)."""
+    params = {name: getattr(args, name) for name, _, _ in TREE_PARAMS if getattr(args, name) is not None}
+    for item in args.param:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            params[name] = json.loads(text)
+        except json.JSONDecodeError:
+            params[name] = text
+    return params
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from fedacq.learn.run import RunConfig, run
+
+    cfg = RunConfig(lender_path=args.lender, platform_path=args.platform, id_column=args.id_column,
+                    label_column=args.label_column, out_dir=args.out, model=args.model,
+                    params=parse_params(args), mode=args.mode, key_bits=args.key_bits,
+                    insecure_test_key=args.insecure_test_key,
+                    validation_fraction=args.validation_fraction, transport=args.transport,
+                    seed=args.seed, tracking_dir=args.tracking_dir, experiment=args.experiment,
+                    progress=not args.quiet)
+    out = run(cfg)
+    summary = {"intersection_size": out["intersection_size"],
+               "train_auc": round(out["train"]["auc"], 4), "train_ks": round(out["train"]["ks"], 4)}
+    if out["validation"]:
+        summary.update(validation_auc=round(out["validation"]["auc"], 4),
+                       validation_ks=round(out["validation"]["ks"], 4))
+    summary["seconds"] = out["timings"]
+    print(json.dumps(summary), file=sys.stdout)
+    print(f"wrote {args.out / 'metrics.json'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,491 @@
+"""One federated modeling job, both parties on this machine: PSI, split, train, evaluate, report.
+
+This is what ``fedacq run`` drives. Each party runs its own job function
+(:func:`lender_job`, :func:`platform_job`) over a :class:`~fedacq.link.link.Link`
+and touches only its own table; the in-process transport runs the two in
+threads over :func:`~fedacq.link.memory.memory_pair`.
+
+Steps, and what each party learns
+---------------------------------
+1. **load** - each party reads and checks its own CSV (id column, the lender's
+   0/1 label column, numeric features). Nothing crosses.
+2. **align** - ECDH PSI (:mod:`fedacq.psi`) on the id column. Both learn the
+   intersection size and their own rows of the intersection, in one shared
+   order; see that module for the exact leakage.
+3. **split** - both derive the same validation positions of the intersection
+   from the shared ``seed`` (a seeded permutation of ``0..n-1``). No message is
+   sent and nothing new is learned: the split is a function of the
+   intersection size and the seed, which both already hold. It is not
+   stratified, because stratifying would need the lender's labels.
+4. **train and predict** - the model's own protocol (see *Model registry*); what
+   crosses is documented in that protocol's module.
+5. **evaluate** - the lender, which alone holds labels, computes AUC, KS and
+   gains/lift by decile on its training and validation scores. ``metrics.json``
+   and the plots are the lender's report; the platform's own report holds only
+   what it knows (sizes, its timings, bytes, its model part).
+
+Each party logs a run to its own MLflow store (:class:`fedacq.track.PartyRun`),
+writes its model part under ``DIR/<party>/`` and records every message it sent
+in ``DIR/<party>/egress.jsonl``.
+
+Model registry
+--------------
+``MODELS`` maps a model name to the module that drives it. Adding a model is one
+entry there plus a module that defines:
+
+* ``MODES``: the modes it supports (e.g. ``("joint",)``);
+* ``resolve_params(params: dict) -> dict``: fill defaults, reject unknown names
+  (``ValueError`` naming them), before any party starts;
+* ``ITERATION``: ``(param name giving the number of iterations, unit)`` for
+  the progress bar, e.g. ``("n_estimators", "tree")``, or ``None``;
+* ``lender_role(link, data: PartyData, ctx: RoleContext) -> RoleResult`` and
+  ``platform_role(link, data: PartyData, ctx: RoleContext) -> RoleResult``:
+  train over the link, time the phases with ``ctx.phase("train")`` and
+  ``ctx.phase("predict")``, report per-iteration metrics through
+  ``ctx.on_iteration(i, metrics)``, save the party's model part under
+  ``ctx.model_dir`` and list its files in ``RoleResult.files``. The lender's
+  result carries ``train_score`` and ``valid_score`` (probabilities of label 1
+  for ``data.X_train`` / ``data.X_valid`` rows, in order); the platform's never
+  does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from fedacq.learn import metrics
+from fedacq.link.link import Link
+
+#: model name -> module implementing the role interface described above.
+MODELS: dict[str, str] = {
+    "secureboost": "fedacq.learn.secureboost_roles",
+}
+
+TRANSPORTS = ("inproc", "grpc")
+LENDER, PLATFORM = "lender", "platform"
+
+
+# -- what the roles get and give ---------------------------------------------------------
+
+@dataclass
+class PartyTable:
+    """One party's checked input: its ids, feature matrix and (lender only) labels."""
+
+    path: Path
+    ids: pd.Series
+    X: np.ndarray
+    feature_names: list[str]
+    y: np.ndarray | None = None
+
+
+@dataclass
+class PartyData:
+    """One party's rows of the intersection, split into training and validation rows."""
+
+    X_train: np.ndarray
+    X_valid: np.ndarray | None
+    feature_names: list[str]
+    y_train: np.ndarray | None = None
+    y_valid: np.ndarray | None = None
+
+
+@dataclass
+class RoleContext:
+    """Everything a role function needs besides its link and data."""
+
+    party: str
+    params: dict[str, Any]
+    mode: str
+    key_bits: int
+    insecure_test_key: bool
+    seed: int
+    model_dir: Path
+    on_iteration: Callable[[int, dict[str, float]], None]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase (wall clock, waiting for the peer included); repeated phases add up."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class RoleResult:
+    """What a role function returns (see the module docstring)."""
+
+    files: list[Path]
+    train_score: np.ndarray | None = None
+    valid_score: np.ndarray | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """A ``fedacq run`` job. ``params`` are the model's parameters (XGBoost names for trees)."""
+
+    lender_path: Path
+    platform_path: Path
+    id_column: str
+    label_column: str
+    out_dir: Path
+    model: str = "secureboost"
+    params: dict[str, Any] = field(default_factory=dict)
+    mode: str = "joint"
+    key_bits: int = 2048
+    insecure_test_key: bool = False
+    validation_fraction: float = 0.2
+    transport: str = "inproc"
+    seed: int = 0
+    tracking_dir: str | None = None
+    experiment: str = "fedacq-run"
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    progress: bool = True
+
+    def store(self, party: str) -> str:
+        """The party's MLflow store: its own folder under the output, or the shared one given."""
+        return self.tracking_dir or str(self.out_dir / party / "mlruns")
+
+
+def model_module(name: str) -> ModuleType:
+    """The module driving model ``name``, with a clear error for unknown names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return importlib.import_module(MODELS[name])
+
+
+# -- step 1: load ------------------------------------------------------------------------
+
+def load_table(path: str | Path, id_column: str, label_column: str | None = None) -> PartyTable:
+    """Read one party's CSV; every problem is reported with the file and column it concerns.
+
+    Ids are read as strings (an identifier is not a number: ``007`` and ``7`` differ).
+    Features are every other column, and must be numeric; empty cells are
+    missing values, which the learners handle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    header = pd.read_csv(path, nrows=0).columns.tolist()
+    if id_column not in header:
+        raise ValueError(f"{path}: id column {id_column!r} not found (columns: {_few(header)})")
+    if label_column is not None and label_column not in header:
+        raise ValueError(f"{path}: label column {label_column!r} not found (columns: {_few(header)})")
+    frame = pd.read_csv(path, dtype={id_column: "string"})
+    ids = frame.pop(id_column)
+    if ids.isna().any():
+        raise ValueError(f"{path}: id column {id_column!r} has {int(ids.isna().sum())} empty value(s)")
+    if ids.duplicated().any():
+        dup = ids[ids.duplicated()].iloc[0]
+        raise ValueError(f"{path}: id column {id_column!r} has duplicates (e.g. {dup!r})")
+    y = None
+    if label_column is not None:
+        labels = frame.pop(label_column)
+        bad = ~labels.isin([0, 1])
+        if bad.any():
+            raise ValueError(f"{path}: label column {label_column!r} must hold 0/1, found "
+                             f"{labels[bad].unique()[:5].tolist()} (row {int(np.flatnonzero(bad)[0]) + 2})")
+        y = labels.to_numpy(dtype=np.float64)
+    for col in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[col]):
+            raise ValueError(f"{path}: feature column {col!r} is not numeric "
+                             f"(e.g. {frame[col].dropna().iloc[0]!r}); encode it first")
+    if frame.shape[1] == 0:
+        raise ValueError(f"{path}: no feature columns besides the id{' and label' if y is not None else ''}")
+    return PartyTable(path=path, ids=ids.reset_index(drop=True), X=frame.to_numpy(dtype=np.float64),
+                      feature_names=[str(c) for c in frame.columns], y=y)
+
+
+def _few(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+# -- step 3: split -----------------------------------------------------------------------
+
+def split_positions(n: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation positions of an ``n``-row intersection, the same at both parties.
+
+    A seeded permutation picks ``round(n * fraction)`` validation positions; both
+    lists are returned sorted so each side keeps the shared intersection order.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {validation_fraction}")
+    n_valid = int(round(n * validation_fraction))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+# -- one party's job ---------------------------------------------------------------------
+
+def _psi(party: str, link: Link, table: PartyTable, id_column: str) -> np.ndarray:
+    """This party's row indices of the intersection, in the shared order."""
+    from fedacq import psi
+
+    fn = psi.psi_lender if party == LENDER else psi.psi_platform
+    frame = pd.DataFrame({id_column: table.ids})
+    return np.asarray(fn(link, frame, [id_column]).rows, dtype=np.int64)
+
+
+def _party_data(table: PartyTable, rows: np.ndarray, train: np.ndarray, valid: np.ndarray) -> PartyData:
+    X = table.X[rows]
+    y = table.y[rows] if table.y is not None else None
+    has_valid = valid.size > 0
+    return PartyData(X_train=X[train], X_valid=X[valid] if has_valid else None,
+                     feature_names=table.feature_names,
+                     y_train=y[train] if y is not None else None,
+                     y_valid=y[valid] if y is not None and has_valid else None)
+
+
+def _run_params(cfg: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
+    return {"model": cfg.model, "mode": cfg.mode, "key_bits": cfg.key_bits,
+            "insecure_test_key": cfg.insecure_test_key, "validation_fraction": cfg.validation_fraction,
+            "seed": cfg.seed, "transport": cfg.transport, "id_column": cfg.id_column, **params}
+
+
+def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
+              params: dict[str, Any]) -> dict[str, Any]:
+    """Run ``party``'s side of the job over ``link``; return that party's own report."""
+    from fedacq.track import PartyRun
+
+    module = model_module(cfg.model)
+    party_dir = cfg.out_dir / party
+    model_dir = party_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    bar = _progress_bar(module, params, cfg) if party == LENDER else None
+    with PartyRun(cfg.store(party), party, cfg.experiment, f"{cfg.model}-{party}", cfg.job_id,
+                  _run_params(cfg, params)) as run:
+        def on_iteration(i: int, values: dict[str, float]) -> None:
+            run.log_metrics({k: v for k, v in values.items() if _is_number(v)}, step=i)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in values.items() if _is_number(v)}, refresh=False)
+
+        ctx = RoleContext(party=party, params=params, mode=cfg.mode, key_bits=cfg.key_bits,
+                          insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
+                          model_dir=model_dir, on_iteration=on_iteration)
+        try:
+            _say(cfg, party, "private set intersection")
+            with ctx.phase("psi"):
+                rows = _psi(party, link, table, cfg.id_column)
+            psi_stats = link.stats()
+            train, valid = split_positions(rows.size, cfg.validation_fraction, cfg.seed)
+            if train.size == 0:
+                raise ValueError(f"the intersection of the two files is empty: no common {cfg.id_column!r}")
+            _say(cfg, party, f"intersection {rows.size} rows ({train.size} train, {valid.size} validation); training")
+            data = _party_data(table, rows, train, valid)
+            role = module.lender_role if party == LENDER else module.platform_role
+            result: RoleResult = role(link, data, ctx)
+        finally:
+            if bar is not None:
+                bar.close()
+        total = link.stats()
+        report: dict[str, Any] = {
+            "party": party,
+            "file": str(table.path),
+            "rows": int(table.X.shape[0]),
+            "features": len(table.feature_names),
+            "intersection_size": int(rows.size),
+            "train_rows": int(train.size),
+            "validation_rows": int(valid.size),
+            "timings": dict(ctx.timings),
+            "bytes": {"psi": _traffic(psi_stats),
+                      "model": _traffic({k: total[k] - psi_stats[k] for k in total}),
+                      "total": _traffic(total)},
+            "files": [str(p) for p in result.files],
+            "info": result.info,
+        }
+        if party == LENDER:
+            report.update(_evaluate(data, result, cfg, run))
+        run.log_metrics({f"seconds_{k}": v for k, v in ctx.timings.items()})
+        run.log_metrics({"bytes_sent": total["bytes_sent"], "bytes_received": total["bytes_received"]})
+        for path in result.files:
+            run.log_artifact(path, "model")
+        run.log_dict(report, f"{party}_report.json")
+    return report
+
+
+def _traffic(stats: dict[str, int]) -> dict[str, int]:
+    return {"bytes_sent": int(stats["bytes_sent"]), "bytes_received": int(stats["bytes_received"]),
+            "messages_sent": int(stats["messages_sent"]), "messages_received": int(stats["messages_received"])}
+
+
+def _evaluate(data: PartyData, result: RoleResult, cfg: RunConfig, run: Any) -> dict[str, Any]:
+    """The lender's evaluation: metrics per split, plots under the output folder and in MLflow."""
+    if result.train_score is None:
+        raise RuntimeError(f"model {cfg.model!r}: the lender role returned no training scores")
+    splits = {"train": (data.y_train, result.train_score)}
+    if data.y_valid is not None:
+        if result.valid_score is None:
+            raise RuntimeError(f"model {cfg.model!r}: the lender role returned no validation scores")
+        splits["validation"] = (data.y_valid, result.valid_score)
+    out: dict[str, Any] = {"history": result.history}
+    for name, (y, s) in splits.items():
+        out[name] = metrics.evaluate(y, np.asarray(s, dtype=np.float64))
+        run.log_metrics({f"{name}_auc": out[name]["auc"], f"{name}_ks": out[name]["ks"]})
+    main = "validation" if "validation" in splits else "train"
+    y, s = splits[main]
+    figures = {
+        "roc.png": metrics.plot_roc(splits, title=f"ROC - {cfg.model} ({cfg.mode})"),
+        "ks.png": metrics.plot_ks(y, s, title=f"KS - {main}"),
+        "gains.png": metrics.plot_gains(y, s, title=main),
+    }
+    plots = []
+    for name, fig in figures.items():
+        path = cfg.out_dir / name
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        run.log_artifact(path, "plots")
+        plots.append(str(path))
+    out["plots"] = plots
+    out["evaluated_on"] = main
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _progress_bar(module: ModuleType, params: dict[str, Any], cfg: RunConfig) -> Any:
+    from tqdm.auto import tqdm
+
+    spec = getattr(module, "ITERATION", None)
+    total, unit = (params.get(spec[0]), spec[1]) if spec else (None, "it")
+    return tqdm(total=total, unit=unit, desc=f"{cfg.model} training", disable=not cfg.progress,
+                file=sys.stderr)
+
+
+def _say(cfg: RunConfig, party: str, text: str) -> None:
+    if cfg.progress and party == LENDER:
+        print(f"[fedacq run] {text}", file=sys.stderr, flush=True)
+
+
+# -- the driver --------------------------------------------------------------------------
+
+def _run_pair(lender: Callable[[], dict], platform: Callable[[], dict]) -> tuple[dict, dict]:
+    """Run both parties in threads; re-raise the first failure at once.
+
+    A failed party stops sending, so its peer would wait for its link timeout;
+    returning on the first error keeps the command from hanging on it (the
+    waiting thread is a daemon and ends with its timeout or the process).
+    """
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def target(name: str, fn: Callable[[], dict]) -> None:
+        try:
+            results[name] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+        done.set()
+
+    threads = [threading.Thread(target=target, args=(n, f), daemon=True, name=f"fedacq-{n}")
+               for n, f in ((LENDER, lender), (PLATFORM, platform))]
+    for t in threads:
+        t.start()
+    while len(results) < 2 and not errors:
+        done.wait(0.5)
+        done.clear()
+    if errors:
+        raise errors[0]
+    return results[LENDER], results[PLATFORM]
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Run the whole job and write ``cfg.out_dir/metrics.json``; return what it holds."""
+    module = model_module(cfg.model)
+    if cfg.mode not in module.MODES:
+        raise ValueError(f"model {cfg.model!r} supports mode(s) {', '.join(module.MODES)}, not {cfg.mode!r}")
+    if cfg.transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {cfg.transport!r}; use one of {', '.join(TRANSPORTS)}")
+    if cfg.key_bits < 2048 and not cfg.insecure_test_key:
+        raise ValueError(f"key size {cfg.key_bits} bits is below the 2048-bit minimum "
+                         "(smaller keys are for tests only, with insecure_test_key)")
+    split_positions(0, cfg.validation_fraction, cfg.seed)  # checks the fraction
+    params = module.resolve_params(dict(cfg.params))
+    if params.get("early_stopping_rounds") and cfg.validation_fraction == 0:
+        raise ValueError("early_stopping_rounds needs a validation set: give a validation fraction above 0")
+    lender_table = load_table(cfg.lender_path, cfg.id_column, cfg.label_column)
+    platform_table = load_table(cfg.platform_path, cfg.id_column)
+    if cfg.label_column in platform_table.feature_names:
+        raise ValueError(f"{cfg.platform_path}: has a column named like the label ({cfg.label_column!r}); "
+                         "the platform's file must not hold the lender's labels")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    if cfg.transport == "grpc":
+        raise RuntimeError("--transport grpc is not available yet: the node daemons (fedacq.node) "
+                           "are not in this tree; use --transport inproc")
+    from fedacq.link.ledger import EgressLedger
+    from fedacq.link.memory import memory_pair
+
+    ledgers = {p: EgressLedger(cfg.out_dir / p / "egress.jsonl", p) for p in (LENDER, PLATFORM)}
+    lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
+    lender, platform = _run_pair(
+        lambda: party_job(LENDER, lender_link, lender_table, cfg, params),
+        lambda: party_job(PLATFORM, platform_link, platform_table, cfg, params))
+    wall = time.perf_counter() - start
+
+    out = {
+        "job_id": cfg.job_id,
+        "model": cfg.model,
+        "mode": cfg.mode,
+        "key_bits": cfg.key_bits,
+        "insecure_test_key": cfg.insecure_test_key,
+        "transport": cfg.transport,
+        "seed": cfg.seed,
+        "validation_fraction": cfg.validation_fraction,
+        "params": params,
+        "inputs": {p: {"file": r["file"], "rows": r["rows"], "features": r["features"]}
+                   for p, r in ((LENDER, lender), (PLATFORM, platform))},
+        "intersection_size": lender["intersection_size"],
+        "train_rows": lender["train_rows"],
+        "validation_rows": lender["validation_rows"],
+        "train": lender["train"],
+        "validation": lender.get("validation"),
+        "lift_by_decile": lender[lender["evaluated_on"]]["lift_by_decile"],
+        "evaluated_on": lender["evaluated_on"],
+        "timings": {**{k: round(v, 4) for k, v in lender["timings"].items()}, "total": round(wall, 4)},
+        "platform_timings": {k: round(v, 4) for k, v in platform["timings"].items()},
+        "bytes": {
+            "lender_to_platform": lender["bytes"]["total"]["bytes_sent"],
+            "platform_to_lender": lender["bytes"]["total"]["bytes_received"],
+            "by_phase": {phase: {"lender_to_platform": lender["bytes"][phase]["bytes_sent"],
+                                 "platform_to_lender": lender["bytes"][phase]["bytes_received"]}
+                         for phase in ("psi", "model")},
+            "messages": {"lender_to_platform": lender["bytes"]["total"]["messages_sent"],
+                         "platform_to_lender": lender["bytes"]["total"]["messages_received"]},
+        },
+        "history": lender["history"],
+        "model_info": {LENDER: lender["info"], PLATFORM: platform["info"]},
+        "files": {LENDER: lender["files"], PLATFORM: platform["files"], "plots": lender["plots"]},
+        "tracking": {LENDER: cfg.store(LENDER), PLATFORM: cfg.store(PLATFORM)},
+    }
+    (cfg.out_dir / "metrics.json").write_text(json.dumps(out, indent=2, default=_json_default))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray,)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to metrics.json")

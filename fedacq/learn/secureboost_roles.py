@@ -1,0 +1,103 @@
+"""SecureBoost in ``fedacq run``: the two role functions of the model registry (see :mod:`fedacq.learn.run`).
+
+The protocol itself, and what each party learns from it, is in
+:mod:`fedacq.learn.secureboost`; this module only maps the run's parameters
+onto it, times its phases and saves each party's model part.
+
+Scores for evaluation: in ``joint`` mode the lender gets predictions by
+federated inference (the platform answers only which branch its own splits
+send each row). In ``prospect`` mode the trees split on platform features only;
+the platform holds the released leaf values and exports an XGBoost JSON model,
+and the lender's scores for evaluation come from the same federated inference
+over the intersection rows it already shares with the platform.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedacq.learn.run import PartyData, RoleContext, RoleResult
+from fedacq.link.link import Link
+
+MODES = ("joint", "prospect")
+ITERATION = ("n_estimators", "tree")
+
+#: XGBoost-named parameters ``fedacq run`` accepts for SecureBoost, with their defaults.
+DEFAULTS: dict[str, Any] = {
+    "n_estimators": 30,
+    "max_depth": 3,
+    "learning_rate": 0.3,
+    "reg_lambda": 1.0,
+    "reg_alpha": 0.0,
+    "gamma": 0.0,
+    "min_child_weight": 1.0,
+    "max_bin": 32,
+    "subsample": 1.0,
+    "colsample_bytree": 1.0,
+    "objective": "binary:logistic",
+    "base_score": None,
+    "early_stopping_rounds": None,
+    "n_jobs": None,
+}
+
+
+def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The defaults overridden by ``params``; unknown names are an error that lists them."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"secureboost: unknown parameter(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    if out["objective"] != "binary:logistic":
+        raise ValueError("fedacq run evaluates binary classifiers: objective must be binary:logistic")
+    return out
+
+
+def _positive_proba(p: Any) -> np.ndarray:
+    """Probabilities of label 1, whether the model returns one column or scikit-learn's two."""
+    p = np.asarray(p, dtype=np.float64)
+    return p[:, 1] if p.ndim == 2 else p
+
+
+def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
+    from fedacq.learn.secureboost import SecureBoostLender
+
+    lender = SecureBoostLender(**ctx.params, mode=ctx.mode, key_bits=ctx.key_bits,
+                               insecure_test_key=ctx.insecure_test_key, random_state=ctx.seed,
+                               callback=ctx.on_iteration)
+    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+    with ctx.phase("train"):
+        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
+    with ctx.phase("predict"):
+        train_score = _positive_proba(lender.predict_proba(link, data.X_train))
+        valid_score = (_positive_proba(lender.predict_proba(link, data.X_valid))
+                       if data.X_valid is not None else None)
+    lender.save(ctx.model_dir)
+    history = [dict(h) for h in getattr(lender, "history_", []) or []]
+    return RoleResult(files=_files(ctx), train_score=train_score, valid_score=valid_score,
+                      history=history, info={"trees": len(history)})
+
+
+def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
+    from fedacq.learn.secureboost import SecureBoostPlatform
+
+    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"))
+    with ctx.phase("train"):
+        platform.fit(link, data.X_train, eval_X=data.X_valid)
+    with ctx.phase("predict"):
+        platform.predict(link, data.X_train)
+        if data.X_valid is not None:
+            platform.predict(link, data.X_valid)
+    platform.save(ctx.model_dir)
+    info: dict[str, Any] = {}
+    if ctx.mode == "prospect":
+        path = ctx.model_dir / "prospect_xgboost.json"
+        platform.export_xgboost_json(path)
+        info["xgboost_json"] = str(path)
+    return RoleResult(files=_files(ctx), info=info)
+
+
+def _files(ctx: RoleContext) -> list:
+    return sorted(p for p in ctx.model_dir.rglob("*") if p.is_file())
