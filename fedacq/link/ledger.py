@@ -34,6 +34,11 @@ def payload_digest(msg: Message) -> tuple[str, int]:
     return h.hexdigest(), total
 
 
+def message_bytes(msg: Message) -> int:
+    """The byte count :func:`payload_digest` reports, without hashing (for link counters)."""
+    return len(header_bytes(msg.header)) + sum(part.nbytes for part in msg.parts.values())
+
+
 class EgressLedger:
     """Appends one JSON line per sent message to ``path`` (thread-safe)."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 from typing import Iterable
 
-from fedacq.link.ledger import EgressLedger, payload_digest
+from fedacq.link.ledger import EgressLedger, message_bytes
 from fedacq.link.message import Message, MessageError, spec_for
 
 
@@ -71,7 +71,7 @@ class Link(abc.ABC):
             entry = self.ledger.record(self.job, seq, self.peer, msg)
             nbytes = entry["bytes"]
         else:
-            nbytes = payload_digest(msg)[1]
+            nbytes = message_bytes(msg)
         self._transmit(seq, msg)
         self.bytes_sent += nbytes
         self.messages_sent += 1
@@ -92,7 +92,7 @@ class Link(abc.ABC):
             raise MessageError(
                 f"{self.party} expected {sorted(wanted)} from {self.peer}, got {msg.type!r}")
         spec_for(msg.type).validate(msg)
-        self.bytes_received += payload_digest(msg)[1]
+        self.bytes_received += message_bytes(msg)
         self.messages_received += 1
         return msg
 
