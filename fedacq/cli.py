@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "run": "fedacq.learn.commands",
     "score": "fedacq.activate.scoring",
+    "boosts": "fedacq.activate.boost_commands",
 }
 
 
