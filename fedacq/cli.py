@@ -14,9 +14,13 @@ import sys
 
 #: sub-command name -> module that defines ``add_parser``.
 COMMANDS: dict[str, str] = {
+    "certs": "fedacq.crypto.tls",
+    "node": "fedacq.node.daemon",
+    "job": "fedacq.node.control",
     "run": "fedacq.learn.commands",
     "score": "fedacq.activate.scoring",
     "boosts": "fedacq.activate.boost_commands",
+    "boost-serve": "fedacq.activate.service",
 }
 
 
