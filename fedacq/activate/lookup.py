@@ -12,12 +12,16 @@ twice that while a new version is being built next to the old one.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedacq.activate.buckets import bucket_of
-from fedacq.activate.table import BoostTable
+from fedacq.activate.table import BoostTable, parse_time
+
+
+_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,21 @@ class BoostLookup:
         self.campaign: str = table.campaign
         self.layer: str = exp.layer
         self.expires_at: dt.datetime = table.expires_at
+        self._expires_ts = self.expires_at.timestamp()
+        self.created_at: dt.datetime = parse_time(table.manifest["created_at"])
         self._salt = exp.salt
         self._treat_mask = exp.treatment_mask()
         self._default = np.float32(table.manifest["default_boost"])
         data = table.data
-        self._row = dict(zip(data["user_id"].tolist(), range(len(data))))
+        self._row: dict[str, int] = {}
+        ids = data["user_id"]
+        for start in range(0, len(data), _CHUNK):
+            # in chunks: one dict(zip(...)) over millions of ids would hold the GIL for
+            # ~0.1 s per million and stall every request thread of a serving process
+            chunk = ids.iloc[start:start + _CHUNK].tolist()
+            self._row.update(zip(chunk, range(start, start + len(chunk))))
+        if len(self._row) != len(data):
+            raise ValueError(f"boost table {self.version}: duplicate user ids")
         self._boost = data["boost"].to_numpy(dtype=np.float32)
         self._bucket = data["bucket"].to_numpy(dtype=np.int16)
         self.rows = len(data)
@@ -61,5 +75,6 @@ class BoostLookup:
             boost[unknown] = np.where(self._treat_mask[ub], self._default, np.float32(1.0))
         return LookupResult(boost=boost, bucket=bucket, treatment=self._treat_mask[bucket], known=known)
 
-    def expired(self, now: dt.datetime | None = None) -> bool:
-        return (now or dt.datetime.now(dt.timezone.utc)) >= self.expires_at
+    def expired(self, now: float | None = None) -> bool:
+        """Past the table's expiry (``now`` in epoch seconds; a float compare per request)."""
+        return (time.time() if now is None else now) >= self._expires_ts

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fedacq.activate.buckets import N_BUCKETS, bucket_of, salt_id
@@ -215,8 +216,9 @@ class BoostTable:
             raise BoostTableError(f"{where}: {data_path.name} has a column of the wrong type: {exc}") from None
         if arrow.num_rows != manifest["rows"]:
             raise BoostTableError(f"{where}: {arrow.num_rows} rows, manifest says {manifest['rows']}")
-        data = arrow.to_pandas()
-        _check_rows(data, experiment, where)
+        _check_rows(arrow, experiment, where)
+        # user ids stay Arrow-backed: no Python object per user until a look-up index is built
+        data = arrow.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
         return cls(data=data, manifest=manifest)
 
     def lookup(self, user_ids) -> pd.DataFrame:
@@ -229,25 +231,30 @@ class BoostTable:
                              "arm": np.where(res.treatment, "treatment", "control"), "known": res.known})
 
 
-def _check_rows(data: pd.DataFrame, experiment: ExperimentConfig, where: str) -> None:
-    ids = data["user_id"]
-    if ids.isna().any():
-        raise BoostTableError(f"{where}: column 'user_id' has {int(ids.isna().sum())} null value(s)")
-    dup = ids.duplicated()
-    if dup.any():
-        raise BoostTableError(f"{where}: column 'user_id' has {int(dup.sum())} duplicate(s), "
-                              f"e.g. {ids[dup].iloc[0]!r}")
-    for col in ("score", "tier", "bucket", "arm", "boost"):
-        if data[col].isna().any():
-            raise BoostTableError(f"{where}: column {col!r} has null values")
-    bucket = data["bucket"].to_numpy()
+def _check_rows(arrow: pa.Table, experiment: ExperimentConfig, where: str) -> None:
+    """Row checks in Arrow compute kernels, which release the GIL: a service validating a
+    new version in a background thread keeps answering requests meanwhile."""
+    for col in DATA_SCHEMA.names:
+        nulls = arrow.column(col).null_count
+        if nulls:
+            raise BoostTableError(f"{where}: column {col!r} has {nulls} null value(s)")
+    ids = arrow.column("user_id")
+    distinct = pc.count_distinct(ids).as_py()
+    if distinct != arrow.num_rows:
+        counts = pc.value_counts(ids)
+        example = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise BoostTableError(f"{where}: column 'user_id' has {arrow.num_rows - distinct} duplicate(s), "
+                              f"e.g. {example!r}")
+    bucket = arrow.column("bucket").to_numpy()
     if ((bucket < 0) | (bucket >= N_BUCKETS)).any():
         raise BoostTableError(f"{where}: column 'bucket' has values outside 0..{N_BUCKETS - 1}")
-    expected_arm = np.where(experiment.treatment_mask()[bucket], "treatment", "control")
-    if (data["arm"].to_numpy() != expected_arm).any():
+    treated = experiment.treatment_mask()[bucket]
+    arm = arrow.column("arm")
+    arm_ok = np.where(treated, pc.equal(arm, "treatment").to_numpy(zero_copy_only=False),
+                      pc.equal(arm, "control").to_numpy(zero_copy_only=False))
+    if not arm_ok.all():
         raise BoostTableError(f"{where}: column 'arm' disagrees with the manifest's bucket allocation")
-    control = expected_arm == "control"
-    if (data["boost"].to_numpy()[control] != 1.0).any():
+    if (arrow.column("boost").to_numpy()[~treated] != 1.0).any():
         raise BoostTableError(f"{where}: control-arm users must have boost 1.0")
 
 

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code for protocols/boost.proto (see regenerate.py); do not edit."""
