@@ -21,7 +21,6 @@ COMMANDS: dict[str, str] = {
     "score": "fedacq.activate.scoring",
     "boosts": "fedacq.activate.boost_commands",
     "boost-serve": "fedacq.activate.service",
-    "boost-serve": "fedacq.activate.service",
 }
 
 
