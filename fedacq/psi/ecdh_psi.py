@@ -1,0 +1,364 @@
+"""ECDH-PSI between the lender (drives, matches) and the platform, over a ``Link``.
+
+Balanced mode (a fresh blinding key per party per job; salt chosen by the lender):
+
+1. lender -> platform ``psi.hello``: mode, salt, its id-column count and sizes,
+   ``reveal_to``, ``min_intersection``. Platform -> lender ``psi.hello_ack``: its
+   column sizes and its own ``min_intersection``.
+2. Both at once, streamed in chunks: the lender sends ``H(x)^a`` for its ids (per
+   column, domain-separated by column position and kind); the platform sends
+   ``H(y)^b`` for its ids in a random order, each with a *token* (a random relabelling
+   of platform rows, shared by all columns of a row).
+3. The platform raises the lender's points to ``b`` and returns ``H(x)^ab`` in the
+   same order; the lender raises the platform's points to ``a``: ``H(y)^ba``.
+4. The lender matches column by column in priority order; a row (on either side)
+   matched by a higher-priority column is out of the later columns, so each row
+   matches at most once. The shared order is: by column, then by the doubly-blinded
+   value (pseudo-random, unrelated to either side's row order).
+5. If the intersection is below ``max(lender min, platform min)`` the lender sends
+   ``psi.abort`` and both raise :class:`PsiError`. Otherwise ``psi.result``: the
+   size, and with ``reveal_to="both"`` the matched tokens in shared order.
+
+Unbalanced mode (platform key and salt live in a :class:`~fedacq.psi.cache.PlatformCache`):
+the platform's ``H(y)^b`` set goes to the lender once per platform key (phase
+``cache_set``, kept in a :class:`~fedacq.psi.cache.LenderSetStore`); online, the lender
+sends ``H(x)^a``, gets ``H(x)^ab`` back, unblinds it to ``H(x)^b`` with ``a^-1`` and
+looks it up in the stored set. Online cost is three scalar multiplications per
+*lender* id and nothing per platform id.
+
+What each party learns: the lender learns which of its rows are in the intersection
+(and, from the points' tokens, how many platform rows have each id column; balanced:
+the platform set sizes). The platform learns the lender's set sizes per column, the
+intersection size, and with ``reveal_to="both"`` which of its rows are in the
+intersection; with ``reveal_to="lender"`` only the size. Neither sees the other's
+ids, hashes or unmatched items: only points blinded by a secret scalar cross, and
+the salt makes them job-specific. Security is semi-honest (the lender could blind
+ids it does not hold; any DH-PSI allows that).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
+from fedacq.link.link import Link
+from fedacq.link.message import Message, MessageSpec, PartSpec, register
+from fedacq.psi.cache import LenderSetStore, PlatformCache, column_domain
+from fedacq.psi.ids import PreparedIds, prepare_ids
+
+PROTOCOL_VERSION = 1
+CHUNK = 65536
+REVEAL = ("both", "lender")
+MODES = ("balanced", "unbalanced")
+
+register(
+    MessageSpec("psi.hello", header={"version": int, "mode": str, "salt": str, "kinds": list,
+                                     "sizes": list, "reveal_to": str, "min_intersection": int,
+                                     "have_set": str}),
+    MessageSpec("psi.hello_ack", header={"sizes": list, "n_rows": int, "min_intersection": int,
+                                         "fingerprint": str, "salt": str, "send_set": bool}),
+    MessageSpec("psi.points", header={"phase": str, "column": int, "offset": int},
+                parts={"points": PartSpec(dtypes=("uint8",), ndim=2, max_bytes=CHUNK * POINT_BYTES),
+                       "tokens": PartSpec(dtypes=("int64",), ndim=1, optional=True,
+                                          max_bytes=CHUNK * 8)}),
+    MessageSpec("psi.result", header={"size": int},
+                parts={"tokens": PartSpec(dtypes=("int64",), ndim=1, optional=True),
+                       "columns": PartSpec(dtypes=("int8",), ndim=1, optional=True)}),
+    MessageSpec("psi.abort", header={"reason": str}),
+)
+
+
+class PsiError(RuntimeError):
+    """The PSI job stopped (e.g. intersection below the minimum); the reason says why."""
+
+
+@dataclass
+class PsiResult:
+    """One side's view of the intersection: ``rows[i]`` matches the peer's ``rows[i]``."""
+
+    rows: np.ndarray
+    size: int
+    matched_on: np.ndarray | None = None   # id-column index per row (lender; platform if revealed)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def phase(self, name: str) -> "_Phase":
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, timer: _Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.times[self.name] = self.timer.times.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+def _send_points(link: Link, phase: str, column: int, points: np.ndarray,
+                 tokens: np.ndarray | None = None, offset: int = 0, bar: tqdm | None = None) -> None:
+    for start in range(0, len(points), CHUNK):
+        parts = {"points": np.ascontiguousarray(points[start:start + CHUNK])}
+        if tokens is not None:
+            parts["tokens"] = np.ascontiguousarray(tokens[start:start + CHUNK])
+        link.send(Message("psi.points", {"phase": phase, "column": column, "offset": offset + start},
+                          parts, step=f"psi/{phase}/col{column}"))
+        if bar is not None:
+            bar.update(len(parts["points"]))
+
+
+def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
+                 transform=None, bar: tqdm | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Collect one phase's streamed chunks into per-column arrays (optionally transformed)."""
+    points = [np.empty((n, POINT_BYTES), dtype=np.uint8) for n in sizes]
+    tokens = [np.empty(n, dtype=np.int64) for n in sizes]
+    got = [0] * len(sizes)
+    while got != list(sizes):
+        msg = link.recv("psi.points")
+        h = msg.header
+        c, off = h["column"], h["offset"]
+        pts = msg.parts["points"]
+        if h["phase"] != phase or not 0 <= c < len(sizes) or off != got[c] or \
+                pts.shape[1] != POINT_BYTES or off + len(pts) > sizes[c]:
+            raise PsiError(f"psi.points out of order: expected phase {phase!r} column/offset "
+                           f"{got}, got {h} with {pts.shape}")
+        if with_tokens:
+            toks = msg.parts.get("tokens")
+            if toks is None or len(toks) != len(pts):
+                raise PsiError(f"psi.points ({phase}) chunk lacks its tokens")
+            tokens[c][off:off + len(pts)] = toks
+        points[c][off:off + len(pts)] = transform(pts) if transform is not None else pts
+        got[c] += len(pts)
+        if bar is not None:
+            bar.update(len(pts))
+    return points, tokens
+
+
+def _match(prepared: PreparedIds, own: list[np.ndarray], peer: list[np.ndarray],
+           peer_tokens: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Priority matching of doubly-blinded values: (own rows, peer tokens, column) in shared order."""
+    used_rows = np.zeros(prepared.n_rows, dtype=bool)
+    used_tokens: set[int] = set()
+    rows_out, tokens_out, cols_out = [], [], []
+    for c, col in enumerate(prepared.columns):
+        own_keep = ~used_rows[col.rows]
+        peer_keep = np.array([t not in used_tokens for t in peer_tokens[c].tolist()], dtype=bool) \
+            if used_tokens else np.ones(len(peer_tokens[c]), dtype=bool)
+        own_idx = np.flatnonzero(own_keep)
+        peer_idx = np.flatnonzero(peer_keep)
+        a = np.ascontiguousarray(own[c][own_idx]).view(f"V{POINT_BYTES}").ravel()
+        b = np.ascontiguousarray(peer[c][peer_idx]).view(f"V{POINT_BYTES}").ravel()
+        _, ia, ib = np.intersect1d(a, b, assume_unique=False, return_indices=True)
+        rows = col.rows[own_idx[ia]]
+        toks = peer_tokens[c][peer_idx[ib]]
+        used_rows[rows] = True
+        used_tokens.update(toks.tolist())
+        rows_out.append(rows)
+        tokens_out.append(toks)
+        cols_out.append(np.full(len(rows), c, dtype=np.int8))
+    return (np.concatenate(rows_out).astype(np.int64), np.concatenate(tokens_out).astype(np.int64),
+            np.concatenate(cols_out))
+
+
+def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: bytes | None = None,
+               min_intersection: int = 1, reveal_to: str = "both", mode: str = "balanced",
+               set_store: str | Path | LenderSetStore | None = None,
+               kinds: dict[str, str] | None = None, duplicates: str = "first",
+               workers: int | None = None, progress: bool = False) -> PsiResult:
+    """The lender's side of ECDH-PSI; returns its rows of the intersection in shared order.
+
+    ``mode="unbalanced"`` uses the platform's cached blinded set, kept by the lender in
+    ``set_store`` (a folder) between jobs.
+    """
+    if reveal_to not in REVEAL:
+        raise ValueError(f"reveal_to must be one of {REVEAL}, got {reveal_to!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "unbalanced" and set_store is None:
+        raise ValueError("unbalanced PSI needs set_store (where the lender keeps the platform's set)")
+    store = LenderSetStore(set_store) if isinstance(set_store, (str, Path)) else set_store
+    timer = _Timer()
+    with timer.phase("prepare"):
+        prepared = prepare_ids(table, id_columns, kinds=kinds, duplicates=duplicates, source="lender table")
+    salt_bytes = b""
+    if mode == "balanced":
+        salt_bytes = salt if salt is not None else os.urandom(32)
+    sizes = [len(c.rows) for c in prepared.columns]
+    link.send(Message("psi.hello", {
+        "version": PROTOCOL_VERSION, "mode": mode, "salt": salt_bytes.hex(),
+        "kinds": [c.kind for c in prepared.columns], "sizes": sizes, "reveal_to": reveal_to,
+        "min_intersection": int(min_intersection),
+        "have_set": ",".join(store.fingerprints()) if store else ""}, step="psi/hello"))
+    ack = link.recv("psi.hello_ack").header
+    peer_sizes = [int(s) for s in ack["sizes"]]
+    if len(peer_sizes) != len(sizes):
+        raise PsiError(f"platform has {len(peer_sizes)} id columns, lender {len(sizes)}")
+    if mode == "unbalanced":
+        salt_bytes = bytes.fromhex(ack["salt"])
+    key = BlindingKey.generate()
+    total = sum(sizes)
+    bar = tqdm(total=total, desc="psi lender: blind own ids", unit="id", disable=not progress)
+    with timer.phase("blind_own"):
+        for c, col in enumerate(prepared.columns):
+            for start in range(0, len(col.values), CHUNK):
+                pts = key.blind_ids(col.values[start:start + CHUNK], salt_bytes,
+                                    column_domain(c, col.kind), workers=workers)
+                _send_points(link, "lender_blinded", c, pts, offset=start, bar=bar)
+    bar.close()
+    if mode == "balanced":
+        bar = tqdm(total=sum(peer_sizes), desc="psi lender: re-blind platform", unit="id",
+                   disable=not progress)
+        with timer.phase("reblind_peer"):
+            peer, peer_tokens = _recv_points(link, "platform_blinded", peer_sizes, with_tokens=True,
+                                             transform=lambda p: key.reblind(p, workers=workers), bar=bar)
+        bar.close()
+    else:
+        fingerprint = ack["fingerprint"]
+        if ack["send_set"]:
+            with timer.phase("offline_receive_set"):
+                peer, peer_tokens = _recv_points(link, "cache_set", peer_sizes, with_tokens=True)
+                store.put(fingerprint, peer, peer_tokens)
+        else:
+            stored = store.get(fingerprint)
+            if stored is None:
+                raise PsiError(f"platform set {fingerprint} not in {store.directory}")
+            peer, peer_tokens = stored
+            if [len(p) for p in peer] != peer_sizes:
+                raise PsiError(f"stored platform set {fingerprint} has sizes "
+                               f"{[len(p) for p in peer]}, platform says {peer_sizes}")
+    bar = tqdm(total=total, desc="psi lender: receive own double-blinded", unit="id", disable=not progress)
+    with timer.phase("receive_own"):
+        transform = (lambda p: key.unblind(p, workers=workers)) if mode == "unbalanced" else None
+        own, _ = _recv_points(link, "lender_reblinded", sizes, with_tokens=False, transform=transform, bar=bar)
+    bar.close()
+    with timer.phase("match"):
+        rows, tokens, columns = _match(prepared, own, peer, peer_tokens)
+    needed = max(int(min_intersection), int(ack["min_intersection"]))
+    if len(rows) < needed:
+        reason = f"intersection of {len(rows)} is below the minimum of {needed}"
+        link.send(Message("psi.abort", {"reason": reason}, step="psi/abort"))
+        raise PsiError(reason)
+    parts = {"tokens": tokens, "columns": columns} if reveal_to == "both" else {}
+    link.send(Message("psi.result", {"size": len(rows)}, parts, step="psi/result"))
+    stats = {"party": "lender", "mode": mode, "n_rows": prepared.n_rows, "ids": prepared.stats(),
+             "peer_sizes": dict(zip(id_columns, peer_sizes)), "intersection": len(rows),
+             "matched_by_column": {id_columns[c]: int((columns == c).sum()) for c in range(len(sizes))},
+             "reveal_to": reveal_to, "seconds": timer.times, **link.stats()}
+    return PsiResult(rows=rows, size=len(rows), matched_on=columns, stats=stats)
+
+
+def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
+                 cache: PlatformCache | str | Path | None = None, min_intersection: int = 1,
+                 kinds: dict[str, str] | None = None, duplicates: str = "first",
+                 workers: int | None = None, progress: bool = False) -> PsiResult:
+    """The platform's side of ECDH-PSI; returns its rows in shared order (empty if not revealed)."""
+    timer = _Timer()
+    hello = link.recv("psi.hello").header
+    if hello["version"] != PROTOCOL_VERSION:
+        raise PsiError(f"lender speaks PSI version {hello['version']}, platform {PROTOCOL_VERSION}")
+    mode = hello["mode"]
+    if mode not in MODES or hello["reveal_to"] not in REVEAL:
+        raise PsiError(f"psi.hello: unknown mode {mode!r} or reveal_to {hello['reveal_to']!r}")
+    lender_sizes = [int(s) for s in hello["sizes"]]
+    if len(lender_sizes) != len(id_columns):
+        raise PsiError(f"lender has {len(lender_sizes)} id columns, platform {len(id_columns)}")
+    if mode == "unbalanced":
+        if cache is None:
+            raise PsiError("the lender asked for unbalanced PSI but the platform has no PSI cache")
+        if not isinstance(cache, PlatformCache):
+            cache = PlatformCache.load(cache)
+        cache.check_table(table, id_columns)
+        key, salt = cache.key, cache.salt
+        peer_points, peer_tokens, rows_by_token = cache.points, cache.tokens, cache.rows_by_token
+        kinds_used = cache.kinds
+        send_set = cache.fingerprint not in hello["have_set"].split(",")
+        n_rows = cache.n_rows
+    else:
+        with timer.phase("prepare"):
+            prepared = prepare_ids(table, id_columns, kinds=kinds, duplicates=duplicates,
+                                   source="platform table")
+        key, salt = BlindingKey.generate(), bytes.fromhex(hello["salt"])
+        rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
+        rows_by_token = rng.permutation(prepared.n_rows).astype(np.int64)
+        token_of_row = np.empty_like(rows_by_token)
+        token_of_row[rows_by_token] = np.arange(prepared.n_rows, dtype=np.int64)
+        kinds_used = [c.kind for c in prepared.columns]
+        send_set = False
+        n_rows = prepared.n_rows
+    if list(hello["kinds"]) != kinds_used:
+        raise PsiError(f"id column kinds differ: lender {hello['kinds']}, platform {kinds_used}")
+    sizes = [len(p) for p in peer_points] if mode == "unbalanced" else [len(c.rows) for c in prepared.columns]
+    link.send(Message("psi.hello_ack", {
+        "sizes": sizes, "n_rows": n_rows, "min_intersection": int(min_intersection),
+        "fingerprint": key.fingerprint if mode == "unbalanced" else "",
+        "salt": salt.hex() if mode == "unbalanced" else "", "send_set": send_set}, step="psi/hello_ack"))
+    if mode == "balanced":
+        bar = tqdm(total=sum(sizes), desc="psi platform: blind own ids", unit="id", disable=not progress)
+        with timer.phase("blind_own"):
+            for c, col in enumerate(prepared.columns):
+                toks = token_of_row[col.rows]
+                order = np.argsort(toks, kind="stable")
+                for start in range(0, len(order), CHUNK):
+                    idx = order[start:start + CHUNK]
+                    pts = key.blind_ids([col.values[i] for i in idx], salt, column_domain(c, col.kind),
+                                        workers=workers)
+                    _send_points(link, "platform_blinded", c, pts, toks[idx], offset=start, bar=bar)
+        bar.close()
+    elif send_set:
+        with timer.phase("offline_send_set"):
+            for c in range(len(sizes)):
+                _send_points(link, "cache_set", c, peer_points[c], peer_tokens[c])
+    bar = tqdm(total=sum(lender_sizes), desc="psi platform: re-blind lender ids", unit="id",
+               disable=not progress)
+    with timer.phase("reblind_peer"):
+        got = [0] * len(lender_sizes)
+        while got != lender_sizes:
+            msg = link.recv("psi.points")
+            h, pts = msg.header, msg.parts["points"]
+            c = h["column"]
+            if h["phase"] != "lender_blinded" or not 0 <= c < len(got) or h["offset"] != got[c] \
+                    or got[c] + len(pts) > lender_sizes[c]:
+                raise PsiError(f"psi.points out of order from the lender: {h}")
+            _send_points(link, "lender_reblinded", c, key.reblind(pts, workers=workers), offset=got[c])
+            got[c] += len(pts)
+            bar.update(len(pts))
+    bar.close()
+    with timer.phase("wait_result"):
+        msg = link.recv(("psi.result", "psi.abort"))
+    if msg.type == "psi.abort":
+        raise PsiError(f"lender stopped the PSI: {msg.header['reason']}")
+    size = int(msg.header["size"])
+    if size < min_intersection:
+        raise PsiError(f"intersection of {size} is below the platform's minimum of {min_intersection}")
+    tokens = msg.parts.get("tokens")
+    if tokens is not None:
+        if len(tokens) != size or (size and (tokens.min() < 0 or tokens.max() >= n_rows)):
+            raise PsiError("psi.result tokens do not match the platform's rows")
+        rows = rows_by_token[tokens]
+        if len(np.unique(rows)) != len(rows):
+            raise PsiError("psi.result matches a platform row twice")
+        matched_on = msg.parts.get("columns")
+    else:
+        rows, matched_on = np.empty(0, dtype=np.int64), None
+    stats = {"party": "platform", "mode": mode, "n_rows": n_rows, "lender_sizes": lender_sizes,
+             "intersection": size, "revealed": tokens is not None, "seconds": timer.times, **link.stats()}
+    if mode == "balanced":
+        stats["ids"] = prepared.stats()
+    return PsiResult(rows=rows.astype(np.int64), size=size, matched_on=matched_on, stats=stats)
+
+
+__all__ = ["psi_lender", "psi_platform", "PsiResult", "PsiError"]
