@@ -1,0 +1,171 @@
+"""Packed gradient encoding (lender) and the encrypted histogram kernel (platform).
+
+Packing (lender side, :class:`GradientCodec`)
+    Each row becomes ONE plaintext holding three non-negative slots::
+
+        m = (g_enc << (slot_bits + count_bits)) | (h_enc << count_bits) | c
+
+    ``g_enc = round((g / g_scale + 1) * 2^frac_bits)`` (the offset makes it
+    non-negative, so sums can be packed and compressed), ``h_enc = round(h /
+    h_scale * 2^frac_bits)`` and ``c = 1`` for a row in the tree sample (a row
+    left out by ``subsample`` encrypts plain 0: the platform cannot tell). The
+    count slot is what lets the lender remove the offset from a bin sum
+    (``G = (sum g_enc / 2^frac_bits - count) * g_scale``). ``g_scale`` and
+    ``h_scale`` (max |g|, max h of the tree) stay with the lender, so the
+    layout the platform sees (bit widths, fixed for the job) says nothing about
+    the gradients. Slot widths hold the sum over every row, so no histogram
+    sum can carry into the next slot.
+
+Histograms (platform side, :class:`EncryptedHistogram`)
+    Per node and feature, bin sums are products of the rows' ciphertexts mod
+    n^2. Per level only the *smaller* child of each split is built from rows;
+    its sibling is ``parent / child``: homomorphic subtraction as a product with
+    the modular inverse of the child's ciphertext. Inverses are chosen over
+    adding ``n - x`` encodings because packed slots must stay non-negative: a
+    sibling's slot sums are subset sums, so the inverse gives exactly the
+    sibling's packed plaintext with no borrow between slots. Bin sums are then
+    made cumulative (bin ``b`` holds bins ``0..b``: the lender reads a split's
+    left side directly) and shift-and-add compressed so the lender decrypts
+    one ciphertext per ~``key_bits / entry_bits`` bin sums.
+
+Workers get only public values (ciphertexts, n^2, bin codes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+#: fractional bits of the fixed-point gradients: relative precision 2^-40, far
+#: below float32 (XGBoost's gradient type), so sums decode to what XGBoost sums.
+FRAC_BITS = 40
+
+
+@dataclass(frozen=True)
+class PackingLayout:
+    """Bit layout of one packed (g, h, count) entry; public, fixed for a job."""
+
+    frac_bits: int
+    slot_bits: int
+    count_bits: int
+
+    @classmethod
+    def for_rows(cls, n_rows: int, frac_bits: int = FRAC_BITS) -> "PackingLayout":
+        count_bits = max(1, int(n_rows).bit_length())
+        # each row adds < 2^(frac_bits + 1) to the g slot (g/g_scale + 1 <= 2)
+        slot_bits = frac_bits + 1 + count_bits + 1
+        return cls(frac_bits, slot_bits, count_bits)
+
+    @property
+    def entry_bits(self) -> int:
+        return 2 * self.slot_bits + self.count_bits
+
+    def to_header(self) -> dict:
+        return {"frac_bits": self.frac_bits, "slot_bits": self.slot_bits, "count_bits": self.count_bits}
+
+
+class GradientCodec:
+    """Lender-side encoding of (g, h) rows and decoding of decrypted bin sums."""
+
+    def __init__(self, layout: PackingLayout) -> None:
+        self.layout = layout
+        self.g_scale = 1.0
+        self.h_scale = 1.0
+
+    def encode(self, g: np.ndarray, h: np.ndarray, in_sample: np.ndarray) -> list[int]:
+        """One packed plaintext per row; rows outside the sample encode 0."""
+        lay = self.layout
+        g = np.asarray(g, dtype=np.float64)
+        h = np.asarray(h, dtype=np.float64)
+        if np.any(h < 0):
+            raise ValueError("hessians must be non-negative to be packed")
+        self.g_scale = float(np.max(np.abs(g[in_sample]), initial=0.0)) or 1.0
+        self.h_scale = float(np.max(h[in_sample], initial=0.0)) or 1.0
+        one = float(2 ** lay.frac_bits)
+        g_enc = np.rint((g / self.g_scale + 1.0) * one)
+        h_enc = np.rint(h / self.h_scale * one)
+        gs = lay.slot_bits + lay.count_bits
+        cb = lay.count_bits
+        out = []
+        for ge, he, s in zip(g_enc.tolist(), h_enc.tolist(), in_sample.tolist()):
+            out.append(((int(ge) << gs) | (int(he) << cb) | 1) if s else 0)
+        return out
+
+    def decode(self, entries: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(G, H, count) arrays from decrypted, decompressed packed sums."""
+        lay = self.layout
+        cmask = (1 << lay.count_bits) - 1
+        smask = (1 << lay.slot_bits) - 1
+        gs = lay.slot_bits + lay.count_bits
+        counts = np.array([e & cmask for e in entries], dtype=np.int64)
+        h_raw = [(e >> lay.count_bits) & smask for e in entries]
+        g_raw = [e >> gs for e in entries]
+        one = 1 << lay.frac_bits
+        # exact integer offset removal before going to float
+        g_net = np.array([gr - c * one for gr, c in zip(g_raw, counts.tolist())], dtype=np.float64)
+        G = g_net / one * self.g_scale
+        H = np.array(h_raw, dtype=np.float64) / one * self.h_scale
+        return G, H, counts
+
+
+def build_histograms(cts: list[mpz], nsq: mpz, bins: np.ndarray, n_bins: np.ndarray,
+                     rows: np.ndarray) -> list[list[mpz]]:
+    """Encrypted per-bin sums for every feature (column of ``bins``) over ``rows``."""
+    one = mpz(1)
+    out = []
+    sub = bins[rows]
+    for f in range(bins.shape[1]):
+        acc = [one] * int(n_bins[f])
+        for r, b in zip(rows.tolist(), sub[:, f].tolist()):
+            if b >= 0:
+                acc[b] = acc[b] * cts[r] % nsq
+        out.append(acc)
+    return out
+
+
+def subtract_histograms(parent: list[list[mpz]], child: list[list[mpz]], nsq: mpz) -> list[list[mpz]]:
+    """Sibling = parent - child, homomorphically (product with the inverse)."""
+    invert = gmpy2.invert
+    return [[p * invert(c, nsq) % nsq for p, c in zip(pf, cf)] for pf, cf in zip(parent, child)]
+
+
+def cumulative(hist: list[list[mpz]], nsq: mpz) -> list[mpz]:
+    """Flatten per-feature bin sums into prefix sums (bin b holds bins 0..b)."""
+    out = []
+    for feat in hist:
+        acc = mpz(1)
+        for c in feat:
+            acc = acc * c % nsq
+            out.append(acc)
+    return out
+
+
+def compress(cts: list[mpz], entry_bits: int, n_bits: int, nsq: mpz) -> list[mpz]:
+    """Shift-and-add ``cts`` (values < 2^entry_bits) into ceil(len / capacity) ciphertexts.
+
+    Same layout as :func:`fedacq.crypto.paillier.compress` (element i at bit
+    ``(i % capacity) * entry_bits``) so :func:`fedacq.crypto.paillier.decompress`
+    undoes it; this version works on bare ciphertexts so worker processes can run it.
+    """
+    capacity = (n_bits - 1) // entry_bits
+    shift = mpz(1) << entry_bits
+    out = []
+    for start in range(0, len(cts), capacity):
+        chunk = cts[start:start + capacity]
+        acc = chunk[-1]
+        for c in reversed(chunk[:-1]):
+            acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
+        out.append(acc)
+    return out
+
+
+def capacity(entry_bits: int, n_bits: int) -> int:
+    return (n_bits - 1) // entry_bits
+
+
+def n_compressed(count: int, entry_bits: int, n_bits: int) -> int:
+    return math.ceil(count / capacity(entry_bits, n_bits))

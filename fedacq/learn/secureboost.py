@@ -1,0 +1,759 @@
+"""Vertical SecureBoost: XGBoost-exact trees on Paillier-encrypted gradients.
+
+The lender (active party) holds the labels and the Paillier private key; the
+platform (passive party) holds features. Rows are the PSI intersection, in the
+same order on both sides. Every step below is one message over a
+:class:`~fedacq.link.link.Link` (sans-I/O: this module never opens a socket).
+
+Steps
+    1. ``sb.hello`` L->P: training parameters, the public key, the packing
+       layout (bit widths only), row counts. ``sb.hello_reply`` P->L: the
+       platform's row counts and its number of bins per feature.
+    2. Both parties bin their own features locally (XGBoost ``hist`` cuts,
+       :mod:`fedacq.learn.binning`).
+    3. Per tree: ``sb.tree`` L->P: one packed ciphertext of (g, h, 1) per row
+       (:mod:`fedacq.learn.histogram`; rows left out by ``subsample`` encrypt 0)
+       and the mask of the platform's features sampled for the tree. The
+       platform answers ``sb.hist`` with the compressed cumulative encrypted
+       histograms of the root.
+    4. Per tree level, ONE round trip. ``sb.split`` L->P: the decision for every
+       node of the level: leaf, lender split (with the left/right bit of each of
+       the node's rows) or platform split (feature index, bin index, default
+       direction). ``sb.hist`` P->L: the left/right bit of each row of the
+       platform's split nodes, and the encrypted histograms of the children
+       (the smaller child built from rows, its sibling by homomorphic
+       subtraction), cumulative and compressed. When the tree is complete the
+       reply instead carries the platform's decisions for the validation rows.
+    5. The lender computes leaf values itself (it knows every node's rows and
+       gradients). ``sb.finish`` L->P: the number of trees kept (early
+       stopping); in prospect mode also the leaf values (optionally noised)
+       and the base score, so the platform holds a complete model.
+    Inference (joint mode): ``sb.predict`` L->P (row count), ``sb.predict_bits``
+    P->L: for each platform split node, the direction of every row.
+
+What each party learns
+    Lender: its own data; per node, the sums of gradients/hessians/row counts
+    per platform (feature, bin) — from which it picks splits; the instance
+    space (which rows go left) of every split, including the platform's; the
+    number of bins of each platform feature. Never the platform's thresholds
+    or feature values.
+    Platform: ciphertexts only, never a plaintext gradient, hessian or label;
+    the instance space of every node (as in SecureBoost: it must route rows to
+    build histograms); which of its (feature, bin) won each split, and where
+    the lender split instead (not on what). In prospect mode, at the end, the
+    leaf values (noised if ``leaf_noise``) and the base score.
+
+Joint mode splits on both parties' features; prospect mode only on the
+platform's, so the platform's model scores users the lender has never seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fedacq.learn.binning import MISSING, QuantileBinner
+from fedacq.learn.histogram import (GradientCodec, PackingLayout, build_histograms, compress,
+                                    cumulative, n_compressed, subtract_histograms)
+from fedacq.learn.tree import FeatureHistogram, SplitParams, Tree, best_split, calc_weight, is_valid, route
+from fedacq.link.link import Link
+from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
+
+OBJECTIVES = ("binary:logistic", "reg:squarederror")
+MODES = ("joint", "prospect")
+
+# node decisions in sb.split
+LEAF, LENDER_SPLIT, PLATFORM_SPLIT = 0, 1, 2
+
+register(
+    MessageSpec("sb.hello", header={"config": str}),
+    MessageSpec("sb.hello_reply", header={"n_rows": int, "n_eval_rows": int},
+                parts={"n_bins": PartSpec(dtypes=("int32",), ndim=1)}),
+    MessageSpec("sb.tree", header={"tree": int},
+                parts={"gradients": PartSpec(kind="bigints"),
+                       "features": PartSpec(dtypes=("bool",), ndim=1)}),
+    MessageSpec("sb.split", header={"tree": int, "depth": int, "build": bool},
+                parts={"nodes": PartSpec(dtypes=("int32",), ndim=1),
+                       "kind": PartSpec(dtypes=("int8",), ndim=1),
+                       "feature": PartSpec(dtypes=("int32",), ndim=1),
+                       "bin": PartSpec(dtypes=("int32",), ndim=1),
+                       "default_left": PartSpec(dtypes=("bool",), ndim=1),
+                       "lender_left": PartSpec(dtypes=("bool",), ndim=1)}),
+    MessageSpec("sb.hist", header={"tree": int, "depth": int},
+                parts={"histograms": PartSpec(kind="bigints"),
+                       "platform_left": PartSpec(dtypes=("bool",), ndim=1),
+                       "eval_left": PartSpec(dtypes=("bool",), ndim=2, optional=True)}),
+    MessageSpec("sb.finish", header={"n_trees": int},
+                optional_header={"base_margin": float},
+                parts={"leaf_values": PartSpec(dtypes=("float64",), ndim=1, optional=True)}),
+    MessageSpec("sb.predict", header={"n_rows": int}),
+    MessageSpec("sb.predict_bits", header={"n_rows": int},
+                parts={"left": PartSpec(dtypes=("bool",), ndim=2)}),
+)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32)
+
+
+def _gradients(objective: str, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(g, h) in float32, as XGBoost computes them."""
+    if objective == "binary:logistic":
+        p = _sigmoid(margin)
+        g = p - y.astype(np.float32)
+        h = np.maximum(p * (np.float32(1.0) - p), np.float32(1e-16))
+        return g, h.astype(np.float32)
+    g = (margin - y).astype(np.float32)
+    return g, np.ones_like(g)
+
+
+def _eval_metrics(objective: str, margin: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    if objective == "binary:logistic":
+        from sklearn.metrics import roc_auc_score
+
+        p = np.clip(_sigmoid(margin).astype(np.float64), 1e-7, 1 - 1e-7)
+        out = {"logloss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
+        if 0 < y.sum() < len(y):
+            out["auc"] = float(roc_auc_score(y, p))
+        return out
+    return {"rmse": float(np.sqrt(np.mean((margin - y) ** 2)))}
+
+
+def _rows_of(row_node: np.ndarray, nodes: list[int]) -> np.ndarray:
+    """Rows (ascending) whose current node is in ``nodes``."""
+    if not nodes:
+        return np.zeros(0, dtype=np.int64)
+    return np.nonzero(np.isin(row_node, nodes))[0]
+
+
+class SecureBoostLender:
+    """The active party: labels, private key, split decisions and leaf values."""
+
+    def __init__(self, n_estimators: int = 30, max_depth: int = 3, learning_rate: float = 0.3,
+                 reg_lambda: float = 1.0, reg_alpha: float = 0.0, gamma: float = 0.0,
+                 min_child_weight: float = 1.0, max_bin: int = 32, subsample: float = 1.0,
+                 colsample_bytree: float = 1.0, objective: str = "binary:logistic",
+                 base_score: float | None = None, early_stopping_rounds: int | None = None,
+                 mode: str = "joint", key_bits: int = 2048, insecure_test_key: bool = False,
+                 leaf_noise: dict | None = None, random_state: int = 0, n_jobs: int | None = None,
+                 callback: Callable[[int, dict], Any] | None = None) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if n_estimators < 1 or max_depth < 1:
+            raise ValueError("n_estimators and max_depth must be >= 1")
+        if not 0 < subsample <= 1 or not 0 < colsample_bytree <= 1:
+            raise ValueError("subsample and colsample_bytree must be in (0, 1]")
+        if leaf_noise is not None:
+            _check_noise(leaf_noise, objective, reg_lambda, mode)
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.reg_lambda = reg_lambda
+        self.reg_alpha = reg_alpha
+        self.gamma = gamma
+        self.min_child_weight = min_child_weight
+        self.max_bin = max_bin
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.objective = objective
+        self.base_score = base_score
+        self.early_stopping_rounds = early_stopping_rounds
+        self.mode = mode
+        self.key_bits = key_bits
+        self.insecure_test_key = insecure_test_key
+        self.leaf_noise = leaf_noise
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.callback = callback
+        self.trees_: list[Tree] = []
+        self.history_: list[dict[str, float]] = []
+        self.timings_: dict[str, float] = {}
+
+    @property
+    def split_params(self) -> SplitParams:
+        return SplitParams(self.reg_lambda, self.reg_alpha, self.gamma, self.min_child_weight,
+                           self.learning_rate)
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "n_estimators", "max_depth", "learning_rate", "reg_lambda", "reg_alpha", "gamma",
+            "min_child_weight", "max_bin", "subsample", "colsample_bytree", "objective", "base_score",
+            "early_stopping_rounds", "mode", "key_bits", "leaf_noise", "random_state")}
+
+    # -- training --------------------------------------------------------------
+    def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
+            eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "SecureBoostLender":
+        from fedacq.crypto.paillier import EncryptedVector, decompress, generate_keypair
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"lender features must be a 2-D array, got shape {X.shape}")
+        y = np.asarray(y, dtype=np.float64)
+        n = X.shape[0]
+        if y.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {y.shape}")
+        if not np.isfinite(y).all():
+            raise ValueError("labels hold NaN or infinite values")
+        if self.objective == "binary:logistic" and not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("binary:logistic needs labels 0/1")
+        t_start = time.perf_counter()
+        timings = {"encrypt": 0.0, "wait": 0.0, "decrypt": 0.0, "split": 0.0}
+        pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+        self.public_key_, self._private_key = pk, sk
+        layout = PackingLayout.for_rows(n)
+        codec = GradientCodec(layout)
+        n_eval = 0 if eval_set is None else len(eval_set[1])
+        config = {"params": self.get_params(), "public_key": pk.to_json(), "layout": layout.to_header(),
+                  "n_rows": n, "n_eval_rows": n_eval}
+        link.send(Message("sb.hello", {"config": json.dumps(config)}, step="hello"))
+        reply = link.recv("sb.hello_reply")
+        if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
+            raise ValueError(f"row counts differ: lender has {n} training / {n_eval} validation rows, "
+                             f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
+        n_bins_p = reply.parts["n_bins"].astype(np.int64)
+        if np.any(n_bins_p < 0) or np.any(n_bins_p > self.max_bin):
+            raise ValueError("sb.hello_reply: platform bin counts outside [0, max_bin]")
+        d_p = len(n_bins_p)
+        self.n_platform_features_ = d_p
+
+        own = self.mode == "joint"
+        self.binner_ = QuantileBinner(self.max_bin).fit(X if own else X[:, :0])
+        bins_l = self.binner_.transform(X if own else X[:, :0])
+        d_l = bins_l.shape[1]
+        n_bins_l = self.binner_.n_bins
+        self.n_features_in_ = X.shape[1]
+
+        if self.base_score is None:
+            base = float(np.mean(y))
+        else:
+            base = float(self.base_score)
+        if self.objective == "binary:logistic":
+            if not 0 < base < 1:
+                raise ValueError(f"base_score must be in (0, 1) for binary:logistic, got {base}")
+            self.base_margin_ = float(np.float32(math.log(base / (1 - base))))
+        else:
+            self.base_margin_ = float(np.float32(base))
+        margin = np.full(n, self.base_margin_, dtype=np.float32)
+        if eval_set is not None:
+            Xv = np.asarray(eval_set[0], dtype=np.float64)
+            yv = np.asarray(eval_set[1], dtype=np.float64)
+            if Xv.shape != (n_eval, X.shape[1]):
+                raise ValueError(f"eval_set features must have shape ({n_eval}, {X.shape[1]}), got {Xv.shape}")
+            margin_v = np.full(n_eval, self.base_margin_, dtype=np.float32)
+        rng = np.random.default_rng(self.random_state)
+        p = self.split_params
+        self.trees_, self.history_ = [], []
+        best_score, best_iter = math.inf, -1
+        from tqdm import tqdm
+
+        for t in tqdm(range(self.n_estimators), desc="secureboost", unit="tree", leave=False,
+                      disable=None):
+            g, h = _gradients(self.objective, margin, y)
+            in_sample = (rng.random(n) < self.subsample) if self.subsample < 1 else np.ones(n, dtype=bool)
+            g = np.where(in_sample, g, np.float32(0))
+            h = np.where(in_sample, h, np.float32(0))
+            active = self._sample_features(rng, d_l, d_p)
+            active_l = [f for f in range(d_l) if active[f]]
+            active_p = [f for f in range(d_p) if active[d_l + f]]
+            platform_mask = np.array(active[d_l:], dtype=bool)
+
+            t0 = time.perf_counter()
+            plain = codec.encode(g, h, in_sample)
+            enc = pk.encrypt_raw(plain, workers=self.n_jobs)
+            timings["encrypt"] += time.perf_counter() - t0
+            link.send(Message("sb.tree", {"tree": t},
+                              {"gradients": enc.to_bigints(), "features": platform_mask}, step=f"tree{t}"))
+            g64, h64 = g.astype(np.float64), h.astype(np.float64)
+            cnt = in_sample.astype(np.int64)
+            tree = Tree()
+            row_node = np.zeros(n, dtype=np.int32)
+            level = [0]
+            t0 = time.perf_counter()
+            msg = link.recv("sb.hist")
+            timings["wait"] += time.perf_counter() - t0
+            p_hists = self._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
+                                         EncryptedVector, decompress, timings)
+            depth = 0
+            eval_left = None
+            while True:
+                t0 = time.perf_counter()
+                kinds, feats, bins_, defaults, lender_rows, lender_bits = [], [], [], [], [], []
+                children: list[int] = []
+                for node in level:
+                    rows = np.nonzero(row_node == node)[0]
+                    G, H, C = g64[rows].sum(), h64[rows].sum(), int(cnt[rows].sum())
+                    hists = self._own_hists(rows, bins_l, n_bins_l, active_l, g64, h64, cnt) + p_hists[node]
+                    cand = best_split(G, H, C, hists, p)
+                    if not is_valid(cand, p):
+                        kinds.append(LEAF), feats.append(-1), bins_.append(-1), defaults.append(False)
+                        continue
+                    if cand.feature < d_l:
+                        f = cand.feature
+                        thr = self.binner_.threshold(f, cand.bin)
+                        kids = tree.split(node, 0, f, cand.bin, cand.default_left, thr, cand.loss_chg)
+                        kinds.append(LENDER_SPLIT), feats.append(-1), bins_.append(-1), defaults.append(False)
+                        b = bins_l[rows, f]
+                        go_left = np.where(b == MISSING, cand.default_left, b <= cand.bin)
+                        lender_rows.append(rows)
+                        lender_bits.append(go_left)
+                    else:
+                        f = cand.feature - d_l
+                        kids = tree.split(node, 1, f, cand.bin, cand.default_left, float("nan"), cand.loss_chg)
+                        kinds.append(PLATFORM_SPLIT), feats.append(f), bins_.append(cand.bin)
+                        defaults.append(cand.default_left)
+                    tree.hess[kids[0]], tree.hess[kids[1]] = cand.left_h, cand.right_h
+                    children.extend(kids)
+                timings["split"] += time.perf_counter() - t0
+                build = bool(children) and depth + 1 < self.max_depth
+                if lender_rows:
+                    order = np.argsort(np.concatenate(lender_rows), kind="stable")
+                    lrows = np.concatenate(lender_rows)[order]
+                    lbits = np.concatenate(lender_bits)[order].astype(bool)
+                else:
+                    lrows, lbits = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+                link.send(Message("sb.split", {"tree": t, "depth": depth, "build": build}, {
+                    "nodes": np.array(level, dtype=np.int32), "kind": np.array(kinds, dtype=np.int8),
+                    "feature": np.array(feats, dtype=np.int32), "bin": np.array(bins_, dtype=np.int32),
+                    "default_left": np.array(defaults, dtype=bool), "lender_left": lbits},
+                    step=f"tree{t}/depth{depth}"))
+                t0 = time.perf_counter()
+                msg = link.recv("sb.hist")
+                timings["wait"] += time.perf_counter() - t0
+                split_nodes = [nd for nd, k in zip(level, kinds) if k == PLATFORM_SPLIT]
+                prows = _rows_of(row_node, split_nodes)
+                pbits = msg.parts["platform_left"]
+                if len(pbits) != len(prows):
+                    raise ValueError(f"sb.hist: {len(pbits)} platform directions for {len(prows)} rows")
+                new_node = row_node.copy()
+                for rows_, bits in ((lrows, lbits), (prows, pbits)):
+                    cur = row_node[rows_]
+                    lefts = np.array(tree.left, dtype=np.int32)[cur]
+                    rights = np.array(tree.right, dtype=np.int32)[cur]
+                    new_node[rows_] = np.where(bits, lefts, rights)
+                row_node = new_node
+                if not build:
+                    eval_left = msg.parts.get("eval_left")
+                    break
+                level = children
+                depth += 1
+                p_hists = self._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
+                                             EncryptedVector, decompress, timings)
+            for leaf in tree.leaves():
+                rows = np.nonzero(row_node == leaf)[0]
+                w = calc_weight(g64[rows].sum(), h64[rows].sum(), p)
+                tree.value[leaf] = float(np.float32(w * self.learning_rate))
+                tree.hess[leaf] = float(h64[rows].sum())
+            values = np.array(tree.value, dtype=np.float32)
+            margin = (margin + values[row_node]).astype(np.float32)
+            self.trees_.append(tree)
+            metrics = {f"train_{k}": v for k, v in _eval_metrics(self.objective, margin, y).items()}
+            if eval_set is not None:
+                margin_v = (margin_v + values[self._route_eval(tree, Xv, eval_left, n_eval)]).astype(np.float32)
+                metrics.update({f"valid_{k}": v for k, v in _eval_metrics(self.objective, margin_v, yv).items()})
+            metrics["tree"] = t
+            metrics["seconds"] = time.perf_counter() - t_start
+            self.history_.append(metrics)
+            if self.callback is not None:
+                self.callback(t, metrics)
+            if eval_set is not None and self.early_stopping_rounds:
+                key = "valid_logloss" if self.objective == "binary:logistic" else "valid_rmse"
+                if metrics[key] < best_score:
+                    best_score, best_iter = metrics[key], t
+                elif t - best_iter >= self.early_stopping_rounds:
+                    break
+        if eval_set is not None and self.early_stopping_rounds:
+            self.best_iteration_ = best_iter
+            self.trees_ = self.trees_[:best_iter + 1]
+        self._send_finish(link, rng)
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        return self
+
+    def _sample_features(self, rng: np.random.Generator, d_l: int, d_p: int) -> np.ndarray:
+        """Global feature mask of one tree (lender features first; prospect: platform only)."""
+        d = d_l + d_p
+        if d == 0:
+            raise ValueError("no features to split on (the platform sent none)")
+        if self.colsample_bytree >= 1:
+            return np.ones(d, dtype=bool)
+        k = max(1, int(self.colsample_bytree * d))
+        mask = np.zeros(d, dtype=bool)
+        mask[rng.choice(d, size=k, replace=False)] = True
+        return mask
+
+    @staticmethod
+    def _own_hists(rows: np.ndarray, bins: np.ndarray, n_bins: np.ndarray, active: list[int],
+                   g: np.ndarray, h: np.ndarray, cnt: np.ndarray) -> list[FeatureHistogram]:
+        out = []
+        gr, hr, cr = g[rows], h[rows], cnt[rows]
+        for f in active:
+            b = bins[rows, f].astype(np.int64)
+            ok = b != MISSING
+            nb = int(n_bins[f])
+            gs = np.bincount(b[ok], weights=gr[ok], minlength=nb)
+            hs = np.bincount(b[ok], weights=hr[ok], minlength=nb)
+            cs = np.bincount(b[ok], weights=cr[ok], minlength=nb)
+            out.append(FeatureHistogram(f, np.cumsum(gs), np.cumsum(hs), np.cumsum(cs).astype(np.int64)))
+        return out
+
+    def _decode_hists(self, msg: Message, nodes: list[int], active_p: list[int], n_bins_p: np.ndarray,
+                      d_l: int, codec: GradientCodec, sk, pk, EncryptedVector, decompress,
+                      timings: dict) -> dict[int, list[FeatureHistogram]]:
+        """Decrypt a level's compressed histograms into per-node feature histograms."""
+        per_node = int(sum(n_bins_p[f] for f in active_p))
+        count = per_node * len(nodes)
+        vec = pk.vector_from_bigints(msg.parts["histograms"])
+        expected = n_compressed(count, codec.layout.entry_bits, pk.n_bits) if count else 0
+        if len(vec) != expected:
+            raise ValueError(f"sb.hist: {len(vec)} compressed ciphertexts, expected {expected}")
+        t0 = time.perf_counter()
+        entries = decompress(sk.decrypt_raw(vec, workers=self.n_jobs), codec.layout.entry_bits, count, pk) \
+            if count else []
+        timings["decrypt"] += time.perf_counter() - t0
+        G, H, C = codec.decode(entries)
+        out: dict[int, list[FeatureHistogram]] = {}
+        pos = 0
+        for node in nodes:
+            hists = []
+            for f in active_p:
+                nb = int(n_bins_p[f])
+                hists.append(FeatureHistogram(d_l + f, G[pos:pos + nb], H[pos:pos + nb], C[pos:pos + nb]))
+                pos += nb
+            out[node] = hists
+        return out
+
+    def _route_eval(self, tree: Tree, Xv: np.ndarray, eval_left: np.ndarray | None, n_eval: int) -> np.ndarray:
+        pnodes = [i for i in range(tree.n_nodes) if tree.party[i] == 1]
+        decisions = {}
+        if pnodes:
+            if eval_left is None or eval_left.shape != (n_eval, len(pnodes)):
+                raise ValueError("sb.hist: platform decisions for the validation rows are missing or mis-shaped")
+            decisions = {nid: eval_left[:, j] for j, nid in enumerate(pnodes)}
+        return route(tree, Xv if self.mode == "joint" else Xv[:, :0], decisions, owner=0)
+
+    def _send_finish(self, link: Link, rng: np.random.Generator) -> None:
+        header: dict[str, Any] = {"n_trees": len(self.trees_)}
+        parts: dict[str, np.ndarray] = {}
+        if self.mode == "prospect":
+            values = np.concatenate([np.array([tr.value[i] for i in tr.leaves()], dtype=np.float64)
+                                     for tr in self.trees_])
+            if self.leaf_noise is not None:
+                values = values + _leaf_noise(self.leaf_noise, self.objective, self.learning_rate,
+                                              self.reg_lambda, len(self.trees_), len(values), rng)
+            self.released_leaf_values_ = values
+            parts["leaf_values"] = values
+            header["base_margin"] = self.base_margin_
+        link.send(Message("sb.finish", header, parts, step="finish"))
+
+    # -- inference -------------------------------------------------------------
+    def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """Federated margins for rows the platform holds in the same order (joint mode)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"lender features must have {self.n_features_in_} columns, got shape {X.shape}")
+        n = X.shape[0]
+        link.send(Message("sb.predict", {"n_rows": n}, step="predict"))
+        msg = link.recv("sb.predict_bits")
+        bits = msg.parts["left"]
+        pnodes = [(t, i) for t, tr in enumerate(self.trees_) for i in range(tr.n_nodes) if tr.party[i] == 1]
+        if bits.shape != (n, len(pnodes)):
+            raise ValueError(f"sb.predict_bits: shape {bits.shape}, expected {(n, len(pnodes))}")
+        col = {key: j for j, key in enumerate(pnodes)}
+        margin = np.full(n, self.base_margin_, dtype=np.float32)
+        Xown = X if self.mode == "joint" else X[:, :0]
+        for t, tr in enumerate(self.trees_):
+            decisions = {i: bits[:, col[(t, i)]] for i in range(tr.n_nodes) if tr.party[i] == 1}
+            leaf = route(tr, Xown, decisions, owner=0)
+            margin = (margin + np.array(tr.value, dtype=np.float32)[leaf]).astype(np.float32)
+        return margin
+
+    def predict_proba(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """Probabilities of class 1 (binary:logistic) or predictions (reg:squarederror)."""
+        margin = self.decision_function(link, X)
+        return _sigmoid(margin).astype(np.float64) if self.objective == "binary:logistic" else margin.astype(np.float64)
+
+    def save(self, directory: str | Path) -> Path:
+        """The lender's model part as JSON: structure, its own thresholds, all leaf values."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        doc = {"format": "fedacq.secureboost.lender/1", "params": self.get_params(),
+               "base_margin": self.base_margin_, "n_features": self.n_features_in_,
+               "n_platform_features": self.n_platform_features_,
+               "binner": self.binner_.to_dict(), "trees": [t.to_dict() for t in self.trees_],
+               "history": self.history_}
+        out = path / "secureboost_lender.json"
+        out.write_text(json.dumps(doc, allow_nan=True))
+        return out
+
+
+class SecureBoostPlatform:
+    """The passive party: features, encrypted histograms, its own thresholds."""
+
+    def __init__(self, n_jobs: int | None = None) -> None:
+        self.n_jobs = n_jobs
+        self.trees_: list[Tree] = []
+        self.timings_: dict[str, float] = {}
+
+    def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "SecureBoostPlatform":
+        from fedacq.crypto.paillier import PublicKey
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"platform features must be a 2-D array, got shape {X.shape}")
+        hello = link.recv("sb.hello")
+        try:
+            config = json.loads(hello.header["config"])
+            params = config["params"]
+            pk = PublicKey.from_json(config["public_key"])
+            layout = PackingLayout(**config["layout"])
+            n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"sb.hello: malformed config: {exc}") from exc
+        if pk.n_bits < 2048 and not params.get("key_bits", 2048) < 2048:
+            raise ValueError("sb.hello: public key shorter than the announced key size")
+        self.params_ = params
+        self.mode = params["mode"]
+        self.objective = params["objective"]
+        n = X.shape[0]
+        n_eval_here = 0 if eval_X is None else np.asarray(eval_X).shape[0]
+        self.binner_ = QuantileBinner(int(params["max_bin"])).fit(X)
+        bins = self.binner_.transform(X)
+        n_bins = self.binner_.n_bins
+        link.send(Message("sb.hello_reply", {"n_rows": n, "n_eval_rows": n_eval_here},
+                          {"n_bins": n_bins.astype(np.int32)}, step="hello"))
+        if n != n_rows or n_eval_here != n_eval:
+            raise ValueError(f"row counts differ: platform has {n} training / {n_eval_here} validation rows, "
+                             f"lender {n_rows} / {n_eval}")
+        Xe = None if eval_X is None else np.asarray(eval_X, dtype=np.float64)
+        nsq = pk.nsquare
+        timings = {"histograms": 0.0, "compress": 0.0, "wait": 0.0}
+        self.trees_ = []
+        while True:
+            t0 = time.perf_counter()
+            msg = link.recv(["sb.tree", "sb.finish"])
+            timings["wait"] += time.perf_counter() - t0
+            if msg.type == "sb.finish":
+                self._finish(msg)
+                break
+            cts = pk.vector_from_bigints(msg.parts["gradients"]).ciphertexts
+            if len(cts) != n:
+                raise ValueError(f"sb.tree: {len(cts)} ciphertexts for {n} rows")
+            mask = msg.parts["features"]
+            if mask.shape != (X.shape[1],):
+                raise ValueError(f"sb.tree: feature mask of length {len(mask)} for {X.shape[1]} features")
+            active = np.nonzero(mask)[0]
+            abins, anb = bins[:, active], n_bins[active]
+            tree = Tree()
+            row_node = np.zeros(n, dtype=np.int32)
+            t0 = time.perf_counter()
+            hists = {0: build_histograms(cts, nsq, abins, anb, np.arange(n))}
+            timings["histograms"] += time.perf_counter() - t0
+            link.send(self._hist_message(msg.header["tree"], 0, [hists[0]], layout, pk, timings,
+                                         np.zeros(0, dtype=bool)))
+            level = [0]
+            depth = 0
+            while True:
+                t0 = time.perf_counter()
+                sm = link.recv("sb.split")
+                timings["wait"] += time.perf_counter() - t0
+                nodes = sm.parts["nodes"].tolist()
+                if nodes != level or sm.header["depth"] != depth:
+                    raise ValueError(f"sb.split: decisions for nodes {nodes} at depth {sm.header['depth']}, "
+                                     f"expected {level} at depth {depth}")
+                kinds, feats, bins_, dls = (sm.parts[k].tolist() for k in ("kind", "feature", "bin", "default_left"))
+                if not (len(kinds) == len(feats) == len(bins_) == len(dls) == len(nodes)):
+                    raise ValueError("sb.split: decision arrays of different lengths")
+                lender_nodes, platform_nodes, children = [], [], []
+                for node, k, f, b, dl in zip(nodes, kinds, feats, bins_, dls):
+                    if k == LEAF:
+                        continue
+                    if k == LENDER_SPLIT:
+                        kids = tree.split(node, 0, -1, -1, False)
+                        lender_nodes.append(node)
+                    elif k == PLATFORM_SPLIT:
+                        if not (0 <= f < X.shape[1] and mask[f] and -1 <= b < n_bins[f]):
+                            raise ValueError(f"sb.split: invalid platform split (feature {f}, bin {b})")
+                        kids = tree.split(node, 1, f, b, bool(dl), self.binner_.threshold(f, b))
+                        platform_nodes.append(node)
+                    else:
+                        raise ValueError(f"sb.split: unknown decision kind {k}")
+                    children.extend(kids)
+                lrows = _rows_of(row_node, lender_nodes)
+                lbits = sm.parts["lender_left"]
+                if len(lbits) != len(lrows):
+                    raise ValueError(f"sb.split: {len(lbits)} lender directions for {len(lrows)} rows")
+                prows = _rows_of(row_node, platform_nodes)
+                cur = row_node[prows]
+                f_of = np.array(tree.feature, dtype=np.int64)[cur]
+                b_of = np.array(tree.bin, dtype=np.int64)[cur]
+                d_of = np.array(tree.default_left, dtype=bool)[cur]
+                pb = bins[prows, f_of] if len(prows) else np.zeros(0, dtype=np.int64)
+                pbits = np.where(pb == MISSING, d_of, pb <= b_of).astype(bool)
+                new_node = row_node.copy()
+                lefts = np.array(tree.left, dtype=np.int32)
+                rights = np.array(tree.right, dtype=np.int32)
+                for rows_, bits in ((lrows, lbits), (prows, pbits)):
+                    new_node[rows_] = np.where(bits, lefts[row_node[rows_]], rights[row_node[rows_]])
+                row_node = new_node
+                build = sm.header["build"]
+                if build and not children:
+                    raise ValueError("sb.split: histograms requested for a level without splits")
+                if not build:
+                    eval_left = None
+                    if Xe is not None:
+                        pn = [i for i in range(tree.n_nodes) if tree.party[i] == 1]
+                        eval_left = self._node_bits(tree, pn, Xe)
+                    link.send(self._hist_message(sm.header["tree"], depth + 1, [], layout, pk, timings,
+                                                 pbits, eval_left))
+                    break
+                t0 = time.perf_counter()
+                new_hists = {}
+                for parent in lender_nodes + platform_nodes:
+                    lc, rc = tree.left[parent], tree.right[parent]
+                    nl, nr = int(np.sum(row_node == lc)), int(np.sum(row_node == rc))
+                    small, big = (lc, rc) if nl <= nr else (rc, lc)
+                    new_hists[small] = build_histograms(cts, nsq, abins, anb, np.nonzero(row_node == small)[0])
+                    new_hists[big] = subtract_histograms(hists[parent], new_hists[small], nsq)
+                hists = new_hists
+                timings["histograms"] += time.perf_counter() - t0
+                level = sorted(children)
+                depth += 1
+                link.send(self._hist_message(sm.header["tree"], depth, [hists[c] for c in level], layout,
+                                             pk, timings, pbits))
+            self.trees_.append(tree)
+        self.timings_ = timings
+        return self
+
+    @staticmethod
+    def _hist_message(tree: int, depth: int, hists: list, layout: PackingLayout, pk, timings: dict,
+                      platform_left: np.ndarray, eval_left: np.ndarray | None = None) -> Message:
+        t0 = time.perf_counter()
+        flat = [c for h in hists for c in cumulative(h, pk.nsquare)]
+        packed = compress(flat, layout.entry_bits, pk.n_bits, pk.nsquare) if flat else []
+        timings["compress"] += time.perf_counter() - t0
+        parts: dict[str, Any] = {"histograms": BigInts(packed, pk.ciphertext_bytes),
+                                 "platform_left": np.asarray(platform_left, dtype=bool)}
+        if eval_left is not None:
+            parts["eval_left"] = eval_left
+        return Message("sb.hist", {"tree": tree, "depth": depth}, parts, step=f"tree{tree}/depth{depth}")
+
+    @staticmethod
+    def _node_bits(tree: Tree, nodes: list[int], X: np.ndarray) -> np.ndarray:
+        """Direction (True = left) of every row of ``X`` at each of this party's ``nodes``."""
+        X32 = np.asarray(X, dtype=np.float32)
+        out = np.zeros((X32.shape[0], len(nodes)), dtype=bool)
+        for j, nid in enumerate(nodes):
+            x = X32[:, tree.feature[nid]]
+            out[:, j] = np.where(np.isnan(x), tree.default_left[nid], x < np.float32(tree.threshold[nid]))
+        return out
+
+    def _finish(self, msg: Message) -> None:
+        k = msg.header["n_trees"]
+        if not 0 <= k <= len(self.trees_):
+            raise ValueError(f"sb.finish: keeps {k} trees of {len(self.trees_)}")
+        self.trees_ = self.trees_[:k]
+        self.base_margin_ = None
+        if self.mode == "prospect":
+            values = msg.parts.get("leaf_values")
+            leaves = [tr.leaves() for tr in self.trees_]
+            total = sum(len(lv) for lv in leaves)
+            if values is None or len(values) != total or "base_margin" not in msg.header:
+                raise ValueError(f"sb.finish: prospect mode needs {total} leaf values and the base margin")
+            if any(tr.party[i] == 0 for tr in self.trees_ for i in range(tr.n_nodes)):
+                raise ValueError("sb.finish: a prospect model holds a lender split")
+            pos = 0
+            for tr, lv in zip(self.trees_, leaves):
+                for leaf in lv:
+                    tr.value[leaf] = float(values[pos])
+                    pos += 1
+            self.base_margin_ = float(msg.header["base_margin"])
+
+    # -- inference -------------------------------------------------------------
+    def predict(self, link: Link, X: np.ndarray) -> None:
+        """Answer the lender's federated prediction for rows of ``X`` (same order as the lender's)."""
+        msg = link.recv("sb.predict")
+        X = np.asarray(X, dtype=np.float64)
+        if msg.header["n_rows"] != X.shape[0]:
+            raise ValueError(f"sb.predict: lender asks for {msg.header['n_rows']} rows, platform has {X.shape[0]}")
+        cols = []
+        for tr in self.trees_:
+            pn = [i for i in range(tr.n_nodes) if tr.party[i] == 1]
+            cols.append(self._node_bits(tr, pn, X))
+        bits = np.concatenate(cols, axis=1) if cols else np.zeros((X.shape[0], 0), dtype=bool)
+        link.send(Message("sb.predict_bits", {"n_rows": X.shape[0]}, {"left": bits}, step="predict"))
+
+    def decision_function_local(self, X: np.ndarray) -> np.ndarray:
+        """Margins from the platform's complete model (prospect mode only)."""
+        if self.mode != "prospect" or self.base_margin_ is None:
+            raise ValueError("only a prospect model can predict on the platform alone")
+        margin = np.full(np.asarray(X).shape[0], self.base_margin_, dtype=np.float32)
+        for tr in self.trees_:
+            leaf = route(tr, X, None, owner=1)
+            margin = (margin + np.array(tr.value, dtype=np.float32)[leaf]).astype(np.float32)
+        return margin
+
+    def predict_local(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities (binary:logistic) or predictions from the prospect model, no lender needed."""
+        margin = self.decision_function_local(X)
+        return _sigmoid(margin).astype(np.float64) if self.objective == "binary:logistic" else margin.astype(np.float64)
+
+    def export_xgboost_json(self, path: str | Path) -> Path:
+        from fedacq.learn.xgb_export import export_xgboost_json
+
+        return export_xgboost_json(self, path)
+
+    def save(self, directory: str | Path) -> Path:
+        """The platform's model part as JSON: structure, its thresholds, (prospect) leaf values."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        doc = {"format": "fedacq.secureboost.platform/1", "mode": self.mode, "objective": self.objective,
+               "base_margin": self.base_margin_, "binner": self.binner_.to_dict(),
+               "trees": [t.to_dict() for t in self.trees_]}
+        out = path / "secureboost_platform.json"
+        out.write_text(json.dumps(doc, allow_nan=True))
+        return out
+
+
+def _check_noise(noise: dict, objective: str, reg_lambda: float, mode: str) -> None:
+    if mode != "prospect":
+        raise ValueError("leaf_noise applies to prospect mode (the released leaf values)")
+    mech = noise.get("mechanism")
+    if mech not in ("laplace", "gaussian"):
+        raise ValueError(f"leaf_noise mechanism must be 'laplace' or 'gaussian', got {mech!r}")
+    if not noise.get("epsilon", 0) > 0:
+        raise ValueError("leaf_noise needs epsilon > 0")
+    if mech == "gaussian" and not 0 < noise.get("delta", 0) < 1:
+        raise ValueError("gaussian leaf_noise needs 0 < delta < 1")
+    if reg_lambda <= 0:
+        raise ValueError("leaf_noise needs reg_lambda > 0 (it bounds the sensitivity)")
+    if objective != "binary:logistic" and "gradient_bound" not in noise:
+        raise ValueError("leaf_noise for reg:squarederror needs 'gradient_bound' (max |y - prediction|)")
+
+
+def _leaf_noise(noise: dict, objective: str, learning_rate: float, reg_lambda: float,
+                n_trees: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise for the released leaf values.
+
+    Changing one user's label moves its gradient by at most ``gradient_bound``
+    (1 for binary:logistic) and touches one leaf per tree, whose value moves by
+    at most ``learning_rate * gradient_bound / reg_lambda``. The budget is split
+    evenly over the trees (sequential composition). This protects the released
+    values given the tree structure; the structure itself (chosen on encrypted
+    gradients) is not covered.
+    """
+    bound = float(noise.get("gradient_bound", 1.0))
+    sensitivity = learning_rate * bound / reg_lambda
+    eps = float(noise["epsilon"]) / n_trees
+    if noise["mechanism"] == "laplace":
+        return rng.laplace(0.0, sensitivity / eps, size)
+    delta = float(noise["delta"]) / n_trees
+    sigma = sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / eps
+    return rng.normal(0.0, sigma, size)
