@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "score": "fedacq.activate.scoring",
     "boosts": "fedacq.activate.boost_commands",
     "boost-serve": "fedacq.activate.service",
+    "bench-crypto": "fedacq.crypto.bench",
 }
 
 

@@ -73,6 +73,9 @@ MIN_KEY_BITS = 2048
 #: bits of the short DJN exponent x for keys up to 3072 bits (see module docstring).
 RANDOM_EXPONENT_BITS = 256
 
+#: bits per digit of x in the fixed-base table (see PublicKey._fixed_base_table).
+WINDOW_BITS = 10
+
 #: batches at least this long use the process pool when ``workers`` is None.
 PARALLEL_THRESHOLD = 4096
 
@@ -172,32 +175,42 @@ class PublicKey:
         return gmpy2.powmod(h, self.n, self.nsquare)
 
     def _fixed_base_table(self) -> list[list[mpz]]:
-        """table[i][d] = h_s^(d * 256^i) mod n^2 for every byte position i of x."""
+        """table[i][d] = h_s^(d * 2^(w*i)) mod n^2 for each w-bit digit position i of x.
+
+        With w = :data:`WINDOW_BITS` = 10 a 256-bit x costs 26 multiply-mods
+        (against ~3000 for a full r^n); the table is 26 x 1024 ciphertexts,
+        ~14 MB for a 2048-bit key, built once per key and process in ~0.2 s.
+        """
         if self._table is None:
             nsq = self.nsquare
             base = self._base()
             table = []
-            for _ in range((self.exponent_bits + 7) // 8):
+            for _ in range(-(-self.exponent_bits // WINDOW_BITS)):
                 row = [mpz(1), base]
-                for _ in range(254):
+                for _ in range((1 << WINDOW_BITS) - 2):
                     row.append(row[-1] * base % nsq)
                 table.append(row)
-                base = row[-1] * base % nsq  # base^256
+                base = row[-1] * base % nsq  # base^(2^w)
             self._table = table
         return self._table
 
     def _random_factors(self, count: int) -> list[mpz]:
-        """``count`` fresh values h_s^x mod n^2, x uniform of exponent_bits bits."""
+        """``count`` fresh values h_s^x mod n^2, x uniform over [0, 2^(w*rows)).
+
+        The digits of x are drawn directly (iid uniform w-bit digits make a
+        uniform x) from the OS CSPRNG, vectorised with numpy.
+        """
         table = self._fixed_base_table()
         nsq = self.nsquare
-        width = len(table)
-        rnd = os.urandom(width * count)
+        rows = len(table)
+        digits = np.frombuffer(os.urandom(2 * rows * count), dtype=np.uint16).reshape(count, rows)
+        digits = (digits & ((1 << WINDOW_BITS) - 1)).tolist()
+        first, rest = table[0], table[1:]
         out = []
-        for k in range(0, width * count, width):
-            acc = mpz(1)
-            for row, d in zip(table, rnd[k:k + width]):
-                if d:
-                    acc = acc * row[d] % nsq
+        for ds in digits:
+            acc = first[ds[0]]
+            for row, d in zip(rest, ds[1:]):
+                acc = acc * row[d] % nsq
             out.append(acc)
         return out
 
@@ -210,8 +223,8 @@ class PublicKey:
             if not 0 <= m < n:
                 raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
         rs = self._random_factors(len(ms))
-        # 1 + m*n < n^2 for m < n, so no reduction is needed before the product.
-        return [(m * n + 1) * r % nsq for m, r in zip(ms, rs)]
+        # (1 + m*n) * r = r + n * (m*r mod n)  (mod n^2): a reduction mod n, not n^2.
+        return [(r + n * (m * r % n)) % nsq for m, r in zip(ms, rs)]
 
     def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> "EncryptedVector":
         """Encrypt ints in [0, n). ``workers=None`` uses every core for large batches."""
