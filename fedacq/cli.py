@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "boosts": "fedacq.activate.boost_commands",
     "boost-serve": "fedacq.activate.service",
     "bench-crypto": "fedacq.crypto.bench",
+    "sim": "fedacq.sim.commands",
 }
 
 
