@@ -1,0 +1,247 @@
+"""The node daemon: ``fedacq node --config parties/<party>/party.toml``.
+
+One long-lived process per party. It owns the party's state directory (job
+records and logs, the egress ledger ``egress.jsonl``, the node log), its key
+store and its MLflow store; it serves the peer link (mutual TLS, only the
+configured peer's certificate) and a control endpoint for its own operator on a
+unix socket (mode 0600, gRPC local credentials), which ``fedacq job`` talks to.
+
+A job runs only when *both* nodes accept it. The operator's node checks it
+first, then proposes it to the peer, which checks it against its own config:
+
+* the protocol is in the node's ``[protocols] allow`` list and known to
+  :data:`fedacq.node.protocols.PROTOCOLS`, with a role for this node;
+* every data set the job names for this party is registered in the node's
+  ``[datasets]`` (names only cross the link, never paths) and its file exists;
+* the job id is new at this node.
+
+A refusal on either side leaves no job record on either side. Accepted jobs run
+in a thread per job; their state persists, and a restarted node marks jobs it
+was running as failed and takes new ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from fedacq.link.grpc_link import GrpcLink, PeerEndpoint
+from fedacq.link.ledger import EgressLedger
+from fedacq.link._pb import fedacq_pb2 as pb
+from fedacq.link._pb import fedacq_pb2_grpc as pb_grpc
+from fedacq.node.config import NodeConfig, load_config
+from fedacq.node.jobs import JobSpec, JobStore, spec_from_json
+from fedacq.node.protocols import JobContext, load_protocol
+
+#: AF_UNIX socket paths are limited to 107 bytes on Linux.
+MAX_SOCKET_PATH = 107
+
+
+class Node:
+    """One party's node: peer link, control endpoint, job runner."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.keys_dir.mkdir(parents=True, exist_ok=True)
+        socket = str(cfg.socket_path)
+        if len(socket) > MAX_SOCKET_PATH:
+            raise ValueError(f"{cfg.path}: control socket path {socket} is longer than {MAX_SOCKET_PATH} "
+                             "bytes; set [node] control_socket to a shorter path")
+        self.log = _node_logger(cfg)
+        self.store = JobStore(cfg.state_dir)
+        self.ledger = EgressLedger(cfg.state_dir / "egress.jsonl", cfg.party)
+        self.endpoint = PeerEndpoint(cfg.party, cfg.peer, cfg.tls, cfg.listen,
+                                     on_propose=self._on_propose, logger=self.log)
+        self.endpoint.connect(cfg.peer_address)
+        self.control = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedacq-ctl"))
+        pb_grpc.add_NodeControlServicer_to_server(ControlServicer(self), self.control)
+        if os.path.exists(socket):
+            os.unlink(socket)  # left by a killed node; we own the state dir
+        self.control.add_secure_port(f"unix:{socket}", grpc.local_server_credentials(grpc.LocalConnectionType.UDS))
+        self._accept = threading.Lock()
+        self._threads: dict[str, threading.Thread | None] = {}
+
+    def start(self) -> None:
+        for job_id in self.store.recover():
+            self.log.warning("job %s was running when the node stopped; marked failed", job_id)
+        self.endpoint.start()
+        self.control.start()
+        os.chmod(self.cfg.socket_path, 0o600)
+        self.log.info("node %s up: peer link on port %d (peer %s at %s), control on %s",
+                      self.cfg.party, self.endpoint.port, self.cfg.peer, self.cfg.peer_address,
+                      self.cfg.socket_path)
+
+    def stop(self) -> None:
+        self.control.stop(1.0).wait()
+        self.endpoint.stop()
+
+    # -- admission ------------------------------------------------------
+    def check(self, spec: JobSpec) -> None:
+        """Raise ValueError unless this node agrees to run ``spec``."""
+        me = self.cfg.party
+        if spec.protocol not in self.cfg.allow:
+            raise ValueError(f"{me} does not allow protocol {spec.protocol!r} "
+                             f"(allowed: {list(self.cfg.allow)}; see [protocols] allow in its party.toml)")
+        protocol = load_protocol(spec.protocol)
+        if self.cfg.role not in protocol.roles:
+            raise ValueError(f"protocol {spec.protocol!r} has no role {self.cfg.role!r} for {me}")
+        for logical, name in spec.datasets.get(me, {}).items():
+            path = self.cfg.datasets.get(name)
+            if path is None:
+                raise ValueError(f"{me} has no registered data set {name!r} (job {spec.id!r} names it "
+                                 f"as {logical!r}); register it under [datasets] in its party.toml")
+            if not path.exists():
+                self.log.warning("registered data set %r is missing its file %s", name, path)
+                raise ValueError(f"{me}: registered data set {name!r} is missing its file")
+        if self.store.exists(spec.id) or spec.id in self._threads:
+            raise ValueError(f"job {spec.id!r} already exists at {me}")
+
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """The operator's submission: check here, then at the peer, then run."""
+        spec = dataclasses.replace(spec, initiator=self.cfg.party)
+        with self._accept:
+            self.check(spec)
+            self._threads[spec.id] = None  # reserve the id while the peer decides
+            link = self.endpoint.link(spec.id, self.ledger)
+        try:
+            decision = self.endpoint.client.propose(spec.to_json())
+            if not decision.accepted:
+                self.log.info("job %s refused by %s: %s", spec.id, self.cfg.peer, decision.reason)
+                raise ValueError(f"{self.cfg.peer} refused job {spec.id!r}: {decision.reason}")
+        except Exception:
+            self.endpoint.release(spec.id)
+            self._threads.pop(spec.id, None)
+            raise
+        return self._launch(spec, link)
+
+    def _on_propose(self, text: str) -> tuple[bool, str]:
+        try:
+            spec = spec_from_json(text, f"job proposed by {self.cfg.peer}")
+            if spec.initiator != self.cfg.peer:
+                raise ValueError(f"job initiator {spec.initiator!r} is not the peer {self.cfg.peer!r}")
+            with self._accept:
+                self.check(spec)
+                link = self.endpoint.link(spec.id, self.ledger)
+                self._launch(spec, link)
+        except ValueError as exc:
+            self.log.warning("refused a job from %s: %s", self.cfg.peer, exc)
+            return False, str(exc)
+        return True, "accepted"
+
+    def _launch(self, spec: JobSpec, link: GrpcLink) -> dict[str, Any]:
+        record = self.store.create(spec)
+        thread = threading.Thread(target=self._run, args=(spec, link), name=f"job-{spec.id}", daemon=True)
+        self._threads[spec.id] = thread
+        self.log.info("job %s (%s) accepted, initiated by %s", spec.id, spec.protocol, spec.initiator)
+        thread.start()
+        return record
+
+    # -- running ----------------------------------------------------------
+    def _run(self, spec: JobSpec, link: GrpcLink) -> None:
+        job_dir = self.store.dir(spec.id)
+        logger = logging.getLogger(f"fedacq.job.{self.cfg.party}.{spec.id}")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        handler = logging.FileHandler(self.store.log_path(spec.id), encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        self.store.update(spec.id, status="running", started=time.time())
+        logger.info("%s runs %s as %s with peer %s", self.cfg.party, spec.protocol, self.cfg.role, self.cfg.peer)
+        try:
+            protocol = load_protocol(spec.protocol)
+            ctx = JobContext(
+                party=self.cfg.party, role=self.cfg.role, peer=self.cfg.peer, job_id=spec.id, link=link,
+                datasets={logical: self.cfg.datasets[name]
+                          for logical, name in spec.datasets.get(self.cfg.party, {}).items()},
+                params=dict(spec.params), work_dir=job_dir / "work", keys_dir=self.cfg.keys_dir,
+                mlflow_store=self.cfg.mlflow, logger=logger)
+            result = protocol.roles[self.cfg.role](ctx)
+            json.dumps(result, allow_nan=False)
+        except Exception as exc:  # noqa: BLE001 - any protocol failure becomes the job's error
+            logger.exception("job failed")
+            self.store.update(spec.id, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+            self.log.warning("job %s failed: %s: %s", spec.id, type(exc).__name__, exc)
+        else:
+            logger.info("job succeeded")
+            self.store.update(spec.id, status="succeeded", finished=time.time(), result=result)
+            self.log.info("job %s succeeded", spec.id)
+        finally:
+            self.endpoint.release(spec.id)
+            self._threads.pop(spec.id, None)
+            logger.removeHandler(handler)
+            handler.close()
+
+
+class ControlServicer(pb_grpc.NodeControlServicer):
+    """The operator's endpoint (local unix socket only)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def SubmitJob(self, request: pb.JobDocument, context: grpc.ServicerContext) -> pb.JobDocument:
+        try:
+            record = self.node.submit(spec_from_json(request.json, "submitted job"))
+        except (ValueError, RuntimeError) as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return pb.JobDocument(json=json.dumps(record))
+
+    def GetJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobDocument:
+        try:
+            return pb.JobDocument(json=json.dumps(self.node.store.get(request.id)))
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+
+    def GetLogs(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.LogChunk:
+        try:
+            self.node.store.get(request.id)
+            path = self.node.store.log_path(request.id)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.LogChunk(text=path.read_text(encoding="utf-8") if path.exists() else "")
+
+    def Health(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingReply:
+        return pb.PingReply(party=self.node.cfg.party, job_known=False)
+
+
+def _node_logger(cfg: NodeConfig) -> logging.Logger:
+    logger = logging.getLogger(f"fedacq.node.{cfg.party}")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        fmt = logging.Formatter(f"%(asctime)s {cfg.party} %(levelname)s %(message)s")
+        for handler in (logging.FileHandler(cfg.state_dir / "node.log", encoding="utf-8"),
+                        logging.StreamHandler(sys.stderr)):
+            handler.setFormatter(fmt)
+            logger.addHandler(handler)
+    return logger
+
+
+# -- CLI: fedacq node ------------------------------------------------------------
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("node", help="run this party's node daemon (peer link + job control)")
+    p.add_argument("--config", required=True, help="the party's TOML config, e.g. parties/lender/party.toml")
+    p.set_defaults(func=_cmd_node)
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    node = Node(load_config(args.config))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node.start()
+    print(f"fedacq node {node.cfg.party} ready", flush=True)
+    stop.wait()
+    node.log.info("stopping")
+    node.stop()
+    return 0

@@ -1,0 +1,93 @@
+"""The node's protocol registry: which protocols a job may run, and the contract.
+
+Contract for a protocol that nodes can run
+------------------------------------------
+A protocol module defines a module-level :class:`Protocol` value and adds one
+line to :data:`PROTOCOLS` below (``"name": "module.path:ATTRIBUTE"``; modules
+are imported only when a job uses them, so a heavy or optional dependency never
+slows a node down). A :class:`Protocol` has one entry function per role::
+
+    PROTOCOL = Protocol("echo", roles={"lender": run_lender, "platform": run_platform},
+                        description="...")
+
+    def run_lender(ctx: JobContext) -> dict: ...
+
+Each node calls the function of its own configured role (``[node] role``,
+by default the party name) in a thread of its own, with a :class:`JobContext`:
+
+* ``ctx.link`` — the :class:`~fedacq.link.link.Link` to the peer, already
+  connected, bound to this job and writing the node's egress ledger. Use it
+  exactly like a memory link: ``send`` / ``recv(expected_type, timeout)``.
+  One thread per job talks through it.
+* ``ctx.datasets`` — ``{logical name: Path}``: the data sets the job names for
+  this party (``[datasets.<party>]`` in JOB.toml), resolved through the node's
+  own registry. A protocol reads only these; the peer can never name a path.
+* ``ctx.params`` — the job's ``[params]`` table (JSON-able; both sides see the
+  same params, so never put a secret in them).
+* ``ctx.work_dir`` — an empty directory for this job's outputs (models, scores).
+* ``ctx.keys_dir`` — the node's key store; ``ctx.mlflow_store`` — the node's
+  MLflow store (pass it to :class:`fedacq.track.PartyRun`).
+* ``ctx.logger`` — writes to the job's log (``fedacq job logs ID``).
+
+The function returns a JSON-able dict: the job's result as this party sees it
+(``fedacq job status ID``). Raising marks the job failed with the exception's
+message; the peer learns only that the job stopped (its link raises). Message
+types a protocol sends must be registered when its module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from fedacq.link.link import Link
+
+
+@dataclass
+class JobContext:
+    """Everything one party's side of a job may use."""
+
+    party: str
+    role: str
+    peer: str
+    job_id: str
+    link: Link
+    datasets: dict[str, Path]
+    params: dict[str, Any]
+    work_dir: Path
+    keys_dir: Path
+    mlflow_store: str
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fedacq.job"))
+
+
+RoleFunction = Callable[[JobContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A protocol a node can run: its name and one entry function per role."""
+
+    name: str
+    roles: Mapping[str, RoleFunction]
+    description: str = ""
+
+
+#: protocol name -> "module:attribute" of its :class:`Protocol`.
+PROTOCOLS: dict[str, str] = {
+    "echo": "fedacq.node.echo:PROTOCOL",
+}
+
+
+def load_protocol(name: str) -> Protocol:
+    """Import and return the registered protocol ``name`` (ValueError if unknown)."""
+    target = PROTOCOLS.get(name)
+    if target is None:
+        raise ValueError(f"unknown protocol {name!r}; registered: {sorted(PROTOCOLS)}")
+    module, _, attr = target.partition(":")
+    protocol = getattr(importlib.import_module(module), attr)
+    if not isinstance(protocol, Protocol) or protocol.name != name:
+        raise ValueError(f"{target} is not the Protocol {name!r}")
+    return protocol

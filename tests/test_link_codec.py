@@ -1,0 +1,125 @@
+"""Message <-> frames: round trips, chunking, and refusal of malformed envelopes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedacq.link import codec
+from fedacq.link._pb import fedacq_pb2 as pb
+from fedacq.link.message import BigInts, Message, MessageError, MessageSpec, PartSpec, register
+
+register(
+    MessageSpec("test.codec", optional_header={"n": int, "tag": str},
+                parts={"x": PartSpec(optional=True), "y": PartSpec(optional=True),
+                       "c": PartSpec(kind="bigints", optional=True),
+                       "small": PartSpec(max_bytes=1000, optional=True),
+                       "big": PartSpec(max_bytes=2 ** 31, optional=True)}),
+)
+
+
+def roundtrip(msg: Message, chunk_size: int = codec.CHUNK_SIZE) -> Message:
+    return codec.decode(codec.encode(msg, "job1", 7, "lender", chunk_size))
+
+
+def same(a: Message, b: Message) -> bool:
+    if (a.type, a.header, a.step, list(a.parts)) != (b.type, b.header, b.step, list(b.parts)):
+        return False
+    for name, part in a.parts.items():
+        other = b.parts[name]
+        if isinstance(part, BigInts):
+            if part != other:
+                return False
+        elif part.dtype != other.dtype or part.shape != other.shape or not np.array_equal(part, other):
+            return False
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(["bool", "int8", "uint16", "int32", "int64", "uint64", "float32", "float64"]),
+       shape=st.lists(st.integers(0, 7), min_size=0, max_size=3),
+       n_big=st.integers(0, 20), width=st.integers(1, 40), chunk=st.integers(1, 300))
+def test_roundtrip_any_layout_and_chunking(dtype: str, shape: list[int], n_big: int, width: int, chunk: int) -> None:
+    rng = np.random.default_rng(len(shape) + n_big)
+    x = (rng.random(shape) * 100).astype(dtype)
+    c = BigInts([int(v) for v in rng.integers(0, 2 ** 8, n_big)], width)
+    msg = Message("test.codec", {"n": 3, "tag": "é"}, {"x": x, "c": c, "y": np.arange(5.0)}, step="s/1")
+    assert same(msg, roundtrip(msg, chunk))
+
+
+def test_noncontiguous_and_big_endian_arrays_arrive_in_order() -> None:
+    base = np.arange(24, dtype=np.int64).reshape(4, 6)
+    msg = Message("test.codec", parts={"x": base[:, ::2], "y": np.arange(3, dtype=">f8").astype("<f8")})
+    got = roundtrip(msg)
+    assert np.array_equal(got.parts["x"], base[:, ::2])
+
+
+def test_one_gigabyte_payload_streams_in_bounded_frames() -> None:
+    big = np.ones(2 ** 27, dtype=np.float64)  # 1 GiB
+    frames = codec.encode(Message("test.codec", parts={"big": big}), "j", 0, "lender")
+    sizes = []
+
+    def counted():
+        for f in frames:
+            sizes.append(len(f.data))
+            yield f
+
+    got = codec.decode(counted(), max_message_bytes=2 ** 31)
+    assert got.parts["big"].shape == big.shape and got.parts["big"][-1] == 1.0
+    assert max(sizes) == codec.CHUNK_SIZE and sum(sizes) == big.nbytes
+
+
+def envelope(**kw) -> pb.Envelope:
+    env = pb.Envelope(job="j", type="test.codec", seq=0, header=b"{}", sender="lender")
+    for name, value in kw.items():
+        if name == "parts":
+            for p in value:
+                env.parts.add(**p)
+        else:
+            setattr(env, name, value)
+    return env
+
+
+@pytest.mark.parametrize("env, data, reason", [
+    (envelope(type="no.such.type"), b"", "unknown message type"),
+    (envelope(parts=[{"name": "small", "kind": "ndarray", "dtype": "uint8", "shape": [5000], "nbytes": 5000}]),
+     b"", "over its limit"),
+    (envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "float64", "shape": [3], "nbytes": 16}]),
+     b"\0" * 16, "needs 24 bytes"),
+    (envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "object", "shape": [1], "nbytes": 8}]),
+     b"\0" * 8, "not allowed"),
+    (envelope(parts=[{"name": "c", "kind": "bigints", "width": 7, "nbytes": 10}]), b"\0" * 10, "whole number"),
+    (envelope(parts=[{"name": "c", "kind": "ndarray", "dtype": "uint8", "shape": [1], "nbytes": 1}]),
+     b"\0", "schema says"),
+    (envelope(parts=[{"name": "zzz", "kind": "ndarray", "dtype": "uint8", "shape": [1], "nbytes": 1}]),
+     b"\0", "unexpected part"),
+    (envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [4], "nbytes": 4}]),
+     b"\0" * 3, "ended after 3 of 4"),
+    (envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [4], "nbytes": 4}]),
+     b"\0" * 5, "more payload"),
+    (envelope(header=b"{not json"), b"", "not valid JSON"),
+    (envelope(header=b"[1]"), b"", "not a JSON object"),
+    (envelope(header=b'{"n": "three"}'), b"", "header field 'n'"),
+    (envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "float64", "shape": [1], "nbytes": 8}]),
+     np.array([np.nan]).tobytes(), "NaN"),
+])
+def test_malformed_messages_are_refused(env: pb.Envelope, data: bytes, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        codec.decode(iter([pb.Frame(envelope=env, data=data)]))
+
+
+def test_link_limit_checked_before_allocating() -> None:
+    env = envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [2 ** 40],
+                           "nbytes": 2 ** 40}])
+    with pytest.raises(MessageError, match="over"):
+        codec.Assembler(env)
+
+
+def test_missing_or_repeated_envelope() -> None:
+    with pytest.raises(MessageError, match="no envelope"):
+        codec.decode(iter([pb.Frame(data=b"x")]))
+    env = envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [2], "nbytes": 2}])
+    with pytest.raises(MessageError, match="second envelope"):
+        codec.decode(iter([pb.Frame(envelope=env, data=b"a"), pb.Frame(envelope=env, data=b"b")]))
