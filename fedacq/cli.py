@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "boost-serve": "fedacq.activate.service",
     "bench-crypto": "fedacq.crypto.bench",
     "sim": "fedacq.sim.commands",
+    "psi": "fedacq.psi.commands",
 }
 
 

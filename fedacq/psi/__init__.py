@@ -9,6 +9,9 @@ numbers in one shared order) and :func:`intersection_sum_lender` /
 from fedacq.psi.cache import LenderSetStore, PlatformCache
 from fedacq.psi.ecdh_psi import PsiError, PsiResult, psi_lender, psi_platform
 from fedacq.psi.ids import prepare_ids
+from fedacq.psi.intersection_sum import (IntersectionSumResult, intersection_sum_lender,
+                                         intersection_sum_platform)
 
 __all__ = ["psi_lender", "psi_platform", "PsiResult", "PsiError", "PlatformCache",
-           "LenderSetStore", "prepare_ids"]
+           "LenderSetStore", "prepare_ids", "intersection_sum_lender",
+           "intersection_sum_platform", "IntersectionSumResult"]
