@@ -302,3 +302,24 @@ def test_property_packing_roundtrip(keys, slot_bits, max_terms, data):
     assert pack.unpack(pack.pack(rows)).tolist() == rows
     # Up to 3 rows <= max_terms: the plaintext sum keeps every slot's sum intact.
     assert pack.unpack([sum(pack.pack(rows))]).tolist() == [sums]
+
+
+def test_key_owner_encryption_equals_public_encryption(keys, monkeypatch):
+    # Same random digits in -> bit-identical ciphertexts out: the CRT path is the
+    # public-key encryption computed faster, with the same distribution.
+    pk, sk = keys
+    plain = [0, 1, 2**40, int(pk.n) - 1]
+    stream = bytes(range(256)) * 40
+    monkeypatch.setattr("fedacq.crypto.paillier.os.urandom", lambda k: stream[:k])
+    assert sk.encrypt_raw(plain, workers=1).ciphertexts == pk.encrypt_raw(plain, workers=1).ciphertexts
+    monkeypatch.undo()
+    v = sk.encrypt_raw(plain, workers=1)
+    assert sk.decrypt_raw(v, workers=1) == plain
+    with pytest.raises(ValueError, match=r"outside \[0, n\)"):
+        sk.encrypt_raw([-1], workers=1)
+
+
+def test_key_owner_parallel_encryption(keys):
+    pk, sk = keys
+    plain = list(range(300))
+    assert sk.decrypt_raw(sk.encrypt_raw(plain, workers=2), workers=1) == plain

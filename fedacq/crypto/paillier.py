@@ -105,6 +105,49 @@ def _unb64(text: str, what: str) -> mpz:
     return value
 
 
+def _table_rows(exponent_bits: int) -> int:
+    return -(-exponent_bits // WINDOW_BITS)
+
+
+def _window_table(base: mpz, modulus: mpz, rows: int) -> list[list[mpz]]:
+    """table[i][d] = base^(d * 2^(w*i)) mod modulus for each w-bit digit position i of x.
+
+    With w = :data:`WINDOW_BITS` = 10 a 256-bit x costs 26 multiply-mods
+    (against ~3000 for a full r^n); the table is 26 x 1024 values, ~14 MB for a
+    2048-bit key, built once per key and process in ~0.2 s.
+    """
+    table = []
+    for _ in range(rows):
+        row = [mpz(1), base]
+        for _ in range((1 << WINDOW_BITS) - 2):
+            row.append(row[-1] * base % modulus)
+        table.append(row)
+        base = row[-1] * base % modulus  # base^(2^w)
+    return table
+
+
+def _random_digits(count: int, rows: int) -> list[list[int]]:
+    """The w-bit digits of ``count`` exponents x, uniform over [0, 2^(w*rows)).
+
+    iid uniform digits make a uniform x; they come straight from the OS CSPRNG,
+    vectorised with numpy.
+    """
+    digits = np.frombuffer(os.urandom(2 * rows * count), dtype=np.uint16).reshape(count, rows)
+    return (digits & ((1 << WINDOW_BITS) - 1)).tolist()
+
+
+def _fixed_base_powers(table: list[list[mpz]], modulus: mpz, digits: list[list[int]]) -> list[mpz]:
+    """base^x mod modulus for each x given by its digits: one multiply-mod per digit."""
+    first, rest = table[0], table[1:]
+    out = []
+    for ds in digits:
+        acc = first[ds[0]]
+        for row, d in zip(rest, ds[1:]):
+            acc = acc * row[d] % modulus
+        out.append(acc)
+    return out
+
+
 class PublicKey:
     """A Paillier public key (``g = n + 1``) with a lazily built DJN encryption table."""
 
@@ -175,44 +218,15 @@ class PublicKey:
         return gmpy2.powmod(h, self.n, self.nsquare)
 
     def _fixed_base_table(self) -> list[list[mpz]]:
-        """table[i][d] = h_s^(d * 2^(w*i)) mod n^2 for each w-bit digit position i of x.
-
-        With w = :data:`WINDOW_BITS` = 10 a 256-bit x costs 26 multiply-mods
-        (against ~3000 for a full r^n); the table is 26 x 1024 ciphertexts,
-        ~14 MB for a 2048-bit key, built once per key and process in ~0.2 s.
-        """
+        """The fixed-base table of h_s mod n^2 (see :func:`_window_table`)."""
         if self._table is None:
-            nsq = self.nsquare
-            base = self._base()
-            table = []
-            for _ in range(-(-self.exponent_bits // WINDOW_BITS)):
-                row = [mpz(1), base]
-                for _ in range((1 << WINDOW_BITS) - 2):
-                    row.append(row[-1] * base % nsq)
-                table.append(row)
-                base = row[-1] * base % nsq  # base^(2^w)
-            self._table = table
+            self._table = _window_table(self._base(), self.nsquare, _table_rows(self.exponent_bits))
         return self._table
 
     def _random_factors(self, count: int) -> list[mpz]:
-        """``count`` fresh values h_s^x mod n^2, x uniform over [0, 2^(w*rows)).
-
-        The digits of x are drawn directly (iid uniform w-bit digits make a
-        uniform x) from the OS CSPRNG, vectorised with numpy.
-        """
-        table = self._fixed_base_table()
-        nsq = self.nsquare
-        rows = len(table)
-        digits = np.frombuffer(os.urandom(2 * rows * count), dtype=np.uint16).reshape(count, rows)
-        digits = (digits & ((1 << WINDOW_BITS) - 1)).tolist()
-        first, rest = table[0], table[1:]
-        out = []
-        for ds in digits:
-            acc = first[ds[0]]
-            for row, d in zip(rest, ds[1:]):
-                acc = acc * row[d] % nsq
-            out.append(acc)
-        return out
+        """``count`` fresh values h_s^x mod n^2 (see :func:`_random_digits`)."""
+        return _fixed_base_powers(self._fixed_base_table(), self.nsquare,
+                                  _random_digits(count, _table_rows(self.exponent_bits)))
 
     # -- encryption ----------------------------------------------------------
     def encrypt_raw_local(self, plaintexts: Sequence[int]) -> list[mpz]:
@@ -396,9 +410,60 @@ class PrivateKey:
         # h_p = L_p(g^(p-1) mod p^2)^-1 mod p with g = n + 1 (phe's hp, hq).
         self.hp = gmpy2.invert((gmpy2.powmod(n + 1, p - 1, self.psquare) - 1) // p, p)
         self.hq = gmpy2.invert((gmpy2.powmod(n + 1, q - 1, self.qsquare) - 1) // q, q)
+        self.qsquare_inverse = gmpy2.invert(self.qsquare, self.psquare)
+        self._tables: tuple[list[list[mpz]], list[list[mpz]]] | None = None
 
     def __repr__(self) -> str:
         return f"PrivateKey(for {self.public_key!r})"
+
+    # -- encryption by the key owner (CRT) -------------------------------------
+    def _crt_tables(self) -> tuple[list[list[mpz]], list[list[mpz]]]:
+        """Fixed-base tables of the public h_s reduced mod p^2 and mod q^2."""
+        if self._tables is None:
+            hs = self.public_key._base()
+            rows = _table_rows(self.public_key.exponent_bits)
+            self._tables = (_window_table(hs % self.psquare, self.psquare, rows),
+                            _window_table(hs % self.qsquare, self.qsquare, rows))
+        return self._tables
+
+    def encrypt_raw_local(self, plaintexts: Sequence[int]) -> list[mpz]:
+        """Encrypt in this process with the factors: the same ciphertexts as the public key's.
+
+        The key owner (the lender, encrypting its gradients) can work mod p^2 and
+        q^2 separately: multiply-mods at half the size cost about a third, so
+        two of them per digit plus one CRT recombination beat one at n^2. The
+        exponent x and h_s are the public key's, so the output has exactly the
+        distribution of :meth:`PublicKey.encrypt_raw`.
+        """
+        pk = self.public_key
+        n = pk.n
+        p, q, psq, qsq = self.p, self.q, self.psquare, self.qsquare
+        ms = [mpz(m) for m in plaintexts]
+        for i, m in enumerate(ms):
+            if not 0 <= m < n:
+                raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
+        tp, tq = self._crt_tables()
+        digits = _random_digits(len(ms), len(tp))
+        rps = _fixed_base_powers(tp, psq, digits)
+        rqs = _fixed_base_powers(tq, qsq, digits)
+        qinv = self.qsquare_inverse
+        out = []
+        for m, rp, rq in zip(ms, rps, rqs):
+            # 1 + m*n = 1 + p*(m*q mod p)  (mod p^2), and symmetrically mod q^2.
+            cp = (p * (m * q % p) + 1) * rp % psq
+            cq = (q * (m * p % q) + 1) * rq % qsq
+            out.append(cq + qsq * ((cp - cq) * qinv % psq))
+        return out
+
+    def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> EncryptedVector:
+        """Encrypt ints in [0, n) as the key owner (faster than the public key; same output)."""
+        from fedacq.crypto import parallel
+
+        plaintexts = list(plaintexts)
+        nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
+        if nworkers <= 1:
+            return EncryptedVector(self.public_key, self.encrypt_raw_local(plaintexts))
+        return EncryptedVector(self.public_key, parallel.encrypt_private(self, plaintexts, nworkers))
 
     def to_json(self) -> str:
         """The JWK ``pheutil`` writes for a private key (p, q and the public part)."""

@@ -6,8 +6,9 @@ method (``spawn`` off Linux): forking a process that runs gRPC or protocol
 threads is unsafe, and a fork server is single-threaded.
 
 What crosses to the workers, over a local pipe between the party's own
-processes: plaintexts and ``n`` for encryption; ciphertexts and the private
-factors ``p``, ``q`` for decryption. The workers are children of the key
+processes: plaintexts and ``n`` for public-key encryption; plaintexts or
+ciphertexts and the private factors ``p``, ``q`` for the key owner's encryption
+and decryption. The workers are children of the key
 owner's process on the key owner's machine; nothing here talks to a peer.
 Each worker caches its key objects (and the encryption table) per modulus.
 """
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # imported lazily by paillier; typing only here
     from fedacq.crypto.paillier import PrivateKey, PublicKey
 
 _lock = threading.Lock()
-_pool: ProcessPoolExecutor | None = None
-_pool_size = 0
+#: one pool per worker count: two parties in one process (simulation, tests) may
+#: ask for different counts at once, and neither may shut the other's pool down.
+_pools: dict[int, ProcessPoolExecutor] = {}
 
 #: chunk bounds: big enough to amortise the pipe, small enough to balance load.
 MIN_CHUNK, MAX_CHUNK = 128, 2048
@@ -54,24 +56,22 @@ def resolve_workers(workers: int | None, size: int, threshold: int) -> int:
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:
-    global _pool, _pool_size
     with _lock:
-        if _pool is None or _pool_size != workers:
-            if _pool is not None:
-                _pool.shutdown(wait=True)
+        pool = _pools.get(workers)
+        if pool is None:
             method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
-            _pool_size = workers
-        return _pool
+            pool = _pools[workers] = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context(method))
+        return pool
 
 
 def shutdown() -> None:
-    """Stop the pool (also done at interpreter exit)."""
-    global _pool, _pool_size
+    """Stop the pools (also done at interpreter exit)."""
     with _lock:
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-        _pool, _pool_size = None, 0
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.shutdown(wait=True)
 
 
 atexit.register(shutdown)
@@ -96,13 +96,21 @@ def _encrypt_chunk(n: int, plaintexts: Sequence[int]) -> list["mpz"]:
     return key.encrypt_raw_local(plaintexts)
 
 
-def _decrypt_chunk(n: int, p: int, q: int, ciphertexts: Sequence["mpz"]) -> list[int]:
+def _private_key(n: int, p: int, q: int) -> "PrivateKey":
     from fedacq.crypto.paillier import PrivateKey, PublicKey
 
     key = _private_keys.get(n)
     if key is None:
         key = _private_keys[n] = PrivateKey(PublicKey(n), p, q)
-    return key.decrypt_raw_local(ciphertexts)
+    return key
+
+
+def _decrypt_chunk(n: int, p: int, q: int, ciphertexts: Sequence["mpz"]) -> list[int]:
+    return _private_key(n, p, q).decrypt_raw_local(ciphertexts)
+
+
+def _encrypt_private_chunk(n: int, p: int, q: int, plaintexts: Sequence[int]) -> list["mpz"]:
+    return _private_key(n, p, q).encrypt_raw_local(plaintexts)
 
 
 # -- caller side -------------------------------------------------------------
@@ -110,6 +118,14 @@ def encrypt(public_key: "PublicKey", plaintexts: Sequence[int], workers: int) ->
     pool = _get_pool(workers)
     n = int(public_key.n)
     futures = [pool.submit(_encrypt_chunk, n, [int(m) for m in chunk]) for chunk in _chunks(plaintexts, workers)]
+    return [c for f in futures for c in f.result()]
+
+
+def encrypt_private(private_key: "PrivateKey", plaintexts: Sequence[int], workers: int) -> list["mpz"]:
+    pool = _get_pool(workers)
+    n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
+    futures = [pool.submit(_encrypt_private_chunk, n, p, q, [int(m) for m in chunk])
+               for chunk in _chunks(plaintexts, workers)]
     return [c for f in futures for c in f.result()]
 
 
