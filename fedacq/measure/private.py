@@ -1,0 +1,170 @@
+"""What crosses between the parties for measurement: spend to the lender, outcome aggregates to the platform.
+
+Two small protocols, both over a :class:`~fedacq.link.link.Link`:
+
+**Spend** (platform -> lender, one message ``measure.spend``): the platform's
+per-bucket ad-delivery aggregate (bucket, arm, impressions, clicks, spend) for one
+layer. The lender learns what the platform paid per bucket, which it needs for
+cost per credit user and loan fee rate; no user appears in it.
+
+**Outcome aggregates** (lender -> platform), so the platform can see what its
+boost did without seeing any borrower:
+
+1. lender -> platform ``measure.plan``: the layer and the list of outcome
+   columns (e.g. ``credit_granted``, ``drawdown_amount``) it will share, and the
+   Laplace ``epsilon`` of each run (0 = no noise);
+2. for each outcome, one run of private intersection-sum
+   (:mod:`fedacq.psi.intersection_sum`): the platform's ids are its exposed
+   (clicked) users labelled by bucket, the lender's ids are its funnel users
+   with that outcome as value.
+
+What each side learns: the platform learns, per bucket and outcome, only the
+number of its exposed users who are in the lender's funnel (applicants) and the
+sum of the outcome over them — after the lender has suppressed buckets under the
+minimum size and, if asked, added Laplace noise (each run spends its own
+``epsilon``: the total budget is their sum). The lender learns the number of
+buckets and the platform's per-bucket exposed counts (it learns those anyway
+from the click events) and its own exact per-bucket sums. Neither side learns
+which lender user matched which bucket, and no per-user value crosses in the
+clear (values cross Paillier-encrypted under the lender's key, ids blinded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from fedacq.activate.events import validate_events
+from fedacq.crypto.paillier import PrivateKey
+from fedacq.link.link import Link
+from fedacq.link.message import Message, MessageSpec, PartSpec, register
+from fedacq.measure.kpis import validate_funnel, validate_spend
+from fedacq.psi.intersection_sum import (IntersectionSumResult, intersection_sum_lender,
+                                         intersection_sum_platform)
+
+#: outcomes shared with the platform by default: deep conversion, early usage, volume.
+DEFAULT_OUTCOMES: tuple[str, ...] = ("credit_granted", "first_day_drawdown", "drawdown_amount")
+_SHAREABLE = ("applied", "credit_granted", "first_day_drawdown", "drawdown_amount", "fees", "repaid")
+_MAX_BUCKETS = 1000  # buckets are 0..999
+
+register(
+    MessageSpec("measure.spend", header={"layer": str},
+                parts={"bucket": PartSpec(dtypes=("int16",), ndim=1, max_bytes=2 * _MAX_BUCKETS),
+                       "treatment": PartSpec(dtypes=("bool",), ndim=1, max_bytes=_MAX_BUCKETS),
+                       "impressions": PartSpec(dtypes=("int64",), ndim=1, max_bytes=8 * _MAX_BUCKETS),
+                       "clicks": PartSpec(dtypes=("int64",), ndim=1, max_bytes=8 * _MAX_BUCKETS),
+                       "spend": PartSpec(dtypes=("float64",), ndim=1, max_bytes=8 * _MAX_BUCKETS)}),
+    MessageSpec("measure.plan", header={"layer": str, "outcomes": list, "epsilon": list}),
+)
+
+
+# -- spend: platform -> lender ---------------------------------------------------------------
+def send_spend(link: Link, spend: pd.DataFrame, layer: str) -> None:
+    """Platform: send one layer's per-bucket spend aggregate to the lender."""
+    spend = validate_spend(spend)
+    if "layer" in spend.columns:
+        spend = spend[spend["layer"] == layer]
+    link.send(Message("measure.spend", {"layer": layer}, {
+        "bucket": spend["bucket"].to_numpy(np.int16),
+        "treatment": (spend["arm"] == "treatment").to_numpy(bool),
+        "impressions": spend["impressions"].to_numpy(np.int64),
+        "clicks": spend["clicks"].to_numpy(np.int64),
+        "spend": spend["spend"].to_numpy(np.float64)}, step="measure/spend"))
+
+
+def recv_spend(link: Link, timeout: float = 600.0) -> pd.DataFrame:
+    """Lender: receive the spend aggregate as a table for :func:`fedacq.measure.report.measure`."""
+    msg = link.recv("measure.spend", timeout=timeout)
+    p = msg.parts
+    if not len(p["bucket"]) == len(p["treatment"]) == len(p["impressions"]) == len(p["clicks"]) == len(p["spend"]):
+        raise ValueError("message 'measure.spend': parts have different lengths")
+    table = pd.DataFrame({"layer": msg.header["layer"], "bucket": p["bucket"],
+                          "arm": np.where(p["treatment"], "treatment", "control"),
+                          "impressions": p["impressions"], "clicks": p["clicks"], "spend": p["spend"]})
+    return validate_spend(table, source="message 'measure.spend'")
+
+
+# -- outcome aggregates: lender -> platform ----------------------------------------------------
+def share_outcomes_lender(link: Link, funnel: pd.DataFrame, *, private_key: PrivateKey, layer: str,
+                          outcomes: Sequence[str] = DEFAULT_OUTCOMES, min_group_size: int = 100,
+                          epsilon: float | None = None, value_bounds: dict[str, float] | None = None,
+                          workers: int | None = None, progress: bool = False,
+                          ) -> dict[str, IntersectionSumResult]:
+    """Lender: one private intersection-sum per outcome; returns each run's lender-side result.
+
+    ``epsilon`` applies to each run (total budget: ``epsilon * len(outcomes)``);
+    with noise, each outcome needs a clipping bound in ``value_bounds`` (0/1
+    flags default to 1).
+    """
+    funnel = validate_funnel(funnel)
+    unknown = [o for o in outcomes if o not in _SHAREABLE]
+    if unknown or not outcomes:
+        raise ValueError(f"outcomes must be a non-empty subset of {_SHAREABLE}, got {list(outcomes)}")
+    bounds = dict(value_bounds or {})
+    for o in outcomes:
+        if o not in ("drawdown_amount", "fees"):
+            bounds.setdefault(o, 1.0)
+    if epsilon is not None and any(o not in bounds for o in outcomes):
+        raise ValueError("Laplace noise on an amount needs its bound in value_bounds, "
+                         f"missing for {[o for o in outcomes if o not in bounds]}")
+    link.send(Message("measure.plan", {"layer": layer, "outcomes": list(outcomes),
+                                       "epsilon": [float(epsilon or 0.0)] * len(outcomes)},
+                      step="measure/plan"))
+    ids = funnel["user_id"].tolist()
+    results = {}
+    for outcome in outcomes:
+        results[outcome] = intersection_sum_lender(
+            link, ids, funnel[outcome].to_numpy(np.float64), private_key=private_key,
+            min_group_size=min_group_size, epsilon=epsilon,
+            value_bound=bounds.get(outcome) if epsilon is not None else None,
+            workers=workers, progress=progress)
+    return results
+
+
+@dataclass
+class PlatformView:
+    """What the platform learned: one row per bucket; suppressed buckets have no numbers."""
+
+    layer: str
+    buckets: pd.DataFrame   # bucket, arm, exposed_users, suppressed, applicants, <outcome>_sum...
+    epsilon: list[float]
+
+
+def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size: int = 100,
+                            spend: pd.DataFrame | None = None, workers: int | None = None) -> PlatformView:
+    """Platform: run the lender's plan over its exposed users grouped by bucket.
+
+    The platform's own numbers (exposed users, and spend if given) are joined to
+    the released aggregates, so it can read e.g. credit users per exposed user
+    or spend per credit user per bucket without any per-user lender data.
+    """
+    events = validate_events(events)
+    plan = link.recv("measure.plan").header
+    layer, outcomes = plan["layer"], [str(o) for o in plan["outcomes"]]
+    if any(o not in _SHAREABLE for o in outcomes) or len(plan["epsilon"]) != len(outcomes):
+        raise ValueError(f"message 'measure.plan': bad outcomes {outcomes}")
+    clicks = events[(events["event_type"] == "click") & (events["layer"] == layer)]
+    exposed = clicks.drop_duplicates(["user_id", "bucket"])
+    if exposed["user_id"].duplicated().any():
+        raise ValueError(f"events: a user has clicks in more than one bucket of layer {layer!r}")
+    ids = exposed["user_id"].tolist()
+    groups = exposed["bucket"].astype(int).tolist()
+    table = exposed.groupby("bucket").agg(arm=("arm", "first"), exposed_users=("user_id", "size"))
+    table["suppressed"] = False
+    for outcome in outcomes:
+        res = intersection_sum_platform(link, ids, groups, min_group_size=min_group_size, workers=workers)
+        for bucket, agg in res.groups.items():
+            table.loc[bucket, "suppressed"] |= agg.suppressed
+            table.loc[bucket, "applicants"] = agg.count
+            table.loc[bucket, f"{outcome}_sum"] = agg.sum
+    if spend is not None:
+        spend = validate_spend(spend)
+        if "layer" in spend.columns:
+            spend = spend[spend["layer"] == layer]
+        table = table.join(spend.set_index("bucket")[["spend"]], how="left")
+    numeric = [c for c in table.columns if c not in ("arm", "suppressed", "exposed_users", "spend")]
+    table.loc[table["suppressed"], numeric] = np.nan
+    return PlatformView(layer, table.reset_index(), [float(e) for e in plan["epsilon"]])
