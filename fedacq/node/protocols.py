@@ -78,6 +78,7 @@ class Protocol:
 #: protocol name -> "module:attribute" of its :class:`Protocol`.
 PROTOCOLS: dict[str, str] = {
     "echo": "fedacq.node.echo:PROTOCOL",
+    "psi": "fedacq.psi.node_protocol:PROTOCOL",
 }
 
 
