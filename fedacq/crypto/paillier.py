@@ -359,7 +359,7 @@ class EncryptedVector:
         it to the key owner if ``k`` is secret.
         """
         nsq = self.public_key.nsquare
-        if isinstance(ks, (int, np.integer)) or type(ks) is type(mpz(0)):
+        if isinstance(ks, (int, np.integer, mpz)):
             ks = [int(ks)] * len(self)
         ks = [int(k) for k in ks]
         if len(ks) != len(self):
@@ -715,19 +715,23 @@ def compress(v: EncryptedVector, slot_bits: int) -> EncryptedVector:
     ``max_terms`` has all values below ``2^packing.total_bits``); negative
     (``n - |v|``) plaintexts cannot be compressed.
     """
-    pk = v.public_key
-    nsq = pk.nsquare
-    capacity = compress_capacity(pk, slot_bits)
+    return EncryptedVector(v.public_key, compress_ciphertexts(v.ciphertexts, slot_bits, v.public_key),
+                           terms=v.terms)
+
+
+def compress_ciphertexts(cts: Sequence[mpz], slot_bits: int, public_key: PublicKey) -> list[mpz]:
+    """:func:`compress` on bare ciphertexts (e.g. inside a worker process)."""
+    nsq = public_key.nsquare
+    capacity = compress_capacity(public_key, slot_bits)
     shift = mpz(1) << slot_bits
-    cs = v.ciphertexts
     out = []
-    for start in range(0, len(cs), capacity):
-        chunk = cs[start:start + capacity]
+    for start in range(0, len(cts), capacity):
+        chunk = cts[start:start + capacity]
         acc = chunk[-1]
         for c in reversed(chunk[:-1]):  # Horner: acc = acc * 2^slot_bits + value
             acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
         out.append(acc)
-    return EncryptedVector(pk, out, terms=v.terms)
+    return out
 
 
 def decompress(ints: Sequence[int], slot_bits: int, count: int, public_key: PublicKey) -> list[int]:
