@@ -69,7 +69,7 @@ def init_certs(parties: list[str], out: str | Path, days: int = 825) -> dict[str
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     for p in parties:
         check_party_name(p)
@@ -99,25 +99,57 @@ def init_certs(parties: list[str], out: str | Path, days: int = 825) -> dict[str
     (out / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
     _write_private(out / "ca.key", ca_key.private_bytes(pem, pkcs8, no_pw))
 
-    files: dict[str, TlsFiles] = {}
-    for party in parties:
-        key = ec.generate_private_key(ec.SECP256R1())
-        san = x509.SubjectAlternativeName([x509.DNSName(party), x509.DNSName("localhost"),
-                                           x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, party)]))
-                .issuer_name(ca_name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(san, critical=False)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        (out / f"{party}.pem").write_bytes(cert.public_bytes(pem))
-        _write_private(out / f"{party}.key", key.private_bytes(pem, pkcs8, no_pw))
-        files[party] = TlsFiles(out / "ca.pem", out / f"{party}.pem", out / f"{party}.key")
+    return {party: _issue(ca_key, ca_cert, party, out, days) for party in parties}
+
+
+def issue_cert(ca_dir: str | Path, party: str, out: str | Path | None = None, days: int = 825) -> TlsFiles:
+    """Issue one more party certificate from the CA in ``ca_dir`` (e.g. a second data provider)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    ca_dir = Path(ca_dir)
+    try:
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+        ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read the CA in {ca_dir}: {exc}") from None
+    out = Path(out) if out is not None else ca_dir
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / f"{party}.pem").exists():
+        raise ValueError(f"{out / (party + '.pem')} already exists")
+    files = _issue(ca_key, ca_cert, check_party_name(party), out, days)
+    if out != ca_dir:
+        (out / "ca.pem").write_bytes((ca_dir / "ca.pem").read_bytes())
+        files = TlsFiles(out / "ca.pem", files.cert, files.key)
     return files
+
+
+def _issue(ca_key: Any, ca_cert: Any, party: str, out: Path, days: int) -> TlsFiles:
+    """A certificate for ``party``: CN and DNS name = party, plus localhost and 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.DNSName(party), x509.DNSName("localhost"),
+                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, party)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(san, critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (out / f"{party}.pem").write_bytes(cert.public_bytes(pem))
+    _write_private(out / f"{party}.key", key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    return TlsFiles(out / "ca.pem", out / f"{party}.pem", out / f"{party}.key")
 
 
 def server_credentials(tls: TlsFiles) -> Any:
@@ -152,6 +184,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     init.add_argument("--out", required=True, help="directory to write the certificates to")
     init.add_argument("--days", type=int, default=825, help="validity in days (default: 825)")
     init.set_defaults(func=_cmd_init)
+    issue = certs_sub.add_parser("issue", help="issue one more party certificate from an existing CA")
+    issue.add_argument("--ca", required=True, help="directory holding ca.pem and ca.key")
+    issue.add_argument("--party", required=True, help="party name (certificate CN and DNS name)")
+    issue.add_argument("--days", type=int, default=825, help="validity in days (default: 825)")
+    issue.set_defaults(func=_cmd_issue)
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -160,4 +197,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"CA: {Path(args.out) / 'ca.pem'}")
     for party, f in files.items():
         print(f"{party}: {f.cert} {f.key}")
+    return 0
+
+
+def _cmd_issue(args: argparse.Namespace) -> int:
+    files = issue_cert(args.ca, args.party, days=args.days)
+    print(f"{args.party}: {files.cert} {files.key}")
     return 0

@@ -50,6 +50,10 @@ _OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # a restarted peer is back within seconds; do not let gRPC back off for minutes
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 _SERVER_OPTIONS = _OPTIONS + [
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -193,9 +197,10 @@ class PeerClient:
             raise LinkError(f"{self.party}: peer {self.peer} at {self.address} not reachable "
                             f"within {timeout} s") from None
 
-    def propose(self, job_json: str, timeout: float = 30.0) -> pb.JobDecision:
+    def propose(self, job_json: str, timeout: float = 15.0) -> pb.JobDecision:
+        """Offer a job to the peer, waiting up to ``timeout`` s for it to be reachable."""
         try:
-            return self.stub.ProposeJob(pb.JobDocument(json=job_json), timeout=timeout)
+            return self.stub.ProposeJob(pb.JobDocument(json=job_json), timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
             raise LinkError(f"{self.party}: could not propose the job to {self.peer} at {self.address}: "
                             f"{exc.code().name}: {exc.details()}") from None
