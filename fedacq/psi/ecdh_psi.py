@@ -152,12 +152,11 @@ def _match(prepared: PreparedIds, own: list[np.ndarray], peer: list[np.ndarray],
            peer_tokens: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Priority matching of doubly-blinded values: (own rows, peer tokens, column) in shared order."""
     used_rows = np.zeros(prepared.n_rows, dtype=bool)
-    used_tokens: set[int] = set()
     rows_out, tokens_out, cols_out = [], [], []
     for c, col in enumerate(prepared.columns):
         own_keep = ~used_rows[col.rows]
-        peer_keep = np.array([t not in used_tokens for t in peer_tokens[c].tolist()], dtype=bool) \
-            if used_tokens else np.ones(len(peer_tokens[c]), dtype=bool)
+        used_tokens = np.concatenate(tokens_out) if tokens_out else np.empty(0, dtype=np.int64)
+        peer_keep = ~np.isin(peer_tokens[c], used_tokens)
         own_idx = np.flatnonzero(own_keep)
         peer_idx = np.flatnonzero(peer_keep)
         a = np.ascontiguousarray(own[c][own_idx]).view(f"V{POINT_BYTES}").ravel()
@@ -166,7 +165,6 @@ def _match(prepared: PreparedIds, own: list[np.ndarray], peer: list[np.ndarray],
         rows = col.rows[own_idx[ia]]
         toks = peer_tokens[c][peer_idx[ib]]
         used_rows[rows] = True
-        used_tokens.update(toks.tolist())
         rows_out.append(rows)
         tokens_out.append(toks)
         cols_out.append(np.full(len(rows), c, dtype=np.int8))
