@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "bench-crypto": "fedacq.crypto.bench",
     "sim": "fedacq.sim.commands",
     "psi": "fedacq.psi.commands",
+    "measure": "fedacq.measure.commands",
 }
 
 
