@@ -59,6 +59,8 @@ def test_real_2048_bit_key_roundtrip(real_keys):
     assert pk.n_bits == 2048 and pk.ciphertext_bytes == 512
     x = np.array([0.0, -1.0, 123.456, -9e9, 1e-4])
     np.testing.assert_allclose(roundtrip(real_keys, x, 32), x, atol=2.0 ** -32)
+    plain = FixedPoint(32).encode(x, pk)
+    assert sk.decrypt_raw(sk.encrypt_raw(plain, workers=1), workers=1) == plain
 
 
 def test_random_and_edge_values(keys):

@@ -29,6 +29,13 @@ Encryption (Damgård–Jurik–Nielsen style randomness)
     argument of DJN 2010 and of SecretFlow HEU's ZPaillier). 256 bits gives a
     margin to 128-bit security at negligible cost (32 vs 28 multiplies).
 
+Encryption by the key owner
+    The lender encrypts its own gradients, and it holds p and q:
+    :meth:`PrivateKey.encrypt_raw` computes the very same ``(1 + m*n) * h_s^x``
+    mod p^2 and mod q^2 (tables of h_s reduced mod each) and recombines by CRT,
+    ~1.4x faster per core than the public-key path, with identical output
+    distribution. The platform, which only has ``n``, uses the public key.
+
 Decryption
     CRT with precomputed ``hp``, ``hq`` (as in ``phe``): two half-size
     exponentiations mod p^2 and q^2 instead of one mod n^2.
