@@ -180,3 +180,15 @@ def test_unbalanced_cache_reuse_and_rotation(tmp_path):
     assert store.fingerprints() == [rotated.fingerprint]
     with pytest.raises(ValueError, match="rebuild"):
         rotated.check_table(platform.iloc[:10], ["uid"])
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=8)), max_size=20))
+def test_vectorised_normalisation_equals_per_value(values):
+    from fedacq.psi.ids import _normalize_series
+    series = pd.Series(values, dtype=object)
+    for kind in ("text", "hash"):
+        assert _normalize_series(series, kind, "86").tolist() == [normalize_value(v, kind) for v in values]

@@ -79,6 +79,16 @@ def normalize_value(value: object, kind: str, country_code: str = "86") -> str |
     raise ValueError(f"unknown id kind {kind!r}; expected one of {ID_KINDS}")
 
 
+def _normalize_series(series: pd.Series, kind: str, country_code: str) -> pd.Series:
+    """:func:`normalize_value` over a column; vectorised for all-string text/hash columns."""
+    if kind in ("text", "hash") and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        s = series.astype("string").str.normalize("NFKC").str.strip()
+        s = s.str.casefold() if kind == "text" else s.str.lower()
+        s = s.mask(s == "")
+        return s.astype(object).where(s.notna(), None).reset_index(drop=True)
+    return pd.Series([normalize_value(v, kind, country_code) for v in series.to_numpy()], dtype=object)
+
+
 @dataclass
 class ColumnIds:
     """The usable ids of one column: the rows that carry them and their encoded values."""
@@ -116,8 +126,7 @@ def prepare_ids(table: pd.DataFrame, id_columns: list[str], *, kinds: dict[str, 
         if column not in table.columns:
             raise ValueError(f"{source}: id column {column!r} not found (columns: {list(table.columns)})")
         kind = (kinds or {}).get(column) or infer_kind(column)
-        norm = pd.Series([normalize_value(v, kind, country_code) for v in table[column].to_numpy()],
-                         dtype=object)
+        norm = _normalize_series(table[column], kind, country_code)
         present = norm.notna().to_numpy()
         dup_mask = np.zeros(len(norm), dtype=bool)
         if present.any():
