@@ -325,3 +325,15 @@ def test_key_owner_parallel_encryption(keys):
     pk, sk = keys
     plain = list(range(300))
     assert sk.decrypt_raw(sk.encrypt_raw(plain, workers=2), workers=1) == plain
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(2**60), 2**60), st.integers(-(2**60), 2**60),
+                          st.integers(-(2**20), 2**20)), min_size=1, max_size=5))
+def test_property_signed_sub_and_scalar(keys, triples):
+    pk, sk = keys
+    fp = FixedPoint(0)
+    a, b, k = (np.array(col, dtype=object) for col in zip(*triples))
+    va, vb = (pk.encrypt_raw(fp.encode(x, pk), workers=1) for x in (a, b))
+    got = fp.decode_ints(sk.decrypt_raw((va - vb).mul_scalar(list(k)), workers=1), pk)
+    assert got == [(x - y) * z for x, y, z in zip(a, b, k)]

@@ -21,7 +21,8 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # imported lazily by paillier; typing only here
@@ -114,11 +115,22 @@ def _encrypt_private_chunk(n: int, p: int, q: int, plaintexts: Sequence[int]) ->
 
 
 # -- caller side -------------------------------------------------------------
+def _gather(workers: int, futures: list[Future]) -> list:
+    """Results in order; a dead worker drops the pool so the next call starts a fresh one."""
+    try:
+        return [x for f in futures for x in f.result()]
+    except BrokenProcessPool as exc:
+        with _lock:
+            _pools.pop(workers, None)
+        raise RuntimeError(f"a Paillier worker process died (pool of {workers}); if the main script "
+                           "is not importable (stdin, no __main__ guard), pass workers=1") from exc
+
+
 def encrypt(public_key: "PublicKey", plaintexts: Sequence[int], workers: int) -> list["mpz"]:
     pool = _get_pool(workers)
     n = int(public_key.n)
     futures = [pool.submit(_encrypt_chunk, n, [int(m) for m in chunk]) for chunk in _chunks(plaintexts, workers)]
-    return [c for f in futures for c in f.result()]
+    return _gather(workers, futures)
 
 
 def encrypt_private(private_key: "PrivateKey", plaintexts: Sequence[int], workers: int) -> list["mpz"]:
@@ -126,11 +138,11 @@ def encrypt_private(private_key: "PrivateKey", plaintexts: Sequence[int], worker
     n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
     futures = [pool.submit(_encrypt_private_chunk, n, p, q, [int(m) for m in chunk])
                for chunk in _chunks(plaintexts, workers)]
-    return [c for f in futures for c in f.result()]
+    return _gather(workers, futures)
 
 
 def decrypt(private_key: "PrivateKey", ciphertexts: Sequence["mpz"], workers: int) -> list[int]:
     pool = _get_pool(workers)
     n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
     futures = [pool.submit(_decrypt_chunk, n, p, q, chunk) for chunk in _chunks(ciphertexts, workers)]
-    return [m for f in futures for m in f.result()]
+    return _gather(workers, futures)
