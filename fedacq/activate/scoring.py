@@ -22,6 +22,8 @@ Each worker then reads, scores and writes its own files; nothing else is shared.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,6 +115,40 @@ class ScoreReport:
         return self.rows / self.seconds if self.seconds > 0 else float("inf")
 
 
+def _prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read ahead in a thread: Parquet decoding and XGBoost prediction both release the GIL,
+    so the next batch is decoded while this one is scored. At most ``depth`` batches wait."""
+    done = object()
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for b in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # re-raised in the consumer, with its traceback
+            q.put(exc)
+
+    t = threading.Thread(target=read, name="parquet-prefetch", daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
 def iter_scored(booster, users: str | os.PathLike, id_column: str = "user_id",
                 batch_size: int = 262_144) -> Iterator[pa.RecordBatch]:
     """Scored batches of a Parquet file, reading only the id and feature columns."""
@@ -121,7 +157,7 @@ def iter_scored(booster, users: str | os.PathLike, id_column: str = "user_id",
     if id_column not in available:
         raise ValueError(f"users {users}: missing id column {id_column!r} (have {available[:20]})")
     _check_columns(available, booster, f"users {users}")
-    for batch in pf.iter_batches(batch_size=batch_size, columns=[id_column, *booster.feature_names]):
+    for batch in _prefetch(pf.iter_batches(batch_size=batch_size, columns=[id_column, *booster.feature_names])):
         yield score_batch(booster, batch, id_column)
 
 
