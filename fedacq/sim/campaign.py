@@ -41,9 +41,12 @@ KPIs in ``summary``: ``cost_per_credit_user`` = spend / users granted credit;
 ``drawdown_per_credit_user`` = first-day drawdown / users granted credit;
 ``drawdown_per_applicant`` = first-day drawdown / applicants; ``credit_rate`` =
 credit users / applicants; ``first_day_usage_rate`` = first-day drawers /
-credit users; ``fee_rate`` = fees / drawdown. The ``expected_*`` columns use
-the applicants' true propensities instead of their drawn outcomes (same
-definitions): they carry no outcome noise, so small simulations can compare arms.
+credit users; ``fee_rate`` = fees / drawdown. The ``expected_*`` columns are the
+same KPIs in expectation over the impressions won: each impression contributes
+``p_click * p_apply`` applications, ``p_click * p_apply * p_grant`` credit users
+and ``p_click * p_apply * expected_value`` drawdown. They carry no click or
+funnel noise (only which impressions were won), so small simulations can
+compare arms; they ignore that a user applies at most once, alike in both arms.
 """
 
 from __future__ import annotations
@@ -288,7 +291,7 @@ def _spend_by_bucket(serve: pd.DataFrame, eligible: np.ndarray, imp_user: np.nda
     k = np.flatnonzero(present)
     return pd.DataFrame({"bucket": (k % N_BUCKETS).astype(np.int16),
                          "arm": np.where(k >= N_BUCKETS, "control", "treatment"),
-                         "impressions": imps[k], "clicks": clicks[k], "spend": np.round(spend[k], 4)})
+                         "impressions": imps[k], "clicks": clicks[k], "spend": spend[k]})
 
 
 def _summary(serve: pd.DataFrame, arm_code: np.ndarray, eligible: np.ndarray, budget: np.ndarray,
@@ -297,6 +300,7 @@ def _summary(serve: pd.DataFrame, arm_code: np.ndarray, eligible: np.ndarray, bu
              daily: pd.DataFrame) -> pd.DataFrame:
     ev = truth["expected_value"].to_numpy()
     p_grant = truth["p_grant"].to_numpy()
+    p_app = truth["p_click"].to_numpy() * truth["p_apply"].to_numpy()
     high = out.credit_granted & out.first_day_drawdown & out.repaid & (out.drawdown_amount >= min_drawdown)
     rows = []
     for a, name in enumerate(ARMS):
@@ -305,8 +309,10 @@ def _summary(serve: pd.DataFrame, arm_code: np.ndarray, eligible: np.ndarray, bu
         credit = int(out.credit_granted[ap].sum())
         drawn = float(out.drawdown_amount[ap].sum())
         n_app = int(ap.sum())
-        exp_credit = float(p_grant[app_user[ap]].sum())
-        exp_drawn = float(ev[app_user[ap]].sum())
+        u = imp_user[im]
+        exp_app = float(p_app[u].sum())
+        exp_credit = float((p_app[u] * p_grant[u]).sum())
+        exp_drawn = float((p_app[u] * ev[u]).sum())
         rows.append({
             "arm": name, "users": int(np.sum(eligible & (arm_code == a))), "budget": float(budget[a]),
             "spend": spend, "impressions": int(im.sum()), "clicks": int(cl.sum()), "applications": n_app,
@@ -323,9 +329,10 @@ def _summary(serve: pd.DataFrame, arm_code: np.ndarray, eligible: np.ndarray, bu
             "mean_boost_served": float(serve["boost"].to_numpy()[imp_user[im]].mean()) if im.any() else np.nan,
             "expected_value_per_impression": float(ev[imp_user[im]].mean()) if im.any() else np.nan,
             "mean_alpha": float(daily.loc[daily["arm"] == name, "mean_alpha"].mean()),
+            "expected_applications": exp_app,
             "expected_credit_users": exp_credit,
             "expected_cost_per_credit_user": spend / exp_credit if exp_credit else np.nan,
             "expected_drawdown_per_credit_user": exp_drawn / exp_credit if exp_credit else np.nan,
-            "expected_drawdown_per_applicant": exp_drawn / n_app if n_app else np.nan,
+            "expected_drawdown_per_applicant": exp_drawn / exp_app if exp_app else np.nan,
         })
     return pd.DataFrame(rows).set_index("arm")
