@@ -70,6 +70,9 @@ def test_random_and_edge_values(keys):
     np.testing.assert_allclose(roundtrip(keys, x, 24), x, atol=2.0 ** -24)
     ints = np.array([0, 1, -1, 2**62, -(2**62)], dtype=np.int64)
     np.testing.assert_array_equal(roundtrip(keys, ints, 0), ints.astype(np.float64))
+    # Beyond int64 after scaling: encoded exactly, not through a lossy float path.
+    huge = np.array([1e300, -1e300, 2.0**70 + 2.0**18])
+    np.testing.assert_array_equal(roundtrip(keys, huge, 8), huge)
 
 
 def test_max_of_range_and_one_beyond(keys):

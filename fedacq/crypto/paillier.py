@@ -66,6 +66,7 @@ import json
 import math
 import os
 import secrets
+from fractions import Fraction
 from typing import Iterable, Sequence
 
 import gmpy2
@@ -579,16 +580,18 @@ class FixedPoint:
         if not np.isfinite(flat).all():
             bad = int(np.flatnonzero(~np.isfinite(flat))[0])
             raise ValueError(f"cannot encode NaN or infinity (element {bad} is {flat[bad]})")
-        scaled = np.rint(np.ldexp(flat, self.frac_bits))
+        with np.errstate(over="ignore"):
+            scaled = np.rint(np.ldexp(flat, self.frac_bits))
         if flat.size and np.abs(scaled).max() < 2.0 ** 62:
             return scaled.astype(np.int64).tolist()
-        return [int(v) for v in scaled.tolist()]
+        # Beyond int64 (or float range): exact rational arithmetic, same round-half-even.
+        return [round(Fraction(v) * self.scale) for v in flat.tolist()]
 
     def _one_to_int(self, i: int, v: object) -> int:
         if isinstance(v, float):
             if not math.isfinite(v):
                 raise ValueError(f"cannot encode NaN or infinity (element {i} is {v})")
-            return int(round(math.ldexp(v, self.frac_bits)))
+            return round(Fraction(v) * self.scale)
         try:
             return int(v) << self.frac_bits  # type: ignore[call-overload]
         except (TypeError, ValueError) as exc:
