@@ -151,3 +151,14 @@ def test_cli_build_show_export(scores, tmp_path, capsys):
     assert main(["boosts", "build", "--scores", str(tmp_path / "dup.parquet"), "--campaign", "c",
                  "--out", str(tmp_path / "x")]) == 2
     assert "duplicate user id" in capsys.readouterr().err
+
+
+def test_serving_frame_and_bucket_fn_match_lookup(scores):
+    t = build_boost_table(scores.iloc[:2000], "camp", TIERS, EXP, expiry=dt.timedelta(hours=1))
+    frame = t.serving_frame()
+    assert tuple(frame.columns) == EXPORT_COLUMNS and len(frame) == 2000
+    ids = pd.Series(["u1", "u2", "stranger"])
+    bucket, arm = t.bucket_fn()(ids)
+    res = t.lookup(ids)
+    assert bucket.tolist() == res["bucket"].tolist() and arm.tolist() == res["arm"].tolist()
+    assert frame.loc[1, "bucket"] == bucket[0] and frame.loc[1, "arm"] == arm[0]

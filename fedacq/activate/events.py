@@ -6,6 +6,14 @@ the boost-table version that was served. This is the only per-user record that
 crosses from the platform to the lender, and it concerns users who clicked the
 lender's own ad (the lender sees them on its landing page anyway). Spend is
 *not* on it: the platform sends spend only as per-bucket aggregates.
+
+Where the experiment fields come from: at serving time the boost service answers each
+look-up with the bucket, the arm (``treatment`` flag) and the table version
+(``fedacq.activate.service``; offline, ``BoostTable.lookup``); the impression log keeps
+them, and a click or conversion inherits the values of the impression it follows. The
+layer is the boost table's experiment layer (manifest ``experiment.layer``), and the
+bucket is ``fedacq.activate.buckets.bucket_of(user_id, layer, salt)`` whether or not the
+user was in the table, so an event can always be attributed to an arm.
 """
 
 from __future__ import annotations

@@ -221,6 +221,27 @@ class BoostTable:
         data = arrow.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
         return cls(data=data, manifest=manifest)
 
+    def serving_frame(self) -> pd.DataFrame:
+        """One row per user as bidding gets it (the export columns); ``fedacq.sim.campaign``
+        takes this as its ``boost_table``."""
+        d, exp = self.data, self.experiment
+        return pd.DataFrame({"user_id": d["user_id"].astype(str), "campaign": self.campaign,
+                             "boost": d["boost"], "layer": exp.layer, "bucket": d["bucket"],
+                             "arm": d["arm"].astype(str), "table_version": self.version,
+                             "expires_at": self.manifest["expires_at"]})
+
+    def bucket_fn(self):
+        """``f(user_ids) -> (bucket, arm)`` by this table's layer and salt, for users not in it
+        (the ``bucket_of`` argument of ``fedacq.sim.campaign``)."""
+        exp = self.experiment
+        mask = exp.treatment_mask()
+
+        def assign(user_ids) -> tuple[np.ndarray, np.ndarray]:
+            b = bucket_of([str(u) for u in user_ids], exp.layer, exp.salt)
+            return b, np.where(mask[b], "treatment", "control")
+
+        return assign
+
     def lookup(self, user_ids) -> pd.DataFrame:
         """(user_id, boost, bucket, arm, known) for any user ids, known or not (for simulators)."""
         from fedacq.activate.lookup import BoostLookup
