@@ -77,7 +77,11 @@ def parse_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    import logging
+
     from fedacq.learn.run import RunConfig, run
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store set-up notices drown the progress
 
     cfg = RunConfig(lender_path=args.lender, platform_path=args.platform, id_column=args.id_column,
                     label_column=args.label_column, out_dir=args.out, model=args.model,

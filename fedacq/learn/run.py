@@ -268,14 +268,15 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
     party_dir = cfg.out_dir / party
     model_dir = party_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    bar = _progress_bar(module, params, cfg) if party == LENDER else None
+    bar = None
     with PartyRun(cfg.store(party), party, cfg.experiment, f"{cfg.model}-{party}", cfg.job_id,
                   _run_params(cfg, params)) as run:
         def on_iteration(i: int, values: dict[str, float]) -> None:
             run.log_metrics({k: v for k, v in values.items() if _is_number(v)}, step=i)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in values.items() if _is_number(v)}, refresh=False)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()
+                                 if _is_number(v) and ("auc" in k or "loss" in k)}, refresh=False)
 
         ctx = RoleContext(party=party, params=params, mode=cfg.mode, key_bits=cfg.key_bits,
                           insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
@@ -290,6 +291,8 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                 raise ValueError(f"the intersection of the two files is empty: no common {cfg.id_column!r}")
             _say(cfg, party, f"intersection {rows.size} rows ({train.size} train, {valid.size} validation); training")
             data = _party_data(table, rows, train, valid)
+            if party == LENDER:
+                bar = _progress_bar(module, params, cfg)
             role = module.lender_role if party == LENDER else module.platform_role
             result: RoleResult = role(link, data, ctx)
         finally:
