@@ -96,9 +96,10 @@ def measure_layer(users: pd.DataFrame, spend: pd.DataFrame | None, min_bucket_si
         lifts[kpi.name] = lift(t, c, z, reason)
     buckets = []
     spend_by_bucket = {} if spend is None else {int(b): g for b, g in spend.groupby("bucket")}
-    all_buckets = sorted(set(users["bucket"].astype(int)) | set(spend_by_bucket))
-    for bucket in all_buckets:
-        group = users[users["bucket"] == bucket]
+    users_by_bucket = {int(b): g for b, g in users.groupby("bucket")}
+    empty = users.iloc[:0]
+    for bucket in sorted(set(users_by_bucket) | set(spend_by_bucket)):
+        group = users_by_bucket.get(bucket, empty)
         b_spend = spend_by_bucket.get(bucket)
         arm = str(group["arm"].iloc[0]) if len(group) else str(b_spend["arm"].iloc[0])
         if len(group) < min_bucket_size:
