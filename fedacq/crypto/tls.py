@@ -60,11 +60,14 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def init_certs(parties: list[str], out: str | Path, days: int = 825) -> dict[str, TlsFiles]:
+def init_certs(parties: list[str], out: str | Path, days: int = 825,
+               keep_existing: bool = False) -> dict[str, TlsFiles]:
     """Create ``ca.pem`` and ``<party>.pem``/``<party>.key`` for each party in ``out``.
 
     Refuses to overwrite an existing CA so a rerun cannot silently invalidate
-    certificates the other party already holds.
+    certificates the other party already holds; with ``keep_existing`` an
+    existing CA is kept and only missing party certificates are issued (so
+    ``docker compose up`` can run it every time).
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -78,7 +81,10 @@ def init_certs(parties: list[str], out: str | Path, days: int = 825) -> dict[str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "ca.pem").exists():
-        raise ValueError(f"{out / 'ca.pem'} already exists; use a new --out directory")
+        if not keep_existing:
+            raise ValueError(f"{out / 'ca.pem'} already exists; use a new --out directory or --keep-existing")
+        return {p: TlsFiles(out / "ca.pem", out / f"{p}.pem", out / f"{p}.key")
+                if (out / f"{p}.pem").exists() else issue_cert(out, p, days=days) for p in parties}
 
     now = dt.datetime.now(dt.timezone.utc)
     pem = serialization.Encoding.PEM
@@ -183,6 +189,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="comma-separated party names (default: lender,platform)")
     init.add_argument("--out", required=True, help="directory to write the certificates to")
     init.add_argument("--days", type=int, default=825, help="validity in days (default: 825)")
+    init.add_argument("--keep-existing", action="store_true",
+                      help="keep an existing CA in --out and issue only missing party certificates")
     init.set_defaults(func=_cmd_init)
     issue = certs_sub.add_parser("issue", help="issue one more party certificate from an existing CA")
     issue.add_argument("--ca", required=True, help="directory holding ca.pem and ca.key")
@@ -193,7 +201,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     parties = [p.strip() for p in args.parties.split(",") if p.strip()]
-    files = init_certs(parties, args.out, days=args.days)
+    files = init_certs(parties, args.out, days=args.days, keep_existing=args.keep_existing)
     print(f"CA: {Path(args.out) / 'ca.pem'}")
     for party, f in files.items():
         print(f"{party}: {f.cert} {f.key}")

@@ -8,7 +8,7 @@ folder can be moved (or mounted into a container) as a whole. Example::
     role = "lender"                # protocol role we play (default: the party name)
     listen = "0.0.0.0:7001"        # the peer link (mutual TLS)
     state_dir = "state"            # job state, logs, egress ledger, control socket
-    mlflow = "mlruns"              # a store directory or an http(s):// tracking server
+    mlflow = "mlruns"              # store dir or http(s):// server; default $MLFLOW_TRACKING_URI or "mlruns"
     keys_dir = "keys"              # the party's key store (e.g. the Paillier private key)
 
     [tls]
@@ -29,6 +29,7 @@ folder can be moved (or mounted into a container) as a whole. Example::
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,7 @@ def load_config(path: str | Path) -> NodeConfig:
     peer = check_party_name(str(_get(doc, path, "peer", "name")))
     if peer == party:
         raise ValueError(f"{path}: [peer] name must differ from [node] party {party!r}")
-    mlflow = str(_get(doc, path, "node", "mlflow", "mlruns"))
+    mlflow = str(_get(doc, path, "node", "mlflow", os.environ.get("MLFLOW_TRACKING_URI", "mlruns")))
     if "://" not in mlflow:
         mlflow = str(resolve(mlflow))
     allow = _get(doc, path, "protocols", "allow", [])
