@@ -153,3 +153,33 @@ def test_mutual_tls(tmp_path):
         plain.close()
     finally:
         server.stop(None)
+
+
+def test_boost_serve_cli_watches_directory(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    tables = tmp_path / "tables"
+    _table(300, "v1", 1).write(tables / "camp" / "v1")
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "fedacq.cli", "boost-serve", "--tables", str(tables),
+                             "--address", "127.0.0.1:0", "--port-file", str(port_file), "--watch-interval", "0.2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text()):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "boost-serve did not start"
+            time.sleep(0.05)
+        client = BoostClient(f"127.0.0.1:{port_file.read_text()}")
+        assert client.lookup("camp", ["u1"]).table_version == "v1"
+        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+        _table(300, "v2", 2, created=later).write(tables / "camp" / "v2")
+        while client.lookup("camp", ["u1"]).table_version != "v2":
+            assert time.monotonic() < deadline, "new version not picked up by the watcher"
+            time.sleep(0.1)
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -104,13 +104,19 @@ def _corrupt(tmp_path, scores, how):
         m["expires_at"] = "2020-01-01T00:00:00Z"
     elif how == "manifest":
         del m["sha256"]
+    elif how == "boost":
+        df = t.data.copy()
+        df.loc[df["arm"] == "treatment", "boost"] = 9.0
+        df.to_parquet(d / DATA_FILE)
+        m["sha256"] = __import__("hashlib").sha256((d / DATA_FILE).read_bytes()).hexdigest()
     (d / MANIFEST_FILE).write_text(json.dumps(m))
     return d
 
 
 @pytest.mark.parametrize("how,msg", [("checksum", "checksum mismatch"), ("columns", r"lacks column\(s\) \['bucket'\]"),
                                      ("duplicates", "duplicate"), ("expired", "expired at 2020"),
-                                     ("manifest", r"lacks key\(s\) \['sha256'\]")])
+                                     ("manifest", r"lacks key\(s\) \['sha256'\]"),
+                                     ("boost", r"outside \[floor, cap\]")])
 def test_bad_tables_are_refused_with_a_clear_error(tmp_path, scores, how, msg):
     d = _corrupt(tmp_path, scores, how)
     with pytest.raises(BoostTableError, match=msg) as err:

@@ -189,8 +189,8 @@ class BoostTable:
         try:
             expires = parse_time(manifest["expires_at"])
             experiment = ExperimentConfig.from_dict(manifest["experiment"])
-            TierConfig.from_dict({k: v for k, v in manifest["tiers"].items()
-                                  if k not in ("thresholds", "tier_boosts")})
+            tier_cfg = TierConfig.from_dict({k: v for k, v in manifest["tiers"].items()
+                                             if k not in ("thresholds", "tier_boosts")})
         except (ValueError, KeyError, TypeError) as exc:
             raise BoostTableError(f"{where}: bad manifest: {exc}") from None
         now = _utc(now or dt.datetime.now(dt.timezone.utc))
@@ -216,7 +216,7 @@ class BoostTable:
             raise BoostTableError(f"{where}: {data_path.name} has a column of the wrong type: {exc}") from None
         if arrow.num_rows != manifest["rows"]:
             raise BoostTableError(f"{where}: {arrow.num_rows} rows, manifest says {manifest['rows']}")
-        _check_rows(arrow, experiment, where)
+        _check_rows(arrow, experiment, tier_cfg, where)
         # user ids stay Arrow-backed: no Python object per user until a look-up index is built
         data = arrow.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
         return cls(data=data, manifest=manifest)
@@ -252,7 +252,7 @@ class BoostTable:
                              "arm": np.where(res.treatment, "treatment", "control"), "known": res.known})
 
 
-def _check_rows(arrow: pa.Table, experiment: ExperimentConfig, where: str) -> None:
+def _check_rows(arrow: pa.Table, experiment: ExperimentConfig, tiers: TierConfig, where: str) -> None:
     """Row checks in Arrow compute kernels, which release the GIL: a service validating a
     new version in a background thread keeps answering requests meanwhile."""
     for col in DATA_SCHEMA.names:
@@ -275,8 +275,12 @@ def _check_rows(arrow: pa.Table, experiment: ExperimentConfig, where: str) -> No
                       pc.equal(arm, "control").to_numpy(zero_copy_only=False))
     if not arm_ok.all():
         raise BoostTableError(f"{where}: column 'arm' disagrees with the manifest's bucket allocation")
-    if (arrow.column("boost").to_numpy()[~treated] != 1.0).any():
+    boost = arrow.column("boost").to_numpy()
+    if (boost[~treated] != 1.0).any():
         raise BoostTableError(f"{where}: control-arm users must have boost 1.0")
+    lo, hi = tiers.floor, tiers.cap
+    if not ((boost[treated] >= lo) & (boost[treated] <= hi)).all():
+        raise BoostTableError(f"{where}: column 'boost' has treatment values outside [floor, cap] = [{lo}, {hi}]")
 
 
 def build_boost_table(scores: pd.DataFrame, campaign: str, tiers: TierConfig | dict | None = None,
