@@ -33,14 +33,15 @@ def experiment():
     return funnel, events, spend
 
 
-def _run(funnel, events, tmp_path, epsilon=None):
+def _run(funnel, events, tmp_path, epsilon=None, spend=None):
     ledgers = {p: EgressLedger(tmp_path / f"{p}.jsonl", p) for p in ("lender", "platform")}
     link_l, link_p = memory_pair("lender", "platform", job="m1", ledgers=ledgers, record=True)
     res_l, view = run_parties(
         (lambda: share_outcomes_lender(link_l, funnel, private_key=PRIV, layer="boost",
                                        min_group_size=MIN_GROUP, epsilon=epsilon,
                                        value_bounds={"drawdown_amount": 50_000.0}, workers=1),),
-        (lambda: share_outcomes_platform(link_p, events, min_group_size=MIN_GROUP, workers=1),),
+        (lambda: share_outcomes_platform(link_p, events, min_group_size=MIN_GROUP, spend=spend,
+                                         workers=1),),
         timeout=300)
     return res_l, view, link_p, ledgers
 
@@ -55,8 +56,8 @@ def _truth(funnel, events):
 
 
 def test_platform_learns_exact_per_bucket_aggregates_and_nothing_per_user(experiment, tmp_path):
-    funnel, events, _ = experiment
-    _, view, link_p, ledgers = _run(funnel, events, tmp_path)
+    funnel, events, spend = experiment
+    _, view, link_p, ledgers = _run(funnel, events, tmp_path, spend=spend)
     truth = _truth(funnel, events)
     table = view.buckets.set_index("bucket")
     n_buckets = len(table)
@@ -68,6 +69,16 @@ def test_platform_learns_exact_per_bucket_aggregates_and_nothing_per_user(experi
     assert len(released) == n_buckets - 1
     for col in truth.columns:
         np.testing.assert_allclose(released[col], truth.loc[released.index, col], rtol=1e-6, atol=1e-3)
+
+    # Per-arm view over released buckets only; the small bucket is counted as suppressed.
+    arms = view.by_arm()
+    assert arms.loc["treatment", "buckets_suppressed"] == 1 and arms.loc["control", "buckets_suppressed"] == 0
+    treat = released[released["arm"] == "treatment"]
+    assert arms.loc["treatment", "credit_rate"] == pytest.approx(
+        truth.loc[treat.index, "credit_granted_sum"].sum() / treat["exposed_users"].sum())
+    assert arms.loc["control", "cost_per_credit_user"] == pytest.approx(
+        spend.loc[spend["arm"] == "control", "spend"].sum()
+        / truth.loc[released[released["arm"] == "control"].index, "credit_granted_sum"].sum())
 
     # Everything the platform received: blinded points, ciphertexts, or per-bucket arrays.
     lender_values = set(np.round(funnel["drawdown_amount"][funnel["drawdown_amount"] > 0], 2))

@@ -177,3 +177,9 @@ def test_html_report_renders_in_headless_chromium(data, tmp_path):
     assert pixels.shape[:2] == (2000, 1200)
     # Not a blank page: plenty of non-white pixels (text, tables, plots).
     assert (pixels[..., :3] < 0.9).any(axis=-1).mean() > 0.02
+
+
+def test_spend_missing_a_bucket_with_users_is_refused(data):
+    funnel, events, spend = data
+    with pytest.raises(ValueError, match=r"spend: no row for bucket\(s\) \[3\]"):
+        measure(funnel, events, spend[spend["bucket"] != 3])

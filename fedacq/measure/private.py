@@ -132,6 +132,29 @@ class PlatformView:
     buckets: pd.DataFrame   # bucket, arm, exposed_users, suppressed, applicants, <outcome>_sum...
     epsilon: list[float]
 
+    def by_arm(self) -> pd.DataFrame:
+        """Per-arm totals over the *released* buckets, and the KPIs the platform can form from them.
+
+        Suppressed buckets are left out of both numerator and denominator (the
+        platform has no lender numbers for them), and counted in
+        ``buckets_suppressed``. Ratios use the platform's own exposed users and
+        spend with the lender's released sums: ``credit_rate`` =
+        credit_granted_sum / exposed_users, ``cost_per_credit_user`` = spend /
+        credit_granted_sum, ``drawdown_per_user`` = drawdown_amount_sum /
+        credit_granted_sum (each where the columns were shared).
+        """
+        released = self.buckets[~self.buckets["suppressed"]]
+        sums = [c for c in released.columns if c.endswith("_sum") or c in ("exposed_users", "applicants", "spend")]
+        table = released.groupby("arm")[sums].sum()
+        table["buckets_suppressed"] = self.buckets.groupby("arm")["suppressed"].sum()
+        if "credit_granted_sum" in table:
+            table["credit_rate"] = table["credit_granted_sum"] / table["exposed_users"]
+            if "spend" in table:
+                table["cost_per_credit_user"] = table["spend"] / table["credit_granted_sum"]
+            if "drawdown_amount_sum" in table:
+                table["drawdown_per_user"] = table["drawdown_amount_sum"] / table["credit_granted_sum"]
+        return table
+
 
 def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size: int = 100,
                             spend: pd.DataFrame | None = None, workers: int | None = None) -> PlatformView:

@@ -74,6 +74,10 @@ def measure_layer(users: pd.DataFrame, spend: pd.DataFrame | None, min_bucket_si
         if len(clash):
             raise ValueError(f"spend: bucket {int(clash['bucket'].iloc[0])} is in arm "
                              f"{clash['arm'].iloc[0]!r} but the events put it in the other arm")
+        # A bucket without spend would silently make its arm look cheaper.
+        unpaid = sorted(set(seen.index.astype(int)) - set(spend["bucket"].astype(int)))
+        if unpaid:
+            raise ValueError(f"spend: no row for bucket(s) {unpaid[:5]}, which have exposed users")
     arms: dict[str, Any] = {}
     arm_estimates: dict[str, dict[str, Estimate | None]] = {}
     arm_reasons: dict[str, dict[str, str]] = {}
