@@ -74,7 +74,7 @@ def test_platform_learns_exact_per_bucket_aggregates_and_nothing_per_user(experi
     arms = view.by_arm()
     assert arms.loc["treatment", "buckets_suppressed"] == 1 and arms.loc["control", "buckets_suppressed"] == 0
     treat = released[released["arm"] == "treatment"]
-    assert arms.loc["treatment", "credit_rate"] == pytest.approx(
+    assert arms.loc["treatment", "deep_conversion_rate"] == pytest.approx(
         truth.loc[treat.index, "credit_granted_sum"].sum() / treat["exposed_users"].sum())
     assert arms.loc["control", "cost_per_credit_user"] == pytest.approx(
         spend.loc[spend["arm"] == "control", "spend"].sum()

@@ -35,7 +35,8 @@ def test_kpis_match_a_direct_computation(data):
     f = funnel[funnel["user_id"].isin(users)]
     credit = f["credit_granted"].sum()
     total_spend = spend.loc[spend["arm"] == "treatment", "spend"].sum()
-    expected = {"application_rate": f["applied"].sum() / len(users), "credit_rate": credit / len(users),
+    expected = {"application_rate": f["applied"].sum() / len(users), "deep_conversion_rate": credit / len(users),
+                "credit_rate": credit / f["applied"].sum(),
                 "first_day_usage_rate": f["first_day_drawdown"].sum() / credit,
                 "drawdown_per_user": f["drawdown_amount"].sum() / credit,
                 "value_per_converted_user": f["fees"].sum() / credit,
@@ -88,7 +89,7 @@ def test_kpi_with_too_few_events_is_not_reported(data):
     layer = report["layers"]["boost"]
     assert layer["arms"]["control"]["kpis"]["first_day_usage_rate"]["status"] == NOT_ENOUGH
     assert layer["lift"]["first_day_usage_rate"]["status"] == NOT_ENOUGH
-    assert "value" in layer["lift"]["credit_rate"]["absolute"]
+    assert "value" in layer["lift"]["deep_conversion_rate"]["absolute"]
 
 
 def test_conflicting_bucket_assignments_are_excluded_and_counted(data):

@@ -80,8 +80,10 @@ class KPI:
 KPIS: tuple[KPI, ...] = (
     KPI("application_rate", "Application rate", "applied", "exposed",
         "users who applied / exposed users", is_rate=True),
-    KPI("credit_rate", "Credit rate", "credit_granted", "exposed",
-        "users granted credit / exposed users (deep conversion)", is_rate=True),
+    KPI("deep_conversion_rate", "Deep conversion rate", "credit_granted", "exposed",
+        "users granted credit / exposed users", is_rate=True),
+    KPI("credit_rate", "Credit rate", "credit_granted", "applied",
+        "users granted credit / users who applied", is_rate=True),
     KPI("first_day_usage_rate", "First-day usage rate", "first_day_drawdown", "credit_granted",
         "credit users who drew on the day of the grant / credit users", is_rate=True),
     KPI("drawdown_per_user", "Drawdown per credit user", "drawdown_amount", "credit_granted",

@@ -138,8 +138,9 @@ class PlatformView:
         Suppressed buckets are left out of both numerator and denominator (the
         platform has no lender numbers for them), and counted in
         ``buckets_suppressed``. Ratios use the platform's own exposed users and
-        spend with the lender's released sums: ``credit_rate`` =
-        credit_granted_sum / exposed_users, ``cost_per_credit_user`` = spend /
+        spend with the lender's released sums (names as in :data:`fedacq.measure.kpis.KPIS`):
+        ``deep_conversion_rate`` = credit_granted_sum / exposed_users, ``credit_rate`` =
+        credit_granted_sum / applicants, ``cost_per_credit_user`` = spend /
         credit_granted_sum, ``drawdown_per_user`` = drawdown_amount_sum /
         credit_granted_sum (each where the columns were shared).
         """
@@ -148,7 +149,8 @@ class PlatformView:
         table = released.groupby("arm")[sums].sum()
         table["buckets_suppressed"] = self.buckets.groupby("arm")["suppressed"].sum()
         if "credit_granted_sum" in table:
-            table["credit_rate"] = table["credit_granted_sum"] / table["exposed_users"]
+            table["deep_conversion_rate"] = table["credit_granted_sum"] / table["exposed_users"]
+            table["credit_rate"] = table["credit_granted_sum"] / table["applicants"]
             if "spend" in table:
                 table["cost_per_credit_user"] = table["spend"] / table["credit_granted_sum"]
             if "drawdown_amount_sum" in table:

@@ -20,7 +20,7 @@ from fedacq.measure.html import figure_to_img_tag, format_cell, page, paragraph,
 from fedacq.measure.lift import NOT_ENOUGH, is_reported  # noqa: E402
 
 COLORS = {"control": "#8a8f98", "treatment": "#2a6fb0"}
-BUCKET_KPIS = ("credit_rate", "drawdown_per_user")
+BUCKET_KPIS = ("deep_conversion_rate", "cost_per_credit_user")
 
 
 def _with_ci(result: dict[str, Any], scale: float = 1.0, suffix: str = "") -> str:

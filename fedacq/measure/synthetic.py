@@ -34,7 +34,7 @@ class ArmParams:
     def true_kpis(self) -> dict[str, float]:
         credit = self.p_apply * self.p_grant
         cost = self.spend_per_user / credit
-        return {"application_rate": self.p_apply, "credit_rate": credit,
+        return {"application_rate": self.p_apply, "deep_conversion_rate": credit, "credit_rate": self.p_grant,
                 "first_day_usage_rate": self.p_first_day, "drawdown_per_user": self.mean_drawdown,
                 "value_per_converted_user": self.fee_rate * self.mean_drawdown,
                 "cost_per_credit_user": cost, "loan_fee_rate": cost / self.mean_drawdown}
