@@ -91,6 +91,7 @@ def drive(call, work: list[list[str]], clients: int, seconds: float, midway=None
     it, each thread sends back to back (closed loop): the saturation throughput.
     """
     latencies: list[list[float]] = [[] for _ in range(clients)]
+    starts: list[list[float]] = [[] for _ in range(clients)]
     failures = [0] * clients
     seen: set[str] = set()
     stop = threading.Event()
@@ -99,7 +100,7 @@ def drive(call, work: list[list[str]], clients: int, seconds: float, midway=None
 
     def worker(k: int) -> None:
         i = k
-        lat = latencies[k]
+        lat, sent = latencies[k], starts[k]
         due = time.perf_counter() + interval * k / clients
         while not stop.is_set():
             if interval:
@@ -118,15 +119,19 @@ def drive(call, work: list[list[str]], clients: int, seconds: float, midway=None
             except Exception:
                 failures[k] += 1
             lat.append(time.perf_counter() - t0)
+            sent.append(t0)
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     start = time.perf_counter()
     for t in threads:
         t.start()
     extra = {}
+    window = None
     if midway is not None:
         time.sleep(seconds / 3)
+        w0 = time.perf_counter()
         extra = midway()
+        window = (w0, time.perf_counter())
         time.sleep(max(0.0, seconds - (time.perf_counter() - start)))
     else:
         time.sleep(seconds)
@@ -136,6 +141,14 @@ def drive(call, work: list[list[str]], clients: int, seconds: float, midway=None
     elapsed = time.perf_counter() - start
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1e3
     n_req = int(lat.size)
+    if window is not None:  # requests overlapping the reload vs the rest
+        t_sent = np.concatenate([np.asarray(x) for x in starts])
+        during = (t_sent <= window[1]) & (t_sent + lat / 1e3 >= window[0])
+        extra["requests_during_reload"] = int(during.sum())
+        if during.any():
+            extra["p99_ms_during_reload"] = round(float(np.percentile(lat[during], 99)), 3)
+        if (~during).any():
+            extra["p99_ms_outside_reload"] = round(float(np.percentile(lat[~during], 99)), 3)
     return {"mode": f"paced at {rate:,.0f} look-ups/s" if rate else "closed loop (saturation)",
             "requests": n_req, "lookups_per_s": round((n_req - sum(failures)) * batch / elapsed, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3),
@@ -284,7 +297,8 @@ def main() -> int:
     }
     print(f"boost service, {paced['mode']}: {paced['lookups_per_s']:,.0f} look-ups/s, p50 {paced['p50_ms']} ms, "
           f"p99 {paced['p99_ms']} ms, {paced['failed_requests']} failed, reload {paced.get('reload_s')} s, "
-          f"versions {paced['versions_seen']}")
+          f"versions {paced['versions_seen']}; p99 outside/during reload {paced.get('p99_ms_outside_reload')}"
+          f"/{paced.get('p99_ms_during_reload')} ms")
     print(f"boost service, saturation: {sat['lookups_per_s']:,.0f} look-ups/s, p99 {sat['p99_ms']} ms")
     print(f"grpc echo (same payload), saturation: {echo['lookups_per_s']:,.0f} look-ups/s, p99 {echo['p99_ms']} ms "
           f"-> service/echo = {result['ratios']['saturation_vs_grpc_echo']}")

@@ -22,7 +22,7 @@ from fedacq.activate.buckets import bucket_of
 from fedacq.activate.table import BoostTable, parse_time
 
 
-_CHUNK = 20_000
+_CHUNK = 5_000
 _SHARDS = 256
 _SHARD_MASK = _SHARDS - 1
 
@@ -54,12 +54,13 @@ class BoostLookup:
         # user id -> row, in _SHARDS dicts picked by the id's (cached) str hash. One dict of
         # millions of ids would be rehashed in one C call each time it grows (~80 ms per
         # million ids holding the GIL, stalling every request thread of a serving
-        # process); shards stay small, and the build loop yields the GIL between bytecodes.
+        # process); shards stay small, and the build loop yields the GIL after every chunk.
         shards: list[dict[str, int]] = [{} for _ in range(_SHARDS)]
         ids = data["user_id"]
         for start in range(0, len(data), _CHUNK):
             for row, uid in enumerate(ids.iloc[start:start + _CHUNK].tolist(), start):
                 shards[hash(uid) & _SHARD_MASK][uid] = row
+            time.sleep(0)  # hand the GIL to waiting request threads after each ~1 ms chunk
         if sum(len(s) for s in shards) != len(data):
             raise ValueError(f"boost table {self.version}: duplicate user ids")
         self._shards = shards
