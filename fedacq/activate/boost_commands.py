@@ -115,7 +115,7 @@ def _cmd_build(args) -> int:
     table = build_boost_table(scores, args.campaign, tiers or None, experiment or None,
                               model_version=args.model_version, expiry=expiry,
                               default_boost=args.default_boost, id_column=args.id_column,
-                              score_column=args.score_column, version=args.version)
+                              score_column=args.score_column, version=args.version, progress=True)
     out = table.write(args.out)
     m = table.manifest
     print(f"boost table {m['version']}: {m['rows']:,} users, tiers {m['tiers']['tier_boosts']}, "

@@ -283,12 +283,26 @@ def _check_rows(arrow: pa.Table, experiment: ExperimentConfig, tiers: TierConfig
         raise BoostTableError(f"{where}: column 'boost' has treatment values outside [floor, cap] = [{lo}, {hi}]")
 
 
+def _buckets_with_progress(ids: pd.Series, exp: ExperimentConfig, progress: bool,
+                           chunk: int = 1_000_000) -> np.ndarray:
+    """Bucket hashing is the slow step of a build (~0.6 us per user): show it for large tables."""
+    from tqdm import tqdm
+
+    out = np.empty(len(ids), dtype=np.int16)
+    with tqdm(total=len(ids), unit="users", unit_scale=True, desc="buckets", disable=not progress) as bar:
+        for start in range(0, len(ids), chunk):
+            part = ids.iloc[start:start + chunk].tolist()
+            out[start:start + len(part)] = bucket_of(part, exp.layer, exp.salt)
+            bar.update(len(part))
+    return out
+
+
 def build_boost_table(scores: pd.DataFrame, campaign: str, tiers: TierConfig | dict | None = None,
                       experiment: ExperimentConfig | dict | None = None, model_version: str = "",
                       expiry: dt.timedelta | dt.datetime = dt.timedelta(days=7),
                       default_boost: float = 1.0, id_column: str = "user_id",
                       score_column: str = "score", version: str | None = None,
-                      now: dt.datetime | None = None) -> BoostTable:
+                      now: dt.datetime | None = None, progress: bool = False) -> BoostTable:
     """Scores -> tiers -> boosts, with treatment buckets boosted and control buckets at 1.0.
 
     ``scores`` has one row per user (``id_column``, ``score_column``); ``expiry`` is a
@@ -317,7 +331,7 @@ def build_boost_table(scores: pd.DataFrame, campaign: str, tiers: TierConfig | d
     score = scores[score_column].to_numpy(dtype=np.float64)
     fitted = fit_tiers(score, tier_cfg)
     tier = fitted.tier_of(score)
-    bucket = bucket_of(ids.tolist(), exp_cfg.layer, exp_cfg.salt)
+    bucket = _buckets_with_progress(ids, exp_cfg, progress)
     treated = exp_cfg.treatment_mask()[bucket]
     boost = np.where(treated, fitted.boosts[tier], 1.0).astype(np.float32)
     data = pd.DataFrame({"user_id": ids.to_numpy(), "score": score.astype(np.float32), "tier": tier,
