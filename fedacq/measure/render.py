@@ -82,20 +82,21 @@ def lift_figure(layer: dict[str, Any], kpis: dict[str, Any], title: str) -> plt.
 
 
 def bucket_figure(layer: dict[str, Any], kpis: dict[str, Any], title: str) -> plt.Figure:
-    """Selected KPIs per bucket with intervals, coloured by arm; small buckets marked."""
+    """Selected KPIs per reported bucket with intervals, coloured by arm (small buckets left out)."""
+    shown = [b for b in layer["buckets"] if "kpis" in b]
     fig, axes = plt.subplots(1, len(BUCKET_KPIS), figsize=(6 * len(BUCKET_KPIS), 3.2), squeeze=False)
     for ax, name in zip(axes.flat, BUCKET_KPIS):
-        labels = []
-        for x, b in enumerate(layer["buckets"]):
-            labels.append(str(b["bucket"]))
-            res = b["kpis"][name] if "kpis" in b else b
+        for x, b in enumerate(shown):
+            res = b["kpis"][name]
             if is_reported(res):
                 ax.errorbar([x], [res["value"]], yerr=[[res["value"] - res["ci_low"]], [res["ci_high"] - res["value"]]],
                             fmt="o", color=COLORS[b["arm"]], capsize=3, markersize=4)
-            else:
-                ax.text(x, 0.05, "n/a", ha="center", fontsize=7, color="#a33", transform=ax.get_xaxis_transform())
-        step = max(1, len(labels) // 25)
-        ax.set_xticks(range(0, len(labels), step), labels[::step], fontsize=7, rotation=90)
+        if not shown:
+            ax.text(0.5, 0.5, "no bucket has enough data", ha="center", va="center", color="#a33",
+                    transform=ax.transAxes)
+        step = max(1, len(shown) // 25)
+        ax.set_xticks(range(0, len(shown), step), [str(b["bucket"]) for b in shown][::step], fontsize=7,
+                      rotation=90)
         ax.set_xlabel("bucket")
         ax.set_title(kpis[name]["label"], fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -148,21 +149,30 @@ def _lift_rows(layer: dict[str, Any], kpis: dict[str, Any]) -> list[dict[str, An
 
 
 def _bucket_rows(layer: dict[str, Any], kpis: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the buckets with enough data (the others are summarised by :func:`_small_buckets`)."""
     rows = []
     for b in layer["buckets"]:
-        row: dict[str, Any] = {"bucket": b["bucket"], "arm": b["arm"]}
         if "kpis" not in b:
-            row["exposed users"] = {"status": b["status"]}
-            rows.append(row)
             continue
-        row.update({"exposed users": b["exposed_users"], "applications": b["applications"],
-                    "credit users": b["credit_users"],
-                    "spend": b["spend"]["spend"] if b["spend"] else None})
+        row: dict[str, Any] = {"bucket": b["bucket"], "arm": b["arm"], "exposed users": b["exposed_users"],
+                               "applications": b["applications"], "credit users": b["credit_users"],
+                               "spend": b["spend"]["spend"] if b["spend"] else None}
         for name in kpis:
             res = b["kpis"][name]
             row[kpis[name]["label"]] = res["value"] if is_reported(res) else res
         rows.append(row)
     return rows
+
+
+def _small_buckets(layer: dict[str, Any], min_size: int) -> str:
+    small = [b for b in layer["buckets"] if "kpis" not in b]
+    if not small:
+        return paragraph(f"Every bucket has at least {min_size} exposed users.", note=True)
+    by_arm = {arm: [b["bucket"] for b in small if b["arm"] == arm] for arm in ARMS}
+    listed = "; ".join(f"{arm}: {len(ids)} ({', '.join(map(str, ids[:20]))}{', ...' if len(ids) > 20 else ''})"
+                       for arm, ids in by_arm.items() if ids)
+    return paragraph(f"{len(small)} bucket(s) have fewer than {min_size} exposed users and are reported "
+                     f"as \"{NOT_ENOUGH}\" — {listed}.", note=True)
 
 
 def report_html(report: dict[str, Any], figs: dict[str, plt.Figure] | None = None,
@@ -189,7 +199,8 @@ def report_html(report: dict[str, Any], figs: dict[str, plt.Figure] | None = Non
             table_html(_lift_rows(layer, kpis), caption="Lift per KPI")]))
         sections.append((f"Layer {name}: buckets", [
             figure_to_img_tag(figs[f"{name}_buckets.png"], f"KPIs per bucket, layer {name}"),
-            table_html(_bucket_rows(layer, kpis), caption="Per bucket (point estimates)")]))
+            _small_buckets(layer, settings["min_bucket_size"]),
+            table_html(_bucket_rows(layer, kpis), caption="Per bucket with enough data (point estimates)")]))
     diag = report["diagnostics"]
     sections.append(("Data notes", [table_html([{"item": k.replace("_", " "), "value": v} for k, v in diag.items()])]))
     return page(title, sections)
