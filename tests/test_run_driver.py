@@ -213,8 +213,8 @@ def test_a_failing_party_fails_the_run_at_once(toy_registry, small_files, tmp_pa
                                       progress=False))
 
 
-def test_grpc_transport_is_a_clear_error_until_nodes_exist(toy_registry, small_files, tmp_path):
+def test_grpc_transport_refuses_a_shared_tracking_store(toy_registry, small_files, tmp_path):
     lender, platform, _ = small_files
-    with pytest.raises(RuntimeError, match="grpc"):
+    with pytest.raises(ValueError, match="tracking-dir is not used with --transport grpc"):
         run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy",
-                                      transport="grpc", progress=False))
+                                      transport="grpc", tracking_dir=str(tmp_path / "ml"), progress=False))

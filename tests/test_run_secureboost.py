@@ -94,3 +94,28 @@ def test_prospect_run_exports_an_xgboost_model_the_platform_can_use(files, tmp_p
     scores = booster.predict(xgb.DMatrix(X_platform))
     assert scores.shape == (900,) and np.all((scores > 0) & (scores < 1))
     assert m["validation"]["auc"] > 0.55
+
+
+def test_grpc_nodes_give_the_same_model_as_the_in_process_link(files, tmp_path):
+    """Two real node processes (mutual TLS) run the same job; the model must not depend on transport.
+
+    PSI's shared order is pseudo-random per job, so a validation split (positions
+    in that order) differs between jobs; with no validation split both train on
+    the whole intersection and must agree.
+    """
+    lender, platform, n_common = files
+    common = dict(params={"n_estimators": 2, "max_depth": 3}, key_bits=1024,
+                  insecure_test_key=True,  # test-only key size, see module doc
+                  validation_fraction=0.0, seed=11, progress=False)
+    grpc = run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "grpc", transport="grpc", **common))
+    inproc = run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "inproc", **common))
+    assert grpc["transport"] == "grpc" and grpc["intersection_size"] == n_common
+    assert grpc["validation"] is None and grpc["evaluated_on"] == "train"
+    assert grpc["train"]["auc"] == pytest.approx(inproc["train"]["auc"], abs=1e-9)
+    assert grpc["train"]["ks"] == pytest.approx(inproc["train"]["ks"], abs=1e-9)
+    for party in ("lender", "platform"):
+        (part,) = grpc["files"][party]
+        assert part.startswith(str(tmp_path / "grpc" / party)) and part.endswith(f"secureboost_{party}.json")
+        assert (tmp_path / "grpc" / party / "mlruns").is_dir()
+        assert (tmp_path / "grpc" / party / "state" / "egress.jsonl").is_file()
+    assert all((tmp_path / "grpc" / n).is_file() for n in ("roc.png", "ks.png", "gains.png"))

@@ -16,13 +16,20 @@ Steps, and what each party learns
    from the shared ``seed`` (a seeded permutation of ``0..n-1``). No message is
    sent and nothing new is learned: the split is a function of the
    intersection size and the seed, which both already hold. It is not
-   stratified, because stratifying would need the lender's labels.
+   stratified, because stratifying would need the lender's labels. PSI's shared
+   order is pseudo-random per job, so the same seed picks other rows in another
+   job: the split is reproducible within a job, not across jobs.
 4. **train and predict** - the model's own protocol (see *Model registry*); what
    crosses is documented in that protocol's module.
 5. **evaluate** - the lender, which alone holds labels, computes AUC, KS and
    gains/lift by decile on its training and validation scores. ``metrics.json``
    and the plots are the lender's report; the platform's own report holds only
    what it knows (sizes, its timings, bytes, its model part).
+
+Transports: ``inproc`` runs both jobs in threads over a memory link;
+``grpc`` starts two ``fedacq node`` processes (:mod:`fedacq.node.local`) and
+submits one ``run`` job (:mod:`fedacq.learn.run_node`), so each party's job runs
+in its own node over mutual TLS.
 
 Each party logs a run to its own MLflow store (:class:`fedacq.track.PartyRun`),
 writes its model part under ``DIR/<party>/`` and records every message it sent
@@ -410,6 +417,50 @@ def _run_pair(lender: Callable[[], dict], platform: Callable[[], dict]) -> tuple
     return results[LENDER], results[PLATFORM]
 
 
+def _run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
+    """Both parties as real ``fedacq node`` processes on 127.0.0.1 (mutual TLS), one ``run`` job.
+
+    Each node's state, keys, egress ledger and MLflow store live under
+    ``DIR/<party>/``; its job outputs under ``DIR/<party>/state/jobs/<id>/work``.
+    The plots the lender's node drew are copied to ``DIR``.
+    """
+    import shutil
+
+    from fedacq.learn.run_node import DATASET, job_params
+    from fedacq.node.local import start_local_pair
+
+    if cfg.tracking_dir is not None:
+        raise ValueError("--tracking-dir is not used with --transport grpc: each node logs to its own store")
+    _say(cfg, LENDER, "starting a lender node and a platform node (gRPC, mutual TLS)")
+    job = {"job": {"protocol": "run", "id": f"run-{cfg.job_id}"},
+           "datasets": {LENDER: {DATASET: "table"}, PLATFORM: {DATASET: "table"}},
+           "params": job_params(cfg)}
+    datasets = {LENDER: {"table": cfg.lender_path.resolve()}, PLATFORM: {"table": cfg.platform_path.resolve()}}
+    with start_local_pair(cfg.out_dir, datasets=datasets, allow=["run"]) as pair:
+        _say(cfg, LENDER, f"job {job['job']['id']} submitted; waiting (progress: the nodes' job logs)")
+        records = {LENDER: pair.submit(job, party=LENDER, timeout=_GRPC_JOB_TIMEOUT)}
+        client = pair.client(PLATFORM)
+        try:
+            records[PLATFORM] = client.wait(job["job"]["id"], timeout=_GRPC_JOB_TIMEOUT)
+        finally:
+            client.close()
+    for party, record in records.items():
+        if record["status"] != "succeeded":
+            raise RuntimeError(f"the {party} node's job failed: {record.get('error')}")
+    lender, platform = records[LENDER]["result"], records[PLATFORM]["result"]
+    copied = []
+    for plot in lender["plots"]:
+        target = cfg.out_dir / Path(plot).name
+        shutil.copyfile(plot, target)
+        copied.append(str(target))
+    lender["plots"] = copied
+    return lender, platform
+
+
+#: a node job may train for hours; the driver waits for it rather than a link timeout.
+_GRPC_JOB_TIMEOUT = 7 * 24 * 3600.0
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Run the whole job and write ``cfg.out_dir/metrics.json``; return what it holds."""
     module = model_module(cfg.model)
@@ -433,16 +484,16 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     if cfg.transport == "grpc":
-        raise RuntimeError("--transport grpc is not available yet: the node daemons (fedacq.node) "
-                           "are not in this tree; use --transport inproc")
-    from fedacq.link.ledger import EgressLedger
-    from fedacq.link.memory import memory_pair
+        lender, platform = _run_grpc(cfg)
+    else:
+        from fedacq.link.ledger import EgressLedger
+        from fedacq.link.memory import memory_pair
 
-    ledgers = {p: EgressLedger(cfg.out_dir / p / "egress.jsonl", p) for p in (LENDER, PLATFORM)}
-    lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
-    lender, platform = _run_pair(
-        lambda: party_job(LENDER, lender_link, lender_table, cfg, params),
-        lambda: party_job(PLATFORM, platform_link, platform_table, cfg, params))
+        ledgers = {p: EgressLedger(cfg.out_dir / p / "egress.jsonl", p) for p in (LENDER, PLATFORM)}
+        lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
+        lender, platform = _run_pair(
+            lambda: party_job(LENDER, lender_link, lender_table, cfg, params),
+            lambda: party_job(PLATFORM, platform_link, platform_table, cfg, params))
     wall = time.perf_counter() - start
 
     out = {

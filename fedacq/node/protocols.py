@@ -79,6 +79,7 @@ class Protocol:
 PROTOCOLS: dict[str, str] = {
     "echo": "fedacq.node.echo:PROTOCOL",
     "psi": "fedacq.psi.node_protocol:PROTOCOL",
+    "run": "fedacq.learn.run_node:PROTOCOL",
 }
 
 
