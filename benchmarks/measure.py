@@ -5,7 +5,7 @@ experiment (:func:`fedacq.measure.synthetic.constructed_experiment`, 20 buckets
 per arm, ``--n-per-arm`` exposed users per arm):
 
 - ``fedacq_measure``: :func:`fedacq.measure.report.measure` — validation, the
-  join of clicks with the funnel, all 7 KPIs per arm and per bucket with
+  join of clicks with the funnel, all 8 KPIs per arm and per bucket with
   intervals, and the lift of each KPI;
 - peer ``scipy_bootstrap``: ``scipy.stats.bootstrap`` (1000 resamples, percentile
   interval, arms resampled independently) of the relative lift of *one* KPI,
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from fedacq.measure.kpis import exposed_outcomes
+from fedacq.measure.kpis import KPIS, exposed_outcomes
 from fedacq.measure.report import measure
 from fedacq.measure.synthetic import constructed_experiment
 
@@ -88,7 +88,7 @@ def main() -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
-    print(f"n_per_arm={n}: fedacq measure (7 KPIs, {result['n_buckets']} buckets) {t_ours:.3f} s; "
+    print(f"n_per_arm={n}: fedacq measure ({len(KPIS)} KPIs, {result['n_buckets']} buckets) {t_ours:.3f} s; "
           f"scipy.stats.bootstrap (1 KPI, 1000 resamples) {t_peer:.3f} s; time_ratio {result['time_ratio']:.4f}")
     print(f"drawdown per user, relative lift 95% CI: delta [{ours['ci_low']:.4f}, {ours['ci_high']:.4f}] "
           f"bootstrap [{low:.4f}, {high:.4f}]; width_ratio {result['width_ratio']:.3f}")
