@@ -219,8 +219,8 @@ class SecureBoostLender:
             raise ValueError(f"row counts differ: lender has {n} training / {n_eval} validation rows, "
                              f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
         n_bins_p = reply.parts["n_bins"].astype(np.int64)
-        if np.any(n_bins_p < 0) or np.any(n_bins_p > self.max_bin):
-            raise ValueError("sb.hello_reply: platform bin counts outside [0, max_bin]")
+        if np.any(n_bins_p < 0) or np.any(n_bins_p > self.max_bin + 1):  # XGBoost may add a cut above the max
+            raise ValueError("sb.hello_reply: platform bin counts outside [0, max_bin + 1]")
         d_p = len(n_bins_p)
         self.n_platform_features_ = d_p
 
@@ -705,10 +705,10 @@ class SecureBoostPlatform:
         margin = self.decision_function_local(X)
         return _sigmoid(margin).astype(np.float64) if self.objective == "binary:logistic" else margin.astype(np.float64)
 
-    def export_xgboost_json(self, path: str | Path) -> Path:
+    def export_xgboost_json(self, path: str | Path, feature_names: list[str] | None = None) -> Path:
         from fedacq.learn.xgb_export import export_xgboost_json
 
-        return export_xgboost_json(self, path)
+        return export_xgboost_json(self, path, feature_names)
 
     def save(self, directory: str | Path) -> Path:
         """The platform's model part as JSON: structure, its thresholds, (prospect) leaf values."""
