@@ -1,0 +1,634 @@
+"""Two-party vertical (hetero) logistic regression, no third party: the lender holds the key.
+
+The lender (active party) holds labels, its own features and the Paillier
+private key; the platform (passive party) holds features. Rows are the PSI
+intersection in the same order on both sides. The model is
+``sigmoid(b + X_l w_l + X_p w_p)``: the lender owns ``b`` and ``w_l``, the
+platform owns ``w_p``, and neither weight vector ever leaves its owner. There
+is no arbiter: FATE's coordinated LR needs a third party to hold the key; here
+the platform masks what it sends back instead.
+
+Objective (scikit-learn's ``LogisticRegression``, divided by the row count n)
+    mean log-loss + ``||w||^2 / (2 C n)`` (``penalty="l2"``) or
+    ``||w||_1 / (C n)`` (``penalty="l1"``, applied as a proximal soft-threshold
+    step); the intercept is not penalised. Each party standardises its own
+    columns on its training rows (as ``StandardScaler`` on the joined data
+    would, column by column) and imputes missing values with the mean.
+
+Steps (every step is one message over a :class:`~fedacq.link.link.Link`)
+    1. ``hlr.hello`` L->P: parameters, the public key, row counts, the seed.
+       ``hlr.hello_reply`` P->L: the platform's row and feature counts. Both
+       refuse ``batch_size <= d_p`` (see *what the platform learns*).
+    2. Per epoch both parties draw the same row permutation from the seed and
+       cut it into mini-batches. Per mini-batch B:
+
+       a. ``hlr.logits`` P->L: the platform's partial logits ``X_p[B] w_p``, in
+          plaintext.
+       b. The lender computes residuals ``r = sigmoid(z) - y`` and its own
+          gradient, updates ``b, w_l`` and sends ``hlr.residuals``: ``[[r]]``,
+          one fixed-point ciphertext per row (``residual_frac_bits``), and the
+          step size of the schedule.
+       c. The platform computes ``[[X_p[B]^T r]]``: its standardised features
+          quantised to ``feature_frac_bits`` fractional bits are small signed
+          integers, so each of the d_p sums is one multi-exponentiation
+          (:func:`encrypted_dot`: bucket method, about one ciphertext multiply
+          per row and feature). It adds a fresh random mask ``m_j`` per feature
+          (``mask_bits`` of statistical hiding), compresses several masked sums
+          into each ciphertext, re-randomises (``obfuscate``) and sends
+          ``hlr.gradient``.
+       d. The lender decrypts and returns the masked sums ``g_j + m_j`` in
+          ``hlr.unmask``; the platform subtracts its masks, scales, adds its
+          penalty term and updates ``w_p``.
+    3. End of epoch: ``hlr.epoch`` P->L: the platform's partial logits of all
+       training (and validation) rows, so the lender can compute the loss and
+       AUC; ``hlr.epoch_done`` L->P: whether this epoch is the best so far
+       (both keep a copy of their weights then) and whether to stop (no
+       improvement above ``tol`` for ``n_iter_no_change`` epochs, or
+       ``max_iter`` reached). At the stop both restore their best weights.
+    Inference: ``hlr.predict`` L->P (row count), ``hlr.predict_logits`` P->L
+    (partial logits of those rows).
+
+What each party learns
+    Lender: its own data and weights; the platform's *partial logits*
+    ``X_p w_p`` for every row it trains or scores, in plaintext (as in most
+    hetero-LR protocols). Over many steps this is more than a score: the
+    lender knows the residuals and step sizes it sent, and the change of the
+    partial logits between steps is ``-lr/|B| X_p X_p[B]^T r``, so it can
+    learn inner products between platform rows (the Gram matrix of the
+    platform's features, i.e. the features up to a rotation), but not the
+    features, their names or ``w_p``. The masked sums it decrypts are
+    statistically hidden (``2^-mask_bits``); the ciphertexts it receives are
+    re-randomised, so it cannot learn the platform's quantised features from
+    their randomness.
+    Platform: ciphertexts of residuals only, never a label or residual in
+    plaintext; the row count, the step sizes and the early-stopping decisions;
+    and the gradient of its *own* weights ``X_p[B]^T r / |B|`` per batch
+    (it must, to update them). That gradient is d_p linear combinations of the
+    |B| residuals of the batch: with ``|B| <= d_p`` the platform could solve
+    for them, and so for the labels, which is why both parties refuse
+    ``batch_size <= d_p``; larger batches leave the system underdetermined
+    (``batch_size >= 4 d_p`` is a sensible floor in production).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from fedacq.link.link import Link
+from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
+
+PENALTIES = ("l2", "l1", None)
+SCHEDULES = ("constant", "invscaling", "adaptive")
+
+register(
+    MessageSpec("hlr.hello", header={"config": str}),
+    MessageSpec("hlr.hello_reply", header={"n_rows": int, "n_eval_rows": int, "n_features": int}),
+    MessageSpec("hlr.logits", header={"epoch": int, "batch": int},
+                parts={"logits": PartSpec(dtypes=("float64",), ndim=1)}),
+    MessageSpec("hlr.residuals", header={"epoch": int, "batch": int, "step_size": float},
+                parts={"residuals": PartSpec(kind="bigints")}),
+    MessageSpec("hlr.gradient", header={"epoch": int, "batch": int, "slot_bits": int, "count": int},
+                parts={"gradient": PartSpec(kind="bigints")}),
+    MessageSpec("hlr.unmask", header={"epoch": int, "batch": int},
+                parts={"values": PartSpec(kind="bigints")}),
+    MessageSpec("hlr.epoch", header={"epoch": int},
+                parts={"train_logits": PartSpec(dtypes=("float64",), ndim=1),
+                       "eval_logits": PartSpec(dtypes=("float64",), ndim=1, optional=True)}),
+    MessageSpec("hlr.epoch_done", header={"epoch": int, "improved": bool, "stop": bool}),
+    MessageSpec("hlr.predict", header={"n_rows": int}),
+    MessageSpec("hlr.predict_logits", header={"n_rows": int},
+                parts={"logits": PartSpec(dtypes=("float64",), ndim=1)}),
+)
+
+
+# -- shared helpers ----------------------------------------------------------------------
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+
+
+def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The mini-batches (row positions) of one epoch: the same at both parties from the seed."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def step_size(schedule: str, eta0: float, power_t: float, epoch: int, adaptive_eta: float) -> float:
+    """The learning-rate schedule (scikit-learn's names), per epoch."""
+    if schedule == "constant":
+        return eta0
+    if schedule == "invscaling":
+        return eta0 / (epoch + 1) ** power_t
+    return adaptive_eta
+
+
+class Standardizer:
+    """Column means and scales of one party's training rows; missing values become the mean."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "Standardizer":
+        X = np.asarray(X, dtype=np.float64)
+        mean = np.nanmean(X, axis=0) if X.shape[0] else np.zeros(X.shape[1])
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.nanstd(X, axis=0) if X.shape[0] else np.ones(X.shape[1])
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        return cls(mean, std)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.mean):
+            raise ValueError(f"expected a 2-D array with {len(self.mean)} columns, got shape {X.shape}")
+        Z = (X - self.mean) / self.scale
+        return np.where(np.isnan(Z), 0.0, Z)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+
+class Optimizer:
+    """Mini-batch SGD with heavy-ball momentum and scikit-learn's penalty scaled per row.
+
+    Momentum is per coordinate, so each party runs it on its own weights with
+    nothing shared; it is what makes SGD converge on the strongly correlated
+    columns of credit data (bill amounts of consecutive months) in tens of
+    epochs. L1 is a proximal soft-threshold after the step.
+    """
+
+    def __init__(self, n_weights: int, penalty: str | None, C: float, n_rows: int, momentum: float,
+                 intercept_last: bool = False) -> None:
+        self.penalty, self.C, self.n_rows, self.momentum = penalty, C, n_rows, momentum
+        self.velocity = np.zeros(n_weights)
+        #: 1 for penalised weights, 0 for an intercept (scikit-learn does not penalise it)
+        self.penalised = np.ones(n_weights)
+        if intercept_last:
+            self.penalised[-1] = 0.0
+
+    def step(self, w: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
+        if self.penalty == "l2":
+            grad = grad + self.penalised * w / (self.C * self.n_rows)
+        self.velocity = self.momentum * self.velocity - lr * grad
+        w = w + self.velocity
+        if self.penalty == "l1":
+            t = self.penalised * lr / (self.C * self.n_rows)
+            w = np.sign(w) * np.maximum(np.abs(w) - t, 0.0)
+        return w
+
+
+def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int, learning_rate: Any,
+                  eta0: float, power_t: float, momentum: float, n_iter_no_change: int,
+                  residual_frac_bits: int, feature_frac_bits: int, mask_bits: int) -> None:
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of 'l2', 'l1' or None, got {penalty!r}")
+    if not C > 0:
+        raise ValueError(f"C must be > 0, got {C}")
+    if max_iter < 1 or batch_size < 1 or n_iter_no_change < 1:
+        raise ValueError("max_iter, batch_size and n_iter_no_change must be >= 1")
+    if learning_rate not in SCHEDULES:
+        hint = (" (learning_rate is the schedule's name, as in scikit-learn's SGDClassifier; "
+                "set the initial step size with eta0)") if isinstance(learning_rate, (int, float)) else ""
+        raise ValueError(f"learning_rate must be one of {', '.join(SCHEDULES)}, got {learning_rate!r}{hint}")
+    if not eta0 > 0 or power_t < 0:
+        raise ValueError(f"eta0 must be > 0 and power_t >= 0 (got {eta0}, {power_t})")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if not 4 <= residual_frac_bits <= 40 or not 0 <= feature_frac_bits <= 16:
+        raise ValueError("residual_frac_bits must be in [4, 40] and feature_frac_bits in [0, 16]")
+    if not 20 <= mask_bits <= 256:
+        raise ValueError(f"mask_bits must be in [20, 256], got {mask_bits}")
+
+
+def _check_batch(batch_size: int, n_platform_features: int, who: str) -> None:
+    if batch_size <= n_platform_features:
+        raise ValueError(f"{who}: batch_size={batch_size} must exceed the platform's {n_platform_features} "
+                         "features, or the platform could solve its gradients for the residuals (labels)")
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+
+
+def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+# -- the platform's encrypted gradient ----------------------------------------------------
+
+def _window_bits(max_bits: int, rows: int) -> int:
+    """Digit width minimising the bucket method's cost: windows * (rows + 2 * 2^w) multiplies."""
+    best, best_cost = 1, math.inf
+    for w in range(1, 13):
+        cost = math.ceil(max_bits / w) * (rows + 2 * (1 << w)) + max_bits
+        if cost < best_cost:
+            best, best_cost = w, cost
+    return best
+
+
+def _multiexp(bases: Sequence[mpz], inverses: Sequence[mpz], ks: np.ndarray, nsq: mpz) -> mpz:
+    """prod_i bases[i]^ks[i] mod nsq for small signed int64 ``ks`` (inverses for negative ones).
+
+    Bucket (Pippenger) method: per w-bit digit position, multiply each base
+    into the bucket of its digit, then combine the buckets with a running
+    product, so the cost is about one multiply per (row, non-zero digit)
+    instead of a full exponentiation per row.
+    """
+    mags = np.abs(ks)
+    top = int(mags.max()) if mags.size else 0
+    if top == 0:
+        return mpz(1)
+    max_bits = top.bit_length()
+    w = _window_bits(max_bits, len(ks))
+    mask = (1 << w) - 1
+    neg = (ks < 0).tolist()
+    acc = mpz(1)
+    for pos in range((max_bits - 1) // w, -1, -1):
+        if acc != 1:
+            for _ in range(w):
+                acc = acc * acc % nsq
+        digits = (mags >> (w * pos)) & mask
+        rows = np.flatnonzero(digits)
+        buckets: dict[int, mpz] = {}
+        for i, d in zip(rows.tolist(), digits[rows].tolist()):
+            base = inverses[i] if neg[i] else bases[i]
+            b = buckets.get(d)
+            buckets[d] = base if b is None else b * base % nsq
+        # prod_d bucket_d^d = prod over descending digits of the running product, gap times
+        keys = sorted(buckets, reverse=True)
+        running, total = mpz(1), mpz(1)
+        for k, nxt in zip(keys, keys[1:] + [0]):
+            running = running * buckets[k] % nsq
+            gap = k - nxt
+            total = total * (running if gap == 1 else gmpy2.powmod(running, gap, nsq)) % nsq
+        acc = acc * total % nsq
+    return acc
+
+
+def _multiexp_columns(nsq: int, bases: list, inverses: list, K: np.ndarray) -> list[mpz]:
+    """:func:`_multiexp` of every column of ``K`` (a worker-process entry point)."""
+    nsq = mpz(nsq)
+    return [_multiexp(bases, inverses, K[:, j], nsq) for j in range(K.shape[1])]
+
+
+def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray,
+                  n_jobs: int | None = None) -> list[mpz]:
+    """Ciphertexts of ``K^T m`` for ``[[m]]`` = ``ciphertexts`` and a small-int matrix ``K`` (rows x d).
+
+    Negative entries use the inverse ciphertext (one inversion per row, shared
+    by all columns). Columns are split over a process pool when there is
+    enough work.
+    """
+    from fedacq.crypto import parallel
+
+    K = np.asarray(K, dtype=np.int64)
+    if K.shape[0] != len(ciphertexts):
+        raise ValueError(f"{K.shape[0]} feature rows for {len(ciphertexts)} ciphertexts")
+    nsq = public_key.nsquare
+    inverses = [gmpy2.invert(c, nsq) for c in ciphertexts] if (K < 0).any() else list(ciphertexts)
+    d = K.shape[1]
+    workers = parallel.resolve_workers(n_jobs, K.size, 1 << 16)
+    workers = min(workers, d)
+    if workers <= 1:
+        return _multiexp_columns(int(nsq), ciphertexts, inverses, K)
+    pool = parallel._get_pool(workers)
+    bounds = np.linspace(0, d, workers + 1).astype(int)
+    futures = [pool.submit(_multiexp_columns, int(nsq), ciphertexts, inverses, K[:, a:b])
+               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return parallel._gather(workers, futures)
+
+
+# -- lender ------------------------------------------------------------------------------
+
+class HeteroLRLender:
+    """The active party: labels, private key, intercept and its own weights."""
+
+    def __init__(self, penalty: str | None = "l2", C: float = 1.0, fit_intercept: bool = True,
+                 max_iter: int = 30, batch_size: int = 512, learning_rate: str = "invscaling",
+                 eta0: float = 0.05, power_t: float = 0.25, momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
+                 early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
+                 mask_bits: int = 64, key_bits: int = 2048, insecure_test_key: bool = False,
+                 random_state: int = 0, n_jobs: int | None = None,
+                 callback: Callable[[int, dict], Any] | None = None) -> None:
+        _check_params(penalty, C, max_iter, batch_size, learning_rate, eta0, power_t, momentum,
+                      n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits)
+        self.penalty = penalty
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.momentum = momentum
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.residual_frac_bits = residual_frac_bits
+        self.feature_frac_bits = feature_frac_bits
+        self.mask_bits = mask_bits
+        self.key_bits = key_bits
+        self.insecure_test_key = insecure_test_key
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.callback = callback
+        self.history_: list[dict[str, float]] = []
+        self.timings_: dict[str, float] = {}
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "eta0", "power_t",
+            "momentum", "tol", "n_iter_no_change", "early_stopping", "residual_frac_bits", "feature_frac_bits",
+            "mask_bits", "key_bits", "random_state")}
+
+    def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
+            eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "HeteroLRLender":
+        from fedacq.crypto.paillier import FixedPoint, decompress, generate_keypair
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"lender features must be a 2-D array, got shape {X.shape}")
+        y = np.asarray(y, dtype=np.float64)
+        n = X.shape[0]
+        if y.shape != (n,) or not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError(f"labels must be 0/1 with shape ({n},)")
+        t_start = time.perf_counter()
+        timings = {"encrypt": 0.0, "decrypt": 0.0, "wait": 0.0}
+        pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+        self.public_key_ = pk
+        n_eval = 0 if eval_set is None else len(eval_set[1])
+        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval}
+        link.send(Message("hlr.hello", {"config": json.dumps(config)}, step="hello"))
+        reply = link.recv("hlr.hello_reply")
+        if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
+            raise ValueError(f"row counts differ: lender has {n} training / {n_eval} validation rows, "
+                             f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
+        d_p = reply.header["n_features"]
+        _check_batch(self.batch_size, d_p, "hlr.hello_reply")
+        self.n_platform_features_ = d_p
+        self.n_features_in_ = X.shape[1]
+        self.scaler_ = Standardizer.fit(X)
+        Z = self.scaler_.transform(X)
+        Zv = yv = None
+        if eval_set is not None:
+            Zv = self.scaler_.transform(eval_set[0])
+            yv = np.asarray(eval_set[1], dtype=np.float64)
+        fp = FixedPoint(self.residual_frac_bits)
+        # the intercept rides along as a last weight, never penalised
+        opt = Optimizer(X.shape[1] + 1, self.penalty, self.C, n, self.momentum, intercept_last=True)
+        w = np.zeros(X.shape[1])
+        prior = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+        b = math.log(prior / (1 - prior)) if self.fit_intercept else 0.0
+        best = (w.copy(), b)
+        best_loss, no_change = math.inf, 0
+        adaptive_eta = self.eta0
+        self.history_ = []
+        from tqdm import tqdm
+
+        for epoch in tqdm(range(self.max_iter), desc="hetero LR", unit="epoch", leave=False, disable=None):
+            lr = step_size(self.learning_rate, self.eta0, self.power_t, epoch, adaptive_eta)
+            for bi, rows in enumerate(batches(n, self.batch_size, self.random_state, epoch)):
+                t0 = time.perf_counter()
+                msg = link.recv("hlr.logits")
+                timings["wait"] += time.perf_counter() - t0
+                u = msg.parts["logits"]
+                if msg.header["epoch"] != epoch or msg.header["batch"] != bi or len(u) != len(rows):
+                    raise ValueError(f"hlr.logits: expected epoch {epoch} batch {bi} with {len(rows)} rows")
+                r = _sigmoid(Z[rows] @ w + b + u) - y[rows]
+                t0 = time.perf_counter()
+                enc = sk.encrypt_raw(fp.encode(r, pk), workers=self.n_jobs)
+                timings["encrypt"] += time.perf_counter() - t0
+                link.send(Message("hlr.residuals", {"epoch": epoch, "batch": bi, "step_size": float(lr)},
+                                  {"residuals": enc.to_bigints()}, step=f"epoch{epoch}/batch{bi}"))
+                wb = opt.step(np.append(w, b), np.append(Z[rows].T @ r / len(rows), r.mean()), lr)
+                w, b = wb[:-1], (float(wb[-1]) if self.fit_intercept else 0.0)
+                t0 = time.perf_counter()
+                g = link.recv("hlr.gradient")
+                timings["wait"] += time.perf_counter() - t0
+                slot_bits, count = g.header["slot_bits"], g.header["count"]
+                if count != d_p or not 1 <= slot_bits < pk.n_bits:
+                    raise ValueError(f"hlr.gradient: {count} sums of {slot_bits} bits, expected {d_p}")
+                t0 = time.perf_counter()
+                vec = pk.vector_from_bigints(g.parts["gradient"])
+                values = decompress(sk.decrypt_raw(vec, workers=self.n_jobs), slot_bits, count, pk)
+                timings["decrypt"] += time.perf_counter() - t0
+                link.send(Message("hlr.unmask", {"epoch": epoch, "batch": bi},
+                                  {"values": BigInts(values, (slot_bits + 7) // 8)},
+                                  step=f"epoch{epoch}/batch{bi}"))
+            msg = link.recv("hlr.epoch")
+            u_train = msg.parts["train_logits"]
+            if msg.header["epoch"] != epoch or len(u_train) != n:
+                raise ValueError(f"hlr.epoch: expected epoch {epoch} with {n} training logits")
+            p = _sigmoid(Z @ w + b + u_train)
+            metrics: dict[str, Any] = {"epoch": epoch, "step_size": lr, "train_logloss": _logloss(y, p)}
+            auc = _auc(y, p)
+            if auc is not None:
+                metrics["train_auc"] = auc
+            if Zv is not None:
+                u_eval = msg.parts.get("eval_logits")
+                if u_eval is None or len(u_eval) != n_eval:
+                    raise ValueError(f"hlr.epoch: expected {n_eval} validation logits")
+                pv = _sigmoid(Zv @ w + b + u_eval)
+                metrics["valid_logloss"] = _logloss(yv, pv)
+                auc = _auc(yv, pv)
+                if auc is not None:
+                    metrics["valid_auc"] = auc
+            loss = metrics["valid_logloss" if Zv is not None and self.early_stopping else "train_logloss"]
+            improved = loss < best_loss
+            if improved:
+                best = (w.copy(), b)
+                self.best_epoch_ = epoch
+            if loss < best_loss - self.tol:
+                no_change = 0
+            else:
+                no_change += 1
+                if self.learning_rate == "adaptive":
+                    adaptive_eta /= 5.0
+            best_loss = min(best_loss, loss)
+            stop = epoch == self.max_iter - 1 or no_change >= self.n_iter_no_change
+            metrics["seconds"] = time.perf_counter() - t_start
+            self.history_.append(metrics)
+            if self.callback is not None:
+                self.callback(epoch, metrics)
+            link.send(Message("hlr.epoch_done", {"epoch": epoch, "improved": improved, "stop": stop},
+                              step=f"epoch{epoch}"))
+            if stop:
+                break
+        self.coef_, self.intercept_ = best
+        self.n_iter_ = len(self.history_)
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        return self
+
+    def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """Federated logits for rows the platform holds in the same order."""
+        Z = self.scaler_.transform(X)
+        n = Z.shape[0]
+        link.send(Message("hlr.predict", {"n_rows": n}, step="predict"))
+        msg = link.recv("hlr.predict_logits")
+        u = msg.parts["logits"]
+        if len(u) != n:
+            raise ValueError(f"hlr.predict_logits: {len(u)} logits for {n} rows")
+        return Z @ self.coef_ + self.intercept_ + u
+
+    def predict_proba(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """Probabilities of label 1 (one column, as SecureBoost's)."""
+        return _sigmoid(self.decision_function(link, X))
+
+    def save(self, directory: str | Path) -> Path:
+        """The lender's model part: its scaler, weights and intercept (never the platform's)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        doc = {"format": "fedacq.hetero_lr.lender/1", "params": self.get_params(),
+               "scaler": self.scaler_.to_dict(), "coef": self.coef_.tolist(),
+               "intercept": self.intercept_, "n_platform_features": self.n_platform_features_,
+               "history": self.history_}
+        out = path / "hetero_lr_lender.json"
+        out.write_text(json.dumps(doc))
+        return out
+
+
+# -- platform ----------------------------------------------------------------------------
+
+class HeteroLRPlatform:
+    """The passive party: features, its own weights, masks for its encrypted gradients."""
+
+    def __init__(self, n_jobs: int | None = None) -> None:
+        self.n_jobs = n_jobs
+        self.timings_: dict[str, float] = {}
+
+    def _quantize(self, X: np.ndarray) -> np.ndarray:
+        """Standardised features as signed ints with ``feature_frac_bits`` fractional bits."""
+        return np.rint(np.ldexp(self.scaler_.transform(X), self.feature_frac_bits)).astype(np.int64)
+
+    def _logits(self, X: np.ndarray) -> np.ndarray:
+        return np.ldexp(self._quantize(X).astype(np.float64), -self.feature_frac_bits) @ self.coef_
+
+    def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "HeteroLRPlatform":
+        from fedacq.crypto.paillier import PublicKey, compress_ciphertexts
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"platform features must be a 2-D array, got shape {X.shape}")
+        hello = link.recv("hlr.hello")
+        try:
+            config = json.loads(hello.header["config"])
+            params = config["params"]
+            pk = PublicKey.from_json(config["public_key"])
+            n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
+            _check_params(params["penalty"], params["C"], params["max_iter"], params["batch_size"],
+                          params["learning_rate"], params["eta0"], params["power_t"],
+                          params["momentum"], params["n_iter_no_change"], params["residual_frac_bits"],
+                          params["feature_frac_bits"], params["mask_bits"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"hlr.hello: malformed config: {exc}") from exc
+        if pk.n_bits < 2048 and not params.get("key_bits", 2048) < 2048:
+            raise ValueError("hlr.hello: public key shorter than the announced key size")
+        self.params_ = params
+        self.feature_frac_bits = int(params["feature_frac_bits"])
+        n, d = X.shape
+        n_eval_here = 0 if eval_X is None else np.asarray(eval_X).shape[0]
+        link.send(Message("hlr.hello_reply", {"n_rows": n, "n_eval_rows": n_eval_here, "n_features": d},
+                          step="hello"))
+        if n != n_rows or n_eval_here != n_eval:
+            raise ValueError(f"row counts differ: platform has {n} training / {n_eval_here} validation rows, "
+                             f"lender {n_rows} / {n_eval}")
+        batch_size, seed = int(params["batch_size"]), int(params["random_state"])
+        _check_batch(batch_size, d, "hlr.hello")
+        penalty, C = params["penalty"], float(params["C"])
+        frac = int(params["residual_frac_bits"]) + self.feature_frac_bits
+        mask_bits = int(params["mask_bits"])
+        self.scaler_ = Standardizer.fit(X)
+        K = self._quantize(X)
+        Xq = np.ldexp(K.astype(np.float64), -self.feature_frac_bits)
+        Xe = None if eval_X is None else np.ldexp(self._quantize(eval_X).astype(np.float64),
+                                                 -self.feature_frac_bits)
+        nsq = pk.nsquare
+        w = np.zeros(d)
+        best = w.copy()
+        opt = Optimizer(d, penalty, C, n, float(params["momentum"]))
+        timings = {"gradient": 0.0, "mask": 0.0, "wait": 0.0}
+        for epoch in range(int(params["max_iter"])):
+            for bi, rows in enumerate(batches(n, batch_size, seed, epoch)):
+                link.send(Message("hlr.logits", {"epoch": epoch, "batch": bi}, {"logits": Xq[rows] @ w},
+                                  step=f"epoch{epoch}/batch{bi}"))
+                t0 = time.perf_counter()
+                msg = link.recv("hlr.residuals")
+                timings["wait"] += time.perf_counter() - t0
+                if msg.header["epoch"] != epoch or msg.header["batch"] != bi:
+                    raise ValueError(f"hlr.residuals: expected epoch {epoch} batch {bi}")
+                lr = msg.header["step_size"]
+                cts = pk.vector_from_bigints(msg.parts["residuals"]).ciphertexts
+                if len(cts) != len(rows):
+                    raise ValueError(f"hlr.residuals: {len(cts)} ciphertexts for {len(rows)} rows")
+                t0 = time.perf_counter()
+                Kb = K[rows]
+                sums = encrypted_dot(pk, cts, Kb, self.n_jobs)
+                timings["gradient"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                # |sum_i K_ij R_i| < 2^L with |R_i| <= 2^residual_frac_bits
+                L = (len(rows) * max(int(np.abs(Kb).max()), 1) << int(params["residual_frac_bits"])).bit_length()
+                slot_bits = L + mask_bits + 1
+                masks = [(1 << L) + secrets.randbits(L + mask_bits) for _ in range(d)]
+                masked = [c * (m * pk.n + 1) % nsq for c, m in zip(sums, masks)]
+                packed = pk.vector_from_bigints(BigInts(compress_ciphertexts(masked, slot_bits, pk),
+                                                        pk.ciphertext_bytes)).obfuscate()
+                timings["mask"] += time.perf_counter() - t0
+                link.send(Message("hlr.gradient", {"epoch": epoch, "batch": bi, "slot_bits": slot_bits,
+                                                   "count": d}, {"gradient": packed.to_bigints()},
+                                  step=f"epoch{epoch}/batch{bi}"))
+                t0 = time.perf_counter()
+                back = link.recv("hlr.unmask")
+                timings["wait"] += time.perf_counter() - t0
+                values = back.parts["values"].values
+                if len(values) != d:
+                    raise ValueError(f"hlr.unmask: {len(values)} values for {d} features")
+                grad = np.array([float(int(v) - m) for v, m in zip(values, masks)])
+                grad = np.ldexp(grad, -frac) / len(rows)
+                w = opt.step(w, grad, lr)
+            parts = {"train_logits": Xq @ w}
+            if Xe is not None:
+                parts["eval_logits"] = Xe @ w
+            link.send(Message("hlr.epoch", {"epoch": epoch}, parts, step=f"epoch{epoch}"))
+            done = link.recv("hlr.epoch_done")
+            if done.header["epoch"] != epoch:
+                raise ValueError(f"hlr.epoch_done: expected epoch {epoch}, got {done.header['epoch']}")
+            if done.header["improved"]:
+                best = w.copy()
+            if done.header["stop"]:
+                break
+        self.coef_ = best
+        self.timings_ = timings
+        return self
+
+    def predict(self, link: Link, X: np.ndarray) -> None:
+        """Answer the lender's federated prediction for rows of ``X`` (same order as the lender's)."""
+        msg = link.recv("hlr.predict")
+        X = np.asarray(X, dtype=np.float64)
+        if msg.header["n_rows"] != X.shape[0]:
+            raise ValueError(f"hlr.predict: lender asks for {msg.header['n_rows']} rows, platform has {X.shape[0]}")
+        link.send(Message("hlr.predict_logits", {"n_rows": X.shape[0]}, {"logits": self._logits(X)},
+                          step="predict"))
+
+    def save(self, directory: str | Path) -> Path:
+        """The platform's model part: its scaler, quantisation and weights (never the lender's)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        doc = {"format": "fedacq.hetero_lr.platform/1", "scaler": self.scaler_.to_dict(),
+               "feature_frac_bits": self.feature_frac_bits, "coef": self.coef_.tolist()}
+        out = path / "hetero_lr_platform.json"
+        out.write_text(json.dumps(doc))
+        return out

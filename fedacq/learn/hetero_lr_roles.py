@@ -1,0 +1,95 @@
+"""Hetero logistic regression in ``fedacq run``: the two role functions of the model registry.
+
+The protocol, and what each party learns from it, is in
+:mod:`fedacq.learn.hetero_lr`; this module maps the run's parameters onto it
+(scikit-learn names: ``penalty``, ``C``, ``max_iter``, ``batch_size``,
+``learning_rate`` (the schedule), ``eta0``, ``power_t``, ``momentum``, ``tol``,
+``n_iter_no_change``), times its phases and saves each party's model part.
+Scores for evaluation come from federated inference: the platform sends its
+partial logits of the rows asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedacq.learn.run import PartyData, RoleContext, RoleResult
+from fedacq.link.link import Link
+
+MODES = ("joint",)
+ITERATION = ("max_iter", "epoch")
+
+#: parameters ``fedacq run`` accepts for hetero LR, with their defaults (see HeteroLRLender).
+DEFAULTS: dict[str, Any] = {
+    "penalty": "l2",
+    "C": 1.0,
+    "fit_intercept": True,
+    "max_iter": 30,
+    "batch_size": 512,
+    "learning_rate": "invscaling",
+    "eta0": 0.05,
+    "power_t": 0.25,
+    "momentum": 0.9,
+    "tol": 1e-4,
+    "n_iter_no_change": 3,
+    "early_stopping": True,
+    "residual_frac_bits": 24,
+    "feature_frac_bits": 8,
+    "mask_bits": 64,
+    "n_jobs": None,
+}
+
+
+def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The defaults overridden by ``params``; unknown names and bad values are errors."""
+    from fedacq.learn.hetero_lr import _check_params
+
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"hetero_lr: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+    if out["penalty"] in ("none", "None"):
+        out["penalty"] = None
+    try:
+        _check_params(out["penalty"], out["C"], out["max_iter"], out["batch_size"], out["learning_rate"],
+                      out["eta0"], out["power_t"], out["momentum"], out["n_iter_no_change"],
+                      out["residual_frac_bits"], out["feature_frac_bits"], out["mask_bits"])
+    except ValueError as exc:
+        raise ValueError(f"hetero_lr: {exc}") from exc
+    return out
+
+
+def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
+    from fedacq.learn.hetero_lr import HeteroLRLender
+
+    lender = HeteroLRLender(**ctx.params, key_bits=ctx.key_bits, insecure_test_key=ctx.insecure_test_key,
+                            random_state=ctx.seed, callback=ctx.on_iteration)
+    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+    with ctx.phase("train"):
+        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
+    with ctx.phase("predict"):
+        train_score = lender.predict_proba(link, data.X_train)
+        valid_score = lender.predict_proba(link, data.X_valid) if data.X_valid is not None else None
+    lender.save(ctx.model_dir)
+    return RoleResult(files=_files(ctx), train_score=train_score, valid_score=valid_score,
+                      history=[dict(h) for h in lender.history_],
+                      info={"epochs": lender.n_iter_, "best_epoch": getattr(lender, "best_epoch_", None),
+                            "crypto_seconds": lender.timings_})
+
+
+def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
+    from fedacq.learn.hetero_lr import HeteroLRPlatform
+
+    platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"))
+    with ctx.phase("train"):
+        platform.fit(link, data.X_train, eval_X=data.X_valid)
+    with ctx.phase("predict"):
+        platform.predict(link, data.X_train)
+        if data.X_valid is not None:
+            platform.predict(link, data.X_valid)
+    platform.save(ctx.model_dir)
+    return RoleResult(files=_files(ctx), info={"crypto_seconds": platform.timings_})
+
+
+def _files(ctx: RoleContext) -> list:
+    return sorted(p for p in ctx.model_dir.rglob("*") if p.is_file())
