@@ -10,7 +10,9 @@ from fedacq.crypto.paillier import generate_keypair
 from fedacq.link.ledger import EgressLedger
 from fedacq.link.memory import memory_pair, run_parties
 from fedacq.link.message import BigInts
+from fedacq.measure.html import page
 from fedacq.measure.private import recv_spend, send_spend, share_outcomes_lender, share_outcomes_platform
+from fedacq.measure.render import platform_view_sections
 from fedacq.measure.report import measure
 from fedacq.measure.synthetic import constructed_experiment
 
@@ -79,6 +81,10 @@ def test_platform_learns_exact_per_bucket_aggregates_and_nothing_per_user(experi
     assert arms.loc["control", "cost_per_credit_user"] == pytest.approx(
         spend.loc[spend["arm"] == "control", "spend"].sum()
         / truth.loc[released[released["arm"] == "control"].index, "credit_granted_sum"].sum())
+
+    # The platform's report section shows released numbers only.
+    html = page("platform", platform_view_sections(view))
+    assert "Platform view, layer boost" in html and html.count("<table>") == 2
 
     # Everything the platform received: blinded points, ciphertexts, or per-bucket arrays.
     lender_values = set(np.round(funnel["drawdown_amount"][funnel["drawdown_amount"] > 0], 2))

@@ -184,3 +184,13 @@ def test_spend_missing_a_bucket_with_users_is_refused(data):
     funnel, events, spend = data
     with pytest.raises(ValueError, match=r"spend: no row for bucket\(s\) \[3\]"):
         measure(funnel, events, spend[spend["bucket"] != 3])
+
+
+def test_html_helpers_escape_text_and_show_status_not_numbers():
+    from fedacq.measure.html import page, table_html
+    table = table_html([{"name": "<script>x</script>", "n": 1234567, "kpi": {"status": NOT_ENOUGH}}],
+                       caption="a & b")
+    assert "<script>" not in table and "&lt;script&gt;" in table and "a &amp; b" in table
+    assert "1,234,567" in table and NOT_ENOUGH in table
+    doc = page("T <1>", [("Section", table)])
+    assert doc.startswith("<!DOCTYPE html>") and "<title>T &lt;1&gt;</title>" in doc and "<h2>Section</h2>" in doc

@@ -8,7 +8,7 @@ of an effect), and one of per-bucket KPIs, followed by the same numbers as table
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -18,6 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fedacq.activate.events import ARMS  # noqa: E402
 from fedacq.measure.html import figure_to_img_tag, format_cell, page, paragraph, table_html  # noqa: E402
 from fedacq.measure.lift import NOT_ENOUGH, is_reported  # noqa: E402
+
+if TYPE_CHECKING:
+    from fedacq.measure.private import PlatformView
 
 COLORS = {"control": "#8a8f98", "treatment": "#2a6fb0"}
 BUCKET_KPIS = ("deep_conversion_rate", "cost_per_credit_user")
@@ -204,3 +207,17 @@ def report_html(report: dict[str, Any], figs: dict[str, plt.Figure] | None = Non
     diag = report["diagnostics"]
     sections.append(("Data notes", [table_html([{"item": k.replace("_", " "), "value": v} for k, v in diag.items()])]))
     return page(title, sections)
+
+
+def platform_view_sections(view: "PlatformView") -> list[tuple[str, list[str]]]:
+    """Report sections for what the platform learned (per-bucket aggregates only)."""
+    buckets = view.buckets.copy()
+    buckets["suppressed"] = buckets["suppressed"].astype(bool)
+    eps = sorted(set(view.epsilon))
+    noise = "no noise" if eps == [0.0] else f"Laplace noise, epsilon {', '.join(map(str, eps))} per outcome"
+    return [(f"Platform view, layer {view.layer}", [
+        paragraph(f"Released by the lender through private intersection-sum ({noise}); suppressed "
+                  "buckets carry no numbers. Exposed users and spend are the platform's own."),
+        table_html(view.by_arm().reset_index(), caption="Per arm, over released buckets"),
+        table_html(buckets, caption="Per bucket"),
+    ])]
