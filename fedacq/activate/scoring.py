@@ -1,9 +1,9 @@
 """Score the platform's whole user base with the prospect model, one record batch at a time.
 
-Why batches: the platform has hundreds of millions of users; the file is read with
-``pyarrow.parquet.ParquetFile.iter_batches`` (only the id and feature columns), each batch
-is scored with ``xgboost.Booster.inplace_predict`` (no DMatrix copy) and appended with a
-``ParquetWriter``, so memory is bounded by the batch size, not the population.
+Why batches: the platform has hundreds of millions of users; the file is read one row
+group at a time (only the id and feature columns), cut into record batches, each batch is
+scored with ``xgboost.Booster.inplace_predict`` (no DMatrix copy) and appended with a
+``ParquetWriter``, so memory is bounded by the row-group and batch sizes, not the population.
 
 ``score_batch(booster, batch, id_column)`` is a pure function from a record batch to a
 scored record batch (``user_id, score``), so the same code scales out unchanged when one
@@ -157,8 +157,16 @@ def iter_scored(booster, users: str | os.PathLike, id_column: str = "user_id",
     if id_column not in available:
         raise ValueError(f"users {users}: missing id column {id_column!r} (have {available[:20]})")
     _check_columns(available, booster, f"users {users}")
-    for batch in _prefetch(pf.iter_batches(batch_size=batch_size, columns=[id_column, *booster.feature_names])):
+    for batch in _prefetch(_read_batches(pf, [id_column, *booster.feature_names], batch_size)):
         yield score_batch(booster, batch, id_column)
+
+
+def _read_batches(pf: pq.ParquetFile, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches one row group at a time: measured on pyarrow 25, ``iter_batches`` held
+    ~3x more decoded data than a row group (404 vs 136 MB on 500k-row groups of 31 columns),
+    so memory is bounded here by the file's row-group size (writers default to <= 1 M rows)."""
+    for i in range(pf.num_row_groups):
+        yield from pf.read_row_group(i, columns=columns).to_batches(max_chunksize=batch_size)
 
 
 def score_parquet(booster, users: str | os.PathLike, out: str | os.PathLike, id_column: str = "user_id",
