@@ -1,0 +1,91 @@
+"""What each party actually received, read from ``memory_pair(record=True)``.
+
+512-bit keys (``insecure_test_key=True``) only for speed.
+"""
+
+import json
+
+import numpy as np
+from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
+from fedacq.link.memory import memory_pair, run_parties
+from fedacq.link.message import BigInts
+
+
+def _data(n=400, seed=5):
+    rng = np.random.default_rng(seed)
+    Xl = rng.normal(size=(n, 2))
+    Xp = rng.normal(size=(n, 3))
+    y = ((Xl[:, 0] + Xp[:, 0] + rng.normal(size=n)) > 0).astype(float)
+    return Xl, Xp, y
+
+
+def _run(mode):
+    Xl, Xp, y = _data()
+    la, pa = memory_pair("lender", "platform", record=True)
+    lender = SecureBoostLender(n_estimators=3, max_depth=3, mode=mode, key_bits=512,
+                               insecure_test_key=True, n_jobs=1)
+    platform = SecureBoostPlatform(n_jobs=1)
+    run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=300)
+    if mode == "joint":
+        run_parties((lender.predict_proba, la, Xl), (platform.predict, pa, Xp), timeout=300)
+    return Xl, Xp, y, lender, platform, la.received, pa.received
+
+
+def _floats(msg):
+    return [name for name, part in msg.parts.items()
+            if isinstance(part, np.ndarray) and part.dtype.kind == "f"]
+
+
+def test_platform_gets_only_ciphertexts_and_split_requests():
+    Xl, Xp, y, lender, platform, _, got = _run("joint")
+    types = {m.type for m in got}
+    assert types == {"sb.hello", "sb.tree", "sb.split", "sb.finish", "sb.predict"}
+    n = lender.public_key_.n
+    for msg in got:
+        assert not _floats(msg), f"{msg.type} carries floats {_floats(msg)}"
+        for part in msg.parts.values():
+            if isinstance(part, BigInts):
+                # ciphertexts live in Z_{n^2}: essentially all exceed n, a plaintext never does
+                assert np.mean([v > n for v in part.values]) > 0.99
+            else:
+                assert part.dtype.kind in "bi"
+    config = json.loads(next(m for m in got if m.type == "sb.hello").header["config"])
+    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows"}
+    assert "d" not in json.loads(config["public_key"]) and "p" not in json.loads(config["public_key"])
+    # split requests: lender splits say nothing about the lender's feature or bin
+    for msg in (m for m in got if m.type == "sb.split"):
+        lender_nodes = msg.parts["kind"] == 1
+        assert np.all(msg.parts["feature"][lender_nodes] == -1) and np.all(msg.parts["bin"][lender_nodes] == -1)
+    assert any(np.any(m.parts["kind"] == 1) for m in got if m.type == "sb.split"), "no lender split exercised"
+    # a joint model's leaf values stay at the lender
+    finish = next(m for m in got if m.type == "sb.finish")
+    assert "leaf_values" not in finish.parts and "base_margin" not in finish.header
+
+
+def test_lender_never_gets_platform_thresholds_or_values():
+    Xl, Xp, y, lender, platform, got, _ = _run("joint")
+    assert {m.type for m in got} == {"sb.hello_reply", "sb.hist", "sb.predict_bits"}
+    thresholds = {t for tr in platform.trees_ for t in tr.threshold if not np.isnan(t)}
+    assert thresholds, "no platform split exercised"
+    for msg in got:
+        assert not _floats(msg), f"{msg.type} carries floats {_floats(msg)}"
+        assert not any(isinstance(v, float) for v in msg.header.values())
+        for part in msg.parts.values():
+            if isinstance(part, np.ndarray):
+                assert part.dtype.kind in "bi"
+                assert not (set(np.unique(part).tolist()) & thresholds)
+    # the lender's model knows platform splits only as (feature index, bin index)
+    for tr in lender.trees_:
+        for i in range(tr.n_nodes):
+            if tr.party[i] == 1:
+                assert np.isnan(tr.threshold[i]) and tr.bin[i] >= -1
+    saved = json.loads(lender.save(__import__("tempfile").mkdtemp()).read_text())
+    assert not any(str(t)[:8] in json.dumps(saved["trees"]) for t in thresholds)
+
+
+def test_prospect_platform_gets_leaf_values_only_at_the_end():
+    Xl, Xp, y, lender, platform, _, got = _run("prospect")
+    assert [m.type for m in got if _floats(m)] == ["sb.finish"]
+    assert all(m.parts["kind"].tolist().count(1) == 0 for m in got if m.type == "sb.split")
+    # a prospect model was trained without the lender's features
+    assert all(p != 0 for tr in lender.trees_ for p in tr.party)
