@@ -53,12 +53,13 @@ def export_table(table: BoostTable, out: str | os.PathLike, fmt: str | None = No
             for start in range(0, max(len(data), 1), chunk_rows):
                 part = data.iloc[start:start + chunk_rows]
                 n = len(part)
-                batch = pa.RecordBatch.from_arrays(
-                    [pa.array(part["user_id"], pa.string()), _repeat(m["campaign"], n),
-                     pa.array(part["boost"], pa.float32()), _repeat(exp.layer, n),
-                     pa.array(part["bucket"], pa.int16()), pa.array(part["arm"], pa.string()),
+                cols = pa.Table.from_pandas(part[["user_id", "boost", "bucket", "arm"]], preserve_index=False)
+                rows = pa.Table.from_arrays(
+                    [cols["user_id"].cast(pa.string()), _repeat(m["campaign"], n),
+                     cols["boost"].cast(pa.float32()), _repeat(exp.layer, n),
+                     cols["bucket"].cast(pa.int16()), cols["arm"].cast(pa.string()),
                      _repeat(m["version"], n), _repeat(m["expires_at"], n)], schema=schema)
-                writer.write_batch(batch)
+                writer.write_table(rows)
                 bar.update(n)
         writer.close()
         os.replace(tmp, out)
