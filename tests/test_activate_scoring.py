@@ -69,8 +69,10 @@ def test_missing_id_column_and_non_numeric_feature(model, tmp_path):
     df["user_id"] = ["a", "b"]
     df["f1"] = ["x", "y"]
     df.to_parquet(tmp_path / "str.parquet")
-    with pytest.raises(ValueError, match="non-numeric"):
+    with pytest.raises(ValueError, match="feature column 'f1' has non-numeric type"):
         score_parquet(booster, tmp_path / "str.parquet", tmp_path / "s.parquet", progress=False)
+    with pytest.raises(ValueError, match=r"non-numeric feature column\(s\) \['f1'\]"):
+        score_frame(booster, df)
 
 
 def test_model_without_feature_names_is_refused(tmp_path):

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SCORES_SCHEMA_SCORE = pa.field("score", pa.float32())
+SCORE_FIELD = pa.field("score", pa.float32())
 
 
 def load_booster(model_path: str | os.PathLike, n_jobs: int | None = None):
@@ -66,13 +66,13 @@ def _check_columns(available: list[str], booster, source: str) -> None:
                          + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
 
 
-def _feature_matrix(columns: list[pa.Array | pa.ChunkedArray], n_rows: int) -> np.ndarray:
+def _feature_matrix(names: list[str], columns: list[pa.Array | pa.ChunkedArray], n_rows: int) -> np.ndarray:
     """Row-major float32 matrix of the feature columns, nulls as NaN (XGBoost's missing)."""
     out = np.empty((n_rows, len(columns)), dtype=np.float32)
-    for j, col in enumerate(columns):
+    for j, (name, col) in enumerate(zip(names, columns)):
         if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
                 or pa.types.is_boolean(col.type) or pa.types.is_null(col.type)):
-            raise ValueError(f"feature column {j} has non-numeric type {col.type}")
+            raise ValueError(f"feature column {name!r} has non-numeric type {col.type}")
         out[:, j] = pc.cast(col, pa.float32()).to_numpy(zero_copy_only=False)
     return out
 
@@ -83,23 +83,27 @@ def score_batch(booster, batch: pa.RecordBatch | pa.Table, id_column: str = "use
     if id_column not in names:
         raise ValueError(f"users: missing id column {id_column!r}")
     _check_columns(names, booster, "users")
+    features = booster.feature_names
     try:
-        cols = [batch.column(names.index(f)) for f in booster.feature_names]
-        X = _feature_matrix(cols, batch.num_rows)
+        X = _feature_matrix(features, [batch.column(names.index(f)) for f in features], batch.num_rows)
     except ValueError as exc:
-        raise ValueError(f"users: {exc} (model features: {booster.feature_names})") from None
+        raise ValueError(f"users: {exc}") from None
     scores = booster.inplace_predict(X, validate_features=False) if batch.num_rows else np.empty(0)
     ids = batch.column(names.index(id_column))
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     return pa.RecordBatch.from_arrays([ids, pa.array(np.asarray(scores, dtype=np.float32))],
                                       schema=pa.schema([batch.schema.field(id_column).with_name("user_id"),
-                                                        SCORES_SCHEMA_SCORE]))
+                                                        SCORE_FIELD]))
 
 
 def score_frame(booster, df: pd.DataFrame) -> np.ndarray:
     """Scores of a pandas frame holding (at least) the model's feature columns."""
     _check_columns(list(df.columns), booster, "frame")
+    bad = [c for c in booster.feature_names if not (pd.api.types.is_numeric_dtype(df[c])
+                                                    or pd.api.types.is_bool_dtype(df[c]))]
+    if bad:
+        raise ValueError(f"frame: non-numeric feature column(s) {bad}")
     X = df[booster.feature_names].to_numpy(dtype=np.float32, na_value=np.nan)
     return np.asarray(booster.inplace_predict(X, validate_features=False), dtype=np.float32)
 
@@ -192,7 +196,7 @@ def score_parquet(booster, users: str | os.PathLike, out: str | os.PathLike, id_
                 bar.update(scored.num_rows)
         if writer is None:  # an empty file still gets a (empty) scores file with the right schema
             id_type = pq.ParquetFile(users).schema_arrow.field(id_column).type
-            writer = pq.ParquetWriter(tmp, pa.schema([("user_id", id_type), SCORES_SCHEMA_SCORE]))
+            writer = pq.ParquetWriter(tmp, pa.schema([("user_id", id_type), SCORE_FIELD]))
         writer.close()
         writer = None
         os.replace(tmp, out)
