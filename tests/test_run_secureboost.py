@@ -90,7 +90,7 @@ def test_prospect_run_exports_an_xgboost_model_the_platform_can_use(files, tmp_p
     assert m["model_info"]["platform"]["xgboost_json"] == str(exported)
     # the platform scores its own rows alone; the lender's validation scores came from the same trees
     booster = xgb.Booster(model_file=str(exported))
-    X_platform = pd.read_csv(platform).drop(columns=["id"]).to_numpy()
+    X_platform = pd.read_csv(platform).drop(columns=["id"])
     scores = booster.predict(xgb.DMatrix(X_platform))
     assert scores.shape == (900,) and np.all((scores > 0) & (scores < 1))
     assert m["validation"]["auc"] > 0.55
