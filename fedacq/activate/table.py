@@ -266,6 +266,8 @@ def _check_rows(arrow: pa.Table, experiment: ExperimentConfig, tiers: TierConfig
         example = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
         raise BoostTableError(f"{where}: column 'user_id' has {arrow.num_rows - distinct} duplicate(s), "
                               f"e.g. {example!r}")
+    if pc.any(pc.match_substring(ids, "\x00")).as_py():
+        raise BoostTableError(f"{where}: column 'user_id' has ids containing NUL characters")
     bucket = arrow.column("bucket").to_numpy()
     if ((bucket < 0) | (bucket >= N_BUCKETS)).any():
         raise BoostTableError(f"{where}: column 'bucket' has values outside 0..{N_BUCKETS - 1}")
@@ -324,6 +326,8 @@ def build_boost_table(scores: pd.DataFrame, campaign: str, tiers: TierConfig | d
     if ids.isna().any():
         raise ValueError(f"scores: column {id_column!r} has {int(ids.isna().sum())} null value(s)")
     ids = ids.astype(str)
+    if ids.str.contains("\x00", regex=False).any():
+        raise ValueError(f"scores: column {id_column!r} has ids containing NUL characters")
     dup = ids.duplicated()
     if dup.any():
         raise ValueError(f"scores: column {id_column!r} has {int(dup.sum())} duplicate user id(s), "
