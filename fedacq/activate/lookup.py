@@ -5,8 +5,8 @@ a bidding request carries ~100 ids and must be answered in a few milliseconds, a
 table version must be indexed inside the serving process without stalling it. The index is
 the table's user ids, UTF-8, NUL-padded to the longest id, sorted (``S<width>`` numpy
 array) plus the row of each. A look-up encodes the batch once and runs one vectorised
-binary search: ~30 us per 100 ids, against ~300 us for per-id dict probes (cache misses
-over millions of keys). Building it uses Arrow kernels (sort, pad, take), which release
+binary search: 70-100 us per 100 ids (10 % unknown; busy 2-core machine), against ~300 us
+for per-id dict probes (cache misses over millions of keys). Building it uses Arrow kernels (sort, pad, take), which release
 the GIL, instead of millions of Python objects: a CPython dict of 1 M ids took 0.7 s
 holding the GIL in stretches of up to 80 ms while it rehashed, which is what request
 threads of a serving process would have waited. Memory is ``width`` bytes + 8 per user
