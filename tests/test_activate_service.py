@@ -183,3 +183,10 @@ def test_boost_serve_cli_watches_directory(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_watcher_orders_versions_built_within_one_second(tmp_path):
+    for version in ("a", "b", "c"):  # built back to back: same second, increasing microseconds
+        _table(50, version, 1).write(tmp_path / "camp" / version)
+    registry = BoostRegistry()
+    assert TableWatcher(registry, tmp_path).scan() == ["c"]

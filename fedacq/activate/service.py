@@ -24,6 +24,7 @@ certificates from ``fedacq certs init`` (the bidding client needs its own certif
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -98,7 +99,7 @@ class TableWatcher:
 
     def scan(self) -> list[str]:
         """One pass; returns the versions loaded."""
-        candidates: dict[str, list[tuple[str, Path]]] = {}
+        candidates: dict[str, list[tuple[dt.datetime, Path]]] = {}
         for manifest in self.root.glob(f"**/{MANIFEST_FILE}"):
             try:
                 key = (str(manifest), manifest.stat().st_mtime)
@@ -109,14 +110,14 @@ class TableWatcher:
             self._seen.add(key)
             try:
                 m = json.loads(manifest.read_text())
-                candidates.setdefault(m["campaign"], []).append((m["created_at"], manifest.parent))
+                candidates.setdefault(m["campaign"], []).append((parse_time(m["created_at"]), manifest.parent))
             except (ValueError, KeyError, OSError) as exc:
                 self.registry.errors.append(f"boost table {manifest.parent}: unreadable manifest ({exc})")
         loaded = []
         for campaign, found in candidates.items():
             current = self.registry.get(campaign)
             for created, table_dir in sorted(found, key=lambda c: c[0], reverse=True):
-                if current is not None and parse_time(created) <= current.created_at:
+                if current is not None and created <= current.created_at:
                     break
                 try:
                     loaded.append(self.registry.load(table_dir).version)

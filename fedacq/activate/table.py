@@ -113,8 +113,8 @@ def _utc(t: dt.datetime) -> dt.datetime:
     return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
-def _iso(t: dt.datetime) -> str:
-    return _utc(t).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _iso(t: dt.datetime, timespec: str = "seconds") -> str:
+    return _utc(t).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_time(s: str) -> dt.datetime:
@@ -349,7 +349,7 @@ def build_boost_table(scores: pd.DataFrame, campaign: str, tiers: TierConfig | d
         "version": version or f"{campaign}-{created.strftime('%Y%m%dT%H%M%S%fZ')}",
         "campaign": campaign,
         "model_version": model_version,
-        "created_at": _iso(created),
+        "created_at": _iso(created, "microseconds"),  # orders versions built in one second
         "expires_at": _iso(expires),
         "rows": len(data),
         "data_file": DATA_FILE,
