@@ -190,3 +190,18 @@ def test_watcher_orders_versions_built_within_one_second(tmp_path):
         _table(50, version, 1).write(tmp_path / "camp" / version)
     registry = BoostRegistry()
     assert TableWatcher(registry, tmp_path).scan() == ["c"]
+
+
+def test_cli_lookup_and_reload_against_a_service(served, capsys):
+    from fedacq.cli import main
+
+    tmp_path, _, _, client = served
+    address = client.address
+    assert main(["boosts", "lookup", "--address", address, "--campaign", "camp", "u1", "stranger"]) == 0
+    out = capsys.readouterr().out
+    assert "table v1" in out and "u1\tboost=" in out and "unknown" in out
+    _table(100, "v9", 9).write(tmp_path / "v9")
+    assert main(["boosts", "reload", "--address", address, "--table", str(tmp_path / "v9")]) == 0
+    assert "serving v9" in capsys.readouterr().out
+    assert main(["boosts", "lookup", "--address", address, "--campaign", "nope", "u1"]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err

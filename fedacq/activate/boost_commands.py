@@ -1,4 +1,4 @@
-"""``fedacq boosts build|export|show``: make a versioned boost table from scores, push-export it, inspect it.
+"""``fedacq boosts build|export|show|lookup|reload``: make, push-export and inspect boost tables; query a service.
 
 Tier and experiment settings come from flags or from a JSON config file
 (``{"tiers": {...TierConfig...}, "experiment": {...ExperimentConfig...}}``); flags win,
@@ -68,6 +68,65 @@ def add_parser(subparsers) -> None:
     s = sub.add_parser("show", help="validate a table and print its manifest")
     s.add_argument("--table", required=True)
     s.set_defaults(func=_cmd_show)
+
+    q = sub.add_parser("lookup", help="ask a running boost service for some users (ops check)")
+    q.add_argument("--campaign", required=True)
+    q.add_argument("user_ids", nargs="+")
+    _client_args(q)
+    q.set_defaults(func=_cmd_lookup)
+
+    r = sub.add_parser("reload", help="ask a running boost service to load a table version now")
+    r.add_argument("--table", required=True, help="table directory, as the server sees it")
+    _client_args(r)
+    r.set_defaults(func=_cmd_reload)
+
+
+def _client_args(p) -> None:
+    p.add_argument("--address", default="127.0.0.1:50071")
+    p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem and <tls-name>.pem/.key")
+    p.add_argument("--tls-name", default="bidder", help="client certificate name")
+    p.add_argument("--server-name", default="platform", help="name the server certificate must carry")
+
+
+def _client(args):
+    from fedacq.activate.service import BoostClient
+
+    return BoostClient(args.address, args.tls_dir, args.tls_name, args.server_name)
+
+
+def _rpc_error(exc) -> RuntimeError:
+    return RuntimeError(f"boost service: {exc.code().name}: {exc.details()}")
+
+
+def _cmd_lookup(args) -> int:
+    import grpc
+
+    client = _client(args)
+    try:
+        r = client.lookup(args.campaign, args.user_ids, timeout=10.0)
+    except grpc.RpcError as exc:
+        raise _rpc_error(exc) from None
+    finally:
+        client.close()
+    print(f"table {r.table_version}, layer {r.layer}" + (" (EXPIRED: boosts 1.0)" if r.expired else ""))
+    for uid, boost, bucket, treat, known in zip(args.user_ids, r.boosts, r.buckets, r.treatment, r.known):
+        print(f"{uid}\tboost={boost:.4g}\tbucket={bucket}\tarm={'treatment' if treat else 'control'}"
+              f"\t{'known' if known else 'unknown'}")
+    return 0
+
+
+def _cmd_reload(args) -> int:
+    import grpc
+
+    client = _client(args)
+    try:
+        r = client.reload(args.table)
+    except grpc.RpcError as exc:
+        raise _rpc_error(exc) from None
+    finally:
+        client.close()
+    print(f"serving {r.table_version} for campaign {r.campaign} ({r.rows:,} users)")
+    return 0
 
 
 def _configs(args) -> tuple[dict, dict]:

@@ -222,6 +222,7 @@ class BoostClient:
 
     def __init__(self, address: str, tls_dir: str | Path | None = None, tls_name: str = "bidder",
                  server_name: str = "platform") -> None:
+        self.address = address
         opts = [("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)]
         if tls_dir:
             from fedacq.crypto.tls import channel_credentials
