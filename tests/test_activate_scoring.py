@@ -93,3 +93,22 @@ def test_cli_score(model, users, tmp_path, capsys):
     assert pq.read_metadata(out).num_rows == len(df)
     assert main(["score", "--model", str(tmp_path / "nope.json"), "--users", str(users_path),
                  "--out", str(out)]) == 2
+
+
+def test_read_error_mid_file_propagates_and_leaves_no_output(model, users, tmp_path, monkeypatch):
+    import fedacq.activate.scoring as scoring
+
+    model_path, booster = model
+    users_path, _ = users
+    real = scoring._read_batches
+
+    def failing(pf, columns, batch_size):
+        it = real(pf, columns, batch_size)
+        yield next(it)
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(scoring, "_read_batches", failing)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(OSError, match="disk went away"):
+        score_parquet(booster, users_path, out, batch_size=500, progress=False)
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
