@@ -1,0 +1,547 @@
+"""Split neural network between the lender and the platform, with noise on what crosses.
+
+Each party has a *bottom* network over its own columns (an MLP, or a
+DeepFM-style network when it has categorical columns: see
+:mod:`fedacq.learn.splitnn_nets`); the lender also has the *top* network, which
+maps the two embeddings to the logit, and the labels. Only embeddings (forward)
+and gradients with respect to them (backward) cross, as float32 arrays, one
+mini-batch at a time. torch is the optional ``nn`` extra and is imported only
+inside the functions that train or score, so ``fedacq`` works without it.
+
+Steps (one message each over a :class:`~fedacq.link.link.Link`)
+    1. ``snn.hello`` L->P: the shared parameters (architecture sizes, batch
+       size, epochs, optimiser, noise parameters, seed) and the row counts;
+       ``snn.hello_reply`` P->L: the platform's row counts. The platform builds
+       its bottom network over its own columns; the lender never learns its
+       width, its columns or which of them are categorical.
+    2. Per epoch both draw the same row permutation from the seed; per
+       mini-batch B: ``snn.forward`` P->L: the platform's embeddings of B
+       (clipped and noised, below); the lender runs its bottom and the top
+       network, computes the log-loss, back-propagates and updates its own
+       networks, and sends ``snn.backward`` L->P: the gradient of each row's
+       loss with respect to that row's platform embedding (clipped and noised);
+       the platform back-propagates it through its bottom network and updates.
+    3. End of epoch: ``snn.epoch`` P->L: embeddings of all training (and
+       validation) rows, for the lender's loss and AUC; ``snn.epoch_done`` L->P:
+       best epoch so far (both keep a copy of their weights) and whether to
+       stop (no improvement above ``tol`` for ``n_iter_no_change`` epochs, or
+       ``max_iter``). Both restore their best weights at the stop.
+    Inference: ``snn.predict`` L->P (row count), ``snn.embed`` P->L (the
+    platform's embeddings of those rows, noised the same way).
+
+Protection: the Gaussian mechanism on both directions
+    Embeddings: each row's platform embedding is clipped to L2 norm
+    ``embedding_clip`` and gets N(0, (``embedding_noise`` * ``embedding_clip``)^2)
+    noise per coordinate. Gradients: each row's gradient is clipped to
+    ``gradient_clip`` and gets N(0, (``gradient_noise`` * ``gradient_clip``)^2).
+    A noise multiplier s gives each single release of one row's vector
+    (epsilon, delta)-DP with epsilon = sqrt(2 ln(1.25/delta)) / s (the classic
+    Gaussian mechanism, valid for epsilon < 1); releases of the same row
+    compose over epochs, so this bounds one release, not the whole training.
+    The noise comes from the OS random source, never from the shared seed,
+    so the receiver cannot regenerate and subtract it. ``*_clip=None``
+    disables clipping and noise for that direction (the setting for the
+    comparison with central training).
+
+What each party learns
+    Lender: its own data, the top network and its bottom network; the
+    platform's (noised) embeddings of every training, validation and scored
+    row. Embeddings are a learned, lossy function of the platform's features
+    built to predict the lender's label: they carry whatever of the features
+    is predictive (that is their point) and may let a motivated lender
+    approximate some features; the noise bounds what one release says about
+    one row. Never the platform's raw features, column names or weights.
+    Platform: its own data and bottom network; per training row and epoch the
+    (noised) gradient of the loss with respect to its embedding. Without
+    noise that gradient leaks labels: for a sigmoid output its component
+    along the top network's direction has the sign of (p - y), so an
+    unprotected platform could read most labels off it (Li et al., "Label
+    leakage and protection in two-party split learning", 2022). Gradient
+    noise is what stands between the platform and the labels; with
+    ``gradient_clip=None`` the labels are effectively revealed. The platform
+    never sees a label, the lender's features or the top network.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fedacq.learn.hetero_lr import Standardizer, batches
+from fedacq.link.link import Link
+from fedacq.link.message import Message, MessageSpec, PartSpec, register
+
+register(
+    MessageSpec("snn.hello", header={"config": str}),
+    MessageSpec("snn.hello_reply", header={"n_rows": int, "n_eval_rows": int}),
+    MessageSpec("snn.forward", header={"epoch": int, "batch": int},
+                parts={"embedding": PartSpec(dtypes=("float32",), ndim=2)}),
+    MessageSpec("snn.backward", header={"epoch": int, "batch": int},
+                parts={"gradient": PartSpec(dtypes=("float32",), ndim=2)}),
+    MessageSpec("snn.epoch", header={"epoch": int},
+                parts={"train_embedding": PartSpec(dtypes=("float32",), ndim=2),
+                       "eval_embedding": PartSpec(dtypes=("float32",), ndim=2, optional=True)}),
+    MessageSpec("snn.epoch_done", header={"epoch": int, "improved": bool, "stop": bool}),
+    MessageSpec("snn.predict", header={"n_rows": int}),
+    MessageSpec("snn.embed", header={"n_rows": int},
+                parts={"embedding": PartSpec(dtypes=("float32",), ndim=2)}),
+)
+
+#: parameters of the split NN (MLPClassifier names where they exist), with their defaults.
+DEFAULTS: dict[str, Any] = {
+    "hidden_layer_sizes": [32],
+    "embedding_dim": 8,
+    "top_layer_sizes": [16],
+    "categorical_features": "auto",
+    "max_categories": 16,
+    "fm_embedding_dim": 4,
+    "batch_size": 256,
+    "max_iter": 20,
+    "learning_rate_init": 1e-3,
+    "alpha": 0.0,
+    "early_stopping": True,
+    "tol": 1e-4,
+    "n_iter_no_change": 3,
+    "embedding_clip": 4.0,
+    "embedding_noise": 0.05,
+    "gradient_clip": 1.0,
+    "gradient_noise": 0.5,
+}
+
+#: seeds of the three networks, offsets from the shared ``random_state``.
+LENDER_BOTTOM, PLATFORM_BOTTOM, TOP = 1, 2, 3
+
+
+def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The defaults overridden by ``params``; unknown names and bad values raise ``ValueError``."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"splitnn: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **params}
+    for key in ("hidden_layer_sizes", "top_layer_sizes"):
+        sizes = out[key]
+        if isinstance(sizes, int):
+            sizes = [sizes]
+        if not isinstance(sizes, (list, tuple)) or not all(isinstance(s, int) and s > 0 for s in sizes):
+            raise ValueError(f"splitnn: {key} must be a list of positive ints, got {out[key]!r}")
+        out[key] = list(sizes)
+    for key in ("embedding_dim", "batch_size", "max_iter", "n_iter_no_change", "fm_embedding_dim",
+                "max_categories"):
+        if not isinstance(out[key], int) or out[key] < 1:
+            raise ValueError(f"splitnn: {key} must be a positive int, got {out[key]!r}")
+    if out["categorical_features"] not in ("auto", None):
+        raise ValueError("splitnn: categorical_features must be 'auto' (each party picks its columns "
+                         f"with <= max_categories values) or None, got {out['categorical_features']!r}")
+    for key in ("embedding_clip", "gradient_clip"):
+        if out[key] is not None and not out[key] > 0:
+            raise ValueError(f"splitnn: {key} must be > 0 or None (no clipping, no noise)")
+    for key in ("embedding_noise", "gradient_noise", "alpha", "tol"):
+        if not out[key] >= 0:
+            raise ValueError(f"splitnn: {key} must be >= 0, got {out[key]}")
+    if not out["learning_rate_init"] > 0:
+        raise ValueError("splitnn: learning_rate_init must be > 0")
+    return out
+
+
+def gaussian_epsilon(noise_multiplier: float, delta: float = 1e-5) -> float:
+    """Epsilon of one release under the classic Gaussian mechanism (inf without noise)."""
+    return math.sqrt(2 * math.log(1.25 / delta)) / noise_multiplier if noise_multiplier > 0 else math.inf
+
+
+class Columns:
+    """One party's column encoding: standardised dense columns and indexed categorical ones.
+
+    With ``categorical_features="auto"`` a column is categorical when its
+    training rows hold at most ``max_categories`` distinct values; category
+    index 0 is kept for missing and unseen values.
+    """
+
+    def __init__(self, categorical: list[int], categories: list[np.ndarray], dense: list[int],
+                 scaler: Standardizer) -> None:
+        self.categorical, self.categories, self.dense, self.scaler = categorical, categories, dense, scaler
+
+    @classmethod
+    def fit(cls, X: np.ndarray, categorical_features: str | None, max_categories: int) -> "Columns":
+        X = np.asarray(X, dtype=np.float64)
+        categorical, categories = [], []
+        if categorical_features == "auto":
+            for j in range(X.shape[1]):
+                values = np.unique(X[:, j][~np.isnan(X[:, j])])
+                if 1 < len(values) <= max_categories:
+                    categorical.append(j)
+                    categories.append(values)
+        dense = [j for j in range(X.shape[1]) if j not in categorical]
+        return cls(categorical, categories, dense, Standardizer.fit(X[:, dense]))
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return [len(c) + 1 for c in self.categories]
+
+    def transform(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.dense) + len(self.categorical):
+            raise ValueError(f"expected {len(self.dense) + len(self.categorical)} feature columns, got shape {X.shape}")
+        cats = np.zeros((X.shape[0], len(self.categorical)), dtype=np.int64)
+        for i, (j, values) in enumerate(zip(self.categorical, self.categories)):
+            pos = np.searchsorted(values, X[:, j])
+            hit = (pos < len(values)) & (values[np.minimum(pos, len(values) - 1)] == X[:, j])
+            cats[:, i] = np.where(hit, pos + 1, 0)
+        return self.scaler.transform(X[:, self.dense]).astype(np.float32), cats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"categorical": self.categorical, "categories": [c.tolist() for c in self.categories],
+                "dense": self.dense, "scaler": self.scaler.to_dict()}
+
+
+def _noise_generator() -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
+def _metrics(prefix: str, y: np.ndarray, logit: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    p = np.clip(1.0 / (1.0 + np.exp(-logit.astype(np.float64))), 1e-12, 1 - 1e-12)
+    out = {f"{prefix}_logloss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
+    if 0 < y.sum() < len(y):
+        out[f"{prefix}_auc"] = float(roc_auc_score(y, p))
+    return out
+
+
+class _EarlyStopping:
+    """Best-so-far and patience bookkeeping shared by the federated and the central training."""
+
+    def __init__(self, tol: float, patience: int, max_iter: int) -> None:
+        self.tol, self.patience, self.max_iter = tol, patience, max_iter
+        self.best, self.no_change, self.best_epoch = math.inf, 0, -1
+
+    def update(self, epoch: int, loss: float) -> tuple[bool, bool]:
+        improved = loss < self.best
+        if improved:
+            self.best_epoch = epoch
+        self.no_change = 0 if loss < self.best - self.tol else self.no_change + 1
+        self.best = min(self.best, loss)
+        return improved, epoch == self.max_iter - 1 or self.no_change >= self.patience
+
+
+def _state_arrays(module: Any, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+# -- lender ------------------------------------------------------------------------------
+
+class SplitNNLender:
+    """The active party: labels, its bottom network and the top network."""
+
+    def __init__(self, random_state: int = 0, callback: Callable[[int, dict], Any] | None = None,
+                 **params: Any) -> None:
+        self.params = resolve_params(params)
+        self.random_state = random_state
+        self.callback = callback
+        self.history_: list[dict[str, float]] = []
+
+    def _build(self, X: np.ndarray) -> None:
+        from fedacq.learn import splitnn_nets as nets
+
+        p = self.params
+        self.columns_ = Columns.fit(X, p["categorical_features"], p["max_categories"])
+        self.bottom_ = nets.bottom(len(self.columns_.dense), self.columns_.cardinalities, p,
+                                   self.random_state * 10 + LENDER_BOTTOM)
+        lender_dim = p["embedding_dim"]
+        self.top_ = nets.top(lender_dim * 2, p, self.random_state * 10 + TOP)
+
+    def _logits(self, dense: Any, cats: Any, platform_embedding: Any) -> Any:
+        import torch
+
+        return self.top_(torch.cat([self.bottom_(dense, cats), platform_embedding], dim=1)).squeeze(1)
+
+    def _batch_step(self, dense: Any, cats: Any, y: Any, hp: Any, opt: Any) -> Any:
+        """One step of the lender's networks; returns d(row loss)/d(platform embedding)."""
+        import torch
+
+        hp = hp.detach().requires_grad_(True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(self._logits(dense, cats, hp), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return hp.grad * hp.shape[0]
+
+    def _optimizer(self) -> Any:
+        import torch
+
+        from fedacq.learn import splitnn_nets as nets
+
+        return nets.optimizer(torch.nn.ModuleList([self.bottom_, self.top_]), self.params)
+
+    def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
+            eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "SplitNNLender":
+        import torch
+
+        from fedacq.learn import splitnn_nets as nets
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        n = X.shape[0]
+        if X.ndim != 2 or y.shape != (n,) or not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError(f"lender needs a 2-D feature array and 0/1 labels of shape ({n},)")
+        p = self.params
+        t_start = time.perf_counter()
+        n_eval = 0 if eval_set is None else len(eval_set[1])
+        config = {"params": p, "random_state": self.random_state, "n_rows": n, "n_eval_rows": n_eval}
+        link.send(Message("snn.hello", {"config": json.dumps(config)}, step="hello"))
+        reply = link.recv("snn.hello_reply")
+        if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
+            raise ValueError(f"row counts differ: lender has {n} training / {n_eval} validation rows, "
+                             f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
+        self._build(X)
+        dense, cats = nets.tensors(*self.columns_.transform(X))
+        yt = torch.as_tensor(y, dtype=torch.float32)
+        if eval_set is not None:
+            dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_set[0]))
+            yv = np.asarray(eval_set[1], dtype=np.float64)
+        opt = self._optimizer()
+        gen = _noise_generator()
+        stopper = _EarlyStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
+        best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
+        self.history_ = []
+        from tqdm import tqdm
+
+        for epoch in tqdm(range(p["max_iter"]), desc="split NN", unit="epoch", leave=False, disable=None):
+            self.bottom_.train(), self.top_.train()
+            for bi, rows in enumerate(batches(n, p["batch_size"], self.random_state, epoch)):
+                msg = link.recv("snn.forward")
+                hp = msg.parts["embedding"]
+                if msg.header["epoch"] != epoch or msg.header["batch"] != bi or hp.shape != (len(rows), p["embedding_dim"]):
+                    raise ValueError(f"snn.forward: expected epoch {epoch} batch {bi}, shape "
+                                     f"{(len(rows), p['embedding_dim'])}, got {hp.shape}")
+                idx = torch.as_tensor(rows)
+                grad = self._batch_step(dense[idx], cats[idx], yt[idx], torch.as_tensor(hp), opt)
+                grad = nets.clip_and_noise(grad, p["gradient_clip"], p["gradient_noise"], gen)
+                link.send(Message("snn.backward", {"epoch": epoch, "batch": bi},
+                                  {"gradient": grad.numpy().astype(np.float32)}, step=f"epoch{epoch}/batch{bi}"))
+            msg = link.recv("snn.epoch")
+            self.bottom_.eval(), self.top_.eval()
+            with torch.no_grad():
+                logit = self._logits(dense, cats, torch.as_tensor(msg.parts["train_embedding"])).numpy()
+                metrics: dict[str, Any] = {"epoch": epoch, **_metrics("train", y, logit)}
+                if eval_set is not None:
+                    he = msg.parts.get("eval_embedding")
+                    if he is None or len(he) != n_eval:
+                        raise ValueError(f"snn.epoch: expected {n_eval} validation embeddings")
+                    metrics.update(_metrics("valid", yv, self._logits(dense_v, cats_v, torch.as_tensor(he)).numpy()))
+            monitor = "valid_logloss" if eval_set is not None and p["early_stopping"] else "train_logloss"
+            improved, stop = stopper.update(epoch, metrics[monitor])
+            if improved:
+                best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
+            metrics["seconds"] = time.perf_counter() - t_start
+            self.history_.append(metrics)
+            if self.callback is not None:
+                self.callback(epoch, metrics)
+            link.send(Message("snn.epoch_done", {"epoch": epoch, "improved": improved, "stop": stop},
+                              step=f"epoch{epoch}"))
+            if stop:
+                break
+        self.bottom_.load_state_dict(best[0])
+        self.top_.load_state_dict(best[1])
+        self.best_epoch_ = stopper.best_epoch
+        self.n_iter_ = len(self.history_)
+        self.seconds_ = time.perf_counter() - t_start
+        return self
+
+    def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """Federated logits for rows the platform holds in the same order."""
+        import torch
+
+        from fedacq.learn import splitnn_nets as nets
+
+        dense, cats = nets.tensors(*self.columns_.transform(X))
+        link.send(Message("snn.predict", {"n_rows": dense.shape[0]}, step="predict"))
+        he = link.recv("snn.embed").parts["embedding"]
+        if he.shape != (dense.shape[0], self.params["embedding_dim"]):
+            raise ValueError(f"snn.embed: shape {he.shape} for {dense.shape[0]} rows")
+        self.bottom_.eval(), self.top_.eval()
+        with torch.no_grad():
+            return self._logits(dense, cats, torch.as_tensor(he)).numpy().astype(np.float64)
+
+    def predict_proba(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """Probabilities of label 1 (one column, as SecureBoost's)."""
+        return 1.0 / (1.0 + np.exp(-self.decision_function(link, X)))
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Weights as .npz (no pickle) and the column encoding, params and history as JSON."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = path / "splitnn_lender.npz"
+        np.savez(weights, **_state_arrays(self.bottom_, "bottom"), **_state_arrays(self.top_, "top"))
+        doc = path / "splitnn_lender.json"
+        doc.write_text(json.dumps({"format": "fedacq.splitnn.lender/1", "params": self.params,
+                                   "columns": self.columns_.to_dict(), "history": self.history_}))
+        return [weights, doc]
+
+
+# -- platform ----------------------------------------------------------------------------
+
+class SplitNNPlatform:
+    """The passive party: features and its bottom network."""
+
+    def _embed(self, dense: Any, cats: Any) -> np.ndarray:
+        """Noised embeddings of rows (no gradient): what crosses at evaluation and scoring."""
+        import torch
+
+        from fedacq.learn import splitnn_nets as nets
+
+        self.bottom_.eval()
+        with torch.no_grad():
+            h = nets.clip_and_noise(self.bottom_(dense, cats), self.params_["embedding_clip"],
+                                    self.params_["embedding_noise"], self._gen)
+        return h.numpy().astype(np.float32)
+
+    def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "SplitNNPlatform":
+        import torch
+
+        from fedacq.learn import splitnn_nets as nets
+
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"platform features must be a 2-D array, got shape {X.shape}")
+        hello = link.recv("snn.hello")
+        try:
+            config = json.loads(hello.header["config"])
+            p = resolve_params(config["params"])
+            seed, n_rows, n_eval = int(config["random_state"]), int(config["n_rows"]), int(config["n_eval_rows"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"snn.hello: malformed config: {exc}") from exc
+        n = X.shape[0]
+        n_eval_here = 0 if eval_X is None else np.asarray(eval_X).shape[0]
+        link.send(Message("snn.hello_reply", {"n_rows": n, "n_eval_rows": n_eval_here}, step="hello"))
+        if n != n_rows or n_eval_here != n_eval:
+            raise ValueError(f"row counts differ: platform has {n} training / {n_eval_here} validation rows, "
+                             f"lender {n_rows} / {n_eval}")
+        self.params_ = p
+        self.columns_ = Columns.fit(X, p["categorical_features"], p["max_categories"])
+        self.bottom_ = nets.bottom(len(self.columns_.dense), self.columns_.cardinalities, p,
+                                   seed * 10 + PLATFORM_BOTTOM)
+        opt = nets.optimizer(self.bottom_, p)
+        self._gen = _noise_generator()
+        dense, cats = nets.tensors(*self.columns_.transform(X))
+        dense_v = cats_v = None
+        if eval_X is not None:
+            dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_X))
+        best = copy.deepcopy(self.bottom_.state_dict())
+        for epoch in range(p["max_iter"]):
+            for bi, rows in enumerate(batches(n, p["batch_size"], seed, epoch)):
+                self.bottom_.train()
+                idx = torch.as_tensor(rows)
+                h = self.bottom_(dense[idx], cats[idx])
+                with torch.no_grad():
+                    sent = nets.clip_and_noise(h, p["embedding_clip"], p["embedding_noise"], self._gen)
+                link.send(Message("snn.forward", {"epoch": epoch, "batch": bi},
+                                  {"embedding": sent.detach().numpy().astype(np.float32)}, step=f"epoch{epoch}/batch{bi}"))
+                back = link.recv("snn.backward")
+                g = back.parts["gradient"]
+                if back.header["epoch"] != epoch or back.header["batch"] != bi or g.shape != tuple(h.shape):
+                    raise ValueError(f"snn.backward: expected epoch {epoch} batch {bi} of shape {tuple(h.shape)}")
+                opt.zero_grad()
+                h.backward(torch.as_tensor(g) / len(rows))
+                opt.step()
+            parts = {"train_embedding": self._embed(dense, cats)}
+            if dense_v is not None:
+                parts["eval_embedding"] = self._embed(dense_v, cats_v)
+            link.send(Message("snn.epoch", {"epoch": epoch}, parts, step=f"epoch{epoch}"))
+            done = link.recv("snn.epoch_done")
+            if done.header["epoch"] != epoch:
+                raise ValueError(f"snn.epoch_done: expected epoch {epoch}, got {done.header['epoch']}")
+            if done.header["improved"]:
+                best = copy.deepcopy(self.bottom_.state_dict())
+            if done.header["stop"]:
+                break
+        self.bottom_.load_state_dict(best)
+        return self
+
+    def predict(self, link: Link, X: np.ndarray) -> None:
+        """Answer the lender's federated prediction for rows of ``X`` (same order as the lender's)."""
+        from fedacq.learn import splitnn_nets as nets
+
+        msg = link.recv("snn.predict")
+        dense, cats = nets.tensors(*self.columns_.transform(X))
+        if msg.header["n_rows"] != dense.shape[0]:
+            raise ValueError(f"snn.predict: lender asks for {msg.header['n_rows']} rows, platform has {dense.shape[0]}")
+        link.send(Message("snn.embed", {"n_rows": dense.shape[0]}, {"embedding": self._embed(dense, cats)},
+                          step="predict"))
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Its bottom network's weights (.npz) and column encoding (JSON)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = path / "splitnn_platform.npz"
+        np.savez(weights, **_state_arrays(self.bottom_, "bottom"))
+        doc = path / "splitnn_platform.json"
+        doc.write_text(json.dumps({"format": "fedacq.splitnn.platform/1", "columns": self.columns_.to_dict(),
+                                   "embedding_dim": self.params_["embedding_dim"]}))
+        return [weights, doc]
+
+
+# -- the central reference ---------------------------------------------------------------
+
+def fit_central(X_lender: np.ndarray, X_platform: np.ndarray, y: np.ndarray, eval_set: tuple | None = None,
+                random_state: int = 0, **params: Any) -> tuple[np.ndarray | None, list[dict[str, float]]]:
+    """The same networks trained on joined data in one process: the reference for the federated run.
+
+    Same column encodings, seeds, initial weights, batches, optimiser and early
+    stopping as :class:`SplitNNLender` / :class:`SplitNNPlatform`, and no
+    clipping or noise. Returns the validation logits (``eval_set`` =
+    ``(X_lender_valid, X_platform_valid, y_valid)``) and the history.
+    """
+    import torch
+
+    from fedacq.learn import splitnn_nets as nets
+
+    p = resolve_params({**params, "embedding_clip": None, "gradient_clip": None})
+    lender = SplitNNLender(random_state=random_state, **p)
+    lender._build(np.asarray(X_lender, dtype=np.float64))
+    cols_p = Columns.fit(X_platform, p["categorical_features"], p["max_categories"])
+    bottom_p = nets.bottom(len(cols_p.dense), cols_p.cardinalities, p, random_state * 10 + PLATFORM_BOTTOM)
+    opt_l, opt_p = lender._optimizer(), nets.optimizer(bottom_p, p)
+    dl, cl = nets.tensors(*lender.columns_.transform(X_lender))
+    dp, cp = nets.tensors(*cols_p.transform(X_platform))
+    y = np.asarray(y, dtype=np.float64)
+    yt = torch.as_tensor(y, dtype=torch.float32)
+    if eval_set is not None:
+        dlv, clv = nets.tensors(*lender.columns_.transform(eval_set[0]))
+        dpv, cpv = nets.tensors(*cols_p.transform(eval_set[1]))
+        yv = np.asarray(eval_set[2], dtype=np.float64)
+    stopper = _EarlyStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
+    history: list[dict[str, float]] = []
+    best_valid = None
+    for epoch in range(p["max_iter"]):
+        for rows in batches(len(y), p["batch_size"], random_state, epoch):
+            lender.bottom_.train(), lender.top_.train(), bottom_p.train()
+            idx = torch.as_tensor(rows)
+            h = bottom_p(dp[idx], cp[idx])
+            grad = lender._batch_step(dl[idx], cl[idx], yt[idx], h, opt_l)
+            opt_p.zero_grad()
+            h.backward(grad / len(rows))
+            opt_p.step()
+        lender.bottom_.eval(), lender.top_.eval(), bottom_p.eval()
+        with torch.no_grad():
+            metrics = {"epoch": epoch, **_metrics("train", y, lender._logits(dl, cl, bottom_p(dp, cp)).numpy())}
+            valid = None
+            if eval_set is not None:
+                valid = lender._logits(dlv, clv, bottom_p(dpv, cpv)).numpy().astype(np.float64)
+                metrics.update(_metrics("valid", yv, valid))
+        history.append(metrics)
+        monitor = "valid_logloss" if eval_set is not None and p["early_stopping"] else "train_logloss"
+        improved, stop = stopper.update(epoch, metrics[monitor])
+        if improved:
+            best_valid = valid
+        if stop:
+            break
+    return best_valid, history

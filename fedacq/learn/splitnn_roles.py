@@ -1,0 +1,67 @@
+"""Split NN in ``fedacq run``: the two role functions of the model registry (see :mod:`fedacq.learn.run`).
+
+The protocol, its noise parameters and what each party learns are in
+:mod:`fedacq.learn.splitnn`; this module maps the run's parameters onto it
+(MLPClassifier names: ``hidden_layer_sizes``, ``batch_size``, ``max_iter``,
+``learning_rate_init``, ``alpha``, ``early_stopping``, ``tol``,
+``n_iter_no_change``; plus ``embedding_dim``, ``top_layer_sizes`` and the
+clipping/noise parameters), times its phases and saves each party's part.
+torch (the ``nn`` extra) is needed only when this model runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedacq.learn.run import PartyData, RoleContext, RoleResult
+from fedacq.link.link import Link
+
+MODES = ("joint",)
+ITERATION = ("max_iter", "epoch")
+
+
+def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The defaults overridden by ``params``; also checks that torch is installed."""
+    from fedacq.learn.splitnn import resolve_params as resolve
+
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("splitnn needs torch, the optional 'nn' extra: pip install 'fedacq[nn]' "
+                         "(torch==2.13.0, CPU build)") from exc
+    return resolve(params)
+
+
+def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
+    from fedacq.learn.splitnn import SplitNNLender, gaussian_epsilon
+
+    lender = SplitNNLender(random_state=ctx.seed, callback=ctx.on_iteration, **ctx.params)
+    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+    with ctx.phase("train"):
+        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
+    with ctx.phase("predict"):
+        train_score = lender.predict_proba(link, data.X_train)
+        valid_score = lender.predict_proba(link, data.X_valid) if data.X_valid is not None else None
+    files = lender.save(ctx.model_dir)
+    p = ctx.params
+    info = {"epochs": lender.n_iter_, "best_epoch": lender.best_epoch_,
+            "lender_categorical_columns": len(lender.columns_.categorical),
+            "epsilon_per_release_delta_1e-5": {
+                "embedding": gaussian_epsilon(p["embedding_noise"]) if p["embedding_clip"] else None,
+                "gradient": gaussian_epsilon(p["gradient_noise"]) if p["gradient_clip"] else None}}
+    return RoleResult(files=files, train_score=train_score, valid_score=valid_score,
+                      history=[dict(h) for h in lender.history_], info=info)
+
+
+def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
+    from fedacq.learn.splitnn import SplitNNPlatform
+
+    platform = SplitNNPlatform()
+    with ctx.phase("train"):
+        platform.fit(link, data.X_train, eval_X=data.X_valid)
+    with ctx.phase("predict"):
+        platform.predict(link, data.X_train)
+        if data.X_valid is not None:
+            platform.predict(link, data.X_valid)
+    files = platform.save(ctx.model_dir)
+    return RoleResult(files=files, info={"categorical_columns": len(platform.columns_.categorical)})
