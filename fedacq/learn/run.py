@@ -79,6 +79,8 @@ from fedacq.link.link import Link
 #: model name -> module implementing the role interface described above.
 MODELS: dict[str, str] = {
     "secureboost": "fedacq.learn.secureboost_roles",
+    "hetero_lr": "fedacq.learn.hetero_lr_roles",
+    "splitnn": "fedacq.learn.splitnn_roles",
 }
 
 TRANSPORTS = ("inproc", "grpc")
