@@ -14,6 +14,7 @@ import sys
 
 #: sub-command name -> module that defines ``add_parser``.
 COMMANDS: dict[str, str] = {
+    "demo": "fedacq.demo",
     "certs": "fedacq.crypto.tls",
     "node": "fedacq.node.daemon",
     "job": "fedacq.node.control",

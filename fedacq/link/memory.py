@@ -62,28 +62,35 @@ def memory_pair(a: str, b: str, job: str = "", ledgers: dict[str, EgressLedger] 
 def run_parties(*calls: "tuple[object, ...]", timeout: float | None = None) -> list[object]:
     """Run each party's protocol function in its own thread; return their results in order.
 
-    Each call is ``(fn, *args)``. If any party raises, the first exception is
-    re-raised here after the others finish or time out (their links time out
-    on their own when the failed party stops sending).
+    Each call is ``(fn, *args)``. As soon as any party raises, its exception is
+    re-raised here: the other parties are blocked on a peer that will never
+    answer, and waiting for their link timeouts would only hide the cause (they
+    are daemon threads and end with their own timeouts).
     """
     import threading
+    import time
 
     results: list[object] = [None] * len(calls)
-    errors: list[BaseException | None] = [None] * len(calls)
+    errors: list[BaseException] = []
+    finished = threading.Semaphore(0)
 
     def target(i: int, fn, args) -> None:
         try:
             results[i] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            errors[i] = exc
+            errors.append(exc)
+        finally:
+            finished.release()
 
     threads = [threading.Thread(target=target, args=(i, c[0], c[1:]), daemon=True)
                for i, c in enumerate(calls)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout)
-    for err in errors:
-        if err is not None:
-            raise err
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for _ in threads:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not finished.acquire(timeout=left):
+            raise TimeoutError(f"parties did not finish within {timeout} s")
+        if errors:
+            raise errors[0]
     return results
