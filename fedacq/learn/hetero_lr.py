@@ -88,6 +88,7 @@ from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, registe
 
 PENALTIES = ("l2", "l1", None)
 SCHEDULES = ("constant", "invscaling", "adaptive")
+SOLVERS = ("adam", "sgd")
 
 register(
     MessageSpec("hlr.hello", header={"config": str}),
@@ -159,18 +160,22 @@ class Standardizer:
 
 
 class Optimizer:
-    """Mini-batch SGD with heavy-ball momentum and scikit-learn's penalty scaled per row.
+    """Mini-batch Adam or SGD with momentum, with scikit-learn's penalty scaled per row.
 
-    Momentum is per coordinate, so each party runs it on its own weights with
-    nothing shared; it is what makes SGD converge on the strongly correlated
-    columns of credit data (bill amounts of consecutive months) in tens of
-    epochs. L1 is a proximal soft-threshold after the step.
+    Both are per coordinate, so each party runs the optimiser on its own
+    weights with nothing shared. Adam (``solver="adam"``, the default) is what
+    converges on the strongly correlated columns of credit data (bill amounts
+    of consecutive months) in a few epochs, where plain SGD crawls. L1 is a
+    proximal soft-threshold after the step.
     """
 
     def __init__(self, n_weights: int, penalty: str | None, C: float, n_rows: int, momentum: float,
-                 intercept_last: bool = False) -> None:
+                 intercept_last: bool = False, solver: str = "adam") -> None:
         self.penalty, self.C, self.n_rows, self.momentum = penalty, C, n_rows, momentum
+        self.solver = solver
         self.velocity = np.zeros(n_weights)
+        self.second = np.zeros(n_weights)
+        self.t = 0
         #: 1 for penalised weights, 0 for an intercept (scikit-learn does not penalise it)
         self.penalised = np.ones(n_weights)
         if intercept_last:
@@ -179,17 +184,29 @@ class Optimizer:
     def step(self, w: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
         if self.penalty == "l2":
             grad = grad + self.penalised * w / (self.C * self.n_rows)
-        self.velocity = self.momentum * self.velocity - lr * grad
-        w = w + self.velocity
+        if self.solver == "adam":  # beta_1 = momentum, beta_2 = 0.999 (Kingma & Ba defaults)
+            self.t += 1
+            self.velocity = self.momentum * self.velocity + (1 - self.momentum) * grad
+            self.second = 0.999 * self.second + 0.001 * grad * grad
+            m_hat = self.velocity / (1 - self.momentum ** self.t)
+            v_hat = self.second / (1 - 0.999 ** self.t)
+            step = lr / (np.sqrt(v_hat) + 1e-8)  # per-coordinate step: the prox below uses it too
+            w = w - step * m_hat
+        else:
+            step = np.full_like(w, lr)
+            self.velocity = self.momentum * self.velocity - lr * grad
+            w = w + self.velocity
         if self.penalty == "l1":
-            t = self.penalised * lr / (self.C * self.n_rows)
+            t = self.penalised * step / (self.C * self.n_rows)
             w = np.sign(w) * np.maximum(np.abs(w) - t, 0.0)
         return w
 
 
 def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int, learning_rate: Any,
                   eta0: float, power_t: float, momentum: float, n_iter_no_change: int,
-                  residual_frac_bits: int, feature_frac_bits: int, mask_bits: int) -> None:
+                  residual_frac_bits: int, feature_frac_bits: int, mask_bits: int, solver: str = "adam") -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if penalty not in PENALTIES:
         raise ValueError(f"penalty must be one of 'l2', 'l1' or None, got {penalty!r}")
     if not C > 0:
@@ -318,13 +335,14 @@ class HeteroLRLender:
 
     def __init__(self, penalty: str | None = "l2", C: float = 1.0, fit_intercept: bool = True,
                  max_iter: int = 30, batch_size: int = 512, learning_rate: str = "invscaling",
-                 eta0: float = 0.05, power_t: float = 0.25, momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
+                 solver: str = "adam", eta0: float = 0.05, power_t: float = 0.5, momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
                  early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
                  mask_bits: int = 64, key_bits: int = 2048, insecure_test_key: bool = False,
                  random_state: int = 0, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None) -> None:
         _check_params(penalty, C, max_iter, batch_size, learning_rate, eta0, power_t, momentum,
-                      n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits)
+                      n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits, solver)
+        self.solver = solver
         self.penalty = penalty
         self.C = C
         self.fit_intercept = fit_intercept
@@ -350,7 +368,7 @@ class HeteroLRLender:
 
     def get_params(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
-            "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "eta0", "power_t",
+            "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "solver", "eta0", "power_t",
             "momentum", "tol", "n_iter_no_change", "early_stopping", "residual_frac_bits", "feature_frac_bits",
             "mask_bits", "key_bits", "random_state")}
 
@@ -388,7 +406,8 @@ class HeteroLRLender:
             yv = np.asarray(eval_set[1], dtype=np.float64)
         fp = FixedPoint(self.residual_frac_bits)
         # the intercept rides along as a last weight, never penalised
-        opt = Optimizer(X.shape[1] + 1, self.penalty, self.C, n, self.momentum, intercept_last=True)
+        opt = Optimizer(X.shape[1] + 1, self.penalty, self.C, n, self.momentum, intercept_last=True,
+                        solver=self.solver)
         w = np.zeros(X.shape[1])
         prior = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
         b = math.log(prior / (1 - prior)) if self.fit_intercept else 0.0
@@ -532,7 +551,7 @@ class HeteroLRPlatform:
             _check_params(params["penalty"], params["C"], params["max_iter"], params["batch_size"],
                           params["learning_rate"], params["eta0"], params["power_t"],
                           params["momentum"], params["n_iter_no_change"], params["residual_frac_bits"],
-                          params["feature_frac_bits"], params["mask_bits"])
+                          params["feature_frac_bits"], params["mask_bits"], params["solver"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"hlr.hello: malformed config: {exc}") from exc
         if pk.n_bits < 2048 and not params.get("key_bits", 2048) < 2048:
@@ -559,7 +578,7 @@ class HeteroLRPlatform:
         nsq = pk.nsquare
         w = np.zeros(d)
         best = w.copy()
-        opt = Optimizer(d, penalty, C, n, float(params["momentum"]))
+        opt = Optimizer(d, penalty, C, n, float(params["momentum"]), solver=params["solver"])
         timings = {"gradient": 0.0, "mask": 0.0, "wait": 0.0}
         for epoch in range(int(params["max_iter"])):
             for bi, rows in enumerate(batches(n, batch_size, seed, epoch)):

@@ -3,7 +3,7 @@
 The protocol, and what each party learns from it, is in
 :mod:`fedacq.learn.hetero_lr`; this module maps the run's parameters onto it
 (scikit-learn names: ``penalty``, ``C``, ``max_iter``, ``batch_size``,
-``learning_rate`` (the schedule), ``eta0``, ``power_t``, ``momentum``, ``tol``,
+``learning_rate`` (the schedule), ``solver`` (adam/sgd), ``eta0``, ``power_t``, ``momentum``, ``tol``,
 ``n_iter_no_change``), times its phases and saves each party's model part.
 Scores for evaluation come from federated inference: the platform sends its
 partial logits of the rows asked for.
@@ -27,8 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "max_iter": 30,
     "batch_size": 512,
     "learning_rate": "invscaling",
+    "solver": "adam",
     "eta0": 0.05,
-    "power_t": 0.25,
+    "power_t": 0.5,
     "momentum": 0.9,
     "tol": 1e-4,
     "n_iter_no_change": 3,
@@ -53,7 +54,7 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     try:
         _check_params(out["penalty"], out["C"], out["max_iter"], out["batch_size"], out["learning_rate"],
                       out["eta0"], out["power_t"], out["momentum"], out["n_iter_no_change"],
-                      out["residual_frac_bits"], out["feature_frac_bits"], out["mask_bits"])
+                      out["residual_frac_bits"], out["feature_frac_bits"], out["mask_bits"], out["solver"])
     except ValueError as exc:
         raise ValueError(f"hetero_lr: {exc}") from exc
     return out

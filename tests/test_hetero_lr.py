@@ -1,0 +1,157 @@
+"""Hetero LR: the encrypted gradient, agreement with scikit-learn, what each side receives, the CLI.
+
+Keys are 1024 bits with the explicit ``insecure_test_key`` flag, only to keep
+CI fast: the protocol's arithmetic is the same at 2048 bits.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedacq.crypto.paillier import FixedPoint, generate_keypair
+from fedacq.learn.hetero_lr import HeteroLRLender, HeteroLRPlatform, encrypted_dot
+from fedacq.link.message import BigInts
+from fedacq.link.memory import memory_pair, run_parties
+
+GUEST = "/work/shared/datasets/fate/default_credit_hetero_guest.csv"
+HOST = "/work/shared/datasets/fate/default_credit_hetero_host.csv"
+TEST_KEY_BITS = 1024  # test-only key size (see module docstring)
+
+
+@pytest.fixture(scope="module")
+def keypair():
+    return generate_keypair(TEST_KEY_BITS, insecure_test_key=True)
+
+
+@pytest.fixture(scope="module")
+def credit():
+    """6000 rows of default_credit: lender (label + 13 columns), platform (10 columns), 80/20 split."""
+    g = pd.read_csv(GUEST, nrows=6000)
+    h = pd.read_csv(HOST, nrows=6000)
+    y = g.pop("y").to_numpy(float)
+    Xl, Xp = g.drop(columns="id").to_numpy(), h.drop(columns="id").to_numpy()
+    tr = np.random.default_rng(0).random(len(y)) < 0.8
+    return Xl, Xp, y, tr
+
+
+def test_encrypted_dot_matches_plaintext(keypair):
+    pk, sk = keypair
+    rng = np.random.default_rng(1)
+    m = rng.integers(-2**20, 2**20, size=40)
+    K = rng.integers(-300, 300, size=(40, 5))
+    K[:, 1] = 0  # an all-zero column
+    K[3, 2] = 2**40  # one large entry: several digit windows
+    fp = FixedPoint(0)
+    cts = pk.encrypt_raw(fp.encode(m, pk), workers=1).ciphertexts
+    out = encrypted_dot(pk, cts, K, n_jobs=1)
+    got = fp.decode_ints(sk.decrypt_raw(pk.vector_from_bigints(BigInts(out, pk.ciphertext_bytes)), workers=1), pk)
+    assert got == [int(v) for v in (K.astype(object).T @ m.astype(object))]
+
+
+def _fit(credit, record=False, **params):
+    Xl, Xp, y, tr = credit
+    L, P = memory_pair("lender", "platform", record=record)
+    lender = HeteroLRLender(key_bits=TEST_KEY_BITS, insecure_test_key=True, n_jobs=1, **params)
+    platform = HeteroLRPlatform(n_jobs=1)
+
+    def lender_side():
+        lender.fit(L, Xl[tr], y[tr], eval_set=(Xl[~tr], y[~tr]))
+        return lender.predict_proba(L, Xl[~tr])
+
+    def platform_side():
+        platform.fit(P, Xp[tr], Xp[~tr])
+        platform.predict(P, Xp[~tr])
+
+    proba, _ = run_parties((lender_side,), (platform_side,))
+    return lender, platform, proba, L, P
+
+
+@pytest.mark.parametrize("penalty,C", [("l2", 1.0), ("l1", 0.05)])
+def test_validation_auc_within_0005_of_sklearn(credit, penalty, C):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    Xl, Xp, y, tr = credit
+    lender, platform, proba, _, _ = _fit(credit, penalty=penalty, C=C, max_iter=10)
+    X = np.hstack([Xl, Xp])
+    scaler = StandardScaler().fit(X[tr])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn >= 1.8 deprecates `penalty`
+        ref = LogisticRegression(penalty=penalty, C=C, solver="saga" if penalty == "l1" else "lbfgs",
+                                 max_iter=5000).fit(scaler.transform(X[tr]), y[tr])
+    ref_auc = roc_auc_score(y[~tr], ref.predict_proba(scaler.transform(X[~tr]))[:, 1])
+    assert abs(roc_auc_score(y[~tr], proba) - ref_auc) < 0.005
+    assert lender.history_ and "valid_auc" in lender.history_[-1]
+    if penalty == "l1":  # the proximal step makes exact zeros, as saga does
+        assert (np.r_[lender.coef_, platform.coef_] == 0).any()
+
+
+def test_what_each_side_receives(credit):
+    Xl, Xp, y, tr = credit
+    lender, platform, _, L, P = _fit(credit, record=True, max_iter=2)
+    # the platform gets ciphertexts, masked values and control headers: no float array at all
+    types = {m.type for m in P.received}
+    assert types == {"hlr.hello", "hlr.residuals", "hlr.unmask", "hlr.epoch_done", "hlr.predict"}
+    for msg in P.received:
+        for part in msg.parts.values():
+            assert isinstance(part, BigInts)
+        assert "y" not in json.loads(msg.header["config"]).get("params", {}) if msg.type == "hlr.hello" else True
+    pk = lender.public_key_
+    cts = [m for m in P.received if m.type == "hlr.residuals"]
+    assert all(c.parts["residuals"].width == pk.ciphertext_bytes for c in cts)
+    # residual ciphertexts are fresh: no two equal, even for equal plaintexts
+    first = [int(v) for v in cts[0].parts["residuals"].values]
+    assert len(set(first)) == len(first)
+    # the masked sums the lender returns are far larger than any true gradient sum (mask_bits of noise)
+    values = [int(v) for m in P.received if m.type == "hlr.unmask" for v in m.parts["values"].values]
+    assert min(v.bit_length() for v in values) > 64
+    # the lender gets partial logits (documented) and compressed ciphertexts, never the features or w_p
+    for msg in L.received:
+        for name, part in msg.parts.items():
+            if isinstance(part, BigInts):
+                assert part.width == pk.ciphertext_bytes
+                continue
+            assert part.ndim == 1 and name in ("logits", "train_logits", "eval_logits")
+            for col in Xp.T:
+                assert not np.isin(np.round(col, 6), np.round(part, 6)).all()
+    assert not any(np.allclose(part, platform.coef_) for m in L.received for part in m.parts.values()
+                   if isinstance(part, np.ndarray) and part.shape == platform.coef_.shape)
+
+
+def test_refuses_batches_the_platform_could_solve(credit):
+    with pytest.raises(ValueError, match="batch_size=8 must exceed the platform's 10 features"):
+        _fit(credit, batch_size=8, max_iter=1)
+
+
+def test_learning_rate_is_a_schedule_name():
+    with pytest.raises(ValueError, match="eta0"):
+        HeteroLRLender(learning_rate=0.1)
+
+
+def test_fedacq_run_hetero_lr(tmp_path, capsys):
+    from fedacq.cli import main
+
+    g = pd.read_csv(GUEST, nrows=900)
+    h = pd.read_csv(HOST, nrows=900)
+    g.to_csv(tmp_path / "lender.csv", index=False)
+    h.sample(frac=1.0, random_state=2).to_csv(tmp_path / "platform.csv", index=False)
+    out = tmp_path / "out"
+    code = main(["run", "--lender", str(tmp_path / "lender.csv"), "--platform", str(tmp_path / "platform.csv"),
+                 "--id-column", "id", "--label-column", "y", "--model", "hetero_lr",
+                 "--param", "max_iter=3", "--param", "batch_size=128", "--param", "penalty=l1",
+                 "--key-bits", str(TEST_KEY_BITS), "--insecure-test-key",  # test-only key size
+                 "--validation-fraction", "0.25", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"] == "hetero_lr" and m["intersection_size"] == 900
+    assert m["params"]["penalty"] == "l1" and m["params"]["max_iter"] == 3
+    assert 0.6 < m["validation"]["auc"] < 1 and len(m["lift_by_decile"]) == 10
+    assert 1 <= len(m["history"]) <= 3
+    assert (out / "lender" / "model" / "hetero_lr_lender.json").is_file()
+    assert (out / "platform" / "model" / "hetero_lr_platform.json").is_file()
