@@ -111,7 +111,7 @@ DEFAULTS: dict[str, Any] = {
     "n_iter_no_change": 3,
     "embedding_clip": 4.0,
     "embedding_noise": 0.05,
-    "gradient_clip": 1.0,
+    "gradient_clip": 0.1,
     "gradient_noise": 0.5,
 }
 
