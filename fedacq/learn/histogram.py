@@ -114,15 +114,50 @@ class GradientCodec:
 
 def build_histograms(cts: list[mpz], nsq: mpz, bins: np.ndarray, n_bins: np.ndarray,
                      rows: np.ndarray) -> list[list[mpz]]:
-    """Encrypted per-bin sums for every feature (column of ``bins``) over ``rows``."""
+    """Encrypted per-bin sums for every feature (column of ``bins``) over ``rows``.
+
+    The cost is one multiply-mod per (row, feature). Credit data has many
+    features with one dominant bin (a "no delay" status, a zero balance), so
+    when the dominant bins together hold more rows than the node, the node
+    total is computed once and each feature's dominant bin is derived as
+    ``total / (other bins * missing)`` (one inverse) instead of summed row by row.
+    """
     one = mpz(1)
     out = []
     sub = bins[rows]
+    row_list = rows.tolist()
+    dominant = []
+    for f in range(bins.shape[1]):
+        col = sub[:, f]
+        counts = np.bincount(col[col >= 0], minlength=int(n_bins[f])) if len(col) else np.zeros(1, int)
+        dominant.append((int(np.argmax(counts)), int(counts.max(initial=0))))
+    use_total = sum(c for _, c in dominant) > len(row_list) + 64
+    total = one
+    if use_total:
+        for r in row_list:
+            total = total * cts[r] % nsq
     for f in range(bins.shape[1]):
         acc = [one] * int(n_bins[f])
-        for r, b in zip(rows.tolist(), sub[:, f].tolist()):
+        if not use_total or not acc:
+            for r, b in zip(row_list, sub[:, f].tolist()):
+                if b >= 0:
+                    acc[b] = acc[b] * cts[r] % nsq
+            out.append(acc)
+            continue
+        skip = dominant[f][0]
+        missing = one
+        for r, b in zip(row_list, sub[:, f].tolist()):
+            if b == skip:
+                continue
             if b >= 0:
                 acc[b] = acc[b] * cts[r] % nsq
+            else:
+                missing = missing * cts[r] % nsq
+        rest = missing  # every row outside the dominant bin
+        for i, c in enumerate(acc):
+            if i != skip:
+                rest = rest * c % nsq
+        acc[skip] = total * gmpy2.invert(rest, nsq) % nsq
         out.append(acc)
     return out
 
@@ -169,3 +204,157 @@ def capacity(entry_bits: int, n_bits: int) -> int:
 
 def n_compressed(count: int, entry_bits: int, n_bits: int) -> int:
     return math.ceil(count / capacity(entry_bits, n_bits))
+
+
+class BlockKernel:
+    """Encrypted histograms of one block of the platform's features, kept across a tree's levels.
+
+    Holds the tree's ciphertexts, the block's bin codes and the raw (not yet
+    cumulative) histograms of the current level's nodes, which the next level
+    needs for subtraction. Runs in the platform's process or in one of its
+    worker processes; it only ever sees public values.
+    """
+
+    def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int) -> None:
+        self.bins_all = np.asarray(bins)
+        self.n_bins_all = np.asarray(n_bins)
+        self.nsq = mpz(nsq)
+        self.n_bits = n_bits
+        self.entry_bits = entry_bits
+        self.cts: list[mpz] = []
+        self.hists: dict[int, list[list[mpz]]] = {}
+
+    def start_tree(self, cts: list, columns: list[int]) -> None:
+        self.cts = [mpz(c) for c in cts]
+        self.bins = self.bins_all[:, columns]
+        self.n_bins = self.n_bins_all[columns]
+        self.hists = {}
+
+    def root(self) -> list[mpz]:
+        self.hists = {0: build_histograms(self.cts, self.nsq, self.bins, self.n_bins,
+                                          np.arange(len(self.cts)))}
+        return self._emit([0])
+
+    def level(self, jobs: list[tuple[int, int, int, np.ndarray]], nodes: list[int]) -> list[mpz]:
+        """``jobs``: (parent, small child, big child, rows of the small child)."""
+        new = {}
+        for parent, small, big, rows in jobs:
+            new[small] = build_histograms(self.cts, self.nsq, self.bins, self.n_bins, rows)
+            new[big] = subtract_histograms(self.hists[parent], new[small], self.nsq)
+        self.hists = new
+        return self._emit(nodes)
+
+    def _emit(self, nodes: list[int]) -> list[mpz]:
+        flat = [c for node in nodes for c in cumulative(self.hists[node], self.nsq)]
+        return compress(flat, self.entry_bits, self.n_bits, self.nsq) if flat else []
+
+
+def _worker_main(conn, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int) -> None:
+    kernel = BlockKernel(bins, n_bins, nsq, n_bits, entry_bits)
+    while True:
+        cmd, *args = conn.recv()
+        if cmd == "stop":
+            return
+        try:
+            if cmd == "tree":
+                kernel.start_tree(*args)
+                conn.send(("ok", None))
+            elif cmd == "root":
+                conn.send(("ok", [int(c) for c in kernel.root()]))
+            elif cmd == "level":
+                conn.send(("ok", [int(c) for c in kernel.level(*args)]))
+        except Exception as exc:  # noqa: BLE001 - reported to the platform process
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class HistogramEngine:
+    """The platform's histogram work, split over feature blocks and worker processes.
+
+    Each block's histograms are compressed separately, so the reply is a list
+    of groups: ``block_features[i]`` features of block ``i`` (contiguous in the
+    tree's active-feature order), all nodes of the level node-major, each
+    compressed on its own. ``n_jobs=1`` runs everything in this process.
+    """
+
+    def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
+                 n_jobs: int | None = None) -> None:
+        from fedacq.crypto.parallel import cpu_count
+
+        self.bins, self.n_bins = bins, n_bins
+        self.args = (int(nsq), n_bits, entry_bits)
+        self.n_workers = max(1, min(n_jobs or cpu_count(), bins.shape[1] or 1))
+        self._procs: list = []
+        self._conns: list = []
+        self._blocks: list[np.ndarray] = []
+        self.block_features: list[int] = []
+        self._local: BlockKernel | None = None
+
+    def _ensure_workers(self) -> None:
+        if self.n_workers == 1 or self._procs:
+            return
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        self._groups = np.array_split(np.arange(self.bins.shape[1]), self.n_workers)
+        for cols in self._groups:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, daemon=True,
+                               args=(child, self.bins[:, cols], self.n_bins[cols], *self.args))
+            proc.start()
+            self._procs.append(proc)
+            self._conns.append(parent)
+
+    def start_tree(self, cts: list[mpz], active: np.ndarray) -> None:
+        """New tree: its ciphertexts and the active (sampled) platform features."""
+        if self.n_workers == 1:
+            if self._local is None:
+                self._local = BlockKernel(self.bins, self.n_bins, *self.args)
+            self._local.start_tree(cts, list(active))
+            self.block_features = [len(active)]
+            return
+        self._ensure_workers()
+        self._blocks = []
+        self.block_features = []
+        payload = [int(c) for c in cts]
+        for conn, cols in zip(self._conns, self._groups):
+            mine = set(cols.tolist())
+            local = [int(np.searchsorted(cols, f)) for f in active if f in mine]
+            self._blocks.append(np.array(local))
+            self.block_features.append(len(local))
+            conn.send(("tree", payload, local))
+        self._collect()
+
+    def root(self) -> list[mpz]:
+        if self._local is not None and self.n_workers == 1:
+            return self._local.root()
+        for conn in self._conns:
+            conn.send(("root",))
+        return [mpz(c) for part in self._collect() for c in part]
+
+    def level(self, jobs: list[tuple[int, int, int, np.ndarray]], nodes: list[int]) -> list[mpz]:
+        if self._local is not None and self.n_workers == 1:
+            return self._local.level(jobs, nodes)
+        for conn in self._conns:
+            conn.send(("level", jobs, nodes))
+        return [mpz(c) for part in self._collect() for c in part]
+
+    def _collect(self) -> list:
+        out = []
+        for conn in self._conns:
+            status, value = conn.recv()
+            if status != "ok":
+                raise RuntimeError(f"histogram worker failed: {value}")
+            out.append(value)
+        return out
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        self._procs, self._conns = [], []

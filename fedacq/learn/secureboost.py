@@ -58,8 +58,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fedacq.learn.binning import MISSING, QuantileBinner
-from fedacq.learn.histogram import (GradientCodec, PackingLayout, build_histograms, compress,
-                                    cumulative, n_compressed, subtract_histograms)
+from fedacq.learn.histogram import GradientCodec, HistogramEngine, PackingLayout, n_compressed
 from fedacq.learn.tree import FeatureHistogram, SplitParams, Tree, best_split, calc_weight, is_valid, route
 from fedacq.link.link import Link
 from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
@@ -86,6 +85,7 @@ register(
                        "lender_left": PartSpec(dtypes=("bool",), ndim=1)}),
     MessageSpec("sb.hist", header={"tree": int, "depth": int},
                 parts={"histograms": PartSpec(kind="bigints"),
+                       "block_features": PartSpec(dtypes=("int32",), ndim=1),
                        "platform_left": PartSpec(dtypes=("bool",), ndim=1),
                        "eval_left": PartSpec(dtypes=("bool",), ndim=2, optional=True)}),
     MessageSpec("sb.finish", header={"n_trees": int},
@@ -267,7 +267,7 @@ class SecureBoostLender:
 
             t0 = time.perf_counter()
             plain = codec.encode(g, h, in_sample)
-            enc = pk.encrypt_raw(plain, workers=self.n_jobs)
+            enc = sk.encrypt_raw(plain, workers=self.n_jobs)
             timings["encrypt"] += time.perf_counter() - t0
             link.send(Message("sb.tree", {"tree": t},
                               {"gradients": enc.to_bigints(), "features": platform_mask}, step=f"tree{t}"))
@@ -407,27 +407,40 @@ class SecureBoostLender:
     def _decode_hists(self, msg: Message, nodes: list[int], active_p: list[int], n_bins_p: np.ndarray,
                       d_l: int, codec: GradientCodec, sk, pk, EncryptedVector, decompress,
                       timings: dict) -> dict[int, list[FeatureHistogram]]:
-        """Decrypt a level's compressed histograms into per-node feature histograms."""
-        per_node = int(sum(n_bins_p[f] for f in active_p))
-        count = per_node * len(nodes)
+        """Decrypt a level's compressed histograms into per-node feature histograms.
+
+        The platform compresses each of its feature blocks separately: block
+        ``i`` holds the next ``block_features[i]`` active features, node-major.
+        """
+        blocks = msg.parts["block_features"].tolist()
+        if sum(blocks) != len(active_p) or min(blocks, default=0) < 0:
+            raise ValueError(f"sb.hist: feature blocks {blocks} do not cover {len(active_p)} active features")
         vec = pk.vector_from_bigints(msg.parts["histograms"])
-        expected = n_compressed(count, codec.layout.entry_bits, pk.n_bits) if count else 0
-        if len(vec) != expected:
-            raise ValueError(f"sb.hist: {len(vec)} compressed ciphertexts, expected {expected}")
+        groups, start = [], 0
+        for k in blocks:
+            feats = active_p[start:start + k]
+            start += k
+            count = len(nodes) * int(sum(n_bins_p[f] for f in feats))
+            groups.append((feats, count, n_compressed(count, codec.layout.entry_bits, pk.n_bits) if count else 0))
+        if len(vec) != sum(g[2] for g in groups):
+            raise ValueError(f"sb.hist: {len(vec)} compressed ciphertexts, expected {sum(g[2] for g in groups)}")
         t0 = time.perf_counter()
-        entries = decompress(sk.decrypt_raw(vec, workers=self.n_jobs), codec.layout.entry_bits, count, pk) \
-            if count else []
+        plain = sk.decrypt_raw(vec, workers=self.n_jobs) if len(vec) else []
         timings["decrypt"] += time.perf_counter() - t0
-        G, H, C = codec.decode(entries)
-        out: dict[int, list[FeatureHistogram]] = {}
+        out: dict[int, list[FeatureHistogram]] = {node: [] for node in nodes}
         pos = 0
+        for feats, count, n_ct in groups:
+            entries = decompress(plain[pos:pos + n_ct], codec.layout.entry_bits, count, pk) if count else []
+            pos += n_ct
+            G, H, C = codec.decode(entries)
+            at = 0
+            for node in nodes:
+                for f in feats:
+                    nb = int(n_bins_p[f])
+                    out[node].append(FeatureHistogram(d_l + f, G[at:at + nb], H[at:at + nb], C[at:at + nb]))
+                    at += nb
         for node in nodes:
-            hists = []
-            for f in active_p:
-                nb = int(n_bins_p[f])
-                hists.append(FeatureHistogram(d_l + f, G[pos:pos + nb], H[pos:pos + nb], C[pos:pos + nb]))
-                pos += nb
-            out[node] = hists
+            out[node].sort(key=lambda h: h.feature)
         return out
 
     def _route_eval(self, tree: Tree, Xv: np.ndarray, eval_left: np.ndarray | None, n_eval: int) -> np.ndarray:
@@ -533,9 +546,19 @@ class SecureBoostPlatform:
             raise ValueError(f"row counts differ: platform has {n} training / {n_eval_here} validation rows, "
                              f"lender {n_rows} / {n_eval}")
         Xe = None if eval_X is None else np.asarray(eval_X, dtype=np.float64)
-        nsq = pk.nsquare
-        timings = {"histograms": 0.0, "compress": 0.0, "wait": 0.0}
+        timings = {"histograms": 0.0, "wait": 0.0}
         self.trees_ = []
+        engine = HistogramEngine(bins, n_bins, pk.nsquare, pk.n_bits, layout.entry_bits, self.n_jobs)
+        try:
+            self._train(link, X, Xe, bins, n_bins, pk, engine, timings)
+        finally:
+            engine.close()
+        self.timings_ = timings
+        return self
+
+    def _train(self, link: Link, X: np.ndarray, Xe: np.ndarray | None, bins: np.ndarray,
+               n_bins: np.ndarray, pk, engine: HistogramEngine, timings: dict) -> None:
+        n = X.shape[0]
         while True:
             t0 = time.perf_counter()
             msg = link.recv(["sb.tree", "sb.finish"])
@@ -550,13 +573,13 @@ class SecureBoostPlatform:
             if mask.shape != (X.shape[1],):
                 raise ValueError(f"sb.tree: feature mask of length {len(mask)} for {X.shape[1]} features")
             active = np.nonzero(mask)[0]
-            abins, anb = bins[:, active], n_bins[active]
             tree = Tree()
             row_node = np.zeros(n, dtype=np.int32)
             t0 = time.perf_counter()
-            hists = {0: build_histograms(cts, nsq, abins, anb, np.arange(n))}
+            engine.start_tree(cts, active)
+            packed = engine.root()
             timings["histograms"] += time.perf_counter() - t0
-            link.send(self._hist_message(msg.header["tree"], 0, [hists[0]], layout, pk, timings,
+            link.send(self._hist_message(msg.header["tree"], 0, packed, engine.block_features, pk,
                                          np.zeros(0, dtype=bool)))
             level = [0]
             depth = 0
@@ -611,35 +634,27 @@ class SecureBoostPlatform:
                     if Xe is not None:
                         pn = [i for i in range(tree.n_nodes) if tree.party[i] == 1]
                         eval_left = self._node_bits(tree, pn, Xe)
-                    link.send(self._hist_message(sm.header["tree"], depth + 1, [], layout, pk, timings,
-                                                 pbits, eval_left))
+                    link.send(self._hist_message(sm.header["tree"], depth + 1, [], [], pk, pbits, eval_left))
                     break
                 t0 = time.perf_counter()
-                new_hists = {}
+                jobs = []
                 for parent in lender_nodes + platform_nodes:
                     lc, rc = tree.left[parent], tree.right[parent]
                     nl, nr = int(np.sum(row_node == lc)), int(np.sum(row_node == rc))
                     small, big = (lc, rc) if nl <= nr else (rc, lc)
-                    new_hists[small] = build_histograms(cts, nsq, abins, anb, np.nonzero(row_node == small)[0])
-                    new_hists[big] = subtract_histograms(hists[parent], new_hists[small], nsq)
-                hists = new_hists
-                timings["histograms"] += time.perf_counter() - t0
+                    jobs.append((parent, small, big, np.nonzero(row_node == small)[0]))
                 level = sorted(children)
+                packed = engine.level(jobs, level)
+                timings["histograms"] += time.perf_counter() - t0
                 depth += 1
-                link.send(self._hist_message(sm.header["tree"], depth, [hists[c] for c in level], layout,
-                                             pk, timings, pbits))
+                link.send(self._hist_message(sm.header["tree"], depth, packed, engine.block_features, pk, pbits))
             self.trees_.append(tree)
-        self.timings_ = timings
-        return self
 
     @staticmethod
-    def _hist_message(tree: int, depth: int, hists: list, layout: PackingLayout, pk, timings: dict,
+    def _hist_message(tree: int, depth: int, packed: list, block_features: list[int], pk,
                       platform_left: np.ndarray, eval_left: np.ndarray | None = None) -> Message:
-        t0 = time.perf_counter()
-        flat = [c for h in hists for c in cumulative(h, pk.nsquare)]
-        packed = compress(flat, layout.entry_bits, pk.n_bits, pk.nsquare) if flat else []
-        timings["compress"] += time.perf_counter() - t0
         parts: dict[str, Any] = {"histograms": BigInts(packed, pk.ciphertext_bytes),
+                                 "block_features": np.array(block_features, dtype=np.int32),
                                  "platform_left": np.asarray(platform_left, dtype=bool)}
         if eval_left is not None:
             parts["eval_left"] = eval_left
