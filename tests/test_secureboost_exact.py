@@ -107,8 +107,8 @@ def test_sampling_and_early_stopping():
     la, pa = memory_pair("lender", "platform")
     lender = SecureBoostLender(n_estimators=40, max_depth=3, learning_rate=1.0, subsample=0.7,
                                colsample_bytree=0.5, early_stopping_rounds=2, key_bits=512,
-                               insecure_test_key=True, n_jobs=1, callback=lambda t, m: seen.append(t))
-    platform = SecureBoostPlatform(n_jobs=1)
+                               insecure_test_key=True, n_jobs=2, callback=lambda t, m: seen.append(t))
+    platform = SecureBoostPlatform(n_jobs=2)  # background randomness and histogram worker processes
     run_parties((lender.fit, la, Xl, y, (Xl_v, y_v)), (platform.fit, pa, Xp, Xp_v), timeout=600)
     assert len(seen) < 40, "early stopping never triggered"
     assert len(lender.trees_) == lender.best_iteration_ + 1 == len(platform.trees_)

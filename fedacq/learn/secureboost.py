@@ -191,8 +191,24 @@ class SecureBoostLender:
     # -- training --------------------------------------------------------------
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
             eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "SecureBoostLender":
-        from fedacq.crypto.paillier import EncryptedVector, decompress, generate_keypair
+        """Train with the platform on the other end of ``link`` (rows aligned on both sides)."""
+        from fedacq.crypto.paillier import generate_keypair
+        from fedacq.learn.randomness import RandomnessAhead
 
+        pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+        self.public_key_, self._private_key = pk, sk
+        # the first tree's encryption randomness is computed while binning and the handshake run
+        ahead = RandomnessAhead(pk, int(np.asarray(X).shape[0]), self.n_jobs)
+        try:
+            return self._fit(link, X, y, eval_set, ahead)
+        finally:
+            ahead.close()
+
+    def _fit(self, link: Link, X: np.ndarray, y: np.ndarray,
+             eval_set: tuple[np.ndarray, np.ndarray] | None, ahead) -> "SecureBoostLender":
+        from fedacq.crypto.paillier import EncryptedVector, decompress
+
+        pk, sk = self.public_key_, self._private_key
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"lender features must be a 2-D array, got shape {X.shape}")
@@ -206,8 +222,6 @@ class SecureBoostLender:
             raise ValueError("binary:logistic needs labels 0/1")
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "wait": 0.0, "decrypt": 0.0, "split": 0.0}
-        pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
-        self.public_key_, self._private_key = pk, sk
         layout = PackingLayout.for_rows(n)
         codec = GradientCodec(layout)
         n_eval = 0 if eval_set is None else len(eval_set[1])
@@ -267,10 +281,11 @@ class SecureBoostLender:
 
             t0 = time.perf_counter()
             plain = codec.encode(g, h, in_sample)
-            enc = sk.encrypt_raw(plain, workers=self.n_jobs)
+            factors = ahead.take(more=t + 1 < self.n_estimators)  # the next tree's start computing now
+            cts = ahead.encrypt(plain, factors)
             timings["encrypt"] += time.perf_counter() - t0
-            link.send(Message("sb.tree", {"tree": t},
-                              {"gradients": enc.to_bigints(), "features": platform_mask}, step=f"tree{t}"))
+            link.send(Message("sb.tree", {"tree": t}, {"gradients": BigInts(cts, pk.ciphertext_bytes),
+                                                       "features": platform_mask}, step=f"tree{t}"))
             g64, h64 = g.astype(np.float64), h.astype(np.float64)
             cnt = in_sample.astype(np.int64)
             tree = Tree()
