@@ -141,3 +141,20 @@ def test_parameter_validation():
     with pytest.raises(ValueError, match="below 2048"):
         la, pa = memory_pair("lender", "platform")
         SecureBoostLender(key_bits=1024).fit(la, np.zeros((3, 1)), np.array([0.0, 1.0, 0.0]))
+
+
+def test_platform_refuses_an_undeclared_short_key():
+    import json
+
+    from fedacq.crypto.paillier import generate_keypair
+    from fedacq.link.message import Message
+
+    pk, _ = generate_keypair(512, insecure_test_key=True)  # test-only size, the point of the test
+    la, pa = memory_pair("lender", "platform")
+    lender = SecureBoostLender(key_bits=512)
+    config = {"params": lender.get_params(), "public_key": pk.to_json(),
+              "layout": {"frac_bits": 40, "slot_bits": 50, "count_bits": 8}, "n_rows": 3,
+              "n_eval_rows": 0, "insecure_test_key": False}
+    la.send(Message("sb.hello", {"config": json.dumps(config)}))
+    with pytest.raises(ValueError, match="512 bits"):
+        SecureBoostPlatform(n_jobs=1).fit(pa, np.zeros((3, 1)))

@@ -50,7 +50,7 @@ def test_platform_gets_only_ciphertexts_and_split_requests():
             else:
                 assert part.dtype.kind in "bi"
     config = json.loads(next(m for m in got if m.type == "sb.hello").header["config"])
-    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows"}
+    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows", "insecure_test_key"}
     assert "d" not in json.loads(config["public_key"]) and "p" not in json.loads(config["public_key"])
     # split requests: lender splits say nothing about the lender's feature or bin
     for msg in (m for m in got if m.type == "sb.split"):

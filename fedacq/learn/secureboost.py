@@ -226,7 +226,7 @@ class SecureBoostLender:
         codec = GradientCodec(layout)
         n_eval = 0 if eval_set is None else len(eval_set[1])
         config = {"params": self.get_params(), "public_key": pk.to_json(), "layout": layout.to_header(),
-                  "n_rows": n, "n_eval_rows": n_eval}
+                  "n_rows": n, "n_eval_rows": n_eval, "insecure_test_key": self.insecure_test_key}
         link.send(Message("sb.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("sb.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -545,8 +545,11 @@ class SecureBoostPlatform:
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"sb.hello: malformed config: {exc}") from exc
-        if pk.n_bits < 2048 and not params.get("key_bits", 2048) < 2048:
-            raise ValueError("sb.hello: public key shorter than the announced key size")
+        if pk.n_bits < 2048 and config.get("insecure_test_key") is not True:
+            raise ValueError(f"sb.hello: the lender's Paillier key has {pk.n_bits} bits; below 2048 only "
+                             "for a declared test key")
+        if pk.n_bits != params.get("key_bits"):
+            raise ValueError(f"sb.hello: key of {pk.n_bits} bits, announced {params.get('key_bits')}")
         self.params_ = params
         self.mode = params["mode"]
         self.objective = params["objective"]
