@@ -518,8 +518,25 @@ class SecureBoostLender:
                "binner": self.binner_.to_dict(), "trees": [t.to_dict() for t in self.trees_],
                "history": self.history_}
         out = path / "secureboost_lender.json"
-        out.write_text(json.dumps(doc, allow_nan=True))
+        out.write_text(json.dumps(doc, allow_nan=False))
         return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SecureBoostLender":
+        """A lender model part written by :meth:`save`, ready for federated prediction."""
+        path = Path(directory) / "secureboost_lender.json"
+        doc = json.loads(path.read_text())
+        if doc.get("format") != "fedacq.secureboost.lender/1":
+            raise ValueError(f"{path}: not a fedacq SecureBoost lender model")
+        model = cls(**{k: v for k, v in doc["params"].items() if k != "leaf_noise"})
+        model.leaf_noise = doc["params"].get("leaf_noise")
+        model.base_margin_ = float(doc["base_margin"])
+        model.n_features_in_ = int(doc["n_features"])
+        model.n_platform_features_ = int(doc["n_platform_features"])
+        model.binner_ = QuantileBinner.from_dict(doc["binner"])
+        model.trees_ = [Tree.from_dict(t) for t in doc["trees"]]
+        model.history_ = list(doc.get("history", []))
+        return model
 
 
 class SecureBoostPlatform:
@@ -751,8 +768,22 @@ class SecureBoostPlatform:
                "base_margin": self.base_margin_, "binner": self.binner_.to_dict(),
                "trees": [t.to_dict() for t in self.trees_]}
         out = path / "secureboost_platform.json"
-        out.write_text(json.dumps(doc, allow_nan=True))
+        out.write_text(json.dumps(doc, allow_nan=False))
         return out
+
+    @classmethod
+    def load(cls, directory: str | Path, n_jobs: int | None = None) -> "SecureBoostPlatform":
+        """A platform model part written by :meth:`save`."""
+        path = Path(directory) / "secureboost_platform.json"
+        doc = json.loads(path.read_text())
+        if doc.get("format") != "fedacq.secureboost.platform/1":
+            raise ValueError(f"{path}: not a fedacq SecureBoost platform model")
+        model = cls(n_jobs=n_jobs)
+        model.mode, model.objective = doc["mode"], doc["objective"]
+        model.base_margin_ = None if doc["base_margin"] is None else float(doc["base_margin"])
+        model.binner_ = QuantileBinner.from_dict(doc["binner"])
+        model.trees_ = [Tree.from_dict(t) for t in doc["trees"]]
+        return model
 
 
 def _check_noise(noise: dict, objective: str, reg_lambda: float, mode: str) -> None:

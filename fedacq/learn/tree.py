@@ -183,13 +183,17 @@ class Tree:
         return [i for i in range(self.n_nodes) if self.left[i] == -1]
 
     def to_dict(self) -> dict:
-        return {k: list(getattr(self, k)) for k in
-                ("left", "right", "parent", "party", "feature", "bin", "default_left", "threshold",
-                 "value", "gain", "hess")}
+        """Plain JSON (thresholds this party does not hold are null)."""
+        d = {k: list(getattr(self, k)) for k in
+             ("left", "right", "parent", "party", "feature", "bin", "default_left", "value", "gain", "hess")}
+        d["threshold"] = [None if np.isnan(t) else float(t) for t in self.threshold]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Tree":
-        return cls(**{k: list(v) for k, v in d.items()})
+        fields = {k: list(v) for k, v in d.items()}
+        fields["threshold"] = [float("nan") if t is None else float(t) for t in fields["threshold"]]
+        return cls(**fields)
 
 
 def route(tree: Tree, X: np.ndarray, platform_left: dict[int, np.ndarray] | None = None,
