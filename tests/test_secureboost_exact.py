@@ -158,3 +158,18 @@ def test_platform_refuses_an_undeclared_short_key():
     la.send(Message("sb.hello", {"config": json.dumps(config)}))
     with pytest.raises(ValueError, match="512 bits"):
         SecureBoostPlatform(n_jobs=1).fit(pa, np.zeros((3, 1)))
+
+
+def test_thirty_trees_do_not_drift_from_xgboost():
+    """FATE's settings over 30 trees on a slice of default_credit: predictions stay XGBoost's."""
+    guest, host = pd.read_csv(DATA.format("guest"), nrows=3000), pd.read_csv(DATA.format("host"), nrows=3000)
+    y = guest["y"].to_numpy(float)
+    Xl = guest.drop(columns=["id", "y"]).to_numpy()
+    Xp = host.drop(columns=["id"]).to_numpy()
+    lender, platform, pred = train(Xl, Xp, y, n_estimators=30, max_depth=3, learning_rate=0.3, max_bin=32)
+    _, ref = xgb_reference(np.hstack([Xl, Xp]), y, 30, max_depth=3, eta=0.3, objective="binary:logistic")
+    np.testing.assert_allclose(pred, ref, atol=1e-5)
+    from sklearn.metrics import roc_auc_score
+
+    assert abs(roc_auc_score(y, pred) - roc_auc_score(y, ref)) < 1e-6
+    assert lender.history_[-1]["train_auc"] == pytest.approx(roc_auc_score(y, pred), abs=1e-6)
