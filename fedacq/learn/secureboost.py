@@ -662,8 +662,9 @@ class SecureBoostPlatform:
                     new_node[rows_] = np.where(bits, lefts[row_node[rows_]], rights[row_node[rows_]])
                 row_node = new_node
                 build = sm.header["build"]
-                if build and not children:
-                    raise ValueError("sb.split: histograms requested for a level without splits")
+                if build and (not children or depth + 1 >= int(self.params_["max_depth"])):
+                    raise ValueError(f"sb.split: histograms requested at depth {depth + 1} "
+                                     f"(max_depth {self.params_['max_depth']}, {len(children)} children)")
                 if not build:
                     eval_left = None
                     if Xe is not None:
