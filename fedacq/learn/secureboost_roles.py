@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "base_score": None,
     "early_stopping_rounds": None,
     "n_jobs": None,
+    "leaf_noise": None,
 }
 
 
