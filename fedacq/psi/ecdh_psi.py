@@ -55,7 +55,11 @@ from fedacq.psi.cache import LenderSetStore, PlatformCache, column_domain
 from fedacq.psi.ids import PreparedIds, prepare_ids
 
 PROTOCOL_VERSION = 1
-CHUNK = 65536
+#: payload bytes a streamed message aims at: per-message costs (framing, schema checks, a
+#: ledger line) vanish at this size, and memory per message in flight stays small.
+MESSAGE_TARGET_BYTES = 2 * 1024 * 1024
+#: points per ``psi.points`` message (and per blinding batch): 65536 x 32 bytes = 2 MiB.
+CHUNK = MESSAGE_TARGET_BYTES // POINT_BYTES
 REVEAL = ("both", "lender")
 MODES = ("balanced", "unbalanced")
 

@@ -1,41 +1,59 @@
-"""Private intersection-sum (after Google's Private Join and Compute), with groups.
+"""Private intersection-sum (after Google's Private Join and Compute), with groups and several columns.
 
 The platform holds ids with a group label (an experiment bucket); the lender holds ids
-with a non-negative value (e.g. drawdown amount) and the Paillier private key. The
-platform should learn, per group, the number of its ids the lender also has and the
-sum of their values — and nothing about any single user.
+with ``k >= 1`` non-negative values each (e.g. credit granted, drawdown amount) and the
+Paillier private key. The platform should learn, per group, the number of its ids the
+lender also has and the sum of each value column over them — and nothing about any
+single user. One run serves every column: the ids are blinded and matched once, and
+each lender id's count and ``k`` values travel packed in *one* Paillier plaintext.
 
 Steps (ECDH blinding as in :mod:`fedacq.psi.ecdh_psi`, fresh keys ``a``, ``b`` per job):
 
-1. lender -> platform ``isum.hello``: salt, Paillier public key, the lender's
-   ``min_group_size`` and ``epsilon``. Platform -> lender ``isum.hello_ack``: group
-   sizes (by group index; labels stay with the platform) and the platform's own
-   requested minimum.
-2. Platform -> lender: ``H(y)^b`` per group, shuffled within the group.
-3. Lender -> platform: those points raised to ``a`` (``H(y)^ba``), shuffled again
-   within each group, so the platform cannot link them back to its rows.
-4. Lender -> platform: ``H(x)^a`` for its ids with ``Enc(v << 64 | 1)`` (value and a
-   count of one packed in one Paillier plaintext), in random order.
+1. lender -> platform ``isum.hello``: salt, Paillier public key, the lender's set
+   size ``n``, the number of value columns ``k``, its ``min_group_size`` and the
+   ``epsilon`` of each column. Platform -> lender ``isum.hello_ack``: group sizes
+   (by group index; labels stay with the platform) and its own requested minimum.
+2. Platform -> lender ``psi.points`` (phase ``isum_platform``): ``H(y)^b`` for all its
+   ids, group after group, shuffled within each group, streamed in chunks of
+   ~2 MiB (65536 points) whatever the number of groups.
+3. Lender -> platform ``psi.points`` (phase ``isum_platform_reblinded``): those
+   points raised to ``a`` (``H(y)^ba``), shuffled again within each group, so the
+   platform cannot link them back to its rows.
+4. Lender -> platform ``isum.values``: ``H(x)^a`` for its ids, in random order, each
+   with ``Enc(1 | v_1 | ... | v_k)``: a count of one and the ``k`` fixed-point
+   values (:data:`FRAC_BITS` fractional bits) in the slots of a
+   :class:`~fedacq.crypto.paillier.Packing` whose guard bits hold a sum over the
+   largest group. Messages carry ~2 MiB each (:func:`rows_per_message`).
 5. Platform: raises the lender's points to ``b``, finds which of them equal a
    ``H(y)^ba`` of group g, homomorphically sums those ciphertexts per group,
-   re-randomises, sends ``Enc(sum_g << 64 | count_g)`` per group.
-6. Lender decrypts, **enforces** the minimum group size (``max`` of both sides'
-   minimum) and, if ``epsilon`` is set, adds Laplace noise (count: sensitivity 1,
-   sum: sensitivity ``value_bound``, values clipped to it; ``epsilon`` split equally),
-   then sends the released numbers. Groups below the minimum are sent as
-   *suppressed* with no numbers at all.
+   re-randomises, sends ``isum.sums``: one ciphertext per group.
+6. Lender decrypts, unpacks, checks the counts, **enforces** the minimum group size
+   (``max`` of both sides' minimum) and, if ``epsilon`` is set, adds Laplace noise,
+   then sends ``isum.release``: per group the count, the ``k`` sums and a
+   *suppressed* flag; suppressed groups carry no numbers at all (zeros).
 
-Who learns what: the platform learns the lender's set size, and per group only the
-released (noisy, thresholded) count and sum. The lender learns the number of
-groups and the platform's per-group set sizes, and the exact per-group counts and
-sums before release (aggregates of its own values); it never sees which of its ids
-matched or their groups. The minimum and the noise protect the lender's values, so
-the lender applies them after decryption: the platform cannot skip them.
+Noise: values of column j are clipped to ``value_bound[j]``. Column j's sum gets
+Laplace noise of scale ``value_bound[j] / (epsilon[j] / 2)``; the one count gets scale
+``1 / (sum(epsilon) / 2)``: half of every column's budget pays for the shared count.
+The run spends ``sum(epsilon)`` in total per group (groups are disjoint), exactly what
+``k`` single-column runs with the same epsilons spent, with less noise on the count.
+With ``k = 1`` this is the single-value protocol: count scale ``2 / epsilon``, sum
+scale ``2 * value_bound / epsilon``.
+
+Who learns what: the platform learns the lender's set size and number of columns
+and, per group, only the released (noisy, thresholded) count and ``k`` sums. The
+lender learns the number of groups and the platform's per-group set sizes, and the
+exact per-group counts and sums before release (aggregates of its own values); it
+never sees which of its ids matched or their groups. The minimum and the noise
+protect the lender's values, so the lender applies them after decryption: the
+platform cannot skip them. Packing several columns changes none of this: the
+platform only ever holds ciphertexts, and the lender decrypts one per group.
 
 Security model: semi-honest. A platform that deviates could add one lender
 ciphertext several times to inflate a count; the lender checks that decrypted
-counts stay within its own set size and the group sizes, which bounds but does not
-exclude this. A malicious-secure variant needs zero-knowledge proofs of the sums.
+counts stay within its own set size and the group sizes (which also keeps every
+packed slot within its guard bits), which bounds but does not exclude this. A
+malicious-secure variant needs zero-knowledge proofs of the sums.
 """
 
 from __future__ import annotations
@@ -44,39 +62,54 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import gmpy2
 import numpy as np
 from tqdm import tqdm
 
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
-from fedacq.crypto.paillier import EncryptedVector, PrivateKey, PublicKey
+from fedacq.crypto.paillier import EncryptedVector, Packing, PrivateKey, PublicKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
-from fedacq.psi.ecdh_psi import CHUNK, PsiError, _recv_points, _send_points
+from fedacq.psi.ecdh_psi import CHUNK, MESSAGE_TARGET_BYTES, PsiError, _recv_points, _send_points
 from fedacq.psi.ids import normalize_value
 
-COUNT_BITS = 64
+#: fractional bits of the fixed-point values (a cent is ~2^-7: 16 bits keep sums exact to 2^-16).
 FRAC_BITS = 16
 DOMAIN = b"fedacq/intersection-sum"
+#: schema bounds: value columns per run, and bytes of ciphertexts in one ``isum.values``.
+MAX_COLUMNS = 64
+MAX_VALUES_BYTES = 4 * MESSAGE_TARGET_BYTES
 
 register(
-    MessageSpec("isum.hello", header={"salt": str, "public_key": str, "n": int,
-                                      "min_group_size": int, "epsilon": float}),
+    MessageSpec("isum.hello", header={"salt": str, "public_key": str, "n": int, "columns": int,
+                                      "min_group_size": int, "epsilon": list}),
     MessageSpec("isum.hello_ack", header={"group_sizes": list, "min_group_size": int}),
     MessageSpec("isum.values", header={"offset": int},
                 parts={"points": PartSpec(dtypes=("uint8",), ndim=2, max_bytes=CHUNK * POINT_BYTES),
-                       "ciphertexts": PartSpec(kind="bigints")}),
+                       "ciphertexts": PartSpec(kind="bigints", max_bytes=MAX_VALUES_BYTES)}),
     MessageSpec("isum.sums", parts={"sums": PartSpec(kind="bigints")}),
     MessageSpec("isum.release", parts={"count": PartSpec(dtypes=("float64",), ndim=1),
-                                       "sum": PartSpec(dtypes=("float64",), ndim=1),
+                                       "sum": PartSpec(dtypes=("float64",), ndim=2),
                                        "suppressed": PartSpec(dtypes=("bool",), ndim=1)}),
 )
 
 
 @dataclass
 class GroupAggregate:
+    """One group's released (or, in ``exact``, true) count and per-column sums."""
+
     count: float | None
-    sum: float | None
+    sums: tuple[float, ...] | None
     suppressed: bool
+
+    @property
+    def sum(self) -> float | None:
+        """The sum of a single-column run (read ``sums`` when several columns were summed)."""
+        if self.sums is None:
+            return None
+        if len(self.sums) != 1:
+            raise ValueError(f"this run summed {len(self.sums)} columns: read .sums")
+        return self.sums[0]
 
 
 @dataclass
@@ -84,8 +117,18 @@ class IntersectionSumResult:
     """Per group (platform: by label; lender: by group index) what that side learned."""
 
     groups: dict[Any, GroupAggregate]
-    exact: dict[int, tuple[int, float]] = field(default_factory=dict)  # lender only, before release
+    exact: dict[int, GroupAggregate] = field(default_factory=dict)  # lender only, before release
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def rows_per_message(ciphertext_bytes: int) -> int:
+    """Lender ids per ``isum.values`` message: ~:data:`MESSAGE_TARGET_BYTES` of point + ciphertext.
+
+    Per-message overhead (framing, schema checks, a ledger line, a gRPC round of
+    frames) is paid per message, so messages should be large; the schema bounds
+    them, and the platform works on one message at a time, so not too large.
+    """
+    return max(1, min(CHUNK, MESSAGE_TARGET_BYTES // (POINT_BYTES + ciphertext_bytes)))
 
 
 def _normalised(ids: Sequence[object], kind: str, who: str) -> list[bytes]:
@@ -102,87 +145,135 @@ def _normalised(ids: Sequence[object], kind: str, who: str) -> list[bytes]:
     return out
 
 
-def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[float], *,
+def _per_column(value: float | Sequence[float] | None, k: int, name: str) -> np.ndarray | None:
+    """A scalar applies to every column; a sequence must name one value per column."""
+    if value is None:
+        return None
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.ndim != 1 or len(arr) not in (1, k):
+        raise ValueError(f"{name} must be one number or one per value column ({k}), got {value!r}")
+    return np.broadcast_to(arr, (k,)).copy()
+
+
+def _group_bounds(sizes: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+
+def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[float] | np.ndarray, *,
                             private_key: PrivateKey, min_group_size: int = 10,
-                            epsilon: float | None = None, value_bound: float | None = None,
+                            epsilon: float | Sequence[float] | None = None,
+                            value_bound: float | Sequence[float] | None = None,
                             id_kind: str = "text", workers: int | None = None,
                             progress: bool = False) -> IntersectionSumResult:
-    """The lender's side: supplies encrypted values, enforces the minimum and the noise."""
-    vals = np.asarray(values, dtype=np.float64)
-    if len(vals) != len(ids):
-        raise ValueError(f"{len(ids)} ids but {len(vals)} values")
-    if not np.isfinite(vals).all() or (vals < 0).any():
+    """The lender's side: supplies encrypted values, enforces the minimum and the noise.
+
+    ``values`` is one value per id (shape ``(n,)``) or a matrix ``(n, k)``: ``k``
+    columns summed in the same run. ``epsilon`` and ``value_bound`` are one number
+    for all columns or one per column (see the module docstring for the noise).
+    """
+    matrix = np.asarray(values, dtype=np.float64)
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(-1, 1)
+    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
+        raise ValueError(f"{len(ids)} ids but values of shape {np.shape(values)}: need (n,) or (n, k)")
+    k = matrix.shape[1]
+    if not 1 <= k <= MAX_COLUMNS:
+        raise ValueError(f"values must have 1 to {MAX_COLUMNS} columns, got {k}")
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
         raise ValueError("values must be finite and non-negative")
-    if epsilon is not None:
-        if epsilon <= 0 or value_bound is None or value_bound <= 0:
-            raise ValueError("Laplace noise needs epsilon > 0 and a positive value_bound")
-        vals = np.minimum(vals, value_bound)
+    eps = _per_column(epsilon, k, "epsilon")
+    bounds = _per_column(value_bound, k, "value_bound")
+    if eps is not None:
+        if (eps <= 0).any() or bounds is None or (bounds <= 0).any():
+            raise ValueError("Laplace noise needs epsilon > 0 and a positive value_bound for every column")
+        matrix = np.minimum(matrix, bounds)
     encoded = _normalised(ids, id_kind, "lender")
+    n = len(encoded)
     pk: PublicKey = private_key.public_key
-    ints = [int(round(v * (1 << FRAC_BITS))) for v in vals]
-    if ints and max(ints) * len(ints) >= 1 << (pk.n.bit_length() - COUNT_BITS - 2):
-        raise ValueError("values too large to sum safely under this Paillier key")
+    scaled = np.rint(np.ldexp(matrix, FRAC_BITS))
+    if scaled.size and scaled.max() >= 2.0 ** 62:
+        raise ValueError(f"values up to {matrix.max():g} are too large for {FRAC_BITS} fractional bits")
+    ints = np.hstack([np.ones((n, 1), dtype=np.int64), scaled.astype(np.int64)])
+    slot_bits = max(1, int(ints.max(initial=1)).bit_length())
+    try:  # a group sums at most n ids: checked before anything is sent
+        Packing(slot_bits, k + 1, max(1, n)).check_key(pk)
+    except ValueError as exc:
+        raise ValueError(f"{n} ids with {k} value column(s) of up to {slot_bits} bits do not fit "
+                         f"one plaintext of this Paillier key: {exc}") from None
     salt = os.urandom(32)
-    link.send(Message("isum.hello", {"salt": salt.hex(), "public_key": pk.to_json(), "n": len(encoded),
+    link.send(Message("isum.hello", {"salt": salt.hex(), "public_key": pk.to_json(), "n": n, "columns": k,
                                      "min_group_size": int(min_group_size),
-                                     "epsilon": float(epsilon or 0.0)}, step="isum/hello"))
+                                     "epsilon": [0.0] * k if eps is None else eps.tolist()},
+                      step="isum/hello"))
     ack = link.recv("isum.hello_ack").header
     group_sizes = [int(s) for s in ack["group_sizes"]]
+    if any(s < 0 for s in group_sizes):
+        raise PsiError(f"isum.hello_ack: negative group size in {group_sizes}")
     minimum = max(int(min_group_size), int(ack["min_group_size"]))
+    packing = Packing(slot_bits, k + 1, max(1, min(n, max(group_sizes, default=0))))
     key = BlindingKey.generate()
     rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-    # 2-3: re-blind the platform's groups, shuffle within each group, send back.
-    points, _ = _recv_points(link, "isum_platform", group_sizes, with_tokens=False,
-                             transform=lambda p: key.reblind(p, workers=workers))
-    for g, pts in enumerate(points):
-        _send_points(link, "isum_platform_reblinded", g, pts[rng.permutation(len(pts))])
-    # 4: own points with encrypted (value, 1), in random order.
-    order = rng.permutation(len(encoded))
-    bar = tqdm(total=len(encoded), desc="isum lender: blind and encrypt", unit="id", disable=not progress)
-    for start in range(0, len(order), CHUNK):
+    # 2-3: re-blind the platform's points as they arrive, shuffle within each group, send back.
+    (points,), _ = _recv_points(link, "isum_platform", [sum(group_sizes)], with_tokens=False,
+                                transform=lambda p: key.reblind(p, workers=workers))
+    bounds_g = _group_bounds(group_sizes)
+    order = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(bounds_g[:-1], bounds_g[1:])]
+                           + [np.empty(0, dtype=np.int64)]).astype(np.int64)
+    _send_points(link, "isum_platform_reblinded", 0, points[order])
+    # 4: own points with the encrypted packed (count, values), in random order.
+    order = rng.permutation(n)
+    per_message = rows_per_message(pk.ciphertext_bytes)
+    bar = tqdm(total=n, desc="isum lender: blind and encrypt", unit="id", disable=not progress)
+    for start in range(0, n, CHUNK):
         idx = order[start:start + CHUNK]
         pts = key.blind_ids([encoded[i] for i in idx], salt, DOMAIN, workers=workers)
-        enc = pk.encrypt_raw([(ints[i] << COUNT_BITS) | 1 for i in idx], workers=workers)
-        link.send(Message("isum.values", {"offset": start},
-                          {"points": pts, "ciphertexts": enc.to_bigints()}, step="isum/values"))
+        cts = private_key.encrypt_raw(packing.pack(ints[idx]), workers=workers)
+        for sub in range(0, len(idx), per_message):
+            part = EncryptedVector(pk, cts.ciphertexts[sub:sub + per_message])
+            link.send(Message("isum.values", {"offset": start + sub},
+                              {"points": pts[sub:sub + per_message], "ciphertexts": part.to_bigints()},
+                              step="isum/values"))
         bar.update(len(idx))
     bar.close()
     # 6: decrypt, check, threshold, add noise, release.
     sums = pk.vector_from_bigints(link.recv("isum.sums").parts["sums"])
     if len(sums) != len(group_sizes):
         raise PsiError(f"isum.sums has {len(sums)} groups, expected {len(group_sizes)}")
-    plain = private_key.decrypt_raw(sums)
-    mask = (1 << COUNT_BITS) - 1
-    exact = {g: (int(s) & mask, (int(s) >> COUNT_BITS) / (1 << FRAC_BITS)) for g, s in enumerate(plain)}
-    if sum(c for c, _ in exact.values()) > len(encoded) or \
-            any(exact[g][0] > group_sizes[g] for g in exact):
+    try:
+        slots = packing.unpack(private_key.decrypt_raw(sums, workers=workers))
+    except ValueError as exc:
+        raise PsiError(f"isum.sums: {exc}: the platform did not follow the protocol") from None
+    counts = [int(c) for c in slots[:, 0]]
+    if sum(counts) > n or any(c > s for c, s in zip(counts, group_sizes)):
         raise PsiError("decrypted counts exceed the set sizes: the platform did not follow the protocol")
-    count = np.zeros(len(exact))
-    total = np.zeros(len(exact))
-    suppressed = np.zeros(len(exact), dtype=bool)
-    noise = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-    for g, (c, s) in exact.items():
-        if c < minimum:
-            suppressed[g] = True
-            continue
-        count[g], total[g] = float(c), s
-        if epsilon:
-            count[g] += noise.laplace(0.0, 2.0 / epsilon)
-            total[g] += noise.laplace(0.0, 2.0 * value_bound / epsilon)
+    exact_sums = np.array([[int(v) for v in row[1:]] for row in slots], dtype=np.float64).reshape(-1, k)
+    exact_sums /= 1 << FRAC_BITS
+    count = np.array(counts, dtype=np.float64)
+    total = exact_sums.copy()
+    suppressed = count < minimum
+    if eps is not None:
+        noise = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
+        count += noise.laplace(0.0, 2.0 / eps.sum(), size=len(count))
+        total += noise.laplace(0.0, 2.0 * bounds / eps, size=total.shape)
+    count[suppressed] = 0.0
+    total[suppressed] = 0.0
     link.send(Message("isum.release", parts={"count": count, "sum": total, "suppressed": suppressed},
                       step="isum/release"))
     released = {g: GroupAggregate(None if suppressed[g] else float(count[g]),
-                                  None if suppressed[g] else float(total[g]), bool(suppressed[g]))
-                for g in exact}
-    return IntersectionSumResult(released, exact, {"party": "lender", "n": len(encoded),
+                                  None if suppressed[g] else tuple(map(float, total[g])), bool(suppressed[g]))
+                for g in range(len(group_sizes))}
+    exact = {g: GroupAggregate(float(counts[g]), tuple(map(float, exact_sums[g])), bool(suppressed[g]))
+             for g in range(len(group_sizes))}
+    return IntersectionSumResult(released, exact, {"party": "lender", "n": n, "columns": k,
                                                    "group_sizes": group_sizes, "min_group_size": minimum,
-                                                   "epsilon": epsilon, **link.stats()})
+                                                   "epsilon": None if eps is None else eps.tolist(),
+                                                   **link.stats()})
 
 
 def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequence[object], *,
                               min_group_size: int = 10, id_kind: str = "text",
                               workers: int | None = None) -> IntersectionSumResult:
-    """The platform's side: learns per group only the released count and sum (or suppression)."""
+    """The platform's side: learns per group only the released count and sums (or suppression)."""
     if len(ids) != len(groups):
         raise ValueError(f"{len(ids)} ids but {len(groups)} group labels")
     encoded = _normalised(ids, id_kind, "platform")
@@ -191,46 +282,56 @@ def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequenc
     members: list[list[bytes]] = [[] for _ in labels]
     for item, g in zip(encoded, groups):
         members[index[g]].append(item)
+    sizes = [len(m) for m in members]
     hello = link.recv("isum.hello").header
     pk = PublicKey.from_json(hello["public_key"])
     salt = bytes.fromhex(hello["salt"])
-    link.send(Message("isum.hello_ack", {"group_sizes": [len(m) for m in members],
-                                         "min_group_size": int(min_group_size)}, step="isum/hello_ack"))
+    k = int(hello["columns"])
+    if not 1 <= k <= MAX_COLUMNS or len(hello["epsilon"]) != k:
+        raise PsiError(f"isum.hello: {k} columns with {len(hello['epsilon'])} epsilons")
+    link.send(Message("isum.hello_ack", {"group_sizes": sizes, "min_group_size": int(min_group_size)},
+                      step="isum/hello_ack"))
     key = BlindingKey.generate()
     rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-    for g, items in enumerate(members):
-        shuffled = [items[i] for i in rng.permutation(len(items))]
-        _send_points(link, "isum_platform", g, key.blind_ids(shuffled, salt, DOMAIN, workers=workers))
-    double, _ = _recv_points(link, "isum_platform_reblinded", [len(m) for m in members], with_tokens=False)
-    group_of = {bytes(p): g for g, pts in enumerate(double) for p in pts}
-    matched: list[list[Any]] = [[] for _ in labels]
+    shuffled = [m[i] for m in members for i in rng.permutation(len(m))]
+    for start in range(0, len(shuffled), CHUNK):
+        _send_points(link, "isum_platform", 0, key.blind_ids(shuffled[start:start + CHUNK], salt, DOMAIN,
+                                                             workers=workers), offset=start)
+    (double,), _ = _recv_points(link, "isum_platform_reblinded", [len(shuffled)], with_tokens=False)
+    # Look-up table of H(y)^ba: sorted 32-byte values with their group index.
+    group_of_row = np.repeat(np.arange(len(labels), dtype=np.int64), sizes)
+    table = np.ascontiguousarray(double).view(f"V{POINT_BYTES}").ravel()
+    by_value = np.argsort(table, kind="stable")
+    table, group_of_row = table[by_value], group_of_row[by_value]
+    nsq = pk.nsquare
+    acc = [gmpy2.mpz(1)] * len(labels)  # 1 is a (trivial) encryption of 0; obfuscated below
     got = 0
     while got < hello["n"]:
         msg = link.recv("isum.values")
         pts, cts = msg.parts["points"], pk.vector_from_bigints(msg.parts["ciphertexts"])
-        if msg.header["offset"] != got or len(cts) != len(pts):
+        if msg.header["offset"] != got or len(cts) != len(pts) or got + len(pts) > hello["n"]:
             raise PsiError(f"isum.values out of order or ragged at offset {msg.header['offset']}")
-        for i, p in enumerate(key.reblind(pts, workers=workers)):
-            g = group_of.get(bytes(p))
-            if g is not None:
-                matched[g].append(cts.ciphertexts[i])
+        mine = np.ascontiguousarray(key.reblind(pts, workers=workers)).view(f"V{POINT_BYTES}").ravel()
+        pos = np.minimum(np.searchsorted(table, mine), max(len(table) - 1, 0))
+        hit = np.flatnonzero(table[pos] == mine) if len(table) else np.empty(0, dtype=np.int64)
+        for i, g in zip(hit.tolist(), group_of_row[pos[hit]].tolist()):
+            acc[g] = acc[g] * cts.ciphertexts[i] % nsq
         got += len(pts)
-    sums = []
-    for cs in matched:
-        vec = EncryptedVector(pk, cs).sum() if cs else pk.encrypt_raw([0])
-        sums.extend(vec.obfuscate().ciphertexts)
-    link.send(Message("isum.sums", parts={"sums": EncryptedVector(pk, sums).to_bigints()}, step="isum/sums"))
+    sums = EncryptedVector(pk, acc).obfuscate()
+    link.send(Message("isum.sums", parts={"sums": sums.to_bigints()}, step="isum/sums"))
     rel = link.recv("isum.release").parts
-    if not len(rel["count"]) == len(rel["sum"]) == len(rel["suppressed"]) == len(labels):
-        raise PsiError("isum.release does not have one entry per group")
+    if not len(rel["count"]) == len(rel["sum"]) == len(rel["suppressed"]) == len(labels) \
+            or rel["sum"].shape[1:] != (k,):
+        raise PsiError(f"isum.release does not have one entry per group ({len(labels)}) and {k} sums each")
     out = {label: GroupAggregate(None if rel["suppressed"][g] else float(rel["count"][g]),
-                                 None if rel["suppressed"][g] else float(rel["sum"][g]),
+                                 None if rel["suppressed"][g] else tuple(map(float, rel["sum"][g])),
                                  bool(rel["suppressed"][g]))
            for g, label in enumerate(labels)}
-    return IntersectionSumResult(out, stats={"party": "platform", "n": len(encoded),
-                                             "lender_n": hello["n"], "epsilon": hello["epsilon"] or None,
+    eps = [float(e) for e in hello["epsilon"]]
+    return IntersectionSumResult(out, stats={"party": "platform", "n": len(encoded), "columns": k,
+                                             "lender_n": hello["n"], "epsilon": eps if any(eps) else None,
                                              **link.stats()})
 
 
 __all__ = ["intersection_sum_lender", "intersection_sum_platform", "IntersectionSumResult",
-           "GroupAggregate"]
+           "GroupAggregate", "rows_per_message"]
