@@ -26,8 +26,9 @@ def payload_digest(msg: Message) -> tuple[str, int]:
     total = len(data)
     for name in sorted(msg.parts):
         part = msg.parts[name]
+        # memoryview cannot cast an array with a zero in its shape (e.g. no rows of 3 columns).
         raw = part.to_bytes() if isinstance(part, BigInts) else memoryview(part).cast("B") \
-            if part.flags.c_contiguous else part.tobytes()
+            if part.flags.c_contiguous and part.size else part.tobytes()
         h.update(name.encode())
         h.update(raw)
         total += part.nbytes
