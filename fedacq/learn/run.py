@@ -62,7 +62,6 @@ import contextlib
 import importlib
 import json
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -269,8 +268,12 @@ def _run_params(cfg: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
-              params: dict[str, Any]) -> dict[str, Any]:
-    """Run ``party``'s side of the job over ``link``; return that party's own report."""
+              params: dict[str, Any], log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``party``'s side of the job over ``link``; return that party's own report.
+
+    ``log`` receives one line per iteration (a node passes its job log, which
+    the operator's ``fedacq job logs`` and ``fedacq run --transport grpc`` follow).
+    """
     from fedacq.track import PartyRun
 
     module = model_module(cfg.model)
@@ -278,10 +281,17 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
     model_dir = party_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     bar = None
+
+    def say(text: str) -> None:
+        _say(cfg, party, text)
+        if log is not None:
+            log(text)
     with PartyRun(cfg.store(party), party, cfg.experiment, f"{cfg.model}-{party}", cfg.job_id,
                   _run_params(cfg, params)) as run:
         def on_iteration(i: int, values: dict[str, float]) -> None:
             run.log_metrics({k: v for k, v in values.items() if _is_number(v)}, step=i)
+            if log is not None:
+                log(f"iteration {i + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if _is_number(v)))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()
@@ -291,14 +301,14 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                           insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
                           model_dir=model_dir, on_iteration=on_iteration)
         try:
-            _say(cfg, party, "private set intersection")
+            say("private set intersection")
             with ctx.phase("psi"):
                 rows = _psi(party, link, table, cfg.id_column)
             psi_stats = link.stats()
             train, valid = split_positions(rows.size, cfg.validation_fraction, cfg.seed)
             if train.size == 0:
                 raise ValueError(f"the intersection of the two files is empty: no common {cfg.id_column!r}")
-            _say(cfg, party, f"intersection {rows.size} rows ({train.size} train, {valid.size} validation); training")
+            say(f"intersection {rows.size} rows ({train.size} train, {valid.size} validation); training")
             data = _party_data(table, rows, train, valid)
             if party == LENDER:
                 bar = _progress_bar(module, params, cfg)
@@ -389,36 +399,6 @@ def _say(cfg: RunConfig, party: str, text: str) -> None:
 
 # -- the driver --------------------------------------------------------------------------
 
-def _run_pair(lender: Callable[[], dict], platform: Callable[[], dict]) -> tuple[dict, dict]:
-    """Run both parties in threads; re-raise the first failure at once.
-
-    A failed party stops sending, so its peer would wait for its link timeout;
-    returning on the first error keeps the command from hanging on it (the
-    waiting thread is a daemon and ends with its timeout or the process).
-    """
-    results: dict[str, dict] = {}
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def target(name: str, fn: Callable[[], dict]) -> None:
-        try:
-            results[name] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(exc)
-        done.set()
-
-    threads = [threading.Thread(target=target, args=(n, f), daemon=True, name=f"fedacq-{n}")
-               for n, f in ((LENDER, lender), (PLATFORM, platform))]
-    for t in threads:
-        t.start()
-    while len(results) < 2 and not errors:
-        done.wait(0.5)
-        done.clear()
-    if errors:
-        raise errors[0]
-    return results[LENDER], results[PLATFORM]
-
-
 def _run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
     """Both parties as real ``fedacq node`` processes on 127.0.0.1 (mutual TLS), one ``run`` job.
 
@@ -440,12 +420,16 @@ def _run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
     datasets = {LENDER: {"table": cfg.lender_path.resolve()}, PLATFORM: {"table": cfg.platform_path.resolve()}}
     with start_local_pair(cfg.out_dir, datasets=datasets, allow=["run"]) as pair:
         _say(cfg, LENDER, f"job {job['job']['id']} submitted; waiting (progress: the nodes' job logs)")
-        records = {LENDER: pair.submit(job, party=LENDER, timeout=_GRPC_JOB_TIMEOUT)}
-        client = pair.client(PLATFORM)
-        try:
-            records[PLATFORM] = client.wait(job["job"]["id"], timeout=_GRPC_JOB_TIMEOUT)
-        finally:
-            client.close()
+        pair.submit(job, party=LENDER, wait=False)
+        records = {}
+        for party in (LENDER, PLATFORM):
+            client = pair.client(party)
+            follow = (lambda line, p=party: print(f"[{p} node] {line}", file=sys.stderr, flush=True)) \
+                if cfg.progress and party == LENDER else None
+            try:
+                records[party] = client.wait(job["job"]["id"], timeout=_GRPC_JOB_TIMEOUT, on_log=follow)
+            finally:
+                client.close()
     for party, record in records.items():
         if record["status"] != "succeeded":
             raise RuntimeError(f"the {party} node's job failed: {record.get('error')}")
@@ -489,13 +473,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         lender, platform = _run_grpc(cfg)
     else:
         from fedacq.link.ledger import EgressLedger
-        from fedacq.link.memory import memory_pair
+        from fedacq.link.memory import memory_pair, run_parties
 
         ledgers = {p: EgressLedger(cfg.out_dir / p / "egress.jsonl", p) for p in (LENDER, PLATFORM)}
         lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
-        lender, platform = _run_pair(
-            lambda: party_job(LENDER, lender_link, lender_table, cfg, params),
-            lambda: party_job(PLATFORM, platform_link, platform_table, cfg, params))
+        lender, platform = run_parties((party_job, LENDER, lender_link, lender_table, cfg, params),
+                                       (party_job, PLATFORM, platform_link, platform_table, cfg, params))
     wall = time.perf_counter() - start
 
     out = {

@@ -52,7 +52,7 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
     params = model_module(cfg.model).resolve_params(dict(cfg.params))
     table = load_table(path, cfg.id_column, cfg.label_column if party == LENDER else None)
     ctx.logger.info("run: %s loaded %s (%d rows), model %s", party, path, table.X.shape[0], cfg.model)
-    report = party_job(party, ctx.link, table, cfg, params)
+    report = party_job(party, ctx.link, table, cfg, params, log=ctx.logger.info)
     ctx.logger.info("run: %s done, intersection %d", party, report["intersection_size"])
     # the job result must be plain JSON
     return json.loads(json.dumps(report, default=_json_default))

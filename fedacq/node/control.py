@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 
@@ -54,11 +54,22 @@ class ControlClient:
     def logs(self, job_id: str) -> str:
         return self._call("GetLogs", pb.JobRef(id=job_id)).text
 
-    def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:
-        """Block until the job is succeeded or failed; TimeoutError after ``timeout`` s."""
+    def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.2,
+             on_log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Block until the job is succeeded or failed; TimeoutError after ``timeout`` s.
+
+        With ``on_log``, every new line of the job's log is passed to it while
+        waiting, so an operator sees the job's progress as it happens.
+        """
         end = time.monotonic() + timeout
+        seen = 0
         while True:
             record = self.status(job_id)
+            if on_log is not None:
+                lines = self.logs(job_id).splitlines()
+                for line in lines[seen:]:
+                    on_log(line)
+                seen = len(lines)
             if record["status"] in FINAL:
                 return record
             if time.monotonic() > end:
