@@ -12,17 +12,19 @@ boost did without seeing any borrower:
 
 1. lender -> platform ``measure.plan``: the layer and the list of outcome
    columns (e.g. ``credit_granted``, ``drawdown_amount``) it will share, and the
-   Laplace ``epsilon`` of each run (0 = no noise);
-2. for each outcome, one run of private intersection-sum
-   (:mod:`fedacq.psi.intersection_sum`): the platform's ids are its exposed
-   (clicked) users labelled by bucket, the lender's ids are its funnel users
-   with that outcome as value.
+   Laplace ``epsilon`` of each column (0 = no noise);
+2. one run of private intersection-sum (:mod:`fedacq.psi.intersection_sum`) for
+   all outcomes at once: the platform's ids are its exposed (clicked) users
+   labelled by bucket, the lender's ids are its funnel users with the outcomes
+   as value columns (ids blinded and matched once, each user's outcomes packed in
+   one Paillier plaintext).
 
-What each side learns: the platform learns, per bucket and outcome, only the
-number of its exposed users who are in the lender's funnel (applicants) and the
-sum of the outcome over them — after the lender has suppressed buckets under the
-minimum size and, if asked, added Laplace noise (each run spends its own
-``epsilon``: the total budget is their sum). The lender learns the number of
+What each side learns: the platform learns, per bucket, only the number of its
+exposed users who are in the lender's funnel (applicants) and the sum of each
+outcome over them — after the lender has suppressed buckets under the minimum
+size and, if asked, added Laplace noise (each outcome's sum spends half its
+``epsilon``, the shared count the other halves: the total budget is the sum of
+the epsilons, as for one run per outcome). The lender learns the number of
 buckets and the platform's per-bucket exposed counts (it learns those anyway
 from the click events) and its own exact per-bucket sums. Neither side learns
 which lender user matched which bucket, and no per-user value crosses in the
@@ -91,18 +93,18 @@ def recv_spend(link: Link, timeout: float = 600.0) -> pd.DataFrame:
 def share_outcomes_lender(link: Link, funnel: pd.DataFrame, *, private_key: PrivateKey, layer: str,
                           outcomes: Sequence[str] = DEFAULT_OUTCOMES, min_group_size: int = 100,
                           epsilon: float | None = None, value_bounds: dict[str, float] | None = None,
-                          workers: int | None = None, progress: bool = False,
-                          ) -> dict[str, IntersectionSumResult]:
-    """Lender: one private intersection-sum per outcome; returns each run's lender-side result.
+                          workers: int | None = None, progress: bool = False) -> IntersectionSumResult:
+    """Lender: one private intersection-sum over all outcomes; returns the lender-side result.
 
-    ``epsilon`` applies to each run (total budget: ``epsilon * len(outcomes)``);
-    with noise, each outcome needs a clipping bound in ``value_bounds`` (0/1
-    flags default to 1).
+    The result's sums are in the order of ``outcomes``. ``epsilon`` applies to
+    each outcome (total budget: ``epsilon * len(outcomes)``); with noise, each
+    outcome needs a clipping bound in ``value_bounds`` (0/1 flags default to 1).
     """
     funnel = validate_funnel(funnel)
     unknown = [o for o in outcomes if o not in _SHAREABLE]
-    if unknown or not outcomes:
-        raise ValueError(f"outcomes must be a non-empty subset of {_SHAREABLE}, got {list(outcomes)}")
+    if unknown or not outcomes or len(set(outcomes)) != len(outcomes):
+        raise ValueError(f"outcomes must be a non-empty subset of {_SHAREABLE} without repeats, "
+                         f"got {list(outcomes)}")
     bounds = dict(value_bounds or {})
     for o in outcomes:
         if o not in ("drawdown_amount", "fees"):
@@ -113,15 +115,11 @@ def share_outcomes_lender(link: Link, funnel: pd.DataFrame, *, private_key: Priv
     link.send(Message("measure.plan", {"layer": layer, "outcomes": list(outcomes),
                                        "epsilon": [float(epsilon or 0.0)] * len(outcomes)},
                       step="measure/plan"))
-    ids = funnel["user_id"].tolist()
-    results = {}
-    for outcome in outcomes:
-        results[outcome] = intersection_sum_lender(
-            link, ids, funnel[outcome].to_numpy(np.float64), private_key=private_key,
-            min_group_size=min_group_size, epsilon=epsilon,
-            value_bound=bounds.get(outcome) if epsilon is not None else None,
-            workers=workers, progress=progress)
-    return results
+    return intersection_sum_lender(
+        link, funnel["user_id"].tolist(), funnel[list(outcomes)].to_numpy(np.float64),
+        private_key=private_key, min_group_size=min_group_size, epsilon=epsilon,
+        value_bound=[bounds[o] for o in outcomes] if epsilon is not None else None,
+        workers=workers, progress=progress)
 
 
 @dataclass
@@ -178,13 +176,18 @@ def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size:
     ids = exposed["user_id"].tolist()
     groups = exposed["bucket"].astype(int).tolist()
     table = exposed.groupby("bucket").agg(arm=("arm", "first"), exposed_users=("user_id", "size"))
-    table["suppressed"] = False
-    for outcome in outcomes:
-        res = intersection_sum_platform(link, ids, groups, min_group_size=min_group_size, workers=workers)
-        for bucket, agg in res.groups.items():
-            table.loc[bucket, "suppressed"] |= agg.suppressed
-            table.loc[bucket, "applicants"] = agg.count
-            table.loc[bucket, f"{outcome}_sum"] = agg.sum
+    res = intersection_sum_platform(link, ids, groups, min_group_size=min_group_size, workers=workers)
+    if res.stats["columns"] != len(outcomes):
+        raise ValueError(f"the lender summed {res.stats['columns']} columns, its plan named {len(outcomes)}")
+    buckets = list(res.groups)
+    sums = np.array([agg.sums if agg.sums is not None else [np.nan] * len(outcomes)
+                     for agg in res.groups.values()], dtype=np.float64).reshape(len(buckets), len(outcomes))
+    released = pd.DataFrame({"suppressed": [agg.suppressed for agg in res.groups.values()],
+                             "applicants": [np.nan if agg.count is None else agg.count
+                                            for agg in res.groups.values()],
+                             **{f"{o}_sum": sums[:, j] for j, o in enumerate(outcomes)}},
+                            index=pd.Index(buckets, name="bucket"))
+    table = table.join(released)
     if spend is not None:
         spend = validate_spend(spend)
         if "layer" in spend.columns:
