@@ -117,11 +117,73 @@ def headline(report: dict[str, Any], layer: str) -> dict[str, Any]:
     return {k: lifts.get(k) for k in HEADLINE_KPIS}
 
 
+def train_model(market: Any, paths: dict[str, Path], out_dir: Path, *, mode: str, params: dict[str, Any],
+                key_bits: int, insecure_test_key: bool, transport: str, seed: int, job_id: str,
+                experiment: str = "fedacq-demo", progress: bool = True) -> dict[str, Any]:
+    """PSI + SecureBoost on the parties' files (``mode`` "prospect" or "joint"); the run's metrics."""
+    from fedacq.learn.run import RunConfig, run
+
+    run_cfg = RunConfig(lender_path=paths["lender_csv"], platform_path=paths["platform_csv"],
+                        id_column="user_id", label_column=market.label_column, out_dir=out_dir,
+                        model="secureboost", mode=mode, key_bits=key_bits,
+                        insecure_test_key=insecure_test_key, transport=transport,
+                        validation_fraction=0.2, seed=seed, experiment=experiment, job_id=job_id,
+                        progress=progress, params=params)
+    return run(run_cfg)
+
+
+def prospect_model_path(metrics: dict[str, Any]) -> Path:
+    """The platform's exported XGBoost model of a prospect run."""
+    return next(Path(f) for f in metrics["files"][PLATFORM] if f.endswith("prospect_xgboost.json"))
+
+
+def score_users(model_path: Path, platform_parquet: Path, scores_path: Path, progress: bool) -> pd.DataFrame:
+    """The platform scores its whole user base with the prospect model (``user_id``, ``score``)."""
+    from fedacq.activate import load_booster, score_parquet
+
+    scores_path.parent.mkdir(parents=True, exist_ok=True)
+    score_parquet(load_booster(model_path), platform_parquet, scores_path, id_column="user_id", progress=progress)
+    return pd.read_parquet(scores_path)
+
+
+def tier_config(cuts: tuple[float, ...], boosts: tuple[float, ...]) -> Any:
+    """Quantile tiers whose floor and cap are the smallest and largest boost."""
+    from fedacq.activate import TierConfig
+
+    return TierConfig(cuts=cuts, boosts=boosts, floor=min(boosts), cap=max(boosts))
+
+
+def experiment_config(layer: str, salt: str, treatment_share: float) -> Any:
+    """Buckets ``0..share*1000-1`` in treatment, the rest in control."""
+    from fedacq.activate import ExperimentConfig
+
+    cut = round(treatment_share * 1000)
+    return ExperimentConfig(layer=layer, salt=salt, treatment=((0, cut - 1),), control=((cut, 999),))
+
+
+def run_arm(market: Any, scores: pd.DataFrame, *, layer: str, label: str, tiers: Any, experiment: Any,
+            model_version: str, table_root: Path, days: int, budget_per_day: float, seed: int,
+            progress: bool, step: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+    """One targeting's boost table and simulated campaign: ``layer``, ``label``, ``table``, ``table_dir``, ``campaign``."""
+    from fedacq.activate import build_boost_table
+    from fedacq.sim import simulate_campaign
+
+    step = step or (lambda _name, fn: fn())
+    table = step(f"boost table: {label}",
+                 lambda: build_boost_table(scores, campaign=f"lender-acq-{layer}", tiers=tiers,
+                                           experiment=experiment, model_version=model_version))
+    table_dir = table.write(table_root / layer)
+    campaign = step(f"bidding days: {label}",
+                    lambda: simulate_campaign(market, boost_table=table.serving_frame(),
+                                              bucket_of=table.bucket_fn(), days=days,
+                                              budget_per_day=budget_per_day, seed=seed,
+                                              campaign=f"lender-acq-{layer}", layer=layer, progress=progress))
+    return {"layer": layer, "label": label, "table": table, "table_dir": table_dir, "campaign": campaign}
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the whole loop and write ``report.html`` and ``demo.json`` under ``cfg.out_dir``."""
-    from fedacq.activate import ExperimentConfig, TierConfig, build_boost_table, load_booster, score_parquet
-    from fedacq.learn.run import RunConfig, run
-    from fedacq.sim import generate_market, simulate_campaign
+    from fedacq.sim import generate_market
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,45 +193,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     market = step("generate market", lambda: generate_market(cfg.n_users, seed=cfg.seed))
     paths = step("write each party's files", lambda: write_party_files(market, out / "data"))
 
-    run_cfg = RunConfig(lender_path=paths["lender_csv"], platform_path=paths["platform_csv"],
-                        id_column="user_id", label_column=market.label_column, out_dir=out / "train",
-                        model="secureboost", mode="prospect", key_bits=cfg.key_bits,
-                        insecure_test_key=cfg.insecure_test_key, transport=cfg.transport,
-                        validation_fraction=0.2, seed=cfg.seed, experiment="fedacq-demo", job_id=job_id,
-                        progress=cfg.progress,
-                        params={"n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth,
-                                "learning_rate": cfg.learning_rate, "max_bin": cfg.max_bin})
-    metrics = step("PSI + prospect SecureBoost (two nodes, mutual TLS)", lambda: run(run_cfg))
-    model_path = next(Path(f) for f in metrics["files"][PLATFORM] if f.endswith("prospect_xgboost.json"))
+    params = {"n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth,
+              "learning_rate": cfg.learning_rate, "max_bin": cfg.max_bin}
+    metrics = step("PSI + prospect SecureBoost (two nodes, mutual TLS)",
+                   lambda: train_model(market, paths, out / "train", mode="prospect", params=params,
+                                       key_bits=cfg.key_bits, insecure_test_key=cfg.insecure_test_key,
+                                       transport=cfg.transport, seed=cfg.seed, job_id=job_id,
+                                       progress=cfg.progress))
+    scores = step("score the platform's whole user base",
+                  lambda: score_users(prospect_model_path(metrics), paths["platform_parquet"],
+                                      out / PLATFORM / "scores.parquet", cfg.progress))
 
-    scores_path = out / PLATFORM / "scores.parquet"
-    scores_path.parent.mkdir(parents=True, exist_ok=True)
-    step("score the platform's whole user base",
-         lambda: score_parquet(load_booster(model_path), paths["platform_parquet"], scores_path,
-                               id_column="user_id", progress=cfg.progress))
-    scores = pd.read_parquet(scores_path)
-
-    tiers = TierConfig(cuts=cfg.tier_cuts, boosts=cfg.tier_boosts, floor=min(cfg.tier_boosts),
-                       cap=max(cfg.tier_boosts))
-    cut = round(cfg.treatment_share * 1000)
+    tiers = tier_config(cfg.tier_cuts, cfg.tier_boosts)
     arms = {"model": ("prospect", scores, "jointly built prospect model"),
             "baseline": ("activity", activity_scores(market.platform_users), "activity targeting (no lender input)")}
     results: dict[str, Any] = {}
     for name, (layer, layer_scores, label) in arms.items():
-        experiment = ExperimentConfig(layer=layer, salt=f"{job_id}-{layer}",
-                                      treatment=((0, cut - 1),), control=((cut, 999),))
-        table = step(f"boost table: {label}",
-                     lambda: build_boost_table(layer_scores, campaign=f"lender-acq-{layer}", tiers=tiers,
-                                               experiment=experiment, model_version=job_id))
-        table_dir = table.write(out / PLATFORM / "boost_tables" / layer)
-        campaign = step(f"bidding days: {label}",
-                        lambda: simulate_campaign(market, boost_table=table.serving_frame(),
-                                                  bucket_of=table.bucket_fn(), days=cfg.days,
-                                                  budget_per_day=cfg.budget_per_user_day * cfg.n_users,
-                                                  seed=cfg.seed, campaign=f"lender-acq-{layer}", layer=layer,
-                                                  progress=cfg.progress))
-        results[name] = {"layer": layer, "label": label, "table": table, "table_dir": table_dir,
-                         "campaign": campaign}
+        results[name] = run_arm(market, layer_scores, layer=layer, label=label, tiers=tiers,
+                                experiment=experiment_config(layer, f"{job_id}-{layer}", cfg.treatment_share),
+                                model_version=job_id, table_root=out / PLATFORM / "boost_tables",
+                                days=cfg.days, budget_per_day=cfg.budget_per_user_day * cfg.n_users,
+                                seed=cfg.seed, progress=cfg.progress, step=step)
 
     measured = step("measure at the lender; private aggregates for the platform",
                     lambda: _measure(cfg, results, out, job_id))
