@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sim": "fedacq.sim.commands",
     "psi": "fedacq.psi.commands",
     "measure": "fedacq.measure.commands",
+    "experiments": "fedacq.experiments",
 }
 
 
