@@ -14,7 +14,7 @@ Per point (see :mod:`fedacq.experiments.config` for the settings):
 3. **campaign** - :func:`fedacq.demo.run_arm` (boost table, buckets,
    simulated bidding) once per distinct campaign setting, then the lender's
    :func:`fedacq.measure.report.measure` on its own funnel. All campaigns use
-   the same bucket salt and simulator seed, so points differ only in what the
+   the same bucket salt (from the seed) and simulator seed, so points differ only in what the
    sweep changes (common random numbers: differences between points are not
    drowned by bucket or auction noise).
 
@@ -183,7 +183,7 @@ class SweepRunner:
                       f"treatment {s.treatment_share:.0%}, {s.days} days")
             arm = self._timed("campaign", lambda: run_arm(
                 entry.market, scores, layer=layer, label=model_id, tiers=tier_config(s.tier_cuts, s.boosts),
-                experiment=experiment_config(layer, f"{self.sweep_id}-salt", s.treatment_share),
+                experiment=experiment_config(layer, f"fedacq-sweep-{s.seed}", s.treatment_share),
                 model_version=model_id, table_root=self.out / "campaigns" / campaign_id / "boost_tables",
                 days=s.days, budget_per_day=s.budget_per_user_day * s.n_users, seed=s.seed,
                 progress=self.progress))

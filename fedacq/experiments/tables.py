@@ -101,6 +101,7 @@ def lift_figure(rows: list[dict[str, Any]]) -> Any:
             ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, label=_KPI_LABELS[kpi])
         ax.axhline(0, color="#888", lw=0.8)
         ax.set_xticks(list(x), [str(r["label"]) for r in points])
+        ax.set_xlim(-0.5, len(points) - 0.5)
         ax.set_xlabel(points[0]["setting"])
         ax.set_title(sweep)
         if i == 0:
