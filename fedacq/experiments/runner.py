@@ -97,6 +97,14 @@ class SweepRunner:
         self._campaigns: dict[Any, dict[str, Any]] = {}
         self.timings: dict[str, float] = {"train": 0.0, "score": 0.0, "campaign": 0.0, "measure": 0.0}
 
+    @property
+    def models_trained(self) -> int:
+        return len(self._models)
+
+    @property
+    def campaigns_simulated(self) -> int:
+        return len(self._campaigns)
+
     def _say(self, text: str) -> None:
         if self.progress:
             print(f"[fedacq experiments] {text}", flush=True)
@@ -268,7 +276,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> d
     rows = runner.run()
     summary = {"sweep_id": runner.sweep_id, "config": str(cfg.path), "title": cfg.title,
                "base": cfg.base.describe(), "holdout_fraction": HOLDOUT_FRACTION,
-               "models_trained": len(runner._models), "campaigns_simulated": len(runner._campaigns),
+               "models_trained": runner.models_trained, "campaigns_simulated": runner.campaigns_simulated,
                "seconds": round(time.perf_counter() - start, 1),
                "timings": {k: round(v, 1) for k, v in runner.timings.items()}, "rows": rows}
     files = write_results(summary, out)
