@@ -33,7 +33,7 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
-    from fedacq.learn.splitnn import SplitNNLender, gaussian_epsilon
+    from fedacq.learn.splitnn import SplitNNLender, gaussian_dp
 
     lender = SplitNNLender(random_state=ctx.seed, callback=ctx.on_iteration, **ctx.params)
     eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
@@ -44,11 +44,16 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
         valid_score = lender.predict_proba(link, data.X_valid) if data.X_valid is not None else None
     files = lender.save(ctx.model_dir)
     p = ctx.params
+    # per-row Gaussian-DP accounting of the noise (scope and caveats: fedacq.learn.splitnn's docstring)
+    def dp(direction: str, releases: int = 1) -> dict | None:
+        noised = p[f"{direction}_clip"] is not None and p[f"{direction}_noise"] > 0
+        return gaussian_dp(p[f"{direction}_noise"], releases) if noised else None
+
     info = {"epochs": lender.n_iter_, "best_epoch": lender.best_epoch_,
             "lender_categorical_columns": len(lender.columns_.categorical),
-            "epsilon_per_release_delta_1e-5": {
-                "embedding": gaussian_epsilon(p["embedding_noise"]) if p["embedding_clip"] else None,
-                "gradient": gaussian_epsilon(p["gradient_noise"]) if p["gradient_clip"] else None}}
+            "gaussian_dp_delta_1e-5": {"gradient_per_release": dp("gradient"),
+                                       "gradient_over_epochs": dp("gradient", lender.n_iter_),
+                                       "embedding_per_release": dp("embedding")}}
     return RoleResult(files=files, train_score=train_score, valid_score=valid_score,
                       history=[dict(h) for h in lender.history_], info=info)
 
