@@ -95,7 +95,7 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     info: dict[str, Any] = {}
     if ctx.mode == "prospect":
         path = ctx.model_dir / "prospect_xgboost.json"
-        platform.export_xgboost_json(path)
+        platform.export_xgboost_json(path, feature_names=data.feature_names)
         info["xgboost_json"] = str(path)
     return RoleResult(files=_files(ctx), info=info)
 
