@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult
+from fedacq.learn.run import PartyData, RoleContext, RoleResult, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint",)
@@ -72,7 +72,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
         train_score = lender.predict_proba(link, data.X_train)
         valid_score = lender.predict_proba(link, data.X_valid) if data.X_valid is not None else None
     lender.save(ctx.model_dir)
-    return RoleResult(files=_files(ctx), train_score=train_score, valid_score=valid_score,
+    return RoleResult(files=model_files(ctx), train_score=train_score, valid_score=valid_score,
                       history=[dict(h) for h in lender.history_],
                       info={"epochs": lender.n_iter_, "best_epoch": getattr(lender, "best_epoch_", None),
                             "crypto_seconds": lender.timings_})
@@ -82,15 +82,6 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.hetero_lr import HeteroLRPlatform
 
     platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"))
-    with ctx.phase("train"):
-        platform.fit(link, data.X_train, eval_X=data.X_valid)
-    with ctx.phase("predict"):
-        platform.predict(link, data.X_train)
-        if data.X_valid is not None:
-            platform.predict(link, data.X_valid)
-    platform.save(ctx.model_dir)
-    return RoleResult(files=_files(ctx), info={"crypto_seconds": platform.timings_})
+    serve_platform(platform, link, data, ctx)
+    return RoleResult(files=model_files(ctx), info={"crypto_seconds": platform.timings_})
 
-
-def _files(ctx: RoleContext) -> list:
-    return sorted(p for p in ctx.model_dir.rglob("*") if p.is_file())

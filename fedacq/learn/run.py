@@ -134,6 +134,26 @@ class RoleContext:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
 
+def model_files(ctx: RoleContext) -> list[Path]:
+    """Every file of the party's model part, for ``RoleResult.files``."""
+    return sorted(p for p in ctx.model_dir.rglob("*") if p.is_file())
+
+
+def serve_platform(platform: Any, link: Link, data: PartyData, ctx: RoleContext) -> None:
+    """The platform's side of every model: fit, answer the lender's predictions, save.
+
+    The lender asks for predictions on the training rows, then on the validation
+    rows (if any), in that order; the platform only answers, it gets no scores.
+    """
+    with ctx.phase("train"):
+        platform.fit(link, data.X_train, eval_X=data.X_valid)
+    with ctx.phase("predict"):
+        platform.predict(link, data.X_train)
+        if data.X_valid is not None:
+            platform.predict(link, data.X_valid)
+    platform.save(ctx.model_dir)
+
+
 @dataclass
 class RoleResult:
     """What a role function returns (see the module docstring)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult
+from fedacq.learn.run import PartyData, RoleContext, RoleResult, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint", "prospect")
@@ -77,7 +77,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
                        if data.X_valid is not None else None)
     lender.save(ctx.model_dir)
     history = [dict(h) for h in getattr(lender, "history_", []) or []]
-    return RoleResult(files=_files(ctx), train_score=train_score, valid_score=valid_score,
+    return RoleResult(files=model_files(ctx), train_score=train_score, valid_score=valid_score,
                       history=history, info={"trees": len(history)})
 
 
@@ -85,20 +85,11 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostPlatform
 
     platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"))
-    with ctx.phase("train"):
-        platform.fit(link, data.X_train, eval_X=data.X_valid)
-    with ctx.phase("predict"):
-        platform.predict(link, data.X_train)
-        if data.X_valid is not None:
-            platform.predict(link, data.X_valid)
-    platform.save(ctx.model_dir)
+    serve_platform(platform, link, data, ctx)
     info: dict[str, Any] = {}
     if ctx.mode == "prospect":
         path = ctx.model_dir / "prospect_xgboost.json"
         platform.export_xgboost_json(path, feature_names=data.feature_names)
         info["xgboost_json"] = str(path)
-    return RoleResult(files=_files(ctx), info=info)
+    return RoleResult(files=model_files(ctx), info=info)
 
-
-def _files(ctx: RoleContext) -> list:
-    return sorted(p for p in ctx.model_dir.rglob("*") if p.is_file())

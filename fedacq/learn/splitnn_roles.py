@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult
+from fedacq.learn.run import PartyData, RoleContext, RoleResult, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint",)
@@ -62,11 +62,5 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.splitnn import SplitNNPlatform
 
     platform = SplitNNPlatform()
-    with ctx.phase("train"):
-        platform.fit(link, data.X_train, eval_X=data.X_valid)
-    with ctx.phase("predict"):
-        platform.predict(link, data.X_train)
-        if data.X_valid is not None:
-            platform.predict(link, data.X_valid)
-    files = platform.save(ctx.model_dir)
-    return RoleResult(files=files, info={"categorical_columns": len(platform.columns_.categorical)})
+    serve_platform(platform, link, data, ctx)
+    return RoleResult(files=model_files(ctx), info={"categorical_columns": len(platform.columns_.categorical)})

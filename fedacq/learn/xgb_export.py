@@ -63,8 +63,6 @@ def export_xgboost_json(platform: "SecureBoostPlatform", path: str | Path,
         for i in range(tree.n_nodes):
             if tree.left[i] != -1 and (tree.party[i] != 1 or math.isnan(tree.threshold[i])):
                 raise ValueError(f"tree {t} node {i} is not a platform split with a known threshold")
-    if feature_names is not None and len(feature_names) != n_features:
-        raise ValueError(f"{len(feature_names)} feature names for a model of {n_features} features")
     margin = platform.base_margin_
     if platform.objective == "binary:logistic":
         base_score = 1.0 / (1.0 + math.exp(-margin))

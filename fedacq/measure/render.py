@@ -214,7 +214,7 @@ def platform_view_sections(view: "PlatformView") -> list[tuple[str, list[str]]]:
     buckets = view.buckets.copy()
     buckets["suppressed"] = buckets["suppressed"].astype(bool)
     eps = sorted(set(view.epsilon))
-    noise = "no noise" if eps == [0.0] else f"Laplace noise, epsilon {', '.join(map(str, eps))} per outcome"
+    noise = "no noise" if not any(eps) else f"Laplace noise, epsilon {', '.join(map(str, eps))} per outcome"
     return [(f"Platform view, layer {view.layer}", [
         paragraph(f"Released by the lender through private intersection-sum ({noise}); suppressed "
                   "buckets carry no numbers. Exposed users and spend are the platform's own."),
