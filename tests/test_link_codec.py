@@ -21,7 +21,7 @@ register(
 
 
 def roundtrip(msg: Message, chunk_size: int = codec.CHUNK_SIZE) -> Message:
-    return codec.decode(codec.encode(msg, "job1", 7, "lender", chunk_size))
+    return codec.decode(f.SerializeToString() for f in codec.encode(msg, "job1", 7, "lender", chunk_size))
 
 
 def same(a: Message, b: Message) -> bool:
@@ -64,7 +64,7 @@ def test_one_gigabyte_payload_streams_in_bounded_frames() -> None:
     def counted():
         for f in frames:
             sizes.append(len(f.data))
-            yield f
+            yield f.SerializeToString()
 
     got = codec.decode(counted(), max_message_bytes=2 ** 31)
     assert got.parts["big"].shape == big.shape and got.parts["big"][-1] == 1.0
@@ -107,7 +107,7 @@ def envelope(**kw) -> pb.Envelope:
 ])
 def test_malformed_messages_are_refused(env: pb.Envelope, data: bytes, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
-        codec.decode(iter([pb.Frame(envelope=env, data=data)]))
+        codec.decode([pb.Frame(envelope=env, data=data).SerializeToString()])
 
 
 def test_link_limit_checked_before_allocating() -> None:
@@ -119,7 +119,26 @@ def test_link_limit_checked_before_allocating() -> None:
 
 def test_missing_or_repeated_envelope() -> None:
     with pytest.raises(MessageError, match="no envelope"):
-        codec.decode(iter([pb.Frame(data=b"x")]))
+        codec.decode([pb.Frame(data=b"x").SerializeToString()])
     env = envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [2], "nbytes": 2}])
     with pytest.raises(MessageError, match="second envelope"):
-        codec.decode(iter([pb.Frame(envelope=env, data=b"a"), pb.Frame(envelope=env, data=b"b")]))
+        codec.decode([pb.Frame(envelope=env, data=b"a").SerializeToString(),
+                      pb.Frame(envelope=env, data=b"b").SerializeToString()])
+
+
+@pytest.mark.parametrize("wire, reason", [
+    (b"\x1a\x01x", "unexpected field tag"),                     # field 3: not in Frame
+    (b"\x12\x05ab", "past the end"),                             # data shorter than its length
+    (b"\x12\x01a\x12\x01b", "data field appears twice"),
+    (b"\x12" + b"\xff" * 11, "varint"),
+    (b"\x0a\x02\xff\xff", "malformed frame"),                   # an envelope that is not one
+])
+def test_malformed_frames_are_refused(wire: bytes, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        codec.decode([wire])
+
+
+def test_frame_reader_matches_protobuf() -> None:
+    env = envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [3], "nbytes": 3}])
+    frame = codec.read_frame(pb.Frame(envelope=env, data=b"abc").SerializeToString())
+    assert frame.envelope == env and bytes(frame.data) == b"abc" and not frame.error

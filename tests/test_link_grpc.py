@@ -147,6 +147,9 @@ def test_peer_dying_mid_stream_is_reported_at_once(pair) -> None:
     def dies_after_two_frames():
         for i, frame in enumerate(codec.encode(msg, "j", 0, "lender")):
             if i == 2:
+                # die once the receiver is reading this message: a sender that dies before
+                # its first frame arrived leaves nothing in flight to report
+                time.sleep(0.5)
                 raise ConnectionError("sender crashed")
             yield frame
 

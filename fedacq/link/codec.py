@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link.message import (ALLOWED_DTYPES, MAX_HEADER_BYTES, BigInts, Message, MessageError,
@@ -133,7 +135,8 @@ class Assembler:
             raise MessageError(f"{where}: payload is {total} bytes, over the link limit of {max_message_bytes}")
         self.total = total
         self.received = 0
-        self._buffer = np.empty(total, dtype=np.uint8)
+        self._buffer = bytearray(total)
+        self._view = memoryview(self._buffer)
 
     def _check_layout(self, layout: pb.PartLayout, kind: str) -> None:
         name = f"{self.where}: part {layout.name!r}"
@@ -155,11 +158,11 @@ class Assembler:
             raise MessageError(f"{name}: shape {list(layout.shape)} of {layout.dtype} needs {expected} "
                                f"bytes, the envelope declares {layout.nbytes}")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         end = self.received + len(data)
         if end > self.total:
             raise MessageError(f"{self.where}: more payload than the {self.total} bytes declared")
-        self._buffer[self.received:end] = np.frombuffer(data, dtype=np.uint8)
+        self._view[self.received:end] = data
         self.received = end
 
     @property
@@ -179,7 +182,7 @@ class Assembler:
         parts: dict[str, np.ndarray | BigInts] = {}
         offset = 0
         for layout in self.envelope.parts:
-            raw = self._buffer[offset:offset + layout.nbytes]
+            raw = np.frombuffer(self._buffer, dtype=np.uint8, count=layout.nbytes, offset=offset)
             offset += layout.nbytes
             if layout.kind == "bigints":
                 parts[layout.name] = BigInts.from_bytes(raw.tobytes(), layout.width)
@@ -191,16 +194,82 @@ class Assembler:
         return msg
 
 
-def decode(frames: Iterator[pb.Frame], max_message_bytes: int = MAX_MESSAGE_BYTES) -> Message:
-    """Assemble one message from an iterator of frames (the first must carry the envelope)."""
-    it = iter(frames)
-    first = next(it, None)
-    if first is None or not first.HasField("envelope"):
+@dataclass(frozen=True)
+class WireFrame:
+    """A ``Frame`` read off the wire: its envelope (if any), a zero-copy view of its data,
+    or why it is malformed."""
+
+    envelope: pb.Envelope | None
+    data: memoryview
+    error: str = ""
+
+
+_ENVELOPE_TAG = (1 << 3) | 2   # Frame.envelope, length-delimited
+_DATA_TAG = (2 << 3) | 2       # Frame.data, length-delimited
+
+
+def read_frame(wire: bytes) -> WireFrame:
+    """Parse the protobuf encoding of a ``Frame`` without copying its ``data`` field.
+
+    Why not ``Frame.FromString``: upb copies a bytes field when it parses it and
+    again on every access, and for large payloads those copies cost more than the
+    transfer itself. A Frame has exactly two length-delimited fields; any other
+    field, a field twice, or a truncated length is a malformed frame, returned as
+    ``error`` so that the receiver refuses it with a clear message.
+    """
+    view = memoryview(wire)
+    pos, end = 0, len(view)
+    envelope: pb.Envelope | None = None
+    data: memoryview | None = None
+    try:
+        while pos < end:
+            tag, pos = _varint(view, pos)
+            length, pos = _varint(view, pos)
+            stop = pos + length
+            if tag not in (_ENVELOPE_TAG, _DATA_TAG) or stop > end:
+                raise ValueError(f"unexpected field tag {tag} or a length past the end")
+            if tag == _ENVELOPE_TAG:
+                if envelope is not None:
+                    raise ValueError("the envelope field appears twice")
+                envelope = pb.Envelope.FromString(bytes(view[pos:stop]))
+            else:
+                if data is not None:
+                    raise ValueError("the data field appears twice")
+                data = view[pos:stop]
+            pos = stop
+    except (ValueError, DecodeError) as exc:
+        return WireFrame(None, view[:0], f"malformed frame: {exc}")
+    return WireFrame(envelope, view[:0] if data is None else data)
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while shift < 64:
+        if pos >= len(view):
+            raise ValueError("truncated varint")
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("varint longer than 10 bytes")
+
+
+def decode(wire_frames: Iterable[bytes], max_message_bytes: int = MAX_MESSAGE_BYTES) -> Message:
+    """Assemble one message from the wire bytes of its frames (the first carries the envelope)."""
+    frames = (read_frame(w) for w in wire_frames)
+    first = next(frames, None)
+    if first is not None and first.error:
+        raise MessageError(first.error)
+    if first is None or first.envelope is None:
         raise MessageError("the first frame of a message carries no envelope")
     asm = Assembler(first.envelope, max_message_bytes)
     asm.feed(first.data)
-    for frame in it:
-        if frame.HasField("envelope"):
+    for frame in frames:
+        if frame.error:
+            raise MessageError(f"{asm.where}: {frame.error}")
+        if frame.envelope is not None:
             raise MessageError(f"{asm.where}: a second envelope arrived inside the message")
         asm.feed(frame.data)
     return asm.finish()

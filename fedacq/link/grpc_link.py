@@ -110,8 +110,11 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
                           f"{self.party} accepts only its peer {self.peer!r}; "
                           f"the client certificate names {name!r}")
 
-    def _start(self, frame: pb.Frame, context: grpc.ServicerContext) -> tuple[codec.Assembler, "queue.Queue[Item]"]:
-        if not frame.HasField("envelope"):
+    def _start(self, frame: codec.WireFrame,
+               context: grpc.ServicerContext) -> tuple[codec.Assembler, "queue.Queue[Item]"]:
+        if frame.error:
+            self._refuse(context, frame.error)
+        if frame.envelope is None:
             self._refuse(context, "the first frame of a message carries no envelope")
         env = frame.envelope
         if env.sender != self.peer:
@@ -141,12 +144,13 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
         inbox.put((asm.envelope.seq, msg))
         return pb.Ack(seq=asm.envelope.seq)
 
-    def Deliver(self, request: pb.Frame, context: grpc.ServicerContext) -> pb.Ack:
+    def Deliver(self, request: codec.WireFrame, context: grpc.ServicerContext) -> pb.Ack:
         self._authorize(context)
         asm, inbox = self._start(request, context)
         return self._finish(asm, inbox, context)
 
-    def DeliverStream(self, request_iterator: Iterator[pb.Frame], context: grpc.ServicerContext) -> pb.Ack:
+    def DeliverStream(self, request_iterator: Iterator[codec.WireFrame],
+                      context: grpc.ServicerContext) -> pb.Ack:
         self._authorize(context)
         first = next(request_iterator, None)
         if first is None:
@@ -154,7 +158,9 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
         asm, inbox = self._start(first, context)
         try:
             for frame in request_iterator:
-                if frame.HasField("envelope"):
+                if frame.error:
+                    self._refuse(context, f"{asm.where}: {frame.error}")
+                if frame.envelope is not None:
                     self._refuse(context, f"{asm.where}: a second envelope inside the message")
                 asm.feed(frame.data)
         except MessageError as exc:
@@ -209,6 +215,23 @@ class PeerClient:
         self.channel.close()
 
 
+def _add_party_link(servicer: LinkServicer, server: grpc.Server) -> None:
+    """Serve ``PartyLink`` as generated, except that frames are read with
+    :func:`codec.read_frame`, which hands the payload over without copying it."""
+    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.stream_unary_rpc_method_handler
+    handlers = {
+        "Deliver": unary(servicer.Deliver, request_deserializer=codec.read_frame,
+                         response_serializer=pb.Ack.SerializeToString),
+        "DeliverStream": stream(servicer.DeliverStream, request_deserializer=codec.read_frame,
+                                response_serializer=pb.Ack.SerializeToString),
+        "ProposeJob": unary(servicer.ProposeJob, request_deserializer=pb.JobDocument.FromString,
+                            response_serializer=pb.JobDecision.SerializeToString),
+        "Ping": unary(servicer.Ping, request_deserializer=pb.PingRequest.FromString,
+                      response_serializer=pb.PingReply.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("fedacq.v1.PartyLink", handlers),))
+
+
 class PeerServer:
     """The server half: serves ``PartyLink`` over mutual TLS on ``address``."""
 
@@ -216,7 +239,7 @@ class PeerServer:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                              thread_name_prefix="fedacq-link"),
                                   options=_SERVER_OPTIONS)
-        pb_grpc.add_PartyLinkServicer_to_server(servicer, self.server)
+        _add_party_link(servicer, self.server)
         self.port = self.server.add_secure_port(address, server_credentials(tls))
         if self.port == 0:
             raise LinkError(f"cannot listen on {address} (address in use?)")

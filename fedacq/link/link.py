@@ -19,10 +19,15 @@ Common behaviour lives here so that both transports behave identically:
 from __future__ import annotations
 
 import abc
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from fedacq.link.ledger import EgressLedger, message_bytes
 from fedacq.link.message import Message, MessageError, spec_for
+
+
+#: payloads from this size on are hashed for the egress ledger while they are being sent.
+_HASH_ALONGSIDE_BYTES = 8 * 1024 * 1024
 
 
 class LinkError(RuntimeError):
@@ -67,12 +72,21 @@ class Link(abc.ABC):
         spec_for(msg.type).validate(msg)
         seq = self._next_seq
         self._next_seq += 1
-        if self.ledger is not None:
-            entry = self.ledger.record(self.job, seq, self.peer, msg)
-            nbytes = entry["bytes"]
+        nbytes = message_bytes(msg)
+        if self.ledger is None:
+            self._transmit(seq, msg)
+        elif nbytes < _HASH_ALONGSIDE_BYTES:
+            self.ledger.record(self.job, seq, self.peer, msg)
+            self._transmit(seq, msg)
         else:
-            nbytes = message_bytes(msg)
-        self._transmit(seq, msg)
+            # Hashing a large payload for the ledger costs as much as sending it; hashlib
+            # releases the GIL, so do both at once (the entry is written either way).
+            with ThreadPoolExecutor(1, thread_name_prefix="fedacq-ledger") as pool:
+                entry = pool.submit(self.ledger.record, self.job, seq, self.peer, msg)
+                try:
+                    self._transmit(seq, msg)
+                finally:
+                    entry.result()
         self.bytes_sent += nbytes
         self.messages_sent += 1
 
