@@ -220,6 +220,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     measured = step("measure at the lender; private aggregates for the platform",
                     lambda: _measure(cfg, results, out, job_id))
+    step("log activation and measurement to each party's MLflow store",
+         lambda: _track(metrics["tracking"], results, measured, job_id))
     summary = _summary(cfg, job_id, metrics, results, measured, step.timings)
     (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
     step("report", lambda: _write_report(out, summary, metrics, results, measured))
@@ -257,6 +259,32 @@ def _measure(cfg: DemoConfig, results: dict[str, Any], out: Path, job_id: str) -
                                              spend=camp.spend_by_bucket),))
         views[name] = view
     return {"reports": reports, "platform_views": views}
+
+
+def _track(stores: dict[str, str], results: dict[str, Any], measured: dict[str, Any], job_id: str) -> None:
+    """Each party logs what it holds to its own store, tagged with the job: the platform its
+    boost tables and the per-bucket aggregates it was released, the lender its measurement."""
+    from fedacq.measure.commands import flat_metrics
+    from fedacq.measure.render import figures
+    from fedacq.track import PartyRun
+
+    for name, res in results.items():
+        manifest = res["table"].manifest
+        view = measured["platform_views"][name]
+        with PartyRun(stores[PLATFORM], PLATFORM, "fedacq-demo", f"activate-{res['layer']}", job_id,
+                      params={k: manifest[k] for k in ("version", "campaign", "model_version", "rows")}) as run:
+            run.log_dict(manifest, "boost_table_manifest.json")
+            run.log_dict({"layer": view.layer, "epsilon": view.epsilon,
+                          "buckets": view.buckets.to_dict(orient="records")}, "released_aggregates.json")
+            run.log_metrics({"buckets_suppressed": int(view.buckets["suppressed"].sum()),
+                             "buckets_released": int((~view.buckets["suppressed"]).sum())})
+        report = measured["reports"][name]
+        with PartyRun(stores[LENDER], LENDER, "fedacq-demo", f"measure-{res['layer']}", job_id,
+                      params={**report["settings"], "layer": res["layer"]}) as run:
+            run.log_metrics(flat_metrics(report))
+            run.log_dict(report, "report.json")
+            for fig_name, fig in figures(report).items():
+                run.log_figure(fig, fig_name)
 
 
 def _lift_text(lift: dict[str, Any] | None) -> str:

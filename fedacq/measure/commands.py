@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,6 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlflow.entities import Metric
     from tqdm import tqdm
 
     from fedacq.measure.render import figures, report_html
@@ -83,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
     job_id = args.job_id or uuid.uuid4().hex[:12]
     with PartyRun(args.tracking_dir or out / "mlruns", "lender", args.experiment, "measure", job_id,
                   params={**report["settings"], **report["inputs"]}) as mlrun:
-        # One batch instead of a request per metric: a report has ~100 of them.
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, 0) for k, v in flat_metrics(report).items()]
-        for start in range(0, len(metrics), 1000):
-            mlrun.client.log_batch(mlrun.run_id, metrics=metrics[start:start + 1000])
+        mlrun.log_metrics(flat_metrics(report))
         mlrun.log_artifact(out / "report.json")
         mlrun.log_artifact(out / "report.html")
         for name in figs:
