@@ -1,1 +1,1 @@
-"""Generated protobuf/gRPC code for protocols/boost.proto (see regenerate.py); do not edit."""
+"""Generated protobuf/gRPC code for protocols/boost.proto (regenerate with scripts/gen_protos.sh); do not edit."""

@@ -30,7 +30,7 @@ class LookupResponse(_message.Message):
     treatment: _containers.RepeatedScalarFieldContainer[bool]
     known: _containers.RepeatedScalarFieldContainer[bool]
     expired: bool
-    def __init__(self, table_version: _Optional[str] = ..., layer: _Optional[str] = ..., boosts: _Optional[_Iterable[float]] = ..., buckets: _Optional[_Iterable[int]] = ..., treatment: _Optional[_Iterable[bool]] = ..., known: _Optional[_Iterable[bool]] = ..., expired: _Optional[bool] = ...) -> None: ...
+    def __init__(self, table_version: _Optional[str] = ..., layer: _Optional[str] = ..., boosts: _Optional[_Iterable[float]] = ..., buckets: _Optional[_Iterable[int]] = ..., treatment: _Optional[_Iterable[bool]] = ..., known: _Optional[_Iterable[bool]] = ..., expired: bool = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ("table_dir",)

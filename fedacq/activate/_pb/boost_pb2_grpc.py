@@ -5,7 +5,7 @@ import warnings
 
 from . import boost_pb2 as boost__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in boost_pb2_grpc.py depends on'
+        + f' but the generated code in boost_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class BoostServiceStub:
+class BoostServiceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -51,7 +51,7 @@ class BoostServiceStub:
                 _registered_method=True)
 
 
-class BoostServiceServicer:
+class BoostServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Lookup(self, request, context):
@@ -104,7 +104,7 @@ def add_BoostServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class BoostService:
+class BoostService(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

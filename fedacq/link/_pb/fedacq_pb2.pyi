@@ -66,7 +66,7 @@ class JobDecision(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reason: str
-    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, accepted: bool = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ("job",)
@@ -80,7 +80,7 @@ class PingReply(_message.Message):
     JOB_KNOWN_FIELD_NUMBER: _ClassVar[int]
     party: str
     job_known: bool
-    def __init__(self, party: _Optional[str] = ..., job_known: _Optional[bool] = ...) -> None: ...
+    def __init__(self, party: _Optional[str] = ..., job_known: bool = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("id",)

@@ -5,7 +5,7 @@ import warnings
 
 from . import fedacq_pb2 as fedacq__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in fedacq_pb2_grpc.py depends on'
+        + f' but the generated code in fedacq_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class PartyLinkStub:
+class PartyLinkStub(object):
     """Served by each node to its one configured peer, over mutual TLS.
     """
 
@@ -57,7 +57,7 @@ class PartyLinkStub:
                 _registered_method=True)
 
 
-class PartyLinkServicer:
+class PartyLinkServicer(object):
     """Served by each node to its one configured peer, over mutual TLS.
     """
 
@@ -116,7 +116,7 @@ def add_PartyLinkServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class PartyLink:
+class PartyLink(object):
     """Served by each node to its one configured peer, over mutual TLS.
     """
 
@@ -229,7 +229,7 @@ class PartyLink:
             _registered_method=True)
 
 
-class NodeControlStub:
+class NodeControlStub(object):
     """Served by each node to its own operator on a local unix socket.
     """
 
@@ -261,7 +261,7 @@ class NodeControlStub:
                 _registered_method=True)
 
 
-class NodeControlServicer:
+class NodeControlServicer(object):
     """Served by each node to its own operator on a local unix socket.
     """
 
@@ -320,7 +320,7 @@ def add_NodeControlServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class NodeControl:
+class NodeControl(object):
     """Served by each node to its own operator on a local unix socket.
     """
 
