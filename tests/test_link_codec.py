@@ -21,7 +21,7 @@ register(
 
 
 def roundtrip(msg: Message, chunk_size: int = codec.CHUNK_SIZE) -> Message:
-    return codec.decode(f.SerializeToString() for f in codec.encode(msg, "job1", 7, "lender", chunk_size))
+    return codec.decode(codec.encode(msg, "job1", 7, "lender", chunk_size))
 
 
 def same(a: Message, b: Message) -> bool:
@@ -63,8 +63,8 @@ def test_one_gigabyte_payload_streams_in_bounded_frames() -> None:
 
     def counted():
         for f in frames:
-            sizes.append(len(f.data))
-            yield f.SerializeToString()
+            sizes.append(len(codec.read_frame(f).data))
+            yield f
 
     got = codec.decode(counted(), max_message_bytes=2 ** 31)
     assert got.parts["big"].shape == big.shape and got.parts["big"][-1] == 1.0
@@ -142,3 +142,12 @@ def test_frame_reader_matches_protobuf() -> None:
     env = envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [3], "nbytes": 3}])
     frame = codec.read_frame(pb.Frame(envelope=env, data=b"abc").SerializeToString())
     assert frame.envelope == env and bytes(frame.data) == b"abc" and not frame.error
+
+
+def test_written_frames_are_protobuf_frames() -> None:
+    """encode writes the Frame encoding by hand; protobuf must read it as the same frames."""
+    msg = Message("test.codec", {"n": 3}, {"a": np.arange(300, dtype=np.int64), "b": BigInts([5, 7], 4)})
+    frames = [pb.Frame.FromString(f) for f in codec.encode(msg, "job1", 7, "lender", chunk_size=1000)]
+    assert frames[0].envelope.type == "test.codec" and frames[0].envelope.seq == 7
+    assert not any(f.HasField("envelope") for f in frames[1:])
+    assert b"".join(f.data for f in frames) == np.arange(300, dtype=np.int64).tobytes() + BigInts([5, 7], 4).to_bytes()

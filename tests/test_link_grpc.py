@@ -154,7 +154,7 @@ def test_peer_dying_mid_stream_is_reported_at_once(pair) -> None:
             yield frame
 
     with pytest.raises(Exception):
-        a.client.stub.DeliverStream(dies_after_two_frames(), timeout=5)
+        a.client.deliver_stream(dies_after_two_frames(), timeout=5)
     start = time.monotonic()
     with pytest.raises(LinkError, match="went away in the middle of message 'test.grpc'"):
         lb.recv("test.grpc", timeout=30)

@@ -30,6 +30,8 @@ from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link.message import (ALLOWED_DTYPES, MAX_HEADER_BYTES, BigInts, Message, MessageError,
                                  header_bytes, spec_for)
 
+_ENVELOPE_TAG = (1 << 3) | 2   # Frame.envelope, length-delimited
+_DATA_TAG = (2 << 3) | 2       # Frame.data, length-delimited
 #: payload bytes per frame; a message at most this big travels in one unary call.
 CHUNK_SIZE = 1024 * 1024
 #: upper bound of one message's payload on a link (a spec's per-part limits still apply).
@@ -66,27 +68,18 @@ def envelope_for(msg: Message, job: str, seq: int, sender: str) -> tuple[pb.Enve
 
 
 def encode(msg: Message, job: str, seq: int, sender: str,
-           chunk_size: int = CHUNK_SIZE) -> Iterator[pb.Frame]:
-    """Frames for ``msg``: the envelope with the first slice, then one slice per frame."""
+           chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Wire bytes of the frames of ``msg``: the envelope with the first slice, then one slice each.
+
+    Frames are written directly in the protobuf encoding of ``Frame`` (the mirror of
+    :func:`read_frame`), so each payload byte is copied once on its way out instead of
+    into a bytes object, a protobuf message and its serialisation in turn.
+    """
     env, raws = envelope_for(msg, job, seq, sender)
-    total = sum(r.nbytes for r in raws)
-    if len(raws) == 1:
-        payload = raws[0]
-    elif total <= chunk_size:
-        payload = memoryview(b"".join(raws))
-    else:
-        yield from _encode_parts(env, raws, chunk_size)
-        return
-    yield pb.Frame(envelope=env, data=bytes(payload[:chunk_size]))
-    for start in range(chunk_size, total, chunk_size):
-        yield pb.Frame(data=bytes(payload[start:start + chunk_size]))
-
-
-def _encode_parts(env: pb.Envelope, raws: list[memoryview], chunk_size: int) -> Iterator[pb.Frame]:
-    """Slices across several parts without joining them into one big copy first."""
-    first = True
+    head = env.SerializeToString()
     pending: list[memoryview] = []
     size = 0
+    first = True
     for raw in raws:
         pos = 0
         while pos < raw.nbytes:
@@ -95,11 +88,24 @@ def _encode_parts(env: pb.Envelope, raws: list[memoryview], chunk_size: int) -> 
             size += take
             pos += take
             if size == chunk_size:
-                yield pb.Frame(envelope=env, data=b"".join(pending)) if first else \
-                    pb.Frame(data=b"".join(pending))
+                yield _frame_bytes(head if first else None, pending, size)
                 first, pending, size = False, [], 0
     if pending or first:
-        yield pb.Frame(envelope=env, data=b"".join(pending)) if first else pb.Frame(data=b"".join(pending))
+        yield _frame_bytes(head if first else None, pending, size)
+
+
+def _frame_bytes(envelope: bytes | None, pieces: list[memoryview], size: int) -> bytes:
+    out = [] if envelope is None else [bytes([_ENVELOPE_TAG]), _varint_bytes(len(envelope)), envelope]
+    return b"".join([*out, bytes([_DATA_TAG]), _varint_bytes(size), *pieces])
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def payload_bytes(msg: Message) -> int:
@@ -204,8 +210,6 @@ class WireFrame:
     error: str = ""
 
 
-_ENVELOPE_TAG = (1 << 3) | 2   # Frame.envelope, length-delimited
-_DATA_TAG = (2 << 3) | 2       # Frame.data, length-delimited
 
 
 def read_frame(wire: bytes) -> WireFrame:

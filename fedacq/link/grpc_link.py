@@ -192,6 +192,11 @@ class PeerClient:
         options = _OPTIONS + [("grpc.ssl_target_name_override", peer)]
         self.channel = grpc.secure_channel(address, channel_credentials(tls), options=options)
         self.stub = pb_grpc.PartyLinkStub(self.channel)
+        # Frames go out as the wire bytes codec.encode writes (no protobuf serialiser).
+        self.deliver = self.channel.unary_unary("/fedacq.v1.PartyLink/Deliver",
+                                                response_deserializer=pb.Ack.FromString)
+        self.deliver_stream = self.channel.stream_unary("/fedacq.v1.PartyLink/DeliverStream",
+                                                        response_deserializer=pb.Ack.FromString)
 
     def ping(self, job: str = "", timeout: float = 2.0) -> pb.PingReply:
         return self.stub.Ping(pb.PingRequest(job=job), timeout=timeout)
@@ -274,9 +279,9 @@ class GrpcLink(Link):
             try:
                 if nbytes <= self.chunk_size:
                     frame = next(codec.encode(msg, self.job, seq, self.party, self.chunk_size))
-                    self.client.stub.Deliver(frame, timeout=self.send_timeout)
+                    self.client.deliver(frame, timeout=self.send_timeout)
                 else:
-                    self.client.stub.DeliverStream(codec.encode(msg, self.job, seq, self.party, self.chunk_size),
+                    self.client.deliver_stream(codec.encode(msg, self.job, seq, self.party, self.chunk_size),
                                                    timeout=self.send_timeout)
                 return
             except grpc.RpcError as exc:
