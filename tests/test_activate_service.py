@@ -205,3 +205,11 @@ def test_cli_lookup_and_reload_against_a_service(served, capsys):
     assert "serving v9" in capsys.readouterr().out
     assert main(["boosts", "lookup", "--address", address, "--campaign", "nope", "u1"]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_plaintext_only_on_loopback(tmp_path) -> None:
+    """Look-ups carry user ids: without TLS the service refuses to listen beyond loopback."""
+    from fedacq.activate.service import BoostRegistry, BoostServer
+
+    with pytest.raises(ValueError, match="not a loopback address"):
+        BoostServer(BoostRegistry(), address="0.0.0.0:0")

@@ -200,6 +200,12 @@ class BoostServer:
 
             self.port = self.server.add_secure_port(address, server_credentials(_tls_files(tls_dir, tls_name)))
         else:
+            # Plaintext only on loopback: look-ups carry the platform's user ids, so a service
+            # reachable from other hosts must use mutual TLS.
+            host = address.rsplit(":", 1)[0].strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(f"boost service: {address} is not a loopback address; serve it with "
+                                 "mutual TLS (--tls-dir) or bind 127.0.0.1")
             self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"boost service: cannot bind {address}")
