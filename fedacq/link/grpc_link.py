@@ -166,11 +166,18 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
         except MessageError as exc:
             self._refuse(context, str(exc))
         except grpc.RpcError:
-            # The sender vanished mid-stream: tell the waiting protocol now, not at its timeout.
-            inbox.put(LinkError(f"{self.party}: peer {self.peer} went away in the middle of {asm.where} "
-                                f"({asm.received} of {asm.total} bytes arrived)"))
+            self._peer_went_away(asm, inbox)
             raise
+        if not asm.complete and not context.is_active():
+            # A cancelled stream can also just end: the sender is gone, not merely wrong.
+            self._peer_went_away(asm, inbox)
+            return pb.Ack(seq=asm.envelope.seq)
         return self._finish(asm, inbox, context)
+
+    def _peer_went_away(self, asm: codec.Assembler, inbox: "queue.Queue[Item]") -> None:
+        """The sender vanished mid-stream: tell the waiting protocol now, not at its timeout."""
+        inbox.put(LinkError(f"{self.party}: peer {self.peer} went away in the middle of {asm.where} "
+                            f"({asm.received} of {asm.total} bytes arrived)"))
 
     def ProposeJob(self, request: pb.JobDocument, context: grpc.ServicerContext) -> pb.JobDecision:
         self._authorize(context)
