@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult, model_files, serve_platform
+from fedacq.learn.run import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint",)
@@ -65,12 +65,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 
     lender = HeteroLRLender(**ctx.params, key_bits=ctx.key_bits, insecure_test_key=ctx.insecure_test_key,
                             random_state=ctx.seed, callback=ctx.on_iteration)
-    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
-    with ctx.phase("train"):
-        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
-    with ctx.phase("predict"):
-        train_score = lender.predict_proba(link, data.X_train)
-        valid_score = lender.predict_proba(link, data.X_valid) if data.X_valid is not None else None
+    train_score, valid_score = fit_lender(lender, link, data, ctx)
     lender.save(ctx.model_dir)
     return RoleResult(files=model_files(ctx), train_score=train_score, valid_score=valid_score,
                       history=[dict(h) for h in lender.history_],

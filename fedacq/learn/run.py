@@ -139,6 +139,26 @@ def model_files(ctx: RoleContext) -> list[Path]:
     return sorted(p for p in ctx.model_dir.rglob("*") if p.is_file())
 
 
+def fit_lender(lender: Any, link: Link, data: PartyData,
+               ctx: RoleContext) -> tuple[np.ndarray, np.ndarray | None]:
+    """The lender's side of every model: fit (with the validation rows as eval set), then
+    ask for probabilities of label 1 on the training and validation rows, in that order."""
+    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+    with ctx.phase("train"):
+        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
+    with ctx.phase("predict"):
+        train_score = _positive_proba(lender.predict_proba(link, data.X_train))
+        valid_score = (_positive_proba(lender.predict_proba(link, data.X_valid))
+                       if data.X_valid is not None else None)
+    return train_score, valid_score
+
+
+def _positive_proba(p: Any) -> np.ndarray:
+    """Probabilities of label 1, whether the model returns one column or scikit-learn's two."""
+    p = np.asarray(p, dtype=np.float64)
+    return p[:, 1] if p.ndim == 2 else p
+
+
 def serve_platform(platform: Any, link: Link, data: PartyData, ctx: RoleContext) -> None:
     """The platform's side of every model: fit, answer the lender's predictions, save.
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult, model_files, serve_platform
+from fedacq.learn.run import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint", "prospect")
@@ -56,25 +55,13 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _positive_proba(p: Any) -> np.ndarray:
-    """Probabilities of label 1, whether the model returns one column or scikit-learn's two."""
-    p = np.asarray(p, dtype=np.float64)
-    return p[:, 1] if p.ndim == 2 else p
-
-
 def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostLender
 
     lender = SecureBoostLender(**ctx.params, mode=ctx.mode, key_bits=ctx.key_bits,
                                insecure_test_key=ctx.insecure_test_key, random_state=ctx.seed,
                                callback=ctx.on_iteration)
-    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
-    with ctx.phase("train"):
-        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
-    with ctx.phase("predict"):
-        train_score = _positive_proba(lender.predict_proba(link, data.X_train))
-        valid_score = (_positive_proba(lender.predict_proba(link, data.X_valid))
-                       if data.X_valid is not None else None)
+    train_score, valid_score = fit_lender(lender, link, data, ctx)
     lender.save(ctx.model_dir)
     history = [dict(h) for h in getattr(lender, "history_", []) or []]
     return RoleResult(files=model_files(ctx), train_score=train_score, valid_score=valid_score,

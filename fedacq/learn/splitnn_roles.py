@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult, model_files, serve_platform
+from fedacq.learn.run import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint",)
@@ -36,12 +36,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.splitnn import SplitNNLender, gaussian_dp
 
     lender = SplitNNLender(random_state=ctx.seed, callback=ctx.on_iteration, **ctx.params)
-    eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
-    with ctx.phase("train"):
-        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
-    with ctx.phase("predict"):
-        train_score = lender.predict_proba(link, data.X_train)
-        valid_score = lender.predict_proba(link, data.X_valid) if data.X_valid is not None else None
+    train_score, valid_score = fit_lender(lender, link, data, ctx)
     files = lender.save(ctx.model_dir)
     p = ctx.params
     # per-row Gaussian-DP accounting of the noise (scope and caveats: fedacq.learn.splitnn's docstring)
