@@ -53,7 +53,8 @@ entry there plus a module that defines:
   ``ctx.model_dir`` and list its files in ``RoleResult.files``. The lender's
   result carries ``train_score`` and ``valid_score`` (probabilities of label 1
   for ``data.X_train`` / ``data.X_valid`` rows, in order); the platform's never
-  does.
+  does. :func:`fit_lender` and :func:`serve_platform` do the fit/predict part of
+  each side, so a role only builds its model and saves it.
 """
 
 from __future__ import annotations
