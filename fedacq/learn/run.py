@@ -125,6 +125,14 @@ class RoleContext:
     on_iteration: Callable[[int, dict[str, float]], None]
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def min_key_bits(self) -> int:
+        """The smallest peer key this party accepts: 2048 bits, or the agreed test key size
+        when this party itself agreed to a test key (a node only does in its test mode)."""
+        from fedacq.crypto.paillier import MIN_KEY_BITS
+
+        return min(self.key_bits, MIN_KEY_BITS) if self.insecure_test_key else MIN_KEY_BITS
+
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase (wall clock, waiting for the peer included); repeated phases add up."""
