@@ -1,14 +1,20 @@
 """What each party actually received, read from ``memory_pair(record=True)``.
 
-512-bit keys (``insecure_test_key=True``) only for speed.
+512-bit keys (``insecure_test_key=True`` at the lender, ``min_key_bits=512`` at the
+platform) only for speed; the refusal tests use small keys because refusing them is the point.
 """
 
 import json
 
 import numpy as np
+import pytest
+
+from fedacq.crypto.paillier import generate_keypair
 from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
 from fedacq.link.memory import memory_pair, run_parties
-from fedacq.link.message import BigInts
+from fedacq.link.message import BigInts, Message
+
+TEST_KEY_BITS = 512
 
 
 def _data(n=400, seed=5):
@@ -22,9 +28,9 @@ def _data(n=400, seed=5):
 def _run(mode):
     Xl, Xp, y = _data()
     la, pa = memory_pair("lender", "platform", record=True)
-    lender = SecureBoostLender(n_estimators=3, max_depth=3, mode=mode, key_bits=512,
+    lender = SecureBoostLender(n_estimators=3, max_depth=3, mode=mode, key_bits=TEST_KEY_BITS,
                                insecure_test_key=True, n_jobs=1)
-    platform = SecureBoostPlatform(n_jobs=1)
+    platform = SecureBoostPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS, mode=mode)
     run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=300)
     if mode == "joint":
         run_parties((lender.predict_proba, la, Xl), (platform.predict, pa, Xp), timeout=300)
@@ -50,7 +56,8 @@ def test_platform_gets_only_ciphertexts_and_split_requests():
             else:
                 assert part.dtype.kind in "bi"
     config = json.loads(next(m for m in got if m.type == "sb.hello").header["config"])
-    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows", "insecure_test_key"}
+    # no claim about the key's status crosses: the platform judges the key by its own min_key_bits
+    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows"}
     assert "d" not in json.loads(config["public_key"]) and "p" not in json.loads(config["public_key"])
     # split requests: lender splits say nothing about the lender's feature or bin
     for msg in (m for m in got if m.type == "sb.split"):
@@ -89,3 +96,39 @@ def test_prospect_platform_gets_leaf_values_only_at_the_end():
     assert all(m.parts["kind"].tolist().count(1) == 0 for m in got if m.type == "sb.split")
     # a prospect model was trained without the lender's features
     assert all(p != 0 for tr in lender.trees_ for p in tr.party)
+
+
+def _hello(key_bits, mode="joint", **extra):
+    """A lender's sb.hello as a curious or careless lender could send it."""
+    pk, _ = generate_keypair(key_bits, insecure_test_key=True)  # small on purpose: the point of the test
+    params = SecureBoostLender(key_bits=key_bits, mode=mode).get_params()
+    config = {"params": params, "public_key": pk.to_json(),
+              "layout": {"frac_bits": 40, "slot_bits": 50, "count_bits": 8}, "n_rows": 3, "n_eval_rows": 0,
+              **extra}
+    return Message("sb.hello", {"config": json.dumps(config)})
+
+
+@pytest.mark.parametrize("claim", [{}, {"insecure_test_key": True}, {"insecure_test_key": False}])
+def test_platform_refuses_a_short_key_whatever_the_lender_claims(claim):
+    la, pa = memory_pair("lender", "platform", record=True)
+    la.send(_hello(1024, **claim))
+    with pytest.raises(ValueError, match="sb.hello: the lender's key has 1024 bits; this party accepts at least 2048"):
+        SecureBoostPlatform(n_jobs=1).fit(pa, np.zeros((3, 1)))
+    assert la.received == []  # refused before answering anything
+
+
+def test_platform_test_node_accepts_down_to_its_own_minimum_only():
+    la, pa = memory_pair("lender", "platform")
+    la.send(_hello(512, insecure_test_key=True))
+    with pytest.raises(ValueError, match="has 512 bits; this party accepts at least 1024"):
+        SecureBoostPlatform(n_jobs=1, min_key_bits=1024).fit(pa, np.zeros((3, 1)))
+
+
+def test_platform_refuses_a_mode_it_did_not_agree_to():
+    la, pa = memory_pair("lender", "platform", record=True)
+    la.send(_hello(TEST_KEY_BITS, mode="prospect"))
+    with pytest.raises(ValueError, match="sb.hello: the lender asks for mode 'prospect'; this party agreed to 'joint'"):
+        SecureBoostPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS, mode="joint").fit(pa, np.zeros((3, 1)))
+    assert la.received == []
+    with pytest.raises(ValueError, match="mode"):
+        SecureBoostPlatform(mode="both")

@@ -1,6 +1,6 @@
 """Prospect mode: the platform ends with a complete model, exported to XGBoost JSON.
 
-512-bit keys (``insecure_test_key=True``) only for speed.
+512-bit keys (``insecure_test_key=True``, platform ``min_key_bits=512``) only for speed.
 """
 
 import json
@@ -13,7 +13,7 @@ from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
 from fedacq.link.memory import memory_pair, run_parties
 
 
-def _fit(leaf_noise=None, objective="binary:logistic", mode="prospect", seed=2):
+def _fit(leaf_noise=None, objective="binary:logistic", mode="prospect", seed=2, random_state=0, record=False):
     rng = np.random.default_rng(seed)
     n = 500
     Xp = rng.normal(size=(n, 4))
@@ -23,11 +23,14 @@ def _fit(leaf_noise=None, objective="binary:logistic", mode="prospect", seed=2):
     if objective == "reg:squarederror":
         y = signal * 2 + rng.normal(size=n)
     Xl = rng.normal(size=(n, 2))  # the lender's own features: unused by a prospect model
-    la, pa = memory_pair("lender", "platform")
+    la, pa = memory_pair("lender", "platform", record=record)
     lender = SecureBoostLender(n_estimators=5, max_depth=3, mode=mode, objective=objective,
-                               leaf_noise=leaf_noise, key_bits=512, insecure_test_key=True, n_jobs=1)
-    platform = SecureBoostPlatform(n_jobs=1)
+                               leaf_noise=leaf_noise, key_bits=512, insecure_test_key=True, n_jobs=1,
+                               random_state=random_state)
+    platform = SecureBoostPlatform(n_jobs=1, min_key_bits=512, mode=mode)
     run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=300)
+    if record:
+        platform.received_ = pa.received
     return lender, platform, Xl, Xp, y
 
 
@@ -80,3 +83,26 @@ def test_saved_parts_are_json_and_joint_models_do_not_export(tmp_path):
         platform.export_xgboost_json(tmp_path / "x.json")
     with pytest.raises(ValueError, match="prospect"):
         platform.predict_local(Xp)
+
+
+def _leaves(trees):
+    return np.concatenate([[tr.value[i] for i in tr.leaves()] for tr in trees])
+
+
+def test_a_platform_that_knows_the_seed_cannot_remove_the_leaf_noise():
+    """The platform holds random_state (sb.hello) and every message: the noise is still not its to regenerate."""
+    noise = {"mechanism": "laplace", "epsilon": 1.0}
+    first, p_first, *_ = _fit(leaf_noise=noise, random_state=7, record=True)
+    second, p_second, *_ = _fit(leaf_noise=noise, random_state=7)
+    exact = _leaves(first.trees_)
+    np.testing.assert_array_equal(exact, _leaves(second.trees_))  # same seed, same trees and true leaves
+    released = [_leaves(p.trees_) for p in (p_first, p_second)]
+    assert not np.allclose(released[0], released[1])  # same seed, different noise: not a function of it
+    # the old attack: regenerate default_rng(random_state) noise from what crossed, subtract it
+    hello = next(m for m in p_first.received_ if m.type == "sb.hello")
+    params = json.loads(hello.header["config"])["params"]
+    assert params["random_state"] == 7 and params["leaf_noise"] == noise
+    scale = params["learning_rate"] / params["reg_lambda"] / (noise["epsilon"] / len(p_first.trees_))
+    guess = released[0] - np.random.default_rng(params["random_state"]).laplace(0.0, scale, len(exact))
+    assert np.min(np.abs(guess - exact)) > 1e-12  # no leaf recovered, not even one
+    assert np.median(np.abs(guess - exact)) > 0.1 * scale

@@ -7,7 +7,9 @@ same order on both sides. Every step below is one message over a
 
 Steps
     1. ``sb.hello`` L->P: training parameters, the public key, the packing
-       layout (bit widths only), row counts. ``sb.hello_reply`` P->L: the
+       layout (bit widths only), row counts. The platform refuses a key under
+       its own ``min_key_bits`` and a mode other than the one its node agreed
+       to, whatever the lender says. ``sb.hello_reply`` P->L: the
        platform's row counts and its number of bins per feature.
     2. Both parties bin their own features locally (XGBoost ``hist`` cuts,
        :mod:`fedacq.learn.binning`).
@@ -26,7 +28,10 @@ Steps
        reply instead carries the platform's decisions for the validation rows.
     5. The lender computes leaf values itself (it knows every node's rows and
        gradients). ``sb.finish`` L->P: the number of trees kept (early
-       stopping); in prospect mode also the leaf values (optionally noised)
+       stopping); in prospect mode also the leaf values (optionally noised
+       with Laplace or Gaussian noise from the OS CSPRNG,
+       :mod:`fedacq.crypto.dp_noise`: the shared ``random_state`` drives only
+       row and column sampling, so the platform cannot regenerate the noise)
        and the base score, so the platform holds a complete model.
     Inference (joint mode): ``sb.predict`` L->P (row count), ``sb.predict_bits``
     P->L: for each platform split node, the direction of every row.
@@ -57,6 +62,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fedacq.crypto import dp_noise
+from fedacq.crypto.paillier import MIN_KEY_BITS
 from fedacq.learn.binning import MISSING, QuantileBinner
 from fedacq.learn.histogram import GradientCodec, HistogramEngine, PackingLayout, n_compressed
 from fedacq.learn.tree import FeatureHistogram, SplitParams, Tree, best_split, calc_weight, is_valid, route
@@ -226,7 +233,7 @@ class SecureBoostLender:
         codec = GradientCodec(layout)
         n_eval = 0 if eval_set is None else len(eval_set[1])
         config = {"params": self.get_params(), "public_key": pk.to_json(), "layout": layout.to_header(),
-                  "n_rows": n, "n_eval_rows": n_eval, "insecure_test_key": self.insecure_test_key}
+                  "n_rows": n, "n_eval_rows": n_eval}
         link.send(Message("sb.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("sb.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -387,7 +394,7 @@ class SecureBoostLender:
         if eval_set is not None and self.early_stopping_rounds:
             self.best_iteration_ = best_iter
             self.trees_ = self.trees_[:best_iter + 1]
-        self._send_finish(link, rng)
+        self._send_finish(link)
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
@@ -467,7 +474,7 @@ class SecureBoostLender:
             decisions = {nid: eval_left[:, j] for j, nid in enumerate(pnodes)}
         return route(tree, Xv if self.mode == "joint" else Xv[:, :0], decisions, owner=0)
 
-    def _send_finish(self, link: Link, rng: np.random.Generator) -> None:
+    def _send_finish(self, link: Link) -> None:
         header: dict[str, Any] = {"n_trees": len(self.trees_)}
         parts: dict[str, np.ndarray] = {}
         if self.mode == "prospect":
@@ -475,7 +482,7 @@ class SecureBoostLender:
                                      for tr in self.trees_])
             if self.leaf_noise is not None:
                 values = values + _leaf_noise(self.leaf_noise, self.objective, self.learning_rate,
-                                              self.reg_lambda, len(self.trees_), len(values), rng)
+                                              self.reg_lambda, len(self.trees_), len(values))
             self.released_leaf_values_ = values
             parts["leaf_values"] = values
             header["base_margin"] = self.base_margin_
@@ -540,10 +547,21 @@ class SecureBoostLender:
 
 
 class SecureBoostPlatform:
-    """The passive party: features, encrypted histograms, its own thresholds."""
+    """The passive party: features, encrypted histograms, its own thresholds.
 
-    def __init__(self, n_jobs: int | None = None) -> None:
+    ``min_key_bits`` and ``mode`` are this party's own decisions (its node's
+    policy and the job it agreed to): an ``sb.hello`` with a shorter key or
+    another mode is refused, whatever it claims. ``mode=None`` accepts either
+    mode (for direct use of the class; a node always passes its mode).
+    """
+
+    def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS,
+                 mode: str | None = None) -> None:
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
         self.n_jobs = n_jobs
+        self.min_key_bits = int(min_key_bits)
+        self.agreed_mode = mode
         self.trees_: list[Tree] = []
         self.timings_: dict[str, float] = {}
 
@@ -562,13 +580,19 @@ class SecureBoostPlatform:
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"sb.hello: malformed config: {exc}") from exc
-        if pk.n_bits < 2048 and config.get("insecure_test_key") is not True:
-            raise ValueError(f"sb.hello: the lender's Paillier key has {pk.n_bits} bits; below 2048 only "
-                             "for a declared test key")
+        if pk.n_bits < self.min_key_bits:
+            raise ValueError(f"sb.hello: the lender's key has {pk.n_bits} bits; this party accepts at least "
+                             f"{self.min_key_bits}")
         if pk.n_bits != params.get("key_bits"):
             raise ValueError(f"sb.hello: key of {pk.n_bits} bits, announced {params.get('key_bits')}")
+        mode = params.get("mode")
+        if mode not in MODES:
+            raise ValueError(f"sb.hello: unknown mode {mode!r}; known: {', '.join(MODES)}")
+        if self.agreed_mode is not None and mode != self.agreed_mode:
+            raise ValueError(f"sb.hello: the lender asks for mode {mode!r}; this party agreed to "
+                             f"{self.agreed_mode!r}")
         self.params_ = params
-        self.mode = params["mode"]
+        self.mode = mode
         self.objective = params["objective"]
         n = X.shape[0]
         n_eval_here = 0 if eval_X is None else np.asarray(eval_X).shape[0]
@@ -804,8 +828,11 @@ def _check_noise(noise: dict, objective: str, reg_lambda: float, mode: str) -> N
 
 
 def _leaf_noise(noise: dict, objective: str, learning_rate: float, reg_lambda: float,
-                n_trees: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Noise for the released leaf values.
+                n_trees: int, size: int) -> np.ndarray:
+    """Noise for the released leaf values, from the OS CSPRNG (:mod:`fedacq.crypto.dp_noise`).
+
+    Never from ``random_state``: the platform holds that seed (it is part of
+    the job), and noise drawn from it could be regenerated and subtracted.
 
     Changing one user's label moves its gradient by at most ``gradient_bound``
     (1 for binary:logistic) and touches one leaf per tree, whose value moves by
@@ -818,7 +845,7 @@ def _leaf_noise(noise: dict, objective: str, learning_rate: float, reg_lambda: f
     sensitivity = learning_rate * bound / reg_lambda
     eps = float(noise["epsilon"]) / n_trees
     if noise["mechanism"] == "laplace":
-        return rng.laplace(0.0, sensitivity / eps, size)
+        return dp_noise.laplace(sensitivity / eps, size)
     delta = float(noise["delta"]) / n_trees
     sigma = sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / eps
-    return rng.normal(0.0, sigma, size)
+    return dp_noise.gaussian(sigma, size)

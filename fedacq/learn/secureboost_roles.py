@@ -71,7 +71,8 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostPlatform
 
-    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"))
+    # the key size and the mode are this party's own: what the lender's sb.hello claims is checked against them
+    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits, mode=ctx.mode)
     serve_platform(platform, link, data, ctx)
     info: dict[str, Any] = {}
     if ctx.mode == "prospect":
