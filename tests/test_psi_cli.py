@@ -6,6 +6,7 @@ import pandas as pd
 
 from fedacq.cli import main
 from fedacq.link.memory import memory_pair, run_parties
+from fedacq.node.policy import Policy
 from fedacq.node.protocols import JobContext, load_protocol
 
 
@@ -48,14 +49,16 @@ def test_cli_reports_bad_column(tmp_path, capsys):
 def test_psi_node_protocol_unbalanced_twice(tmp_path):
     write_inputs(tmp_path)
     proto = load_protocol("psi")
-    params = {"id_columns": ["phone", "device"], "platform_id_columns": ["mobile", "device_id"],
-              "mode": "unbalanced"}
+    policy = Policy(min_intersection=4)  # four users in common in these files
+    params = proto.resolve({"id_columns": ["phone", "device"], "platform_id_columns": ["mobile", "device_id"],
+                            "mode": "unbalanced"}, policy)
 
     def ctx(party, link, data):
         work = tmp_path / party / "work"
         work.mkdir(parents=True, exist_ok=True)
         return JobContext(party=party, role=party, peer="x", job_id="j", link=link,
-                          datasets={"ids": data}, params=params, work_dir=work,
+                          datasets={"ids": data}, params=params, work_dir=work, policy=policy,
+                          registered={"ids": f"{party}_ids"},
                           keys_dir=tmp_path / party / "keys", mlflow_store=str(tmp_path / "ml"))
 
     for _ in range(2):
@@ -67,3 +70,5 @@ def test_psi_node_protocol_unbalanced_twice(tmp_path):
     assert "offline_receive_set" not in res_l["stats"]["seconds"]  # second job reused the set
     out = pd.read_parquet(tmp_path / "platform" / "work" / "intersection.parquet")
     assert len(out) == 4
+    # the platform's cache is keyed by the name its own config registered, not the job's logical name
+    assert [p.name for p in (tmp_path / "platform" / "keys" / "psi_cache").iterdir()] == ["platform_ids"]

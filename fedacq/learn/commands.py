@@ -50,6 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
     p.add_argument("--insecure-test-key", action="store_true",
                    help="allow keys under 2048 bits (tests and quick checks only, never results)")
+    p.add_argument("--min-intersection", type=int, default=100,
+                   help="stop before training when fewer users are common to both files")
     p.add_argument("--validation-fraction", type=float, default=0.2,
                    help="share of the intersection held out for validation (0: none)")
     p.add_argument("--transport", choices=("inproc", "grpc"), default="inproc",
@@ -86,7 +88,7 @@ def _handle(args: argparse.Namespace) -> int:
     cfg = RunConfig(lender_path=args.lender, platform_path=args.platform, id_column=args.id_column,
                     label_column=args.label_column, out_dir=args.out, model=args.model,
                     params=parse_params(args), mode=args.mode, key_bits=args.key_bits,
-                    insecure_test_key=args.insecure_test_key,
+                    insecure_test_key=args.insecure_test_key, min_intersection=args.min_intersection,
                     validation_fraction=args.validation_fraction, transport=args.transport,
                     seed=args.seed, tracking_dir=args.tracking_dir, experiment=args.experiment,
                     progress=not args.quiet)

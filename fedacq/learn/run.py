@@ -208,6 +208,7 @@ class RunConfig:
     mode: str = "joint"
     key_bits: int = 2048
     insecure_test_key: bool = False
+    min_intersection: int = 100
     validation_fraction: float = 0.2
     transport: str = "inproc"
     seed: int = 0
@@ -291,13 +292,20 @@ def split_positions(n: int, validation_fraction: float, seed: int) -> tuple[np.n
 
 # -- one party's job ---------------------------------------------------------------------
 
-def _psi(party: str, link: Link, table: PartyTable, id_column: str) -> np.ndarray:
+def _psi(party: str, link: Link, table: PartyTable, id_column: str, min_intersection: int) -> np.ndarray:
     """This party's row indices of the intersection, in the shared order."""
     from fedacq import psi
 
     fn = psi.psi_lender if party == LENDER else psi.psi_platform
     frame = pd.DataFrame({id_column: table.ids})
-    return np.asarray(fn(link, frame, [id_column]).rows, dtype=np.int64)
+    return np.asarray(fn(link, frame, [id_column], min_intersection=min_intersection).rows, dtype=np.int64)
+
+
+def check_rows(path: Path, table: PartyTable, min_intersection: int) -> None:
+    """Refuse a table that cannot reach the minimum intersection, before any work."""
+    if table.X.shape[0] < min_intersection:
+        raise ValueError(f"{path}: {table.X.shape[0]} rows, fewer than the minimum intersection of "
+                         f"{min_intersection} (set --min-intersection / min_intersection to change it)")
 
 
 def _party_data(table: PartyTable, rows: np.ndarray, train: np.ndarray, valid: np.ndarray) -> PartyData:
@@ -312,7 +320,8 @@ def _party_data(table: PartyTable, rows: np.ndarray, train: np.ndarray, valid: n
 
 def _run_params(cfg: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
     return {"model": cfg.model, "mode": cfg.mode, "key_bits": cfg.key_bits,
-            "insecure_test_key": cfg.insecure_test_key, "validation_fraction": cfg.validation_fraction,
+            "insecure_test_key": cfg.insecure_test_key, "min_intersection": cfg.min_intersection,
+            "validation_fraction": cfg.validation_fraction,
             "seed": cfg.seed, "transport": cfg.transport, "id_column": cfg.id_column, **params}
 
 
@@ -352,7 +361,7 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
         try:
             say("private set intersection")
             with ctx.phase("psi"):
-                rows = _psi(party, link, table, cfg.id_column)
+                rows = _psi(party, link, table, cfg.id_column, cfg.min_intersection)
             psi_stats = link.stats()
             train, valid = split_positions(rows.size, cfg.validation_fraction, cfg.seed)
             if train.size == 0:
@@ -467,7 +476,12 @@ def _run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
            "datasets": {LENDER: {DATASET: "table"}, PLATFORM: {DATASET: "table"}},
            "params": job_params(cfg)}
     datasets = {LENDER: {"table": cfg.lender_path.resolve()}, PLATFORM: {"table": cfg.platform_path.resolve()}}
-    with start_local_pair(cfg.out_dir, datasets=datasets, allow=["run"]) as pair:
+    # one operator runs both nodes here: their policy is this run's own settings
+    policy = {"min_intersection": cfg.min_intersection, "test_mode": cfg.insecure_test_key}
+    if cfg.insecure_test_key:
+        policy["min_key_bits"] = cfg.key_bits
+    with start_local_pair(cfg.out_dir, datasets=datasets, allow=["run"],
+                          policy={LENDER: policy, PLATFORM: policy}) as pair:
         _say(cfg, LENDER, f"job {job['job']['id']} submitted; waiting (progress: the nodes' job logs)")
         pair.submit(job, party=LENDER, wait=False)
         records = {}
@@ -506,12 +520,16 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.key_bits < 2048 and not cfg.insecure_test_key:
         raise ValueError(f"key size {cfg.key_bits} bits is below the 2048-bit minimum "
                          "(smaller keys are for tests only, with insecure_test_key)")
+    if cfg.min_intersection < 1:
+        raise ValueError(f"min_intersection must be at least 1, got {cfg.min_intersection}")
     split_positions(0, cfg.validation_fraction, cfg.seed)  # checks the fraction
     params = module.resolve_params(dict(cfg.params))
     if params.get("early_stopping_rounds") and cfg.validation_fraction == 0:
         raise ValueError("early_stopping_rounds needs a validation set: give a validation fraction above 0")
     lender_table = load_table(cfg.lender_path, cfg.id_column, cfg.label_column)
     platform_table = load_table(cfg.platform_path, cfg.id_column)
+    for path, table in ((cfg.lender_path, lender_table), (cfg.platform_path, platform_table)):
+        check_rows(path, table, cfg.min_intersection)
     if cfg.label_column in platform_table.feature_names:
         raise ValueError(f"{cfg.platform_path}: has a column named like the label ({cfg.label_column!r}); "
                          "the platform's file must not hold the lender's labels")

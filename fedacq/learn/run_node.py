@@ -9,8 +9,16 @@ node's own MLflow store.
 
 Params (``[params]`` of the job; both nodes see them, so they hold names and
 settings, never data): ``id_column``, ``label_column``, ``model``,
-``model_params`` (a table of the model's parameters), ``mode``, ``key_bits``,
-``insecure_test_key``, ``validation_fraction``, ``seed``, ``experiment``.
+``model_params`` (a table of the model's parameters), ``mode``, ``scheme``,
+``key_bits``, ``insecure_test_key``, ``min_intersection``,
+``validation_fraction``, ``seed``, ``experiment``.
+
+Policy (:mod:`fedacq.node.policy`), checked by each node on the complete
+parameters: ``models``, ``modes``, ``schemes``, ``min_key_bits`` and
+``test_mode`` (key size), ``min_intersection`` (the PSI inside the job); and
+for the lender's labels ``leaf_noise_max_epsilon`` (prospect SecureBoost
+releases leaf values: they must carry DP noise of at most that epsilon),
+``hetero_lr_min_batch_size`` and ``splitnn_min_gradient_noise``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
 
 #: the logical data-set name each party's table is given under in the job.
@@ -29,28 +38,84 @@ def job_params(cfg: Any) -> dict[str, Any]:
     """The ``[params]`` of a node job equivalent to a :class:`~fedacq.learn.run.RunConfig`."""
     return {"id_column": cfg.id_column, "label_column": cfg.label_column, "model": cfg.model,
             "model_params": dict(cfg.params), "mode": cfg.mode, "key_bits": cfg.key_bits,
-            "insecure_test_key": cfg.insecure_test_key,
+            "insecure_test_key": cfg.insecure_test_key, "min_intersection": cfg.min_intersection,
             "validation_fraction": cfg.validation_fraction, "seed": cfg.seed,
             "experiment": cfg.experiment}
 
 
+def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """The run job's complete parameters, checked against ``policy`` (module docstring)."""
+    from fedacq.learn.run import model_module
+
+    defaults = {"id_column": None, "label_column": None, "model": "secureboost", "model_params": {},
+                "mode": "joint", "scheme": "paillier", "key_bits": 2048, "insecure_test_key": False,
+                "min_intersection": policy.min_intersection, "validation_fraction": 0.2, "seed": 0,
+                "experiment": "fedacq-run"}
+    out = complete(params, defaults, "run")
+    for key in ("id_column", "label_column", "experiment"):
+        if not isinstance(out[key], str) or not out[key]:
+            raise PolicyError(f"run: {key} must be a non-empty string, got {out[key]!r}")
+    policy.one_of("models", "model", out["model"])
+    policy.one_of("modes", "mode", out["mode"])
+    policy.one_of("schemes", "scheme", out["scheme"])
+    policy.key_size(out["key_bits"], out["insecure_test_key"])
+    if not isinstance(out["min_intersection"], int) or isinstance(out["min_intersection"], bool):
+        raise PolicyError(f"run: min_intersection must be an integer, got {out['min_intersection']!r}")
+    policy.at_least("min_intersection", "min_intersection", out["min_intersection"])
+    if not isinstance(out["seed"], int) or isinstance(out["seed"], bool):
+        raise PolicyError(f"run: seed must be an integer, got {out['seed']!r}")
+    fraction = out["validation_fraction"]
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
+        raise PolicyError(f"run: validation_fraction must be in [0, 1), got {fraction!r}")
+    module = model_module(out["model"])
+    if out["mode"] not in module.MODES:
+        raise PolicyError(f"run: model {out['model']!r} supports mode(s) {list(module.MODES)}, not {out['mode']!r}")
+    if not isinstance(out["model_params"], dict):
+        raise PolicyError("run: model_params must be a table")
+    try:
+        model = module.resolve_params(dict(out["model_params"]))
+    except ValueError as exc:
+        raise PolicyError(f"run: {exc}") from None
+    out["model_params"] = json.loads(json.dumps(model))
+    _label_protection(out["model"], out["mode"], out["model_params"], policy)
+    return out
+
+
+def _label_protection(model: str, mode: str, p: dict[str, Any], policy: Policy) -> None:
+    """The policy keys that guard the lender's labels inside each model's parameters."""
+    if model == "secureboost" and mode == "prospect" and policy.leaf_noise_max_epsilon is not None:
+        noise = p.get("leaf_noise")
+        epsilon = noise.get("epsilon") if isinstance(noise, dict) else None
+        if epsilon is None or not epsilon <= policy.leaf_noise_max_epsilon:
+            raise policy.refuse("leaf_noise_max_epsilon", f"leaf_noise={noise!r}",
+                                f"leaf noise with epsilon <= {policy.leaf_noise_max_epsilon}")
+    if model == "hetero_lr":
+        policy.at_least("hetero_lr_min_batch_size", "batch_size", p["batch_size"])
+    if model == "splitnn" and policy.splitnn_min_gradient_noise > 0:
+        if p["gradient_clip"] is None:
+            raise policy.refuse("splitnn_min_gradient_noise", "gradient_clip=None (no gradient noise)",
+                                f"gradient_noise >= {policy.splitnn_min_gradient_noise} with clipping")
+        policy.at_least("splitnn_min_gradient_noise", "gradient_noise", p["gradient_noise"])
+
+
 def _role(party: str, ctx: JobContext) -> dict[str, Any]:
-    from fedacq.learn.run import LENDER, RunConfig, _json_default, load_table, model_module, party_job
+    from fedacq.learn.run import (LENDER, RunConfig, check_rows, _json_default, load_table, model_module,
+                                  party_job)
 
     if DATASET not in ctx.datasets:
         raise ValueError(f"run: the job names no data set {DATASET!r} for {ctx.party} (has {sorted(ctx.datasets)})")
     p = ctx.params
     path = Path(ctx.datasets[DATASET])
-    cfg = RunConfig(lender_path=path, platform_path=path, id_column=str(p["id_column"]),
-                    label_column=str(p["label_column"]), out_dir=ctx.work_dir, model=str(p["model"]),
-                    params=dict(p.get("model_params", {})), mode=str(p.get("mode", "joint")),
-                    key_bits=int(p.get("key_bits", 2048)),
-                    insecure_test_key=bool(p.get("insecure_test_key", False)),
-                    validation_fraction=float(p.get("validation_fraction", 0.2)),
-                    transport="grpc", seed=int(p.get("seed", 0)), tracking_dir=ctx.mlflow_store,
-                    experiment=str(p.get("experiment", "fedacq-run")), job_id=ctx.job_id, progress=False)
+    cfg = RunConfig(lender_path=path, platform_path=path, id_column=p["id_column"],
+                    label_column=p["label_column"], out_dir=ctx.work_dir, model=p["model"],
+                    params=dict(p["model_params"]), mode=p["mode"], key_bits=p["key_bits"],
+                    insecure_test_key=p["insecure_test_key"], min_intersection=p["min_intersection"],
+                    validation_fraction=float(p["validation_fraction"]),
+                    transport="grpc", seed=p["seed"], tracking_dir=ctx.mlflow_store,
+                    experiment=p["experiment"], job_id=ctx.job_id, progress=False)
     params = model_module(cfg.model).resolve_params(dict(cfg.params))
     table = load_table(path, cfg.id_column, cfg.label_column if party == LENDER else None)
+    check_rows(path, table, cfg.min_intersection)
     ctx.logger.info("run: %s loaded %s (%d rows), model %s", party, path, table.X.shape[0], cfg.model)
     report = party_job(party, ctx.link, table, cfg, params, log=ctx.logger.info)
     ctx.logger.info("run: %s done, intersection %d", party, report["intersection_size"])
@@ -66,5 +131,7 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
     return _role("platform", ctx)
 
 
-PROTOCOL = Protocol("run", roles={"lender": run_lender, "platform": run_platform},
+PROTOCOL = Protocol("run", roles={"lender": run_lender, "platform": run_platform}, resolve=resolve,
+                    messages=("fedacq.psi.ecdh_psi", "fedacq.learn.secureboost", "fedacq.learn.hetero_lr",
+                              "fedacq.learn.splitnn"),
                     description="fedacq run: PSI, federated training and evaluation of a registered model")

@@ -25,6 +25,12 @@ folder can be moved (or mounted into a container) as a whole. Example::
 
     [datasets]                     # the only files a job may name, by registered name
     outcomes = "data/outcomes.csv"
+
+    [policy]                       # the weakest job this node takes part in: fedacq.node.policy
+    min_intersection = 1000
+
+Registered data-set names follow :data:`fedacq.paths.NAME` (they may name a
+cache folder of this node's own).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from fedacq.crypto.tls import TlsFiles, check_party_name
+from fedacq.node.policy import Policy, load_policy
+from fedacq.paths import check_name
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class NodeConfig:
     allow: tuple[str, ...]
     datasets: dict[str, Path] = field(default_factory=dict)
     control_socket: Path | None = None
+    policy: Policy = field(default_factory=Policy)
 
     @property
     def socket_path(self) -> Path:
@@ -97,6 +106,8 @@ def load_config(path: str | Path) -> NodeConfig:
     datasets = doc.get("datasets", {})
     if not isinstance(datasets, dict) or not all(isinstance(v, str) for v in datasets.values()):
         raise ValueError(f"{path}: [datasets] must map names to file paths")
+    for name in datasets:
+        check_name(name, f"{path}: [datasets] name")
     socket = doc.get("node", {}).get("control_socket")
     return NodeConfig(
         path=path, party=party, role=str(_get(doc, path, "node", "role", party)),
@@ -108,4 +119,5 @@ def load_config(path: str | Path) -> NodeConfig:
         mlflow=mlflow, keys_dir=resolve(str(_get(doc, path, "node", "keys_dir", "keys"))),
         allow=tuple(allow), datasets={k: resolve(v) for k, v in datasets.items()},
         control_socket=resolve(socket) if socket else None,
+        policy=load_policy(doc.get("policy"), str(path), party),
     )

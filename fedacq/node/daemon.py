@@ -13,11 +13,18 @@ first, then proposes it to the peer, which checks it against its own config:
   :data:`fedacq.node.protocols.PROTOCOLS`, with a role for this node;
 * every data set the job names for this party is registered in the node's
   ``[datasets]`` (names only cross the link, never paths) and its file exists;
-* the job id is new at this node.
+* the parameters satisfy the node's ``[policy]`` (:mod:`fedacq.node.policy`):
+  the proposing node completes them from its own policy, the other node
+  accepts them only if they are complete and nothing is weaker than its own;
+* fewer than ``max_concurrent_jobs`` jobs are running, and the job id is new.
 
-A refusal on either side leaves no job record on either side. Accepted jobs run
-in a thread per job; their state persists, and a restarted node marks jobs it
-was running as failed and takes new ones.
+A refusal on either side leaves no job record on either side. The schemas of
+every message of every allowed protocol are loaded when the node starts, so a
+peer that is faster than this node never sends a message this node cannot yet
+check. Every file the node writes is created under umask 0077 (its party's
+alone, the control socket included). Accepted jobs run in a thread per job;
+their state persists, and a restarted node marks jobs it was running as failed
+and takes new ones.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link._pb import fedacq_pb2_grpc as pb_grpc
 from fedacq.node.config import NodeConfig, load_config
 from fedacq.node.jobs import JobSpec, JobStore, spec_from_json
-from fedacq.node.protocols import JobContext, load_protocol
+from fedacq.node.protocols import JobContext, Protocol, load_protocol
 
 #: AF_UNIX socket paths are limited to 107 bytes on Linux.
 MAX_SOCKET_PATH = 107
@@ -53,6 +60,11 @@ class Node:
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
+        os.umask(0o077)  # state, keys, ledgers and the control socket are this party's alone
+        try:
+            self.protocols: dict[str, Protocol] = {name: load_protocol(name) for name in cfg.allow}
+        except ValueError as exc:
+            raise ValueError(f"{cfg.path}: [protocols] allow: {exc}") from None
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.keys_dir.mkdir(parents=True, exist_ok=True)
         socket = str(cfg.socket_path)
@@ -78,7 +90,6 @@ class Node:
             self.log.warning("job %s was running when the node stopped; marked failed", job_id)
         self.endpoint.start()
         self.control.start()
-        os.chmod(self.cfg.socket_path, 0o600)
         self.log.info("node %s up: peer link on port %d (peer %s at %s), control on %s",
                       self.cfg.party, self.endpoint.port, self.cfg.peer, self.cfg.peer_address,
                       self.cfg.socket_path)
@@ -88,13 +99,19 @@ class Node:
         self.endpoint.stop()
 
     # -- admission ------------------------------------------------------
-    def check(self, spec: JobSpec) -> None:
-        """Raise ValueError unless this node agrees to run ``spec``."""
+    def check(self, spec: JobSpec, proposed_by_peer: bool) -> JobSpec:
+        """The job with its effective parameters; ValueError unless this node agrees to run it.
+
+        A job this node proposes gets its missing parameters from this node's
+        policy; a job the peer proposes must arrive complete, and is refused if
+        this node's policy would change any value (it never weakens or fills
+        one silently: both nodes must run the same parameters).
+        """
         me = self.cfg.party
-        if spec.protocol not in self.cfg.allow:
+        protocol = self.protocols.get(spec.protocol)
+        if protocol is None:
             raise ValueError(f"{me} does not allow protocol {spec.protocol!r} "
                              f"(allowed: {list(self.cfg.allow)}; see [protocols] allow in its party.toml)")
-        protocol = load_protocol(spec.protocol)
         if self.cfg.role not in protocol.roles:
             raise ValueError(f"protocol {spec.protocol!r} has no role {self.cfg.role!r} for {me}")
         for logical, name in spec.datasets.get(me, {}).items():
@@ -107,12 +124,24 @@ class Node:
                 raise ValueError(f"{me}: registered data set {name!r} is missing its file")
         if self.store.exists(spec.id) or spec.id in self._threads:
             raise ValueError(f"job {spec.id!r} already exists at {me}")
+        limit = self.cfg.policy.max_concurrent_jobs
+        if len(self._threads) >= limit:
+            raise ValueError(f"policy max_concurrent_jobs: {me} already runs {len(self._threads)} job(s), "
+                             f"its limit is {limit}")
+        params = protocol.resolve(dict(spec.params), self.cfg.policy)
+        if proposed_by_peer:
+            missing = sorted(set(params) - set(spec.params))
+            changed = sorted(k for k in spec.params if k in params and _canonical(params[k]) != _canonical(spec.params[k]))
+            if missing or changed:
+                raise ValueError(f"{me} needs a complete job from {self.cfg.peer}: missing {missing}, "
+                                 f"not in resolved form {changed}")
+        return dataclasses.replace(spec, params=params)
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         """The operator's submission: check here, then at the peer, then run."""
         spec = dataclasses.replace(spec, initiator=self.cfg.party)
         with self._accept:
-            self.check(spec)
+            spec = self.check(spec, proposed_by_peer=False)
             self._threads[spec.id] = None  # reserve the id while the peer decides
             link = self.endpoint.link(spec.id, self.ledger)
         try:
@@ -132,7 +161,7 @@ class Node:
             if spec.initiator != self.cfg.peer:
                 raise ValueError(f"job initiator {spec.initiator!r} is not the peer {self.cfg.peer!r}")
             with self._accept:
-                self.check(spec)
+                spec = self.check(spec, proposed_by_peer=True)
                 link = self.endpoint.link(spec.id, self.ledger)
                 self._launch(spec, link)
         except ValueError as exc:
@@ -141,7 +170,7 @@ class Node:
         return True, "accepted"
 
     def _launch(self, spec: JobSpec, link: GrpcLink) -> dict[str, Any]:
-        record = self.store.create(spec)
+        record = self.store.create(spec, policy=dataclasses.asdict(self.cfg.policy))
         thread = threading.Thread(target=self._run, args=(spec, link), name=f"job-{spec.id}", daemon=True)
         self._threads[spec.id] = thread
         self.log.info("job %s (%s) accepted, initiated by %s", spec.id, spec.protocol, spec.initiator)
@@ -160,13 +189,13 @@ class Node:
         self.store.update(spec.id, status="running", started=time.time())
         logger.info("%s runs %s as %s with peer %s", self.cfg.party, spec.protocol, self.cfg.role, self.cfg.peer)
         try:
-            protocol = load_protocol(spec.protocol)
+            protocol = self.protocols[spec.protocol]
+            mine = spec.datasets.get(self.cfg.party, {})
             ctx = JobContext(
                 party=self.cfg.party, role=self.cfg.role, peer=self.cfg.peer, job_id=spec.id, link=link,
-                datasets={logical: self.cfg.datasets[name]
-                          for logical, name in spec.datasets.get(self.cfg.party, {}).items()},
+                datasets={logical: self.cfg.datasets[name] for logical, name in mine.items()},
                 params=dict(spec.params), work_dir=job_dir / "work", keys_dir=self.cfg.keys_dir,
-                mlflow_store=self.cfg.mlflow, logger=logger)
+                mlflow_store=self.cfg.mlflow, policy=self.cfg.policy, registered=dict(mine), logger=logger)
             result = protocol.roles[self.cfg.role](ctx)
             json.dumps(result, allow_nan=False)
         except Exception as exc:  # noqa: BLE001 - any protocol failure becomes the job's error
@@ -182,6 +211,10 @@ class Node:
             self._threads.pop(spec.id, None)
             logger.removeHandler(handler)
             handler.close()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 class ControlServicer(pb_grpc.NodeControlServicer):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
+from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
 
 #: echo carries large test payloads (a node test pushes a 1 GB array through it).
@@ -39,6 +40,18 @@ register(
 )
 
 
+DEFAULTS = {"rounds": 3, "n_rows": 1000, "width": 256, "seed": 0}
+
+
+def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """Echo's parameters: non-negative integers (the policy has nothing to say about test values)."""
+    out = complete(params, DEFAULTS, "echo")
+    for key, value in out.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PolicyError(f"echo: parameter {key} must be a non-negative integer, got {value!r}")
+    return out
+
+
 def _payload(rng: np.random.Generator, n_rows: int, width: int) -> dict[str, Any]:
     ints = rng.integers(0, 2 ** 62, size=(n_rows, max(1, width // 8)), dtype=np.int64)
     cipher = [int.from_bytes(row.tobytes(), "big") % (1 << (8 * width)) for row in ints]
@@ -47,10 +60,8 @@ def _payload(rng: np.random.Generator, n_rows: int, width: int) -> dict[str, Any
 
 
 def run_lender(ctx: JobContext) -> dict[str, Any]:
-    rounds = int(ctx.params.get("rounds", 3))
-    n_rows = int(ctx.params.get("n_rows", 1000))
-    width = int(ctx.params.get("width", 256))
-    rng = np.random.default_rng(int(ctx.params.get("seed", 0)))
+    rounds, n_rows, width = ctx.params["rounds"], ctx.params["n_rows"], ctx.params["width"]
+    rng = np.random.default_rng(ctx.params["seed"])
     nonce = secrets.token_hex(8)
     ctx.link.send(Message("echo.hello", {"party": ctx.party, "nonce": nonce}, step="hello"))
     hello = ctx.link.recv("echo.hello")
@@ -70,7 +81,7 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
 
 
 def run_platform(ctx: JobContext) -> dict[str, Any]:
-    rounds = int(ctx.params.get("rounds", 3))
+    rounds = ctx.params["rounds"]
     hello = ctx.link.recv("echo.hello")
     ctx.link.send(Message("echo.hello", {"party": ctx.party, "nonce": hello.header["nonce"]}, step="hello"))
     for r in range(rounds):
@@ -81,5 +92,5 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
             **ctx.link.stats()}
 
 
-PROTOCOL = Protocol("echo", roles={"lender": run_lender, "platform": run_platform},
-                    description="handshake, then arrays and big integers echoed back")
+PROTOCOL = Protocol("echo", roles={"lender": run_lender, "platform": run_platform}, resolve=resolve,
+                    messages=("fedacq.node.echo",), description="handshake, then arrays and big integers echoed back")

@@ -17,8 +17,11 @@ protocol's parameters::
     [params]
     rounds = 3
 
-State lives in ``<state_dir>/jobs/<id>/``: ``job.json`` (spec, status, result or
-error, times; rewritten atomically) and ``job.log``. A job moves
+State lives in ``<state_dir>/jobs/<id>/``: ``job.json`` (spec with the effective
+parameters, the node's policy when it accepted the job, status, result or error,
+times; rewritten atomically) and ``job.log``. Job ids, party names, logical and
+registered data-set names all match :data:`fedacq.paths.NAME`, since a job may
+come from the peer. A job moves
 submitted -> running -> succeeded | failed; a node that restarts marks the jobs
 it was running as failed, so ``fedacq job status`` always tells the truth.
 """
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import threading
 import time
@@ -36,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from fedacq.paths import check_name, under
+
 STATUSES = ("submitted", "running", "succeeded", "failed")
 
 
@@ -63,13 +66,17 @@ def parse_job(doc: dict[str, Any], source: str, initiator: str = "") -> JobSpec:
         raise ValueError(f"{source}: [job] protocol is required")
     protocol = job["protocol"]
     job_id = job.get("id") or new_job_id(protocol)
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise ValueError(f"{source}: job id {job_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    check_name(job_id, f"{source}: job id")
     datasets = doc.get("datasets", {})
     if not isinstance(datasets, dict) or not all(
             isinstance(v, dict) and all(isinstance(k2, str) and isinstance(v2, str) for k2, v2 in v.items())
             for v in datasets.values()):
         raise ValueError(f"{source}: [datasets.<party>] must map logical names to registered data set names")
+    for party, names in datasets.items():
+        check_name(party, f"{source}: [datasets] party")
+        for logical, registered in names.items():
+            check_name(logical, f"{source}: [datasets.{party}] logical name")
+            check_name(registered, f"{source}: [datasets.{party}] {logical} =")
     params = doc.get("params", {})
     if not isinstance(params, dict):
         raise ValueError(f"{source}: [params] must be a table")
@@ -113,19 +120,17 @@ class JobStore:
         self._lock = threading.Lock()
 
     def dir(self, job_id: str) -> Path:
-        if not JOB_ID.match(job_id):
-            raise ValueError(f"invalid job id {job_id!r}")
-        return self.root / job_id
+        return under(self.root, check_name(job_id, "job id"))
 
     def exists(self, job_id: str) -> bool:
         return (self.dir(job_id) / "job.json").exists()
 
-    def create(self, spec: JobSpec) -> dict[str, Any]:
+    def create(self, spec: JobSpec, policy: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._lock:
             if self.exists(spec.id):
                 raise ValueError(f"job {spec.id!r} already exists")
             (self.dir(spec.id) / "work").mkdir(parents=True)
-            record = {"id": spec.id, "spec": json.loads(spec.to_json()), "status": "submitted",
+            record = {"id": spec.id, "spec": json.loads(spec.to_json()), "policy": policy, "status": "submitted",
                       "submitted": time.time(), "started": None, "finished": None,
                       "result": None, "error": None}
             self._write(record)

@@ -40,9 +40,15 @@ def _toml_str(value: str | Path) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+def _toml_value(value: Any) -> str:
+    """A TOML value for a bool, number, string or list of those (JSON spells them the same way,
+    except that TOML's booleans are lower-case too)."""
+    return json.dumps(value)
+
+
 def write_party_config(path: Path, party: str, peer: str, port: int, peer_port: int, certs: Path,
                        allow: list[str], datasets: dict[str, str | Path], mlflow: str | Path,
-                       control_socket: Path | None = None) -> Path:
+                       control_socket: Path | None = None, policy: dict[str, Any] | None = None) -> Path:
     lines = ["[node]", f"party = {_toml_str(party)}", f'listen = "127.0.0.1:{port}"',
              'state_dir = "state"', f"mlflow = {_toml_str(mlflow)}", 'keys_dir = "keys"']
     if control_socket is not None:
@@ -52,6 +58,8 @@ def write_party_config(path: Path, party: str, peer: str, port: int, peer_port: 
               f'address = "127.0.0.1:{peer_port}"', "", "[protocols]",
               f"allow = [{', '.join(_toml_str(a) for a in allow)}]", "", "[datasets]"]
     lines += [f"{name} = {_toml_str(p)}" for name, p in datasets.items()]
+    if policy:
+        lines += ["", "[policy]"] + [f"{key} = {_toml_value(value)}" for key, value in policy.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -164,12 +172,13 @@ class LocalPair:
 def start_local_pair(root: str | Path, parties: tuple[str, str] = ("lender", "platform"),
                      datasets: dict[str, dict[str, str | Path]] | None = None,
                      allow: list[str] | None = None, mlflow: str | None = None,
-                     timeout: float = 60.0) -> LocalPair:
+                     timeout: float = 60.0, policy: dict[str, dict[str, Any]] | None = None) -> LocalPair:
     """Certificates, configs with free ports, and two started nodes under ``root``.
 
     ``datasets[party]`` registers data sets (name -> path) at that party;
     ``allow`` defaults to every protocol in the registry; ``mlflow`` defaults to
-    a store directory per party.
+    a store directory per party; ``policy[party]`` is that party's ``[policy]``
+    table (default: the safe defaults of :mod:`fedacq.node.policy`).
     """
     root = Path(root).resolve()
     certs = root / "certs"
@@ -186,7 +195,8 @@ def start_local_pair(root: str | Path, parties: tuple[str, str] = ("lender", "pl
             socket_dir = socket_dir or Path(tempfile.mkdtemp(prefix="fq-"))
             socket_path = override = socket_dir / f"{party}.sock"
         write_party_config(config, party, peer, ports[party], ports[peer], certs, allow,
-                           (datasets or {}).get(party, {}), mlflow or root / party / "mlruns", override)
+                           (datasets or {}).get(party, {}), mlflow or root / party / "mlruns", override,
+                           (policy or {}).get(party))
         nodes[party] = LocalNode(party, config, socket_path)
     pair = LocalPair(root, certs, nodes, socket_dir)
     try:

@@ -22,8 +22,12 @@ by default the party name) in a thread of its own, with a :class:`JobContext`:
 * ``ctx.datasets`` — ``{logical name: Path}``: the data sets the job names for
   this party (``[datasets.<party>]`` in JOB.toml), resolved through the node's
   own registry. A protocol reads only these; the peer can never name a path.
-* ``ctx.params`` — the job's ``[params]`` table (JSON-able; both sides see the
-  same params, so never put a secret in them).
+* ``ctx.params`` — the job's effective ``[params]`` (resolved against both
+  nodes' policies, JSON-able; both sides see the same params, so never put a
+  secret in them).
+* ``ctx.policy`` — this node's own :class:`~fedacq.node.policy.Policy`.
+* ``ctx.registered`` — ``{logical name: registered name}`` of ``ctx.datasets``:
+  names this node chose itself, safe to key its own caches by.
 * ``ctx.work_dir`` — an empty directory for this job's outputs (models, scores).
 * ``ctx.keys_dir`` — the node's key store; ``ctx.mlflow_store`` — the node's
   MLflow store (pass it to :class:`fedacq.track.PartyRun`).
@@ -31,8 +35,21 @@ by default the party name) in a thread of its own, with a :class:`JobContext`:
 
 The function returns a JSON-able dict: the job's result as this party sees it
 (``fedacq job status ID``). Raising marks the job failed with the exception's
-message; the peer learns only that the job stopped (its link raises). Message
-types a protocol sends must be registered when its module is imported.
+message; the peer learns only that the job stopped (its link raises).
+
+Two more fields make a protocol safe to accept from a peer:
+
+* ``resolve(params, policy)`` returns the job's complete parameters: every
+  parameter the proposal leaves out filled from the node's own
+  :class:`~fedacq.node.policy.Policy`, unknown names refused, and each value
+  checked against that policy (:class:`~fedacq.node.policy.PolicyError`
+  names the key, the proposed and the allowed value). The proposing node sends
+  the resolved parameters; the other node accepts them only if resolving them
+  against its own policy changes nothing.
+* ``messages``: the modules whose import registers every message type the
+  protocol sends. A node imports them for every protocol it allows when it
+  starts, so a message never arrives before its schema, however much faster
+  the peer is (the protocol's own entry functions may import lazily).
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from fedacq.link.link import Link
+from fedacq.node.policy import Policy
 
 
 @dataclass
@@ -60,18 +78,23 @@ class JobContext:
     work_dir: Path
     keys_dir: Path
     mlflow_store: str
+    policy: Policy = field(default_factory=Policy)
+    registered: dict[str, str] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fedacq.job"))
 
 
 RoleFunction = Callable[[JobContext], dict[str, Any]]
+ParamResolver = Callable[[dict[str, Any], Policy], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """A protocol a node can run: its name and one entry function per role."""
+    """A protocol a node can run: its entry functions, parameter resolver and message modules."""
 
     name: str
     roles: Mapping[str, RoleFunction]
+    resolve: ParamResolver
+    messages: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -92,4 +115,6 @@ def load_protocol(name: str) -> Protocol:
     protocol = getattr(importlib.import_module(module), attr)
     if not isinstance(protocol, Protocol) or protocol.name != name:
         raise ValueError(f"{target} is not the Protocol {name!r}")
+    for messages in protocol.messages:
+        importlib.import_module(messages)
     return protocol

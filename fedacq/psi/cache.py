@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
+from fedacq.paths import under
 from fedacq.psi.ids import prepare_ids
 
 CHUNK_IDS = 65536
@@ -151,14 +153,24 @@ class PlatformCache:
                 f"{self.n_rows} rows, not {list(id_columns)} over {len(table)}: rebuild it")
 
 
+#: a platform key fingerprint as :attr:`BlindingKey.fingerprint` writes it. It arrives from the
+#: platform and names a folder, so nothing else is accepted.
+FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
+
+
 class LenderSetStore:
     """The lender's copy of platform blinded sets, one folder per platform key fingerprint."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
+    def _folder(self, fingerprint: str) -> Path:
+        if not isinstance(fingerprint, str) or not FINGERPRINT.match(fingerprint):
+            raise ValueError(f"platform key fingerprint {fingerprint!r} is not 16 hex digits")
+        return under(self.directory, fingerprint)
+
     def get(self, fingerprint: str) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-        folder = self.directory / fingerprint
+        folder = self._folder(fingerprint)
         meta = folder / "meta.json"
         if not meta.exists():
             return None
@@ -168,11 +180,11 @@ class LenderSetStore:
 
     def put(self, fingerprint: str, points: list[np.ndarray], tokens: list[np.ndarray]) -> None:
         """Store a set and drop the copies under older (rotated) keys."""
+        folder = self._folder(fingerprint)
         if self.directory.exists():
             for old in self.directory.iterdir():
                 if old.is_dir() and old.name != fingerprint:
                     shutil.rmtree(old)
-        folder = self.directory / fingerprint
         folder.mkdir(parents=True, exist_ok=True)
         for c, (pts, toks) in enumerate(zip(points, tokens)):
             np.save(folder / f"points_{c}.npy", pts)
@@ -182,7 +194,8 @@ class LenderSetStore:
     def fingerprints(self) -> list[str]:
         if not self.directory.exists():
             return []
-        return sorted(p.name for p in self.directory.iterdir() if (p / "meta.json").exists())
+        return sorted(p.name for p in self.directory.iterdir()
+                      if FINGERPRINT.match(p.name) and (p / "meta.json").exists())
 
 
 __all__ = ["PlatformCache", "LenderSetStore", "column_domain"]

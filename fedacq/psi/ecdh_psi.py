@@ -51,7 +51,7 @@ from tqdm import tqdm
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
-from fedacq.psi.cache import LenderSetStore, PlatformCache, column_domain
+from fedacq.psi.cache import FINGERPRINT, LenderSetStore, PlatformCache, column_domain
 from fedacq.psi.ids import PreparedIds, prepare_ids
 
 PROTOCOL_VERSION = 1
@@ -127,9 +127,13 @@ def _send_points(link: Link, phase: str, column: int, points: np.ndarray,
 
 def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
                  transform=None, bar: tqdm | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Collect one phase's streamed chunks into per-column arrays (optionally transformed)."""
-    points = [np.empty((n, POINT_BYTES), dtype=np.uint8) for n in sizes]
-    tokens = [np.empty(n, dtype=np.int64) for n in sizes]
+    """Collect one phase's streamed chunks into per-column arrays (optionally transformed).
+
+    ``sizes`` come from the peer, so memory is taken as chunks arrive (one copy at
+    the end), never up front for what the peer merely announced.
+    """
+    points: list[list[np.ndarray]] = [[] for _ in sizes]
+    tokens: list[list[np.ndarray]] = [[] for _ in sizes]
     got = [0] * len(sizes)
     while got != list(sizes):
         msg = link.recv("psi.points")
@@ -144,12 +148,22 @@ def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
             toks = msg.parts.get("tokens")
             if toks is None or len(toks) != len(pts):
                 raise PsiError(f"psi.points ({phase}) chunk lacks its tokens")
-            tokens[c][off:off + len(pts)] = toks
-        points[c][off:off + len(pts)] = transform(pts) if transform is not None else pts
+            tokens[c].append(np.array(toks, dtype=np.int64))
+        points[c].append(transform(pts) if transform is not None else np.array(pts, dtype=np.uint8))
         got[c] += len(pts)
         if bar is not None:
             bar.update(len(pts))
-    return points, tokens
+    join = lambda chunks, empty: np.concatenate(chunks) if chunks else empty  # noqa: E731
+    return ([join(p, np.empty((0, POINT_BYTES), dtype=np.uint8)) for p in points],
+            [join(t, np.empty(0, dtype=np.int64)) for t in tokens])
+
+
+def _sizes(value: object, what: str) -> list[int]:
+    """Per-column set sizes announced by the peer: a list of non-negative integers."""
+    if not isinstance(value, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                              for s in value):
+        raise PsiError(f"{what}: sizes must be a list of non-negative integers")
+    return list(value)
 
 
 def _match(prepared: PreparedIds, own: list[np.ndarray], peer: list[np.ndarray],
@@ -206,11 +220,16 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
         "min_intersection": int(min_intersection),
         "have_set": ",".join(store.fingerprints()) if store else ""}, step="psi/hello"))
     ack = link.recv("psi.hello_ack").header
-    peer_sizes = [int(s) for s in ack["sizes"]]
+    peer_sizes = _sizes(ack["sizes"], "psi.hello_ack")
     if len(peer_sizes) != len(sizes):
         raise PsiError(f"platform has {len(peer_sizes)} id columns, lender {len(sizes)}")
     if mode == "unbalanced":
-        salt_bytes = bytes.fromhex(ack["salt"])
+        if not FINGERPRINT.match(ack["fingerprint"]):
+            raise PsiError(f"psi.hello_ack: platform key fingerprint {ack['fingerprint']!r} is not 16 hex digits")
+        try:
+            salt_bytes = bytes.fromhex(ack["salt"])
+        except ValueError:
+            raise PsiError("psi.hello_ack: salt is not hex") from None
     key = BlindingKey.generate()
     total = sum(sizes)
     bar = tqdm(total=total, desc="psi lender: blind own ids", unit="id", disable=not progress)
@@ -266,8 +285,14 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
 def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
                  cache: PlatformCache | str | Path | None = None, min_intersection: int = 1,
                  kinds: dict[str, str] | None = None, duplicates: str = "first",
-                 workers: int | None = None, progress: bool = False) -> PsiResult:
-    """The platform's side of ECDH-PSI; returns its rows in shared order (empty if not revealed)."""
+                 workers: int | None = None, progress: bool = False,
+                 expect: dict[str, str] | None = None) -> PsiResult:
+    """The platform's side of ECDH-PSI; returns its rows in shared order (empty if not revealed).
+
+    ``expect`` holds the ``mode`` and ``reveal_to`` the platform agreed to (a node's
+    job); a ``psi.hello`` asking for anything else is refused before any work. The
+    platform also stops at once when the lender's sets cannot reach ``min_intersection``.
+    """
     timer = _Timer()
     hello = link.recv("psi.hello").header
     if hello["version"] != PROTOCOL_VERSION:
@@ -275,9 +300,15 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
     mode = hello["mode"]
     if mode not in MODES or hello["reveal_to"] not in REVEAL:
         raise PsiError(f"psi.hello: unknown mode {mode!r} or reveal_to {hello['reveal_to']!r}")
-    lender_sizes = [int(s) for s in hello["sizes"]]
+    for key, agreed in (expect or {}).items():
+        if hello[key] != agreed:
+            raise PsiError(f"psi.hello: the lender asks for {key}={hello[key]!r}, the job agreed {agreed!r}")
+    lender_sizes = _sizes(hello["sizes"], "psi.hello")
     if len(lender_sizes) != len(id_columns):
         raise PsiError(f"lender has {len(lender_sizes)} id columns, platform {len(id_columns)}")
+    if sum(lender_sizes) < min_intersection:
+        raise PsiError(f"psi.hello: the lender has {sum(lender_sizes)} ids, fewer than the platform's "
+                       f"minimum intersection of {min_intersection}")
     if mode == "unbalanced":
         if cache is None:
             raise PsiError("the lender asked for unbalanced PSI but the platform has no PSI cache")

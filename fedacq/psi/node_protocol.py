@@ -7,9 +7,16 @@ and writes the result).
 Params (``[params]`` in JOB.toml, seen by both sides): ``dataset`` (logical data-set
 name, default ``"ids"``), ``id_columns`` (lender's columns, priority order),
 ``platform_id_columns`` (the platform's names, default the same), ``reveal_to``
-(``"both"``), ``min_intersection`` (1), ``duplicates`` (``"first"``), ``mode``
-(``"balanced"`` or ``"unbalanced"``: the platform keeps its blinded set in
-``keys_dir/psi_cache/<dataset>`` and the lender its copy in ``keys_dir/psi_platform_sets``).
+(``"both"``), ``min_intersection`` (the proposing node's policy), ``duplicates``
+(``"first"``), ``mode`` (``"balanced"`` or ``"unbalanced"``: the platform keeps its
+blinded set in ``keys_dir/psi_cache/<registered data-set name>`` — a name its own
+config chose, never one from the job — and the lender its copy in
+``keys_dir/psi_platform_sets/<platform key fingerprint>``).
+
+Policy (:mod:`fedacq.node.policy`): ``psi_modes``, ``reveal_to`` and
+``min_intersection`` of each node. Each side also checks before any blinding
+that its own set can reach the minimum, and the platform refuses a
+``psi.hello`` whose mode or ``reveal_to`` differ from the agreed job.
 
 Output: ``work_dir/intersection.parquet`` (this side's ``row`` numbers and id values in
 the shared order) and the stats as the job result.
@@ -20,17 +27,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
+from fedacq.paths import check_name, under
+
+DUPLICATES = ("first", "drop", "error")
+
+
+def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """PSI's complete parameters, checked against ``policy`` (see the module docstring)."""
+    defaults = {"dataset": "ids", "id_columns": None, "platform_id_columns": None,
+                "reveal_to": "both" if "both" in policy.reveal_to else policy.reveal_to[0],
+                "min_intersection": policy.min_intersection, "duplicates": "first", "mode": "balanced"}
+    out = complete(params, defaults, "psi")
+    try:
+        check_name(out["dataset"], "psi: dataset")
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+    for key in ("id_columns", "platform_id_columns"):
+        value = out[key]
+        if value is None and key == "platform_id_columns":
+            continue
+        if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value):
+            raise PolicyError(f"psi: {key} must be a non-empty list of column names, got {value!r}")
+    if out["duplicates"] not in DUPLICATES:
+        raise PolicyError(f"psi: duplicates must be one of {list(DUPLICATES)}, got {out['duplicates']!r}")
+    policy.one_of("psi_modes", "mode", out["mode"])
+    policy.one_of("reveal_to", "reveal_to", out["reveal_to"])
+    if not isinstance(out["min_intersection"], int) or isinstance(out["min_intersection"], bool):
+        raise PolicyError(f"psi: min_intersection must be an integer, got {out['min_intersection']!r}")
+    policy.at_least("min_intersection", "min_intersection", out["min_intersection"])
+    return out
 
 
 def _table(ctx: JobContext, columns: list[str]):
     from fedacq.psi.commands import _read
 
-    name = str(ctx.params.get("dataset", "ids"))
+    name = ctx.params["dataset"]
     if name not in ctx.datasets:
         raise ValueError(f"psi: the job names no data set {name!r} for {ctx.party} "
                          f"(has {sorted(ctx.datasets)})")
-    return name, _read(Path(ctx.datasets[name]), columns)
+    table = _read(Path(ctx.datasets[name]), columns)
+    if len(table) < ctx.params["min_intersection"]:
+        raise ValueError(f"psi: {ctx.party}'s data set {ctx.registered.get(name, name)!r} has {len(table)} rows, "
+                         f"fewer than the minimum intersection of {ctx.params['min_intersection']}")
+    return name, table
 
 
 def _finish(ctx: JobContext, table, columns: list[str], result) -> dict[str, Any]:
@@ -45,26 +86,26 @@ def _finish(ctx: JobContext, table, columns: list[str], result) -> dict[str, Any
 def run_lender(ctx: JobContext) -> dict[str, Any]:
     from fedacq.psi import LenderSetStore, psi_lender
 
-    columns = list(ctx.params["id_columns"])
+    p = ctx.params
+    columns = list(p["id_columns"])
     _, table = _table(ctx, columns)
-    mode = str(ctx.params.get("mode", "balanced"))
-    result = psi_lender(ctx.link, table, columns, mode=mode,
-                        reveal_to=str(ctx.params.get("reveal_to", "both")),
-                        min_intersection=int(ctx.params.get("min_intersection", 1)),
-                        duplicates=str(ctx.params.get("duplicates", "first")),
-                        set_store=LenderSetStore(ctx.keys_dir / "psi_platform_sets"))
+    result = psi_lender(ctx.link, table, columns, mode=p["mode"], reveal_to=p["reveal_to"],
+                        min_intersection=p["min_intersection"], duplicates=p["duplicates"],
+                        set_store=LenderSetStore(under(ctx.keys_dir, "psi_platform_sets")))
     return _finish(ctx, table, columns, result)
 
 
 def run_platform(ctx: JobContext) -> dict[str, Any]:
     from fedacq.psi import PlatformCache, psi_platform
 
-    columns = list(ctx.params.get("platform_id_columns") or ctx.params["id_columns"])
+    p = ctx.params
+    columns = list(p["platform_id_columns"] or p["id_columns"])
     name, table = _table(ctx, columns)
     cache = None
-    if ctx.params.get("mode", "balanced") == "unbalanced":
-        cache_dir = ctx.keys_dir / "psi_cache" / name
-        duplicates = str(ctx.params.get("duplicates", "first"))
+    duplicates = p["duplicates"]
+    if p["mode"] == "unbalanced":
+        # keyed by the name this node registered the data set under, never the job's logical name
+        cache_dir = under(ctx.keys_dir, "psi_cache", ctx.registered[name])
         if (cache_dir / "meta.json").exists():
             cache = PlatformCache.load(cache_dir)
             if cache.columns != columns or cache.n_rows != len(table):
@@ -72,11 +113,10 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
                 cache = None
         if cache is None:
             cache = PlatformCache.build(cache_dir, table, columns, duplicates=duplicates)
-    result = psi_platform(ctx.link, table, columns, cache=cache,
-                          min_intersection=int(ctx.params.get("min_intersection", 1)),
-                          duplicates=str(ctx.params.get("duplicates", "first")))
+    result = psi_platform(ctx.link, table, columns, cache=cache, min_intersection=p["min_intersection"],
+                          duplicates=duplicates, expect={"mode": p["mode"], "reveal_to": p["reveal_to"]})
     return _finish(ctx, table, columns, result)
 
 
-PROTOCOL = Protocol("psi", roles={"lender": run_lender, "platform": run_platform},
-                    description="ECDH-PSI alignment of the two parties' id columns")
+PROTOCOL = Protocol("psi", roles={"lender": run_lender, "platform": run_platform}, resolve=resolve,
+                    messages=("fedacq.psi.ecdh_psi",), description="ECDH-PSI alignment of the two parties' id columns")
