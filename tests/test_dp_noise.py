@@ -82,3 +82,12 @@ def test_noise_comes_from_os_urandom_not_from_numpy(monkeypatch):
     a, b = dp_noise.gaussian(1.0, 100), dp_noise.gaussian(1.0, 100)
     np.testing.assert_array_equal(a, b)  # same bytes, same noise: os.urandom is the only source
     assert calls == [800, 800]
+
+
+def test_permutation_is_a_uniform_shuffle():
+    n = 6
+    assert sorted(dp_noise.permutation(n).tolist()) == list(range(n))
+    assert dp_noise.permutation(0).shape == (0,)
+    # where index 0 lands: uniform over the 6 positions (chi-square, 5 dof; 60 is exceeded w.p. < 1e-10)
+    hits = np.bincount([int(np.flatnonzero(dp_noise.permutation(n) == 0)[0]) for _ in range(6000)], minlength=n)
+    assert stats.chisquare(hits).statistic < 60

@@ -9,8 +9,9 @@ from fedacq.link.message import BigInts
 from fedacq.psi.ecdh_psi import MESSAGE_TARGET_BYTES
 from fedacq.psi.intersection_sum import intersection_sum_lender, intersection_sum_platform, rows_per_message
 
-# Test-only 1024-bit key: the protocol logic does not depend on the key size and a
-# 2048-bit key would make key generation dominate the test time.
+# Test-only 1024-bit key (the platform's min_key_bits lowered to match): the protocol
+# logic does not depend on the key size and a 2048-bit key would make key generation
+# dominate the test time. The refusal test uses it because refusing it is the point.
 PUB, PRIV = generate_keypair(1024, insecure_test_key=True)
 
 
@@ -40,7 +41,8 @@ def run(lender_kw, platform_kw, data, record=False):
     link_l, link_p = memory_pair("lender", "platform", record=record)
     res_l, res_p = run_parties(
         (lambda: intersection_sum_lender(link_l, lender_ids, values, private_key=PRIV, workers=1, **lender_kw),),
-        (lambda: intersection_sum_platform(link_p, platform_ids, groups, workers=1, **platform_kw),),
+        (lambda: intersection_sum_platform(link_p, platform_ids, groups, workers=1,
+                                           **{"min_key_bits": PUB.n_bits, **platform_kw}),),
         timeout=120)
     return res_l, res_p, link_l, link_p
 
@@ -71,15 +73,28 @@ def test_platform_minimum_is_applied_by_the_lender():
 
 def test_laplace_noise_is_added_and_values_clipped():
     data = make_data(1)
-    res_l, res_p, _, _ = run({"min_group_size": 1, "epsilon": 1.0, "value_bound": 1000.0}, {"min_group_size": 1}, data)
+    # epsilon 4: count noise of scale 0.5, so the ~30-id groups are released (suppressed w.p. < 1e-20);
+    # the 3-id group may be suppressed, since suppression is decided on the noisy count
+    res_l, res_p, _, _ = run({"min_group_size": 1, "epsilon": 4.0, "value_bound": 1000.0}, {"min_group_size": 1}, data)
     want = expected(*data)
     exact = {g: res_l.exact[i] for i, g in enumerate(sorted(want, key=str))}
     assert all(a.sum <= 1000.0 * a.count for a in exact.values())  # clipped before summing
-    diffs = [abs(res_p.groups[g].sum - exact[g].sum) for g in want]
+    assert not res_p.groups["control"].suppressed and not res_p.groups["treatment"].suppressed
+    diffs = [abs(res_p.groups[g].sum - exact[g].sum) for g in want if not res_p.groups[g].suppressed]
     assert any(d > 0 for d in diffs)
     with pytest.raises(ValueError, match="value_bound"):
         link_l, _ = memory_pair("lender", "platform")
         intersection_sum_lender(link_l, ["a"], [1.0], private_key=PRIV, epsilon=1.0)
+
+
+def test_platform_refuses_a_key_under_its_own_minimum():
+    from fedacq.psi.ecdh_psi import PsiError
+
+    link_l, link_p = memory_pair("lender", "platform", record=True)
+    with pytest.raises(PsiError, match="isum.hello: the lender's key has 1024 bits; this party accepts at least 2048"):
+        run_parties((lambda: intersection_sum_lender(link_l, ["a"], [1.0], private_key=PRIV, workers=1),),
+                    (lambda: intersection_sum_platform(link_p, ["a"], ["g"], workers=1),), timeout=60)
+    assert link_l.received == []  # the platform answered nothing
 
 
 def test_bad_inputs():

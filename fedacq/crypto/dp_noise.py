@@ -1,4 +1,4 @@
-"""Differential-privacy noise drawn from the operating system's CSPRNG: one sampler for every protocol.
+"""Differential-privacy noise (and secret shuffles) drawn from the OS CSPRNG: one sampler for every protocol.
 
 Why not a seeded numpy generator
     DP noise protects a value only while the receiver cannot subtract it. A
@@ -12,7 +12,9 @@ Why not a seeded numpy generator
     of ``os.urandom`` (the kernel CSPRNG), so nothing the peer holds, seed or
     messages, predicts the noise. Masks and key material use ``secrets`` /
     ``os.urandom`` directly (:mod:`fedacq.crypto.paillier`, hetero LR's masks);
-    this module is only for real-valued noise.
+    this module is for real-valued noise, and for the one other secret draw
+    protocols make in bulk: a shuffle that must hide an order from the peer
+    (:func:`permutation`).
 
 The math
     Uniform: a 64-bit word from the CSPRNG gives ``k``, its low 52 bits, and
@@ -32,6 +34,11 @@ The math
     ``R = sqrt(-2 ln u1)`` and ``θ = 2π u2`` give two independent standard
     normals ``R cos θ`` and ``R sin θ``; both are used, so a sample costs 8
     random bytes. The largest magnitude is ``σ * sqrt(2 * 53 ln 2) ≈ 8.6 σ``.
+
+    Permutation: sort the indices by independent uniform 64-bit keys. Every
+    order is equally likely given distinct keys; two of ``n`` keys collide
+    with probability below ``n² / 2^65`` (1e-9 for a million rows), and a
+    collision only keeps those two in index order.
 
 What this does not cover
     Floating-point DP mechanisms leak through the low-order bits of
@@ -106,4 +113,11 @@ def gaussian(sigma: float | np.ndarray, size: int | tuple[int, ...]) -> np.ndarr
     return (s * z.reshape(shape)).astype(np.float64)
 
 
-__all__ = ["uniform", "laplace", "gaussian"]
+def permutation(n: int) -> np.ndarray:
+    """A uniformly random permutation of ``0..n-1`` (int64) that no seed reproduces."""
+    if n < 0:
+        raise ValueError(f"permutation size must be non-negative, got {n}")
+    return np.argsort(_words(n), kind="stable").astype(np.int64)
+
+
+__all__ = ["uniform", "laplace", "gaussian", "permutation"]

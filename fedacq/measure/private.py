@@ -22,7 +22,7 @@ boost did without seeing any borrower:
 What each side learns: the platform learns, per bucket, only the number of its
 exposed users who are in the lender's funnel (applicants) and the sum of each
 outcome over them — after the lender has suppressed buckets under the minimum
-size and, if asked, added Laplace noise (each outcome's sum spends half its
+size *on the noisy count* and, if asked, added Laplace noise (each outcome's sum spends half its
 ``epsilon``, the shared count the other halves: the total budget is the sum of
 the epsilons, as for one run per outcome). The lender learns the number of
 buckets and the platform's per-bucket exposed counts (it learns those anyway
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from fedacq.activate.events import validate_events
-from fedacq.crypto.paillier import PrivateKey
+from fedacq.crypto.paillier import MIN_KEY_BITS, PrivateKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 from fedacq.measure.kpis import validate_funnel, validate_spend
@@ -157,8 +157,12 @@ class PlatformView:
 
 
 def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size: int = 100,
-                            spend: pd.DataFrame | None = None, workers: int | None = None) -> PlatformView:
+                            spend: pd.DataFrame | None = None, workers: int | None = None,
+                            min_key_bits: int = MIN_KEY_BITS) -> PlatformView:
     """Platform: run the lender's plan over its exposed users grouped by bucket.
+
+    ``min_key_bits`` is the platform's own floor for the lender's Paillier key
+    (refused in ``isum.hello`` whatever the lender says).
 
     The platform's own numbers (exposed users, and spend if given) are joined to
     the released aggregates, so it can read e.g. credit users per exposed user
@@ -176,7 +180,8 @@ def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size:
     ids = exposed["user_id"].tolist()
     groups = exposed["bucket"].astype(int).tolist()
     table = exposed.groupby("bucket").agg(arm=("arm", "first"), exposed_users=("user_id", "size"))
-    res = intersection_sum_platform(link, ids, groups, min_group_size=min_group_size, workers=workers)
+    res = intersection_sum_platform(link, ids, groups, min_group_size=min_group_size, workers=workers,
+                                    min_key_bits=min_key_bits)
     if res.stats["columns"] != len(outcomes):
         raise ValueError(f"the lender summed {res.stats['columns']} columns, its plan named {len(outcomes)}")
     buckets = list(res.groups)

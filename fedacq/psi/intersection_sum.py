@@ -11,7 +11,8 @@ Steps (ECDH blinding as in :mod:`fedacq.psi.ecdh_psi`, fresh keys ``a``, ``b`` p
 
 1. lender -> platform ``isum.hello``: salt, Paillier public key, the lender's set
    size ``n``, the number of value columns ``k``, its ``min_group_size`` and the
-   ``epsilon`` of each column. Platform -> lender ``isum.hello_ack``: group sizes
+   ``epsilon`` of each column. The platform refuses a public key under its own
+   ``min_key_bits``. Platform -> lender ``isum.hello_ack``: group sizes
    (by group index; labels stay with the platform) and its own requested minimum.
 2. Platform -> lender ``psi.points`` (phase ``isum_platform``): ``H(y)^b`` for all its
    ids, group after group, shuffled within each group, streamed in chunks of
@@ -27,15 +28,25 @@ Steps (ECDH blinding as in :mod:`fedacq.psi.ecdh_psi`, fresh keys ``a``, ``b`` p
 5. Platform: raises the lender's points to ``b``, finds which of them equal a
    ``H(y)^ba`` of group g, homomorphically sums those ciphertexts per group,
    re-randomises, sends ``isum.sums``: one ciphertext per group.
-6. Lender decrypts, unpacks, checks the counts, **enforces** the minimum group size
-   (``max`` of both sides' minimum) and, if ``epsilon`` is set, adds Laplace noise,
-   then sends ``isum.release``: per group the count, the ``k`` sums and a
-   *suppressed* flag; suppressed groups carry no numbers at all (zeros).
+6. Lender decrypts, unpacks, checks the counts, and, if ``epsilon`` is set, adds
+   Laplace noise (:func:`release`); it then **enforces** the minimum group size
+   (``max`` of both sides' minimum) *on the noisy count*, and sends
+   ``isum.release``: per group the count, the ``k`` sums and a *suppressed*
+   flag; suppressed groups carry no numbers at all (zeros).
+
+Suppression: with noise, a group is suppressed when its *noisy* count is below the
+minimum, so the decision is post-processing of the noisy count and costs no privacy
+budget beyond it. Deciding on the exact count (as this module first did) leaks: a
+platform that fills a group with ``minimum - 1`` ids it knows the lender has (from a
+modeling PSI) plus one target learns from the flag alone whether the target is a
+lender customer. Without noise (``epsilon=None``) the rule is the exact one, count
+below minimum, and that attack works: the minimum alone is not a privacy guarantee.
 
 Noise: values of column j are clipped to ``value_bound[j]``. Column j's sum gets
 Laplace noise of scale ``value_bound[j] / (epsilon[j] / 2)``; the one count gets scale
 ``1 / (sum(epsilon) / 2)``: half of every column's budget pays for the shared count.
-The run spends ``sum(epsilon)`` in total per group (groups are disjoint), exactly what
+All noise comes from the OS CSPRNG (:mod:`fedacq.crypto.dp_noise`), as do the
+shuffles. The run spends ``sum(epsilon)`` in total per group (groups are disjoint), exactly what
 ``k`` single-column runs with the same epsilons spent, with less noise on the count.
 With ``k = 1`` this is the single-value protocol: count scale ``2 / epsilon``, sum
 scale ``2 * value_bound / epsilon``.
@@ -66,8 +77,9 @@ import gmpy2
 import numpy as np
 from tqdm import tqdm
 
+from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
-from fedacq.crypto.paillier import EncryptedVector, Packing, PrivateKey, PublicKey
+from fedacq.crypto.paillier import MIN_KEY_BITS, EncryptedVector, Packing, PrivateKey, PublicKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 from fedacq.psi.ecdh_psi import CHUNK, MESSAGE_TARGET_BYTES, PsiError, _recv_points, _send_points
@@ -159,6 +171,27 @@ def _group_bounds(sizes: list[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
 
 
+def release(counts: np.ndarray, sums: np.ndarray, minimum: int, epsilon: np.ndarray | None,
+            value_bound: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the lender releases per group: (count, sums, suppressed), noised then thresholded.
+
+    With ``epsilon``: the count gets Laplace noise of scale ``2 / sum(epsilon)``,
+    column j's sum scale ``2 * value_bound[j] / epsilon[j]``, and a group is
+    suppressed when its *noisy* count is below ``minimum``: the exact count is
+    never compared with anything. Without: exact values, suppressed when the
+    exact count is below ``minimum``. Suppressed groups carry zeros.
+    """
+    count = np.array(counts, dtype=np.float64)
+    total = np.array(sums, dtype=np.float64)
+    if epsilon is not None:
+        count = count + dp_noise.laplace(2.0 / float(np.sum(epsilon)), count.shape)
+        total = total + dp_noise.laplace(2.0 * np.asarray(value_bound) / np.asarray(epsilon), total.shape)
+    suppressed = count < minimum
+    count[suppressed] = 0.0
+    total[suppressed] = 0.0
+    return count, total, suppressed
+
+
 def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[float] | np.ndarray, *,
                             private_key: PrivateKey, min_group_size: int = 10,
                             epsilon: float | Sequence[float] | None = None,
@@ -206,22 +239,21 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
                                      "epsilon": [0.0] * k if eps is None else eps.tolist()},
                       step="isum/hello"))
     ack = link.recv("isum.hello_ack").header
-    group_sizes = [int(s) for s in ack["group_sizes"]]
-    if any(s < 0 for s in group_sizes):
-        raise PsiError(f"isum.hello_ack: negative group size in {group_sizes}")
-    minimum = max(int(min_group_size), int(ack["min_group_size"]))
+    if not all(type(s) is int and s >= 0 for s in ack["group_sizes"]) or type(ack["min_group_size"]) is not int:
+        raise PsiError("isum.hello_ack: group sizes and the minimum must be non-negative integers")
+    group_sizes = list(ack["group_sizes"])
+    minimum = max(int(min_group_size), ack["min_group_size"])
     packing = Packing(slot_bits, k + 1, max(1, min(n, max(group_sizes, default=0))))
     key = BlindingKey.generate()
-    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
     # 2-3: re-blind the platform's points as they arrive, shuffle within each group, send back.
     (points,), _ = _recv_points(link, "isum_platform", [sum(group_sizes)], with_tokens=False,
                                 transform=lambda p: key.reblind(p, workers=workers))
     bounds_g = _group_bounds(group_sizes)
-    order = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(bounds_g[:-1], bounds_g[1:])]
+    order = np.concatenate([lo + dp_noise.permutation(hi - lo) for lo, hi in zip(bounds_g[:-1], bounds_g[1:])]
                            + [np.empty(0, dtype=np.int64)]).astype(np.int64)
     _send_points(link, "isum_platform_reblinded", 0, points[order])
     # 4: own points with the encrypted packed (count, values), in random order.
-    order = rng.permutation(n)
+    order = dp_noise.permutation(n)
     per_message = rows_per_message(pk.ciphertext_bytes)
     bar = tqdm(total=n, desc="isum lender: blind and encrypt", unit="id", disable=not progress)
     for start in range(0, n, CHUNK):
@@ -248,22 +280,14 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
         raise PsiError("decrypted counts exceed the set sizes: the platform did not follow the protocol")
     exact_sums = np.array([[int(v) for v in row[1:]] for row in slots], dtype=np.float64).reshape(-1, k)
     exact_sums /= 1 << FRAC_BITS
-    count = np.array(counts, dtype=np.float64)
-    total = exact_sums.copy()
-    suppressed = count < minimum
-    if eps is not None:
-        noise = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-        count += noise.laplace(0.0, 2.0 / eps.sum(), size=len(count))
-        total += noise.laplace(0.0, 2.0 * bounds / eps, size=total.shape)
-    count[suppressed] = 0.0
-    total[suppressed] = 0.0
+    count, total, suppressed = release(np.array(counts), exact_sums, minimum, eps, bounds)
     link.send(Message("isum.release", parts={"count": count, "sum": total, "suppressed": suppressed},
                       step="isum/release"))
     released = {g: GroupAggregate(None if suppressed[g] else float(count[g]),
                                   None if suppressed[g] else tuple(map(float, total[g])), bool(suppressed[g]))
                 for g in range(len(group_sizes))}
     exact = {g: GroupAggregate(float(counts[g]), tuple(map(float, exact_sums[g])), bool(suppressed[g]))
-             for g in range(len(group_sizes))}
+             for g in range(len(group_sizes))}  # suppressed: the released decision (on the noisy count)
     return IntersectionSumResult(released, exact, {"party": "lender", "n": n, "columns": k,
                                                    "group_sizes": group_sizes, "min_group_size": minimum,
                                                    "epsilon": None if eps is None else eps.tolist(),
@@ -272,8 +296,12 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
 
 def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequence[object], *,
                               min_group_size: int = 10, id_kind: str = "text",
-                              workers: int | None = None) -> IntersectionSumResult:
-    """The platform's side: learns per group only the released count and sums (or suppression)."""
+                              workers: int | None = None, min_key_bits: int = MIN_KEY_BITS) -> IntersectionSumResult:
+    """The platform's side: learns per group only the released count and sums (or suppression).
+
+    ``min_key_bits`` is this party's own floor for the lender's Paillier key:
+    a shorter key in ``isum.hello`` is refused before anything is sent.
+    """
     if len(ids) != len(groups):
         raise ValueError(f"{len(ids)} ids but {len(groups)} group labels")
     encoded = _normalised(ids, id_kind, "platform")
@@ -284,16 +312,23 @@ def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequenc
         members[index[g]].append(item)
     sizes = [len(m) for m in members]
     hello = link.recv("isum.hello").header
-    pk = PublicKey.from_json(hello["public_key"])
-    salt = bytes.fromhex(hello["salt"])
-    k = int(hello["columns"])
-    if not 1 <= k <= MAX_COLUMNS or len(hello["epsilon"]) != k:
-        raise PsiError(f"isum.hello: {k} columns with {len(hello['epsilon'])} epsilons")
+    try:
+        pk = PublicKey.from_json(hello["public_key"])
+        salt = bytes.fromhex(hello["salt"])
+    except ValueError as exc:
+        raise PsiError(f"isum.hello: malformed public key or salt: {exc}") from None
+    if pk.n_bits < min_key_bits:
+        raise PsiError(f"isum.hello: the lender's key has {pk.n_bits} bits; this party accepts at least "
+                       f"{min_key_bits}")
+    k = hello["columns"]
+    if not 1 <= k <= MAX_COLUMNS or len(hello["epsilon"]) != k or hello["n"] < 0:
+        raise PsiError(f"isum.hello: {k} columns with {len(hello['epsilon'])} epsilons and {hello['n']} ids")
+    if not all(type(e) in (int, float) and e >= 0 for e in hello["epsilon"]):
+        raise PsiError(f"isum.hello: epsilons must be non-negative numbers, got {hello['epsilon']}")
     link.send(Message("isum.hello_ack", {"group_sizes": sizes, "min_group_size": int(min_group_size)},
                       step="isum/hello_ack"))
     key = BlindingKey.generate()
-    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-    shuffled = [m[i] for m in members for i in rng.permutation(len(m))]
+    shuffled = [m[i] for m in members for i in dp_noise.permutation(len(m))]
     for start in range(0, len(shuffled), CHUNK):
         _send_points(link, "isum_platform", 0, key.blind_ids(shuffled[start:start + CHUNK], salt, DOMAIN,
                                                              workers=workers), offset=start)
@@ -334,4 +369,4 @@ def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequenc
 
 
 __all__ = ["intersection_sum_lender", "intersection_sum_platform", "IntersectionSumResult",
-           "GroupAggregate", "rows_per_message"]
+           "GroupAggregate", "release", "rows_per_message"]
