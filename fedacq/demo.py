@@ -236,18 +236,18 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 def _measure(cfg: DemoConfig, results: dict[str, Any], out: Path, job_id: str) -> dict[str, Any]:
     """Lender-side KPI reports per campaign, and the platform's private per-bucket view."""
     from fedacq.crypto.paillier import generate_keypair
-    from fedacq.link.ledger import EgressLedger
+    from fedacq.link.ledger import PartyLedger
     from fedacq.link.memory import memory_pair, run_parties
     from fedacq.measure.private import share_outcomes_lender, share_outcomes_platform
     from fedacq.measure.report import measure
 
     reports, views = {}, {}
+    ledgers = {p: PartyLedger(out / p, p) for p in (LENDER, PLATFORM)}  # one per party, a job per campaign
     _, private_key = generate_keypair(cfg.key_bits, insecure_test_key=cfg.insecure_test_key)
     for name, res in results.items():
         camp = res["campaign"]
         reports[name] = measure(camp.lender_funnel, camp.events, camp.spend_by_bucket,
                                 min_bucket_size=cfg.min_bucket_size)
-        ledgers = {p: EgressLedger(out / p / f"egress-measure-{name}.jsonl", p) for p in (LENDER, PLATFORM)}
         lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=f"{job_id}-measure-{name}", ledgers=ledgers)
         _, view = run_parties(
             (lambda: share_outcomes_lender(lender_link, camp.lender_funnel, private_key=private_key,

@@ -13,7 +13,7 @@ from fedacq.crypto.tls import init_certs
 from fedacq.link import codec
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link.grpc_link import PeerClient, PeerEndpoint
-from fedacq.link.ledger import EgressLedger
+from fedacq.link.ledger import PartyLedger
 from fedacq.link.link import LinkError, LinkTimeout
 from fedacq.link.message import BigInts, Message, MessageError, MessageSpec, PartSpec, register
 
@@ -46,7 +46,7 @@ def pair(certs):
 
 def test_messages_cross_both_ways_and_are_ledgered(pair, tmp_path) -> None:
     a, b = pair
-    ledger = EgressLedger(tmp_path / "egress.jsonl", "lender")
+    ledger = PartyLedger(tmp_path, "lender")
     la, lb = a.link("j", ledger), b.link("j")
     x = np.random.default_rng(0).standard_normal(300_000)  # 2.4 MB: streamed in chunks
     c = BigInts([2 ** 2047 + i for i in range(50)], 256)
@@ -55,7 +55,7 @@ def test_messages_cross_both_ways_and_are_ledgered(pair, tmp_path) -> None:
     assert np.array_equal(got.parts["x"], x) and got.parts["c"] == c and got.header == {"i": 1}
     lb.send(Message("test.grpc", {"i": 2}, {"x": got.parts["x"][:10]}))
     assert la.recv("test.grpc", timeout=10).header == {"i": 2}
-    (entry,) = list(ledger.entries())
+    (entry,) = list(ledger.egress.entries())
     assert entry["type"] == "test.grpc" and entry["job"] == "j" and entry["bytes"] > x.nbytes
     assert la.stats()["bytes_sent"] == lb.stats()["bytes_received"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedacq.link.ledger import EgressLedger
+from fedacq.link.ledger import PartyLedger
 from fedacq.link.memory import memory_pair, run_parties
 from fedacq.psi import LenderSetStore, PlatformCache, PsiError, psi_lender, psi_platform
 from fedacq.psi.ids import normalize_value, prepare_ids
@@ -128,7 +128,7 @@ def test_only_blinded_points_cross(tmp_path):
     ids = [f"+86138{i:08d}" for i in range(60)]
     lender = pd.DataFrame({"phone": ids[:40]})
     platform = pd.DataFrame({"phone": ids[20:]})
-    ledgers = {p: EgressLedger(tmp_path / f"{p}.jsonl", p) for p in ("lender", "platform")}
+    ledgers = {p: PartyLedger(tmp_path / p, p) for p in ("lender", "platform")}
     salt = b"job-salt-0123456789"
     res_l, res_p, link_l, link_p = run(lender, platform, ["phone"], {"salt": salt}, record=True,
                                        ledgers=ledgers)
@@ -150,10 +150,10 @@ def test_only_blinded_points_cross(tmp_path):
             for v in ids:
                 assert v.encode() not in blob and v[3:].encode() not in blob
     for party in ("lender", "platform"):
-        entries = list(ledgers[party].entries())
+        entries = list(ledgers[party].egress.entries())
         assert entries and {e["type"] for e in entries} <= {"psi.hello", "psi.hello_ack", "psi.points",
                                                             "psi.result"}
-        text = (tmp_path / f"{party}.jsonl").read_text()
+        text = "".join(f.read_text() for f in (tmp_path / party).iterdir())
         assert not any(v[3:] in text for v in ids)
         for e in entries:
             if e["type"] == "psi.points":

@@ -37,7 +37,7 @@ from fedacq.crypto.tls import TlsFiles, channel_credentials, peer_common_name, s
 from fedacq.link import codec
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link._pb import fedacq_pb2_grpc as pb_grpc
-from fedacq.link.ledger import EgressLedger
+from fedacq.link.ledger import PartyLedger
 from fedacq.link.link import Link, LinkError, LinkTimeout
 from fedacq.link.message import Message, MessageError
 
@@ -267,7 +267,7 @@ class GrpcLink(Link):
     """A :class:`Link` for one job over a :class:`PeerClient` and the job's inbox."""
 
     def __init__(self, party: str, peer: str, job: str, client: PeerClient,
-                 inbox: "queue.Queue[Item]", ledger: EgressLedger | None = None,
+                 inbox: "queue.Queue[Item]", ledger: PartyLedger | None = None,
                  send_timeout: float = 600.0, retry_for: float = 10.0,
                  liveness_interval: float = 5.0, chunk_size: int = codec.CHUNK_SIZE) -> None:
         super().__init__(party, peer, job, ledger)
@@ -361,7 +361,7 @@ class PeerEndpoint:
         self.client = PeerClient(self.party, self.peer, peer_address, self.tls)
         return self.client
 
-    def link(self, job: str, ledger: EgressLedger | None = None) -> GrpcLink:
+    def link(self, job: str, ledger: PartyLedger | None = None) -> GrpcLink:
         """Open the inbox of ``job`` and return its link (close with :meth:`release`)."""
         if self.client is None:
             raise LinkError(f"{self.party}: connect() to {self.peer} before opening a link")

@@ -8,11 +8,17 @@ the demo) and :mod:`fedacq.link.grpc_link` (node daemons).
 
 Common behaviour lives here so that both transports behave identically:
 
-* ``send`` stamps a sequence number, records the message in the egress ledger
-  (if any) and hands it to the transport;
+* ``send`` stamps a sequence number, hands the message to the transport and,
+  once the peer acknowledged it, records it in the party's egress ledger (if
+  any): a send that fails leaves no line;
 * ``recv`` takes the next message, drops duplicates (a retry re-sends the same
-  sequence number), checks that its type is one the caller expects and validates
-  it against its registered schema before returning it;
+  sequence number), records it in the ingress ledger, then checks that its type
+  is one the caller expects and validates it against its registered schema
+  before returning it. Recording before the checks puts a refused message on
+  record too: it did cross the wire. Recording here rather than in a transport's
+  receive path keeps one place for both transports and for the duplicate rule;
+  a message the peer acknowledged but this side never took (its job ended
+  first) is therefore absent from the ingress ledger, which an audit shows;
 * byte counters per direction, for the stats every job reports.
 """
 
@@ -22,7 +28,7 @@ import abc
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
-from fedacq.link.ledger import EgressLedger, message_bytes
+from fedacq.link.ledger import PartyLedger, message_bytes, payload_digest
 from fedacq.link.message import Message, MessageError, spec_for
 
 
@@ -42,7 +48,7 @@ class Link(abc.ABC):
     """Send typed messages to one peer and receive expected ones from it."""
 
     def __init__(self, party: str, peer: str, job: str = "",
-                 ledger: EgressLedger | None = None) -> None:
+                 ledger: PartyLedger | None = None) -> None:
         self.party = party
         self.peer = peer
         self.job = job
@@ -68,7 +74,7 @@ class Link(abc.ABC):
 
     # -- protocol-facing API ----------------------------------------------
     def send(self, msg: Message) -> None:
-        """Validate ``msg`` against its schema, record it, and send it."""
+        """Validate ``msg`` against its schema, send it and, once acknowledged, record it."""
         spec_for(msg.type).validate(msg)
         seq = self._next_seq
         self._next_seq += 1
@@ -76,17 +82,15 @@ class Link(abc.ABC):
         if self.ledger is None:
             self._transmit(seq, msg)
         elif nbytes < _HASH_ALONGSIDE_BYTES:
-            self.ledger.record(self.job, seq, self.peer, msg)
             self._transmit(seq, msg)
+            self.ledger.record_sent(self.job, seq, self.peer, msg)
         else:
             # Hashing a large payload for the ledger costs as much as sending it; hashlib
-            # releases the GIL, so do both at once (the entry is written either way).
+            # releases the GIL, so do both at once. The line is written only after the ack.
             with ThreadPoolExecutor(1, thread_name_prefix="fedacq-ledger") as pool:
-                entry = pool.submit(self.ledger.record, self.job, seq, self.peer, msg)
-                try:
-                    self._transmit(seq, msg)
-                finally:
-                    entry.result()
+                digest = pool.submit(payload_digest, msg)
+                self._transmit(seq, msg)
+                self.ledger.record_sent(self.job, seq, self.peer, msg, digest.result())
         self.bytes_sent += nbytes
         self.messages_sent += 1
 
@@ -102,6 +106,8 @@ class Link(abc.ABC):
                 continue  # a retried duplicate: already delivered once
             self._last_seq_seen = seq
             break
+        if self.ledger is not None:
+            self.ledger.record_received(self.job, seq, self.peer, msg)
         if msg.type not in wanted:
             raise MessageError(
                 f"{self.party} expected {sorted(wanted)} from {self.peer}, got {msg.type!r}")

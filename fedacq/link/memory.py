@@ -13,7 +13,7 @@ import queue
 
 import numpy as np
 
-from fedacq.link.ledger import EgressLedger
+from fedacq.link.ledger import PartyLedger
 from fedacq.link.link import Link, LinkTimeout
 from fedacq.link.message import BigInts, Message
 
@@ -27,7 +27,7 @@ def _copy(msg: Message) -> Message:
 class MemoryLink(Link):
     def __init__(self, party: str, peer: str, inbox: "queue.Queue[tuple[int, Message]]",
                  outbox: "queue.Queue[tuple[int, Message]]", job: str = "",
-                 ledger: EgressLedger | None = None, record: bool = False) -> None:
+                 ledger: PartyLedger | None = None, record: bool = False) -> None:
         super().__init__(party, peer, job, ledger)
         self._inbox = inbox
         self._outbox = outbox
@@ -49,7 +49,7 @@ class MemoryLink(Link):
         return msg
 
 
-def memory_pair(a: str, b: str, job: str = "", ledgers: dict[str, EgressLedger] | None = None,
+def memory_pair(a: str, b: str, job: str = "", ledgers: dict[str, PartyLedger] | None = None,
                 record: bool = False) -> tuple[MemoryLink, MemoryLink]:
     """Two connected links: ``a``'s view and ``b``'s view."""
     ab: queue.Queue = queue.Queue()

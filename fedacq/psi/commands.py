@@ -52,7 +52,7 @@ def _intersection_table(table, rows, id_columns: list[str], matched_on):
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedacq.link.ledger import EgressLedger
+    from fedacq.link.ledger import PartyLedger
     from fedacq.link.memory import memory_pair, run_parties
     from fedacq.psi import LenderSetStore, PlatformCache, psi_lender, psi_platform
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     platform = _read(Path(args.platform), platform_cols)
     out.mkdir(parents=True, exist_ok=True)
     job = f"psi-{int(time.time())}"
-    ledgers = {p: EgressLedger(out / f"{p}_egress.jsonl", p) for p in ("lender", "platform")}
+    ledgers = {p: PartyLedger(out / f"{p}_ledger", p) for p in ("lender", "platform")}
     link_l, link_p = memory_pair("lender", "platform", job=job, ledgers=ledgers)
     platform_kw: dict = {"min_intersection": args.min_intersection, "workers": args.workers,
                          "progress": True, "duplicates": args.duplicates}
@@ -112,7 +112,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="id column, repeat in priority order (e.g. phone then device_id)")
     p.add_argument("--platform-id-column", action="append",
                    help="platform's names for the id columns if they differ (same order)")
-    p.add_argument("--out", required=True, help="output folder (stats, egress ledgers, default outputs)")
+    p.add_argument("--out", required=True, help="output folder (stats, each party's ledger, default outputs)")
     p.add_argument("--lender-out", help="lender intersection file (.csv or .parquet)")
     p.add_argument("--platform-out", help="platform intersection file (.csv or .parquet)")
     p.add_argument("--reveal-to", choices=("both", "lender"), default="both")
