@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "psi": "fedacq.psi.commands",
     "measure": "fedacq.measure.commands",
     "experiments": "fedacq.experiments",
+    "audit": "fedacq.link.commands",
 }
 
 
