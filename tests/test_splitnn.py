@@ -132,3 +132,20 @@ def test_gaussian_dp_accounting():
     classic = math.sqrt(2 * math.log(1.25 / 1e-5)) * 2 / 20.0
     assert classic < 1 and gaussian_dp(20.0)["epsilon"] < classic
     assert gaussian_dp(0.0)["epsilon"] == math.inf
+
+
+def test_gradient_noise_is_not_a_function_of_the_shared_seed(credit):
+    """Same data, same random_state: the first batch's clipped gradient is the same in both runs,
+    the noise on it is not (it comes from the OS CSPRNG, fedacq.crypto.dp_noise)."""
+    Xl, Xp, y, tr = credit
+    first = []
+    for _ in range(2):
+        L, P = memory_pair("lender", "platform", record=True)
+        lender, platform = SplitNNLender(random_state=4, max_iter=1, batch_size=128), SplitNNPlatform()
+        run_parties((lender.fit, L, Xl[:600], y[:600]), (platform.fit, P, Xp[:600]))
+        first.append(next(m for m in P.received if m.type == "snn.backward").parts["gradient"])
+    sigma = lender.params["gradient_noise"] * lender.params["gradient_clip"]
+    diff = (first[0] - first[1]).astype(np.float64)
+    # the difference of two independent N(0, sigma^2) noises: std sigma * sqrt(2) (1024 values,
+    # the sample std is within 20% of it except with probability far below 1e-9)
+    assert np.std(diff) == pytest.approx(sigma * np.sqrt(2), rel=0.2)

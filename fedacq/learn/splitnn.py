@@ -35,8 +35,9 @@ Protection: clipping and Gaussian noise in both directions
     ``embedding_clip`` and gets N(0, (``embedding_noise`` * ``embedding_clip``)^2)
     noise per coordinate. Gradients: each row's gradient is clipped to
     ``gradient_clip`` and gets N(0, (``gradient_noise`` * ``gradient_clip``)^2).
-    The noise comes from the OS random source, never from the shared seed, so
-    the receiver cannot regenerate and subtract it. ``*_clip=None`` disables
+    The noise is drawn from the OS CSPRNG (:mod:`fedacq.crypto.dp_noise`, the
+    sampler every fedacq protocol uses), never from the shared seed or a
+    seeded generator, so the receiver cannot regenerate and subtract it. ``*_clip=None`` disables
     clipping and noise for that direction (the setting for the comparison with
     central training). The platform back-propagates through its own clipping
     (the lender's gradient is with respect to the clipped embedding); a
@@ -105,13 +106,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from fedacq.crypto import dp_noise
 from fedacq.learn.hetero_lr import Standardizer, batches
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
@@ -263,10 +264,22 @@ class Columns:
                 "dense": self.dense, "scaler": self.scaler.to_dict()}
 
 
-def _noise_generator() -> Any:
+def _clip_and_noise(x: Any, clip: float | None, noise: float) -> Any:
+    """Per-row L2 clipping to ``clip``, then N(0, (``noise`` * ``clip``)^2) per coordinate from the OS CSPRNG.
+
+    The clipping is :func:`fedacq.learn.splitnn_nets.clip_and_noise` with its
+    own (seeded-generator) noise switched off; the noise is added here from
+    :mod:`fedacq.crypto.dp_noise`. It has derivative 1, so back-propagation
+    through the result is that of the clipping.
+    """
     import torch
 
-    return torch.Generator().manual_seed(secrets.randbits(63))
+    from fedacq.learn import splitnn_nets as nets
+
+    x = nets.clip_and_noise(x, clip, 0.0, None)
+    if clip is None or noise <= 0:
+        return x
+    return x + torch.as_tensor(dp_noise.gaussian(noise * clip, tuple(x.shape)), dtype=x.dtype)
 
 
 def _metrics(prefix: str, y: np.ndarray, logit: np.ndarray) -> dict[str, float]:
@@ -371,7 +384,6 @@ class SplitNNLender:
             dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_set[0]))
             yv = np.asarray(eval_set[1], dtype=np.float64)
         opt = self._optimizer()
-        gen = _noise_generator()
         stopper = _EarlyStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
         best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
         self.history_ = []
@@ -387,7 +399,7 @@ class SplitNNLender:
                                      f"{(len(rows), p['embedding_dim'])}, got {hp.shape}")
                 idx = torch.as_tensor(rows)
                 grad = self._batch_step(dense[idx], cats[idx], yt[idx], torch.as_tensor(hp), opt)
-                grad = nets.clip_and_noise(grad, p["gradient_clip"], p["gradient_noise"], gen)
+                grad = _clip_and_noise(grad, p["gradient_clip"], p["gradient_noise"])
                 link.send(Message("snn.backward", {"epoch": epoch, "batch": bi},
                                   {"gradient": grad.numpy().astype(np.float32)}, step=f"epoch{epoch}/batch{bi}"))
             msg = link.recv("snn.epoch")
@@ -463,8 +475,8 @@ class SplitNNPlatform:
 
         self.bottom_.eval()
         with torch.no_grad():
-            h = nets.clip_and_noise(self.bottom_(dense, cats), self.params_["embedding_clip"],
-                                    self.params_["embedding_noise"], self._gen)
+            h = _clip_and_noise(self.bottom_(dense, cats), self.params_["embedding_clip"],
+                                self.params_["embedding_noise"])
         return h.numpy().astype(np.float32)
 
     def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "SplitNNPlatform":
@@ -493,7 +505,6 @@ class SplitNNPlatform:
         self.bottom_ = nets.bottom(len(self.columns_.dense), self.columns_.cardinalities, p,
                                    seed * 10 + PLATFORM_BOTTOM)
         opt = nets.optimizer(self.bottom_, p)
-        self._gen = _noise_generator()
         dense, cats = nets.tensors(*self.columns_.transform(X))
         dense_v = cats_v = None
         if eval_X is not None:
@@ -507,8 +518,8 @@ class SplitNNPlatform:
                 # embedding, and back-propagating it straight into the unclipped one lets noisy
                 # gradients push the embedding norms far past the clip (the lender then sees
                 # only directions); the additive noise has derivative 1 and needs no care
-                sent = nets.clip_and_noise(self.bottom_(dense[idx], cats[idx]), p["embedding_clip"],
-                                           p["embedding_noise"], self._gen)
+                sent = _clip_and_noise(self.bottom_(dense[idx], cats[idx]), p["embedding_clip"],
+                                       p["embedding_noise"])
                 link.send(Message("snn.forward", {"epoch": epoch, "batch": bi},
                                   {"embedding": sent.detach().numpy().astype(np.float32)}, step=f"epoch{epoch}/batch{bi}"))
                 back = link.recv("snn.backward")
