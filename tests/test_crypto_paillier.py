@@ -340,3 +340,25 @@ def test_property_signed_sub_and_scalar(keys, triples):
     va, vb = (pk.encrypt_raw(fp.encode(x, pk), workers=1) for x in (a, b))
     got = fp.decode_ints(sk.decrypt_raw((va - vb).mul_scalar(list(k)), workers=1), pk)
     assert got == [(x - y) * z for x, y, z in zip(a, b, k)]
+
+
+def test_key_and_encryption_randomness_come_only_from_the_os_csprng(monkeypatch):
+    """With secrets.randbits and os.urandom replaced by fixed streams, keys and ciphertexts repeat:
+    nothing else (gmpy2's Mersenne Twister, numpy, a seed) feeds them. Seeding gmpy2's and numpy's
+    generators differently between the two draws changes nothing. 512-bit keys: speed only."""
+    import random
+
+    from fedacq.crypto import paillier
+
+    def draw(seed):
+        fixed = random.Random(1234)  # the test's own stand-in for the OS CSPRNG
+        monkeypatch.setattr(paillier.secrets, "randbits", fixed.getrandbits)
+        monkeypatch.setattr(paillier.os, "urandom", fixed.randbytes)
+        np.random.seed(seed)
+        gmpy2.mpz_urandomb(gmpy2.random_state(seed), 64)
+        pk, sk = generate_keypair(512, insecure_test_key=True)
+        return pk.n, pk.encrypt_raw([1, 2, 3], workers=1).ciphertexts, pk.random_factors(2)
+
+    assert draw(1) == draw(2)
+    monkeypatch.undo()
+    assert generate_keypair(512, insecure_test_key=True)[0] != generate_keypair(512, insecure_test_key=True)[0]

@@ -29,6 +29,17 @@ Encryption (Damgård–Jurik–Nielsen style randomness)
     argument of DJN 2010 and of SecretFlow HEU's ZPaillier). 256 bits gives a
     margin to 128-bit security at negligible cost (32 vs 28 multiplies).
 
+Randomness
+    Every secret draw comes from the OS CSPRNG: the primes' candidate bits
+    from ``secrets.randbits`` (:func:`generate_keypair`), the encryption
+    exponents ``x`` from ``os.urandom`` (:func:`_random_digits`, also used by
+    :meth:`EncryptedVector.obfuscate`). gmpy2's own generators
+    (``gmpy2.random_state``, ``mpz_urandomb``) are Mersenne Twister and are
+    never used; ``gmpy2.next_prime`` only searches upward from the random
+    candidate (its primality test's internal bases are not key material).
+    ``tests/test_crypto_paillier.py`` pins this: with ``secrets.randbits`` and
+    ``os.urandom`` replaced by fixed streams, keys and ciphertexts repeat.
+
 Encryption by the key owner
     The lender encrypts its own gradients, and it holds p and q:
     :meth:`PrivateKey.encrypt_raw` computes the very same ``(1 + m*n) * h_s^x``
@@ -519,7 +530,11 @@ class PrivateKey:
 
 
 def _random_prime(bits: int) -> mpz:
-    """A random prime of exactly ``bits`` bits with the top two bits set (so p*q has 2*bits)."""
+    """A random prime of exactly ``bits`` bits with the top two bits set (so p*q has 2*bits).
+
+    The candidate's bits come from ``secrets`` (the OS CSPRNG), never from
+    gmpy2's Mersenne Twister; ``next_prime`` is a deterministic search from it.
+    """
     while True:
         candidate = mpz(secrets.randbits(bits)) | (mpz(3) << (bits - 2)) | 1
         prime = gmpy2.next_prime(candidate)
