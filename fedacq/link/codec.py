@@ -18,7 +18,6 @@ extra copy) and validates it against its schema once more. Every failure is a
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -27,8 +26,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from fedacq.link._pb import fedacq_pb2 as pb
-from fedacq.link.message import (ALLOWED_DTYPES, MAX_HEADER_BYTES, BigInts, Message, MessageError,
-                                 header_bytes, spec_for)
+from fedacq.link.message import (ALLOWED_DTYPES, MAX_HEADER_BYTES, MAX_NDIM, BigInts, Message, MessageError,
+                                 PartSpec, header_bytes, parse_header, spec_for)
 
 _ENVELOPE_TAG = (1 << 3) | 2   # Frame.envelope, length-delimited
 _DATA_TAG = (2 << 3) | 2       # Frame.data, length-delimited
@@ -36,14 +35,23 @@ _DATA_TAG = (2 << 3) | 2       # Frame.data, length-delimited
 CHUNK_SIZE = 1024 * 1024
 #: upper bound of one message's payload on a link (a spec's per-part limits still apply).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 * 1024
+#: caps on the envelope's own fields, checked on its wire bytes before protobuf parses it:
+#: job, step, type and sender names; parts per message; one part's encoded layout.
+MAX_NAME_BYTES = 256
+MAX_PARTS = 16
+MAX_LAYOUT_BYTES = 256
 #: room for the envelope on top of a chunk; used to size gRPC's own message limits.
 MAX_ENVELOPE_BYTES = MAX_HEADER_BYTES + 64 * 1024
+#: Envelope field number -> (name, wire type, byte limit for length-delimited fields).
+_ENVELOPE_FIELDS = {1: ("job", 2, MAX_NAME_BYTES), 2: ("step", 2, MAX_NAME_BYTES),
+                    3: ("type", 2, MAX_NAME_BYTES), 4: ("seq", 0, 0), 5: ("header", 2, MAX_HEADER_BYTES),
+                    6: ("parts", 2, MAX_LAYOUT_BYTES), 7: ("sender", 2, MAX_NAME_BYTES)}
 
 
 def _raw(part: np.ndarray | BigInts) -> memoryview:
     """The part's wire bytes, without copying a C-contiguous little-endian array."""
     if isinstance(part, BigInts):
-        return memoryview(part.to_bytes())
+        return part.buffer()
     arr = part
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
@@ -114,61 +122,93 @@ def payload_bytes(msg: Message) -> int:
 
 
 class Assembler:
-    """Rebuilds one message from its frames, refusing bad input as early as possible."""
+    """Rebuilds one message from its frames, refusing bad input as early as possible.
+
+    The envelope is checked completely on construction: header (parsed within the
+    caps of :func:`~fedacq.link.message.parse_header` and checked against the
+    schema), every part's kind, dtype, dimensions, width and size. Nothing is
+    allocated for the payload then: the buffer grows as bytes arrive, so an
+    envelope that declares a large payload and sends none costs nothing. Growing
+    a ``bytearray`` is cheaper than joining per-frame chunks at the end (large
+    buffers grow in place, by ``mremap``; a join copies every byte once more and
+    doubles the peak), and it over-allocates by at most an eighth.
+    """
 
     def __init__(self, env: pb.Envelope, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.envelope = env
         where = f"message {env.type!r} (job {env.job!r}, seq {env.seq})"
         self.where = where
         spec = spec_for(env.type)  # unknown type: refused before anything is read
-        if len(env.header) > MAX_HEADER_BYTES:
-            raise MessageError(f"{where}: header is {len(env.header)} bytes, over the limit of {MAX_HEADER_BYTES}")
+        if env.seq < 0:
+            raise MessageError(f"{where}: negative sequence number")
+        self.header = parse_header(env.header, where)
+        spec.validate_header(self.header, where)
         names = [p.name for p in env.parts]
         if len(set(names)) != len(names):
             raise MessageError(f"{where}: a part name appears twice")
         unknown = set(names) - set(spec.parts)
         if unknown:
             raise MessageError(f"{where}: unexpected part(s) {sorted(unknown)}")
+        missing = [n for n, p in spec.parts.items() if not p.optional and n not in names]
+        if missing:
+            raise MessageError(f"{where}: missing part(s) {missing}")
         total = 0
         for layout in env.parts:
-            part_spec = spec.parts[layout.name]
-            self._check_layout(layout, part_spec.kind)
-            if layout.nbytes > part_spec.max_bytes:
-                raise MessageError(f"{where}: part {layout.name!r} is {layout.nbytes} bytes, "
-                                   f"over its limit of {part_spec.max_bytes}")
-            total += layout.nbytes
+            total += self._check_layout(layout, spec.parts[layout.name], max_message_bytes)
         if total > max_message_bytes:
             raise MessageError(f"{where}: payload is {total} bytes, over the link limit of {max_message_bytes}")
         self.total = total
         self.received = 0
-        self._buffer = bytearray(total)
-        self._view = memoryview(self._buffer)
+        self._buffer = bytearray()
 
-    def _check_layout(self, layout: pb.PartLayout, kind: str) -> None:
+    def _check_layout(self, layout: pb.PartLayout, spec: PartSpec, max_message_bytes: int) -> int:
+        """The part's byte count, once its declared layout is known to fit ``spec``."""
         name = f"{self.where}: part {layout.name!r}"
-        if layout.kind != kind:
-            raise MessageError(f"{name} is declared {layout.kind!r}, the schema says {kind!r}")
+        if layout.kind != spec.kind:
+            raise MessageError(f"{name} is declared {layout.kind!r}, the schema says {spec.kind!r}")
+        limit = min(spec.max_bytes, max_message_bytes)
         if layout.nbytes < 0:
             raise MessageError(f"{name} declares a negative size")
-        if kind == "bigints":
-            if layout.width <= 0 or layout.nbytes % layout.width:
+        if layout.nbytes > limit:
+            raise MessageError(f"{name} is {layout.nbytes} bytes, over its limit of {limit}")
+        if spec.kind == "bigints":
+            if layout.dtype or layout.shape:
+                raise MessageError(f"{name} declares a dtype or shape for big integers")
+            problem = spec.width_error(layout.width)
+            if problem:
+                raise MessageError(f"{name} {problem}")
+            if layout.nbytes % layout.width:
                 raise MessageError(f"{name}: {layout.nbytes} bytes is not a whole number of "
                                    f"{layout.width}-byte integers")
-            return
+            return layout.nbytes
+        if layout.width:
+            raise MessageError(f"{name} declares a big-integer width for an array")
         if layout.dtype not in ALLOWED_DTYPES:
             raise MessageError(f"{name} has dtype {layout.dtype!r}, not allowed on the wire")
-        if any(d < 0 for d in layout.shape):
-            raise MessageError(f"{name} declares a negative dimension {list(layout.shape)}")
-        expected = math.prod(layout.shape) * np.dtype(layout.dtype).itemsize
-        if expected != layout.nbytes:
-            raise MessageError(f"{name}: shape {list(layout.shape)} of {layout.dtype} needs {expected} "
+        if spec.dtypes and layout.dtype not in spec.dtypes:
+            raise MessageError(f"{name} has dtype {layout.dtype}, expected one of {list(spec.dtypes)}")
+        shape = list(layout.shape)
+        if len(shape) > MAX_NDIM or (spec.ndim is not None and len(shape) != spec.ndim):
+            expected = f"at most {MAX_NDIM}" if spec.ndim is None else str(spec.ndim)
+            raise MessageError(f"{name} has {len(shape)} dimensions, expected {expected}")
+        itemsize = np.dtype(layout.dtype).itemsize
+        # Each dimension on its own must fit the limit, or (2**62, 0) would pass as empty.
+        longest = limit // itemsize
+        if any(not 0 <= d <= longest for d in shape):
+            raise MessageError(f"{name} declares shape {shape}: every dimension must lie in 0..{longest} "
+                               f"({limit} bytes of {layout.dtype})")
+        expected_bytes = math.prod(shape) * itemsize
+        if expected_bytes != layout.nbytes:
+            raise MessageError(f"{name}: shape {shape} of {layout.dtype} needs {expected_bytes} "
                                f"bytes, the envelope declares {layout.nbytes}")
+        return layout.nbytes
 
     def feed(self, data: bytes | memoryview) -> None:
+        """Append the next slice of payload (refused if it runs past the declared size)."""
         end = self.received + len(data)
         if end > self.total:
             raise MessageError(f"{self.where}: more payload than the {self.total} bytes declared")
-        self._view[self.received:end] = data
+        self._buffer += data
         self.received = end
 
     @property
@@ -176,26 +216,25 @@ class Assembler:
         return self.received == self.total
 
     def finish(self) -> Message:
-        """The validated message; raises if bytes are missing or it breaks its schema."""
+        """The validated message; raises if bytes are missing or it breaks its schema.
+
+        Array parts are views of the buffer and big-integer parts keep their wire
+        bytes (see :class:`~fedacq.link.message.BigInts`): nothing is copied here.
+        """
         if not self.complete:
             raise MessageError(f"{self.where}: payload ended after {self.received} of {self.total} bytes")
-        try:
-            header = json.loads(self.envelope.header.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MessageError(f"{self.where}: header is not valid JSON ({exc})") from None
-        if not isinstance(header, dict):
-            raise MessageError(f"{self.where}: header is not a JSON object")
+        view = memoryview(self._buffer)
         parts: dict[str, np.ndarray | BigInts] = {}
         offset = 0
         for layout in self.envelope.parts:
-            raw = np.frombuffer(self._buffer, dtype=np.uint8, count=layout.nbytes, offset=offset)
+            raw = view[offset:offset + layout.nbytes]
             offset += layout.nbytes
             if layout.kind == "bigints":
-                parts[layout.name] = BigInts.from_bytes(raw.tobytes(), layout.width)
+                parts[layout.name] = BigInts.from_bytes(raw, layout.width)
             else:
                 dtype = np.dtype(layout.dtype).newbyteorder("<")
-                parts[layout.name] = raw.view(dtype).reshape(tuple(layout.shape))
-        msg = Message(type=self.envelope.type, header=header, parts=parts, step=self.envelope.step)
+                parts[layout.name] = np.frombuffer(raw, dtype=dtype).reshape(tuple(layout.shape))
+        msg = Message(type=self.envelope.type, header=self.header, parts=parts, step=self.envelope.step)
         spec_for(msg.type).validate(msg)
         return msg
 
@@ -235,6 +274,7 @@ def read_frame(wire: bytes) -> WireFrame:
             if tag == _ENVELOPE_TAG:
                 if envelope is not None:
                     raise ValueError("the envelope field appears twice")
+                _check_envelope_wire(view[pos:stop])
                 envelope = pb.Envelope.FromString(bytes(view[pos:stop]))
             else:
                 if data is not None:
@@ -244,6 +284,40 @@ def read_frame(wire: bytes) -> WireFrame:
     except (ValueError, DecodeError) as exc:
         return WireFrame(None, view[:0], f"malformed frame: {exc}")
     return WireFrame(envelope, view[:0] if data is None else data)
+
+
+def _check_envelope_wire(view: memoryview) -> None:
+    """Refuse an envelope whose fields break the caps, before protobuf builds objects for it.
+
+    Only the fields of ``Envelope`` with their own wire types are allowed, each
+    singular field once, at most ``MAX_PARTS`` parts, every field within its byte
+    limit: so parsing it costs a bounded amount whatever the peer sends.
+    """
+    if view.nbytes > MAX_ENVELOPE_BYTES:
+        raise ValueError(f"envelope is {view.nbytes} bytes, over the limit of {MAX_ENVELOPE_BYTES}")
+    pos, seen, parts = 0, set(), 0
+    while pos < view.nbytes:
+        key, pos = _varint(view, pos)
+        number, wire = key >> 3, key & 7
+        name, expected_wire, limit = _ENVELOPE_FIELDS.get(number, ("", -1, 0))
+        if wire != expected_wire:
+            raise ValueError(f"envelope has an unexpected field {number} (wire type {wire})")
+        if wire == 0:
+            _, pos = _varint(view, pos)
+        else:
+            length, pos = _varint(view, pos)
+            if length > limit:
+                raise ValueError(f"envelope field {name} is {length} bytes, over its limit of {limit}")
+            pos += length
+            if pos > view.nbytes:
+                raise ValueError(f"envelope field {name} runs past the end")
+        if number == 6:
+            parts += 1
+            if parts > MAX_PARTS:
+                raise ValueError(f"envelope has more than {MAX_PARTS} parts")
+        elif number in seen:
+            raise ValueError(f"envelope field {name} appears twice")
+        seen.add(number)
 
 
 def _varint(view: memoryview, pos: int) -> tuple[int, int]:

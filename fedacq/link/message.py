@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -31,6 +32,19 @@ ALLOWED_DTYPES = frozenset(
 #: default size limits; a spec may lower or raise them per part.
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_PART_BYTES = 256 * 1024 * 1024
+#: widest big integer a key-dependent part may declare: the ciphertext (n^2) of an
+#: 8192-bit Paillier key, 2 * 8192 / 8 bytes. A spec may set a fixed or a smaller bound.
+DEFAULT_MAX_WIDTH = 2 * 8192 // 8
+#: a header is a small JSON object: fedacq's own headers nest at most 2 deep and hold at
+#: most a few thousand numbers (one group size per bucket). The caps keep the parser's
+#: recursion and the Python objects it builds bounded by constants.
+MAX_HEADER_DEPTH = 8
+MAX_HEADER_TOKENS = 4096
+#: every header integer is a count, an index or a size: int64, parsed from at most 20 digits.
+HEADER_INT_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+_MAX_NUMBER_CHARS = 40
+#: most dimensions of an array part (numpy itself stops at 64, with a ValueError).
+MAX_NDIM = 8
 
 
 class MessageError(ValueError):
@@ -43,43 +57,68 @@ class BigInts:
     Used for Paillier ciphertexts (width = 2 * key bytes) and other group
     elements. Values are plain Python ints (or anything ``int()`` accepts, such as
     ``gmpy2.mpz``); :meth:`to_bytes` raises if a value does not fit the width.
+
+    A received vector keeps its wire bytes and turns them into ints only when
+    :attr:`values` is first read: a Python int costs up to 28 bytes more than its
+    width, so decoding on arrival would let a payload of narrow integers cost many
+    times its size before the protocol has checked the width against its key.
     """
 
-    __slots__ = ("values", "width")
+    __slots__ = ("_values", "_raw", "width")
 
     def __init__(self, values: list[int], width: int) -> None:
         if width <= 0:
             raise MessageError(f"BigInts width must be positive, got {width}")
-        self.values = values
+        self._values: list[int] | None = values
+        self._raw: memoryview | None = None
         self.width = width
 
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview, width: int) -> "BigInts":
+        """A vector over ``data`` (not copied; decoded on first use of :attr:`values`)."""
+        raw = memoryview(data).cast("B")
+        if width <= 0 or raw.nbytes % width:
+            raise MessageError(f"{raw.nbytes} bytes is not a whole number of {width}-byte integers")
+        out = cls.__new__(cls)
+        out._values, out._raw, out.width = None, raw, width
+        return out
+
+    @property
+    def values(self) -> list[int]:
+        if self._values is None:
+            raw, w = self._raw, self.width
+            self._values = [int.from_bytes(raw[i:i + w], "big") for i in range(0, raw.nbytes, w)]
+        return self._values
+
     def __len__(self) -> int:
-        return len(self.values)
+        return self._raw.nbytes // self.width if self._raw is not None else len(self._values)
 
     @property
     def nbytes(self) -> int:
-        return len(self.values) * self.width
+        return len(self) * self.width
+
+    def buffer(self) -> memoryview:
+        """The wire bytes, without a copy when the vector was received."""
+        return self._raw if self._raw is not None else memoryview(self.to_bytes())
 
     def to_bytes(self) -> bytes:
+        if self._raw is not None:
+            return self._raw.tobytes()
         w = self.width
         try:
-            return b"".join(int(v).to_bytes(w, "big") for v in self.values)
+            return b"".join(int(v).to_bytes(w, "big") for v in self._values)
         except OverflowError as exc:
             raise MessageError(f"a big integer does not fit in {w} bytes (or is negative)") from exc
 
-    @classmethod
-    def from_bytes(cls, data: bytes, width: int) -> "BigInts":
-        if width <= 0 or len(data) % width:
-            raise MessageError(f"{len(data)} bytes is not a whole number of {width}-byte integers")
-        mv = memoryview(data)
-        return cls([int.from_bytes(mv[i:i + width], "big") for i in range(0, len(data), width)], width)
-
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, BigInts) and self.width == other.width and \
-            [int(v) for v in self.values] == [int(v) for v in other.values]
+        if not isinstance(other, BigInts) or self.width != other.width:
+            return False
+        if self._raw is not None and other._raw is not None:
+            return self._raw == other._raw
+        return [int(v) for v in self.values] == [int(v) for v in other.values]
 
     def __repr__(self) -> str:
-        return f"BigInts(n={len(self.values)}, width={self.width})"
+        return f"BigInts(n={len(self)}, width={self.width})"
 
 
 Part = np.ndarray | BigInts
@@ -110,9 +149,11 @@ class PartSpec:
     """What one payload part must look like.
 
     ``kind`` is ``"ndarray"`` or ``"bigints"``. For arrays, ``dtypes`` lists the
-    accepted dtypes and ``ndim`` the number of dimensions (None: any). For big
-    integers, ``width`` fixes the byte width (None: any, e.g. key-dependent, to be
-    checked by the protocol against its key). ``max_bytes`` bounds the part.
+    accepted dtypes and ``ndim`` the number of dimensions (None: any up to
+    ``MAX_NDIM``). For big integers, ``width`` fixes the byte width; None means
+    key-dependent, to be checked by the protocol against its key, and bounded here
+    by ``max_width`` so that the receiver refuses an absurd width from the envelope
+    alone, before any payload. ``max_bytes`` bounds the part.
     """
 
     kind: str = "ndarray"
@@ -121,6 +162,15 @@ class PartSpec:
     width: int | None = None
     max_bytes: int = DEFAULT_MAX_PART_BYTES
     optional: bool = False
+    max_width: int = DEFAULT_MAX_WIDTH
+
+    def width_error(self, width: int) -> str | None:
+        """Why a big-integer part of ``width`` bytes breaks this spec, or None."""
+        if self.width is not None:
+            return None if width == self.width else f"has width {width}, expected {self.width}"
+        if not 1 <= width <= self.max_width:
+            return f"has width {width}, expected 1 to {self.max_width} bytes"
+        return None
 
 
 @dataclass(frozen=True)
@@ -137,19 +187,7 @@ class MessageSpec:
         where = f"message {msg.type!r}"
         if msg.type != self.type:
             raise MessageError(f"expected message type {self.type!r}, got {msg.type!r}")
-        if not isinstance(msg.header, dict):
-            raise MessageError(f"{where}: header is not a JSON object")
-        known = set(self.header) | set(self.optional_header)
-        extra = set(msg.header) - known
-        if extra:
-            raise MessageError(f"{where}: unexpected header field(s) {sorted(extra)}")
-        for key, typ in self.header.items():
-            if key not in msg.header:
-                raise MessageError(f"{where}: missing header field {key!r}")
-        for key, value in msg.header.items():
-            typ = self.header.get(key) or self.optional_header[key]
-            if not _is_instance(value, typ):
-                raise MessageError(f"{where}: header field {key!r} has type {type(value).__name__}")
+        self.validate_header(msg.header, where)
         extra_parts = set(msg.parts) - set(self.parts)
         if extra_parts:
             raise MessageError(f"{where}: unexpected part(s) {sorted(extra_parts)}")
@@ -160,6 +198,23 @@ class MessageSpec:
                     continue
                 raise MessageError(f"{where}: missing part {name!r}")
             _validate_part(where, name, part, spec)
+
+
+    def validate_header(self, header: Any, where: str) -> None:
+        """The header part of :meth:`validate` (a receiver checks it before any payload)."""
+        if not isinstance(header, dict):
+            raise MessageError(f"{where}: header is not a JSON object")
+        known = set(self.header) | set(self.optional_header)
+        extra = set(header) - known
+        if extra:
+            raise MessageError(f"{where}: unexpected header field(s) {sorted(extra)}")
+        for key in self.header:
+            if key not in header:
+                raise MessageError(f"{where}: missing header field {key!r}")
+        for key, value in header.items():
+            typ = self.header.get(key) or self.optional_header[key]
+            if not _is_instance(value, typ):
+                raise MessageError(f"{where}: header field {key!r} has type {type(value).__name__}")
 
 
 def _is_instance(value: Any, typ: type | tuple[type, ...]) -> bool:
@@ -176,8 +231,9 @@ def _validate_part(where: str, name: str, part: Part, spec: PartSpec) -> None:
     if spec.kind == "bigints":
         if not isinstance(part, BigInts):
             raise MessageError(f"{where}: part {name!r} must be big integers")
-        if spec.width is not None and part.width != spec.width:
-            raise MessageError(f"{where}: part {name!r} has width {part.width}, expected {spec.width}")
+        problem = spec.width_error(part.width)
+        if problem:
+            raise MessageError(f"{where}: part {name!r} {problem}")
     else:
         if not isinstance(part, np.ndarray):
             raise MessageError(f"{where}: part {name!r} must be an array")
@@ -186,6 +242,8 @@ def _validate_part(where: str, name: str, part: Part, spec: PartSpec) -> None:
             raise MessageError(f"{where}: part {name!r} has dtype {dtype}, not allowed on the wire")
         if spec.dtypes and dtype not in spec.dtypes:
             raise MessageError(f"{where}: part {name!r} has dtype {dtype}, expected one of {list(spec.dtypes)}")
+        if part.ndim > MAX_NDIM:
+            raise MessageError(f"{where}: part {name!r} has {part.ndim} dimensions, more than {MAX_NDIM}")
         if spec.ndim is not None and part.ndim != spec.ndim:
             raise MessageError(f"{where}: part {name!r} has {part.ndim} dimensions, expected {spec.ndim}")
         if part.dtype.kind == "f" and part.size and not _all_finite(part):
@@ -213,6 +271,105 @@ def header_bytes(header: Mapping[str, Any]) -> bytes:
     if len(data) > MAX_HEADER_BYTES:
         raise MessageError(f"header is {len(data)} bytes, over the limit of {MAX_HEADER_BYTES}")
     return data
+
+
+class _HeaderRefused(MessageError):
+    """Raised by the JSON parser's hooks; :func:`parse_header` adds where it happened."""
+
+
+#: the JSON text's structural tokens: a whole string (escapes included), a bracket, a
+#: separator, or a quote that opens a string which never ends. Possessive repeats keep
+#: the regex engine from backtracking (or stacking state) inside a long string.
+_JSON_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[\[\]{},:]|"', re.DOTALL)
+
+
+def _check_structure(data: bytes) -> None:
+    """Refuse a header nested deeper than MAX_HEADER_DEPTH or with more than
+    MAX_HEADER_TOKENS tokens, before the (recursive) JSON parser sees it."""
+    depth = tokens = 0
+    for match in _JSON_TOKEN.finditer(data):
+        token = match.group()
+        tokens += 1
+        if tokens > MAX_HEADER_TOKENS:
+            raise _HeaderRefused(f"header has more than {MAX_HEADER_TOKENS} JSON tokens")
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                raise _HeaderRefused(f"header nests deeper than {MAX_HEADER_DEPTH} levels")
+        elif token in (b"]", b"}"):
+            depth -= 1
+        elif token == b'"':
+            raise _HeaderRefused("header is not valid JSON (a string never ends)")
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise _HeaderRefused(f"header integer of {len(text)} digits is outside int64")
+    value = int(text)
+    if not HEADER_INT_RANGE[0] <= value <= HEADER_INT_RANGE[1]:
+        raise _HeaderRefused(f"header integer {value} is outside int64")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise _HeaderRefused(f"header number of {len(text)} characters is too long")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _HeaderRefused(f"header number {text[:20]} overflows a float")
+    return value
+
+
+def _refuse_constant(text: str) -> None:
+    raise _HeaderRefused(f"header holds {text}, which JSON does not allow")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _HeaderRefused("header repeats a key in one object")
+    return out
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        yield from value
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def parse_header(data: bytes, where: str) -> dict[str, Any]:
+    """The header object of a received message, within the caps above.
+
+    The inverse of :func:`header_bytes`, for bytes from the peer: UTF-8 only, a
+    JSON object, nesting and size bounded before parsing, int64 integers, finite
+    numbers, no repeated keys and no lone surrogates (text that could not be
+    written out again). Anything else is a :class:`MessageError` naming ``where``.
+    """
+    if len(data) > MAX_HEADER_BYTES:
+        raise MessageError(f"{where}: header is {len(data)} bytes, over the limit of {MAX_HEADER_BYTES}")
+    try:
+        _check_structure(data)
+        header = json.loads(data.decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float,
+                            parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except _HeaderRefused as exc:
+        raise MessageError(f"{where}: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"{where}: header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise MessageError(f"{where}: header is not a JSON object")
+    for text in _strings(header):
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MessageError(f"{where}: header holds a lone surrogate (not text)") from None
+    return header
 
 
 _REGISTRY: dict[str, MessageSpec] = {}
