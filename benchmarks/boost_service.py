@@ -2,7 +2,8 @@
 
 What is measured: client threads send ``Lookup`` requests of ``--batch-size`` user ids (90 %
 in the table, 10 % unknown) to a ``fedacq boost-serve`` process for ``--seconds``; a third of
-the way in, a new table version of the same size is loaded through the admin ``Reload`` RPC.
+the way in, a new table version of the same size is moved under the served root and loaded
+by name through the admin ``Reload`` RPC.
 Reported: ``lookups_per_s`` (user ids answered per second), ``p50_ms``/``p99_ms`` request
 latency, ``failed_requests`` (RPC errors or malformed answers), the reload time and the table
 versions seen.
@@ -176,8 +177,11 @@ def bench_service(root: Path, v2: Path, work, args) -> dict:
             call(ids)
 
         def reload() -> dict:
+            # publish v2 under the served root (one rename), then load it by name: the service
+            # loads nothing from outside its root
+            os.replace(v2, root / "tables" / CAMPAIGN / v2.name)
             t0 = time.perf_counter()
-            rep = client.reload(v2)
+            rep = client.reload(f"{CAMPAIGN}/{v2.name}")
             return {"reload_s": round(time.perf_counter() - t0, 3), "reloaded_to": rep.table_version}
 
         paced = drive(call, work, args.clients, args.seconds, midway=reload, rate=args.rate)

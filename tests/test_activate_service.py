@@ -31,7 +31,7 @@ def _table(n: int, version: str, seed: int, created: dt.datetime | None = None):
 def served(tmp_path):
     t1 = _table(5000, "v1", 1)
     t1.write(tmp_path / "tables" / "camp" / "v1")
-    registry = BoostRegistry()
+    registry = BoostRegistry(tmp_path / "tables")
     registry.load(tmp_path / "tables" / "camp" / "v1")
     server = BoostServer(registry).start()
     client = BoostClient(server.address)
@@ -75,7 +75,7 @@ def test_hot_reload_mid_traffic_fails_no_request(served):
     for t in threads:
         t.start()
     try:
-        rep = client.reload(tmp_path / "tables" / "camp" / "v2")
+        rep = client.reload("camp/v2")
         assert rep.table_version == "v2" and rep.rows == 50_000
         for _ in range(20):
             versions.add(client.lookup("camp", ids).table_version)
@@ -104,7 +104,7 @@ def test_bad_table_refused_and_last_good_kept(served, fault, msg):
         m["sha256"] = "0" * 64
     (bad / MANIFEST_FILE).write_text(json.dumps(m))
     with pytest.raises(grpc.RpcError) as err:
-        client.reload(bad)
+        client.reload("camp/bad")
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert msg in err.value.details() and "still serving" in err.value.details()
     assert client.lookup("camp", ["u1"]).table_version == "v1"
@@ -118,7 +118,7 @@ def test_watcher_loads_newest_valid_version(served):
     broken = tmp_path / "tables" / "camp" / "v4"
     _table(800, "v4", 5, created=later + dt.timedelta(seconds=5)).write(broken)
     (broken / "boosts.parquet").write_bytes(b"not parquet")
-    watcher = TableWatcher(registry, tmp_path / "tables")
+    watcher = TableWatcher(registry)
     assert watcher.scan() == ["v3"]  # v4 is newer but corrupt; v1 is older than what is served
     assert client.lookup("camp", ["u1"]).table_version == "v3"
     assert watcher.scan() == []  # nothing new
@@ -140,9 +140,9 @@ def test_mutual_tls(tmp_path):
 
     init_certs(["platform", "bidder"], tmp_path / "certs")
     _table(100, "v1", 1).write(tmp_path / "t" / "v1")
-    registry = BoostRegistry()
+    registry = BoostRegistry(tmp_path / "t")
     registry.load(tmp_path / "t" / "v1")
-    server = BoostServer(registry, tls_dir=tmp_path / "certs").start()
+    server = BoostServer(registry, tls_dir=tmp_path / "certs", allow={"bidder": frozenset({"lookup"})}).start()
     try:
         client = BoostClient(f"127.0.0.1:{server.port}", tls_dir=tmp_path / "certs")
         assert client.lookup("camp", ["u1"]).table_version == "v1"
@@ -188,8 +188,8 @@ def test_boost_serve_cli_watches_directory(tmp_path):
 def test_watcher_orders_versions_built_within_one_second(tmp_path):
     for version in ("a", "b", "c"):  # built back to back: same second, increasing microseconds
         _table(50, version, 1).write(tmp_path / "camp" / version)
-    registry = BoostRegistry()
-    assert TableWatcher(registry, tmp_path).scan() == ["c"]
+    registry = BoostRegistry(tmp_path)
+    assert TableWatcher(registry).scan() == ["c"]
 
 
 def test_cli_lookup_and_reload_against_a_service(served, capsys):
@@ -200,8 +200,8 @@ def test_cli_lookup_and_reload_against_a_service(served, capsys):
     assert main(["boosts", "lookup", "--address", address, "--campaign", "camp", "u1", "stranger"]) == 0
     out = capsys.readouterr().out
     assert "table v1" in out and "u1\tboost=" in out and "unknown" in out
-    _table(100, "v9", 9).write(tmp_path / "v9")
-    assert main(["boosts", "reload", "--address", address, "--table", str(tmp_path / "v9")]) == 0
+    _table(100, "v9", 9).write(tmp_path / "tables" / "camp" / "v9")
+    assert main(["boosts", "reload", "--address", address, "--table", "camp/v9"]) == 0
     assert "serving v9" in capsys.readouterr().out
     assert main(["boosts", "lookup", "--address", address, "--campaign", "nope", "u1"]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err

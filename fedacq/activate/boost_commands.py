@@ -1,4 +1,4 @@
-"""``fedacq boosts build|export|show|lookup|reload``: make, push-export and inspect boost tables; query a service.
+"""``fedacq boosts build|export|show|lookup|reload|rollback``: make, export, inspect boost tables; ask a service.
 
 Tier and experiment settings come from flags or from a JSON config file
 (``{"tiers": {...TierConfig...}, "experiment": {...ExperimentConfig...}}``); flags win,
@@ -75,16 +75,23 @@ def add_parser(subparsers) -> None:
     _client_args(q)
     q.set_defaults(func=_cmd_lookup)
 
-    r = sub.add_parser("reload", help="ask a running boost service to load a table version now")
-    r.add_argument("--table", required=True, help="table directory, as the server sees it")
+    r = sub.add_parser("reload", help="ask a running boost service to load a newer table version now (admin)")
+    r.add_argument("--table", required=True,
+                   help="table name: its directory relative to the service's --tables root, e.g. CAMPAIGN/VERSION")
     _client_args(r)
     r.set_defaults(func=_cmd_reload)
+
+    b = sub.add_parser("rollback", help="ask a running boost service to serve an older version again (admin)")
+    b.add_argument("--to", required=True, metavar="VERSION", help="the table version (manifest 'version') to serve")
+    _client_args(b)
+    b.set_defaults(func=_cmd_rollback)
 
 
 def _client_args(p) -> None:
     p.add_argument("--address", default="127.0.0.1:50071")
-    p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem and <tls-name>.pem/.key")
-    p.add_argument("--tls-name", default="bidder", help="client certificate name")
+    p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem (the CA of the server's certificate) "
+                                     "and <tls-name>.pem/.key (fedacq certs issue)")
+    p.add_argument("--tls-name", default="bidder", help="client certificate name (the service's --allow names it)")
     p.add_argument("--server-name", default="platform", help="name the server certificate must carry")
 
 
@@ -126,6 +133,20 @@ def _cmd_reload(args) -> int:
     finally:
         client.close()
     print(f"serving {r.table_version} for campaign {r.campaign} ({r.rows:,} users)")
+    return 0
+
+
+def _cmd_rollback(args) -> int:
+    import grpc
+
+    client = _client(args)
+    try:
+        r = client.rollback(args.to)
+    except grpc.RpcError as exc:
+        raise _rpc_error(exc) from None
+    finally:
+        client.close()
+    print(f"rolled back: serving {r.table_version} for campaign {r.campaign} ({r.rows:,} users)")
     return 0
 
 

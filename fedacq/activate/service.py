@@ -10,6 +10,33 @@ sees the new version; none fails. A table that fails validation is refused with 
 (``Reload`` returns FAILED_PRECONDITION, the watcher records it in ``Status``) and the last
 good version keeps being served.
 
+Who may do what. The service answers membership questions about the platform's users and
+decides the bids, so every call is authorised by the caller's name and role:
+
+* with mutual TLS (``--tls-dir``), the name is the common name of the client certificate,
+  which must chain to the CA in ``--tls-dir`` (the platform's own CA in the per-party
+  layout of ``fedacq certs``); ``--allow NAME=ROLE[,ROLE]`` lists who may call and as what:
+  ``lookup`` (the bidding engine: ``Lookup``) or ``admin`` (the operator: ``Reload``,
+  ``Rollback``). Both roles may call ``Status``. A name not listed gets PERMISSION_DENIED on
+  every RPC; there is no default allowlist with TLS;
+* plaintext is allowed on loopback only, where callers have no certificate: every caller is
+  named ``loopback`` and has the roles given to that name (default ``lookup,admin``;
+  ``--allow loopback=lookup`` takes admin away).
+
+Versions only move forward. A table is newer than another if its manifest's ``created_at``
+is later; ``Reload`` and the watcher refuse anything not newer than what is served for its
+campaign. ``Reload`` takes a table *name*: a path relative to the served root
+(``--tables``), e.g. ``camp/v2``, resolved and checked to lie under the root (a symlink out
+of it is refused). The only way back is ``Rollback`` (``fedacq boosts rollback --to
+VERSION``, admin only): it serves an older version found under the root and is logged at
+WARNING with the caller's name. A rollback lasts until a newer table is loaded or the
+service restarts (the start-up scan serves the newest valid table: move a bad version out
+of the tree to retire it for good).
+
+A bad manifest (not JSON, not an object, missing or mistyped keys, a checksum that does not
+match) is logged, kept in ``Status`` errors and skipped; it never stops a scan, the
+start-up scan included, and a valid table in the same pass still loads.
+
 The loader does its heavy work in Arrow kernels, which release the GIL (validation, and
 the sorted id index of ``lookup.py``), and the serving process lowers the interpreter
 switch interval, so request threads are not stalled for long while a large table loads
@@ -18,41 +45,102 @@ switch interval, so request threads are not stalled for long while a large table
 Expired tables: past its expiry a table is still used for buckets, but every boost is 1.0
 and responses say ``expired``; stale bids are worse than no boost.
 
-Addresses default to loopback (``127.0.0.1``); ``--tls-dir`` turns on mutual TLS with
-certificates from ``fedacq certs init`` (the bidding client needs its own certificate).
+``Rollback`` is served as ``/fedacq.activate.BoostService/Rollback`` with a
+``google.protobuf.StringValue`` (the version) in and a ``ReloadResponse`` out; it is not
+yet declared in ``protocols/boost.proto``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
+import re
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent import futures
 from pathlib import Path
 
 import grpc
 import numpy as np
+from google.protobuf import wrappers_pb2
 
 from fedacq.activate._pb import boost_pb2 as pb
 from fedacq.activate._pb import boost_pb2_grpc as pb_grpc
 from fedacq.activate.lookup import BoostLookup
-from fedacq.activate.table import MANIFEST_FILE, BoostTable, parse_time
+from fedacq.activate.table import MANIFEST_FILE, BoostTable, BoostTableError, parse_time, read_manifest
+from fedacq.crypto.tls import TlsFiles, channel_credentials, peer_common_name, server_credentials
 
 log = logging.getLogger(__name__)
 
 #: the largest batch a single Lookup may carry (bounds per-request work and memory).
 MAX_BATCH = 10_000
 _MAX_MESSAGE = 16 * 1024 * 1024
+SERVICE = pb.DESCRIPTOR.services_by_name["BoostService"].full_name
+
+#: roles a client can hold: ``lookup`` asks for boosts (bidding), ``admin`` loads and rolls back tables.
+ROLES = ("lookup", "admin")
+#: the name of every caller of a plaintext (loopback-only) server, which has no certificate.
+LOOPBACK = "loopback"
+_CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TABLE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_TABLE_DEPTH = 8
+_MAX_VERSION_CHARS = 256
+
+
+class TableNameError(ValueError):
+    """A Reload names no table under the served root (bad name, or it resolves outside)."""
+
+
+class VersionOrderError(ValueError):
+    """A load that would move a campaign's version backward, or a rollback that would not."""
+
+
+def parse_allow(entries: Iterable[str]) -> dict[str, frozenset[str]]:
+    """``["bidder=lookup", "ops=admin,lookup"]`` -> name -> roles; a name given twice gets both."""
+    allow: dict[str, set[str]] = {}
+    for entry in entries:
+        name, sep, roles = entry.partition("=")
+        name = name.strip()
+        wanted = {r.strip() for r in roles.split(",") if r.strip()}
+        if not sep or not _CLIENT_NAME.match(name) or not wanted:
+            raise ValueError(f"--allow {entry!r}: expected NAME=ROLE[,ROLE] with roles from {list(ROLES)}")
+        unknown = wanted - set(ROLES)
+        if unknown:
+            raise ValueError(f"--allow {entry!r}: unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}")
+        allow.setdefault(name, set()).update(wanted)
+    return {name: frozenset(roles) for name, roles in allow.items()}
+
+
+def check_allow(allow: dict[str, frozenset[str]] | None, tls: bool) -> dict[str, frozenset[str]]:
+    """The allowlist a server runs with: explicit under TLS; ``loopback`` only without."""
+    if tls:
+        if not allow:
+            raise ValueError("boost service: mutual TLS needs an allowlist of client certificate names, "
+                             "e.g. --allow bidder=lookup --allow ops=admin")
+        if LOOPBACK in allow:
+            raise ValueError(f"boost service: {LOOPBACK!r} names plaintext callers; with TLS list certificate names")
+        return dict(allow)
+    if allow is None:
+        return {LOOPBACK: frozenset(ROLES)}
+    others = sorted(set(allow) - {LOOPBACK})
+    if others:
+        raise ValueError(f"boost service: without TLS callers have no certificate, so {others} can never match; "
+                         f"every caller is {LOOPBACK!r} (e.g. --allow {LOOPBACK}=lookup)")
+    return dict(allow)
 
 
 class BoostRegistry:
-    """campaign -> current ``BoostLookup``; readers take one reference, writers swap the mapping."""
+    """campaign -> current ``BoostLookup``; readers take one reference, writers swap the mapping.
 
-    def __init__(self, max_errors: int = 20) -> None:
+    ``root`` is the served tree: ``Reload`` names tables relative to it, ``Rollback`` and the
+    watcher look for versions in it.
+    """
+
+    def __init__(self, root: str | Path | None = None, max_errors: int = 20) -> None:
+        self.root = Path(root).resolve() if root is not None else None
         self._tables: dict[str, BoostLookup] = {}
         self._loaded_at: dict[str, str] = {}
         self._write = threading.Lock()
@@ -67,52 +155,134 @@ class BoostRegistry:
     def loaded_at(self, campaign: str) -> str:
         return self._loaded_at.get(campaign, "")
 
-    def load(self, table_dir: str | Path) -> BoostLookup:
-        """Validate and index ``table_dir``, then swap it in; on error the current stays."""
+    def refuse(self, message: str) -> None:
+        """Record a table that was not served (``Status`` errors) and log it."""
+        self.errors.append(message)
+        log.warning("refused: %s", message)
+
+    def inside_root(self, path: Path) -> bool:
+        return self.root is not None and path.resolve().is_relative_to(self.root)
+
+    def table_dir(self, name: str) -> Path:
+        """The table directory ``name`` (relative to the root) names, resolved and checked to lie under it."""
+        if self.root is None:
+            raise TableNameError("this boost service has no table root, so it loads no table by name")
+        parts = name.split("/")
+        if len(parts) > _MAX_TABLE_DEPTH or not all(_TABLE_PART.match(p) for p in parts):
+            raise TableNameError(f"table name {name[:100]!r}: expected a path relative to the served root such as "
+                                 "CAMPAIGN/VERSION, of names made of letters, digits, '.', '_' and '-' that do not "
+                                 "start with '.' or '-'")
+        path = self.root / name
+        if not self.inside_root(path):
+            raise TableNameError(f"table name {name!r} resolves outside the served root")
+        return path.resolve()
+
+    def find_version(self, version: str) -> Path:
+        """The one table directory under the root whose manifest has ``version``."""
+        if self.root is None:
+            raise TableNameError("this boost service has no table root to find versions in")
+        found = []
+        for manifest in sorted(self.root.glob(f"**/{MANIFEST_FILE}")):
+            try:
+                if self.inside_root(manifest.parent) and read_manifest(manifest.parent)["version"] == version:
+                    found.append(manifest.parent)
+            except BoostTableError:
+                continue  # a bad manifest is the watcher's to report; it is not this version
+        if not found:
+            raise VersionOrderError(f"no table with version {version!r} under the served root")
+        if len(found) > 1:
+            raise VersionOrderError(f"version {version!r} is in {len(found)} tables: "
+                                    f"{[str(p.relative_to(self.root)) for p in found]}")
+        return found[0]
+
+    def _prepare(self, table_dir: str | Path) -> BoostLookup:
+        """Validate and index a table off to the side; any fault refuses the table, never the service."""
         try:
-            lookup = BoostLookup(BoostTable.load(table_dir))
-        except (ValueError, OSError) as exc:
-            self.errors.append(str(exc))
-            log.warning("refused %s: %s", table_dir, exc)
+            return BoostLookup(BoostTable.load(table_dir))
+        except BoostTableError as exc:
+            self.refuse(str(exc))
             raise
+        except Exception as exc:  # a malformed table must not surface as a server error
+            err = BoostTableError(f"boost table {table_dir}: {type(exc).__name__}: {exc}")
+            self.refuse(str(err))
+            raise err from None
+
+    def _swap(self, lookup: BoostLookup) -> None:
+        tables = dict(self._tables)
+        tables[lookup.campaign] = lookup
+        self._loaded_at[lookup.campaign] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._tables = tables  # the one atomic step readers can observe
+
+    def load(self, table_dir: str | Path) -> BoostLookup:
+        """Validate and index ``table_dir``, then swap it in if it is newer than the campaign's
+        current table; on any refusal the current stays."""
+        lookup = self._prepare(table_dir)
         with self._write:
-            tables = dict(self._tables)
-            tables[lookup.campaign] = lookup
-            self._loaded_at[lookup.campaign] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self._tables = tables  # the one atomic step readers can observe
+            current = self._tables.get(lookup.campaign)
+            if current is not None and lookup.created_at <= current.created_at:
+                message = (f"boost table {table_dir}: version {lookup.version} "
+                           f"(created {lookup.created_at.isoformat()}) is not newer than {current.version} (created {current.created_at.isoformat()}), served "
+                           f"for campaign {lookup.campaign!r}: versions only move forward; an admin goes back "
+                           f"with: fedacq boosts rollback --to {lookup.version}")
+                self.refuse(message)
+                raise VersionOrderError(message)
+            self._swap(lookup)
         log.info("serving %s for campaign %s (%d users)", lookup.version, lookup.campaign, lookup.rows)
+        return lookup
+
+    def rollback(self, version: str, by: str) -> BoostLookup:
+        """Serve the older ``version`` (found under the root) instead of its campaign's current table."""
+        lookup = self._prepare(self.find_version(version))
+        with self._write:
+            current = self._tables.get(lookup.campaign)
+            if current is None:
+                raise VersionOrderError(f"rollback to {version}: nothing is served for campaign {lookup.campaign!r} "
+                                        "to roll back from; load it with reload")
+            if lookup.created_at >= current.created_at:
+                raise VersionOrderError(f"rollback to {version}: not older than {current.version}, served for "
+                                        f"campaign {lookup.campaign!r}; reload moves forward")
+            self._swap(lookup)
+        log.warning("ROLLBACK of campaign %s from %s to %s (%d users) by %r", lookup.campaign, current.version,
+                    lookup.version, lookup.rows, by)
         return lookup
 
 
 class TableWatcher:
-    """Poll a directory tree for table manifests and load, per campaign, the newest valid one.
+    """Poll the registry's root for table manifests and load, per campaign, the newest valid one.
 
     A manifest is considered once per (path, modification time); a refused table is not
-    retried until it changes. Tables created before the one being served are ignored.
+    retried until it changes. Tables not newer than the one being served are ignored.
     """
 
-    def __init__(self, registry: BoostRegistry, root: str | Path, interval: float = 2.0) -> None:
-        self.registry, self.root, self.interval = registry, Path(root), interval
-        self._seen: set[tuple[str, float]] = set()
+    def __init__(self, registry: BoostRegistry, interval: float = 2.0) -> None:
+        if registry.root is None:
+            raise ValueError("table watcher: the registry has no root to watch")
+        self.registry, self.interval = registry, interval
+        self._seen: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def scan(self) -> list[str]:
-        """One pass; returns the versions loaded."""
+        """One pass; returns the versions loaded. A bad manifest or table is recorded and skipped."""
+        root = self.registry.root
         candidates: dict[str, list[tuple[dt.datetime, Path]]] = {}
-        for manifest in self.root.glob(f"**/{MANIFEST_FILE}"):
+        for manifest in sorted(root.glob(f"**/{MANIFEST_FILE}")):
             try:
-                key = (str(manifest), manifest.stat().st_mtime)
-            except FileNotFoundError:
+                key = (str(manifest), manifest.stat().st_mtime_ns)
+            except OSError:
                 continue
             if key in self._seen:
                 continue
             self._seen.add(key)
+            table_dir = manifest.parent
             try:
-                m = json.loads(manifest.read_text())
-                candidates.setdefault(m["campaign"], []).append((parse_time(m["created_at"]), manifest.parent))
-            except (ValueError, KeyError, OSError) as exc:
-                self.registry.errors.append(f"boost table {manifest.parent}: unreadable manifest ({exc})")
+                if not self.registry.inside_root(table_dir):
+                    raise BoostTableError(f"boost table {table_dir}: resolves outside the served root")
+                m = read_manifest(table_dir)
+            except BoostTableError as exc:
+                self.registry.refuse(str(exc))
+                continue
+            candidates.setdefault(m["campaign"], []).append((parse_time(m["created_at"]), table_dir))
         loaded = []
         for campaign, found in candidates.items():
             current = self.registry.get(campaign)
@@ -122,9 +292,17 @@ class TableWatcher:
                 try:
                     loaded.append(self.registry.load(table_dir).version)
                     break
-                except (ValueError, OSError):
+                except ValueError:
                     continue  # recorded by the registry; try the next newest
         return loaded
+
+    def scan_logged(self) -> list[str]:
+        """``scan``, with anything unforeseen logged instead of raised: the service outlives any one pass."""
+        try:
+            return self.scan()
+        except Exception:
+            log.exception("boost table scan of %s failed", self.registry.root)
+            return []
 
     def start(self) -> "TableWatcher":
         self._thread = threading.Thread(target=self._run, name="boost-table-watcher", daemon=True)
@@ -133,10 +311,7 @@ class TableWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.scan()
-            except Exception:  # the watcher must outlive any one bad directory
-                log.exception("table watcher scan failed")
+            self.scan_logged()
 
     def stop(self) -> None:
         self._stop.set()
@@ -145,11 +320,24 @@ class TableWatcher:
 
 
 class BoostServicer(pb_grpc.BoostServiceServicer):
-    def __init__(self, registry: BoostRegistry, allow_reload: bool = True) -> None:
-        self.registry = registry
-        self.allow_reload = allow_reload
+    """The RPCs, each authorised by the caller's name and role first (module docstring)."""
+
+    def __init__(self, registry: BoostRegistry, allow: dict[str, frozenset[str]], tls: bool) -> None:
+        self.registry, self.allow, self.tls = registry, allow, tls
+
+    def _caller(self, context: grpc.ServicerContext, rpc: str, roles: tuple[str, ...]) -> str:
+        name = (peer_common_name(context) or "") if self.tls else LOOPBACK
+        granted = self.allow.get(name, frozenset())
+        if not granted:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{rpc}: client {name!r} is not allowed on this boost service")
+        if not granted & set(roles):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{rpc}: client {name!r} has role(s) {sorted(granted)}; {rpc} needs {' or '.join(roles)}")
+        return name
 
     def Lookup(self, request: pb.LookupRequest, context: grpc.ServicerContext) -> pb.LookupResponse:
+        self._caller(context, "Lookup", ("lookup",))
         lookup = self.registry.get(request.campaign)  # one reference for the whole request
         if lookup is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no boost table loaded for campaign {request.campaign!r}")
@@ -164,40 +352,69 @@ class BoostServicer(pb_grpc.BoostServiceServicer):
                                  known=res.known.tolist(), expired=expired)
 
     def Reload(self, request: pb.ReloadRequest, context: grpc.ServicerContext) -> pb.ReloadResponse:
-        if not self.allow_reload:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "the Reload RPC is disabled on this server")
+        who = self._caller(context, "Reload", ("admin",))
         try:
-            lookup = self.registry.load(request.table_dir)
-        except (ValueError, OSError) as exc:
+            table_dir = self.registry.table_dir(request.table_dir)
+        except TableNameError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            lookup = self.registry.load(table_dir)
+        except ValueError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused, still serving the last good table: {exc}")
+        log.info("Reload of %s by %r", request.table_dir, who)
+        return pb.ReloadResponse(campaign=lookup.campaign, table_version=lookup.version, rows=lookup.rows)
+
+    def Rollback(self, request: wrappers_pb2.StringValue, context: grpc.ServicerContext) -> pb.ReloadResponse:
+        who = self._caller(context, "Rollback", ("admin",))
+        version = request.value
+        if not version or len(version) > _MAX_VERSION_CHARS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"Rollback: a version of 1 to {_MAX_VERSION_CHARS} characters is required")
+        try:
+            lookup = self.registry.rollback(version, by=who)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"rollback refused, serving as before: {exc}")
         return pb.ReloadResponse(campaign=lookup.campaign, table_version=lookup.version, rows=lookup.rows)
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
+        self._caller(context, "Status", ROLES)
         tables = [pb.TableStatus(campaign=c, table_version=t.version, rows=t.rows, layer=t.layer,
                                  expires_at=t.expires_at.isoformat(), loaded_at=self.registry.loaded_at(c))
                   for c, t in sorted(self.registry.campaigns().items())]
         return pb.StatusResponse(tables=tables, errors=list(self.registry.errors))
 
 
-def _tls_files(tls_dir: str | Path, name: str):
-    from fedacq.crypto.tls import TlsFiles
+def _add_rollback(servicer: BoostServicer, server: grpc.Server) -> None:
+    """Serve ``Rollback`` beside the generated methods (it is not in boost.proto yet)."""
+    handler = grpc.unary_unary_rpc_method_handler(servicer.Rollback,
+                                                  request_deserializer=wrappers_pb2.StringValue.FromString,
+                                                  response_serializer=pb.ReloadResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Rollback": handler}),))
 
+
+def _tls_files(tls_dir: str | Path, name: str) -> TlsFiles:
     d = Path(tls_dir)
     return TlsFiles(ca=d / "ca.pem", cert=d / f"{name}.pem", key=d / f"{name}.key")
 
 
 class BoostServer:
-    """A gRPC server around a registry; ``port`` is known after construction (use port 0 in tests)."""
+    """A gRPC server around a registry; ``port`` is known after construction (use port 0 in tests).
+
+    ``allow`` maps client names to roles (:func:`parse_allow`); required with ``tls_dir``,
+    ``{"loopback": {"lookup", "admin"}}`` by default without (module docstring).
+    """
 
     def __init__(self, registry: BoostRegistry, address: str = "127.0.0.1:0", max_workers: int = 8,
-                 tls_dir: str | Path | None = None, tls_name: str = "platform", allow_reload: bool = True) -> None:
+                 tls_dir: str | Path | None = None, tls_name: str = "platform",
+                 allow: dict[str, frozenset[str]] | None = None) -> None:
         self.registry = registry
+        self.allow = check_allow(allow, tls=bool(tls_dir))
         opts = [("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=opts)
-        pb_grpc.add_BoostServiceServicer_to_server(BoostServicer(registry, allow_reload), self.server)
+        servicer = BoostServicer(registry, self.allow, tls=bool(tls_dir))
+        pb_grpc.add_BoostServiceServicer_to_server(servicer, self.server)
+        _add_rollback(servicer, self.server)
         if tls_dir:
-            from fedacq.crypto.tls import server_credentials
-
             self.port = self.server.add_secure_port(address, server_credentials(_tls_files(tls_dir, tls_name)))
         else:
             # Plaintext only on loopback: look-ups carry the platform's user ids, so a service
@@ -224,26 +441,31 @@ class BoostServer:
 
 
 class BoostClient:
-    """Client for bidding (and for the admin Reload): ``lookup(campaign, ids)``."""
+    """Client for bidding (``lookup``) and for the operator (``reload``, ``rollback``, ``status``)."""
 
     def __init__(self, address: str, tls_dir: str | Path | None = None, tls_name: str = "bidder",
                  server_name: str = "platform") -> None:
         self.address = address
         opts = [("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)]
         if tls_dir:
-            from fedacq.crypto.tls import channel_credentials
-
             opts.append(("grpc.ssl_target_name_override", server_name))
             self.channel = grpc.secure_channel(address, channel_credentials(_tls_files(tls_dir, tls_name)), opts)
         else:
             self.channel = grpc.insecure_channel(address, opts)
         self.stub = pb_grpc.BoostServiceStub(self.channel)
+        self._rollback = self.channel.unary_unary(f"/{SERVICE}/Rollback",
+                                                  request_serializer=wrappers_pb2.StringValue.SerializeToString,
+                                                  response_deserializer=pb.ReloadResponse.FromString)
 
     def lookup(self, campaign: str, user_ids: list[str], timeout: float = 1.0) -> pb.LookupResponse:
         return self.stub.Lookup(pb.LookupRequest(campaign=campaign, user_ids=user_ids), timeout=timeout)
 
-    def reload(self, table_dir: str | Path, timeout: float = 600.0) -> pb.ReloadResponse:
-        return self.stub.Reload(pb.ReloadRequest(table_dir=str(table_dir)), timeout=timeout)
+    def reload(self, table: str, timeout: float = 600.0) -> pb.ReloadResponse:
+        """Load the table ``table`` names, relative to the server's root (e.g. ``camp/v2``)."""
+        return self.stub.Reload(pb.ReloadRequest(table_dir=table), timeout=timeout)
+
+    def rollback(self, version: str, timeout: float = 600.0) -> pb.ReloadResponse:
+        return self._rollback(wrappers_pb2.StringValue(value=version), timeout=timeout)
 
     def status(self, timeout: float = 5.0) -> pb.StatusResponse:
         return self.stub.Status(pb.StatusRequest(), timeout=timeout)
@@ -262,9 +484,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--address", default="127.0.0.1:50071", help="host:port to bind (default loopback)")
     p.add_argument("--watch-interval", type=float, default=2.0, help="seconds between directory scans; 0 disables")
     p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
-    p.add_argument("--no-reload-rpc", action="store_true", help="disable the admin Reload RPC")
-    p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem and <tls-name>.pem/.key (fedacq certs init)")
+    p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem (the CA client certificates must chain "
+                                     "to) and <tls-name>.pem/.key")
     p.add_argument("--tls-name", default="platform", help="certificate name of this server")
+    p.add_argument("--allow", action="append", default=None, metavar="NAME=ROLE[,ROLE]",
+                   help="who may call, by client certificate name, and as what: lookup (bidding) or admin "
+                        "(reload, rollback); repeat per name. Required with --tls-dir; without TLS every "
+                        f"caller is {LOOPBACK!r} (default {LOOPBACK}=lookup,admin)")
     p.add_argument("--port-file", help="write the bound port here once serving (for scripts using port 0)")
     p.set_defaults(func=_cmd_serve)
 
@@ -276,18 +502,18 @@ def _cmd_serve(args) -> int:
     root = Path(args.tables)
     if not root.is_dir():
         raise FileNotFoundError(f"tables {root}: no such directory")
-    registry = BoostRegistry()
-    watcher = TableWatcher(registry, root, args.watch_interval or 2.0)
-    loaded = watcher.scan()
-    if not loaded:
+    allow = check_allow(parse_allow(args.allow) if args.allow else None, tls=bool(args.tls_dir))
+    registry = BoostRegistry(root)
+    watcher = TableWatcher(registry, args.watch_interval or 2.0)
+    if not watcher.scan_logged():
         log.warning("no valid boost table under %s yet; errors: %s", root, list(registry.errors))
-    server = BoostServer(registry, args.address, args.workers, args.tls_dir, args.tls_name,
-                         allow_reload=not args.no_reload_rpc).start()
+    server = BoostServer(registry, args.address, args.workers, args.tls_dir, args.tls_name, allow).start()
     if args.watch_interval > 0:
         watcher.start()
     if args.port_file:
         Path(args.port_file).write_text(str(server.port))
-    log.info("boost service on %s (%s), serving %s", server.address, "mTLS" if args.tls_dir else "plaintext",
+    log.info("boost service on %s (%s), allowing %s, serving %s", server.address,
+             "mTLS" if args.tls_dir else "plaintext", {n: sorted(r) for n, r in allow.items()},
              {c: t.version for c, t in registry.campaigns().items()})
     try:
         server.server.wait_for_termination()

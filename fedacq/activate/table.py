@@ -49,8 +49,12 @@ DATA_SCHEMA = pa.schema([
     ("arm", pa.string()),
     ("boost", pa.float32()),
 ])
-MANIFEST_KEYS = ("format", "version", "campaign", "model_version", "created_at", "expires_at",
-                 "rows", "data_file", "sha256", "default_boost", "tiers", "experiment")
+#: manifest key -> the JSON type(s) its value must have.
+MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": str, "version": str, "campaign": str, "model_version": str, "created_at": str,
+    "expires_at": str, "rows": int, "data_file": str, "sha256": str, "default_boost": (int, float),
+    "tiers": dict, "experiment": dict,
+}
 
 
 class BoostTableError(ValueError):
@@ -129,6 +133,41 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of the table in ``directory``, checked for shape only: a JSON object with
+    every key of ``MANIFEST_TYPES`` at its type, this format, and a readable ``created_at``.
+
+    Any fault is a ``BoostTableError`` naming the directory, so a scanner can log it and go on
+    to the next table; the data checks are ``BoostTable.load``'s.
+    """
+    d = Path(directory)
+    where = f"boost table {d}"
+    try:
+        manifest = json.loads((d / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BoostTableError(f"{where}: no {MANIFEST_FILE}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BoostTableError(f"{where}: cannot read {MANIFEST_FILE}: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BoostTableError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BoostTableError(f"{where}: {MANIFEST_FILE} is a JSON {type(manifest).__name__}, not an object")
+    missing = [k for k in MANIFEST_TYPES if k not in manifest]
+    if missing:
+        raise BoostTableError(f"{where}: {MANIFEST_FILE} lacks key(s) {missing}")
+    wrong = [k for k, t in MANIFEST_TYPES.items() if not isinstance(manifest[k], t) or isinstance(manifest[k], bool)]
+    if wrong:
+        raise BoostTableError(f"{where}: {MANIFEST_FILE} has key(s) of the wrong type: "
+                              + ", ".join(f"{k} ({type(manifest[k]).__name__})" for k in wrong))
+    if manifest["format"] != FORMAT:
+        raise BoostTableError(f"{where}: format {manifest['format']!r}, expected {FORMAT!r}")
+    try:
+        parse_time(manifest["created_at"])
+    except ValueError as exc:
+        raise BoostTableError(f"{where}: bad created_at {manifest['created_at']!r}: {exc}") from None
+    return manifest
+
+
 @dataclass
 class BoostTable:
     """Table data (columns of ``DATA_SCHEMA``) and its manifest; see the module docstring."""
@@ -175,17 +214,7 @@ class BoostTable:
         """
         d = Path(directory)
         where = f"boost table {d}"
-        try:
-            manifest = json.loads((d / MANIFEST_FILE).read_text())
-        except FileNotFoundError:
-            raise BoostTableError(f"{where}: no {MANIFEST_FILE}") from None
-        except json.JSONDecodeError as exc:
-            raise BoostTableError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from None
-        missing = [k for k in MANIFEST_KEYS if k not in manifest]
-        if missing:
-            raise BoostTableError(f"{where}: {MANIFEST_FILE} lacks key(s) {missing}")
-        if manifest["format"] != FORMAT:
-            raise BoostTableError(f"{where}: format {manifest['format']!r}, expected {FORMAT!r}")
+        manifest = read_manifest(d)
         try:
             expires = parse_time(manifest["expires_at"])
             experiment = ExperimentConfig.from_dict(manifest["experiment"])
