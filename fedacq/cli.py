@@ -15,7 +15,7 @@ import sys
 #: sub-command name -> module that defines ``add_parser``.
 COMMANDS: dict[str, str] = {
     "demo": "fedacq.demo",
-    "certs": "fedacq.crypto.tls",
+    "certs": "fedacq.crypto.commands",
     "node": "fedacq.node.daemon",
     "job": "fedacq.node.control",
     "run": "fedacq.learn.commands",
