@@ -156,7 +156,7 @@ def toy_registry(monkeypatch, small_files):
     ids = {"lender": pd.read_csv(lender)["id"].astype(str), "platform": pd.read_csv(platform)["id"].astype(str)}
     common = sorted(set(ids["lender"]) & set(ids["platform"]))
 
-    def fake_psi(party, link, table, id_column):
+    def fake_psi(party, link, table, id_column, min_intersection):
         position = {v: i for i, v in enumerate(table.ids)}
         return np.array([position[v] for v in common], dtype=np.int64)
 
