@@ -119,3 +119,18 @@ def test_node_config_reads_policy_and_refuses_bad_dataset_names(tmp_path):
     path.write_text(base + '[datasets]\n"../up" = "x.csv"\n')
     with pytest.raises(ValueError, match="not a valid name"):
         load_config(path)
+
+
+def test_example_jobs_pass_both_example_parties_policies():
+    """The job files in parties/jobs resolve at the lender and are accepted unchanged by the platform."""
+    from pathlib import Path
+
+    from fedacq.node.jobs import load_job_file
+
+    root = Path(__file__).resolve().parent.parent
+    policies = {p: load_config(root / "parties" / p / "party.toml").policy for p in ("lender", "platform")}
+    for path in sorted((root / "parties" / "jobs").glob("*.toml")):
+        spec = load_job_file(path)
+        protocol = load_protocol(spec.protocol)
+        proposed = protocol.resolve(dict(spec.params), policies["lender"])
+        assert protocol.resolve(dict(proposed), policies["platform"]) == proposed, path.name
