@@ -1,7 +1,8 @@
 """Hetero LR: the encrypted gradient, agreement with scikit-learn, what each side receives, the CLI.
 
-Keys are 1024 bits with the explicit ``insecure_test_key`` flag, only to keep
-CI fast: the protocol's arithmetic is the same at 2048 bits.
+Keys are 1024 bits with the explicit ``insecure_test_key`` flag (and the platform's
+``min_key_bits`` lowered to match), only to keep CI fast: the protocol's arithmetic is
+the same at 2048 bits. The key refusal test uses a short key because refusing it is the point.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _fit(credit, record=False, **params):
     Xl, Xp, y, tr = credit
     L, P = memory_pair("lender", "platform", record=record)
     lender = HeteroLRLender(key_bits=TEST_KEY_BITS, insecure_test_key=True, n_jobs=1, **params)
-    platform = HeteroLRPlatform(n_jobs=1)
+    platform = HeteroLRPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS)
 
     def lender_side():
         lender.fit(L, Xl[tr], y[tr], eval_set=(Xl[~tr], y[~tr]))
@@ -127,6 +128,20 @@ def test_what_each_side_receives(credit):
 def test_refuses_batches_the_platform_could_solve(credit):
     with pytest.raises(ValueError, match="batch_size=8 must exceed the platform's 10 features"):
         _fit(credit, batch_size=8, max_iter=1)
+
+
+def test_platform_refuses_a_key_under_its_own_minimum(keypair):
+    from fedacq.link.message import Message
+
+    pk, _ = keypair
+    L, P = memory_pair("lender", "platform", record=True)
+    params = HeteroLRLender(key_bits=TEST_KEY_BITS).get_params()
+    L.send(Message("hlr.hello", {"config": json.dumps({"params": params, "public_key": pk.to_json(),
+                                                       "n_rows": 100, "n_eval_rows": 0,
+                                                       "insecure_test_key": True})}))  # a claim, ignored
+    with pytest.raises(ValueError, match="hlr.hello: the lender's key has 1024 bits; this party accepts at least 2048"):
+        HeteroLRPlatform(n_jobs=1).fit(P, np.zeros((100, 3)))
+    assert L.received == []  # refused before answering
 
 
 def test_learning_rate_is_a_schedule_name():

@@ -18,9 +18,13 @@ Objective (scikit-learn's ``LogisticRegression``, divided by the row count n)
 Steps (every step is one message over a :class:`~fedacq.link.link.Link`)
     1. ``hlr.hello`` L->P: parameters, the public key, row counts, the seed.
        ``hlr.hello_reply`` P->L: the platform's row and feature counts. Both
-       refuse ``batch_size <= d_p`` (see *what the platform learns*).
+       refuse ``batch_size <= d_p`` and ``n <= d_p`` (see *what the platform
+       learns*). The platform refuses a public key under its own
+       ``min_key_bits``, whatever the lender announces.
     2. Per epoch both parties draw the same row permutation from the seed and
-       cut it into mini-batches. Per mini-batch B:
+       cut it into mini-batches with :func:`batches`: ``n // batch_size``
+       batches, the remainder merged into the last one, so every batch has
+       at least ``min(batch_size, n)`` rows. Per mini-batch B:
 
        a. ``hlr.logits`` P->L: the platform's partial logits ``X_p[B] w_p``, in
           plaintext.
@@ -65,9 +69,16 @@ What each party learns
     and the gradient of its *own* weights ``X_p[B]^T r / |B|`` per batch
     (it must, to update them). That gradient is d_p linear combinations of the
     |B| residuals of the batch: with ``|B| <= d_p`` the platform could solve
-    for them, and so for the labels, which is why both parties refuse
-    ``batch_size <= d_p``; larger batches leave the system underdetermined
-    (``batch_size >= 4 d_p`` is a sensible floor in production).
+    for them, and so for the labels (the sign of ``p - y`` is the label),
+    which is why both parties refuse ``batch_size <= d_p`` and no batch is
+    ever shorter than ``batch_size`` (a short last batch of an epoch was
+    exactly such a solvable system). Each batch's system is then
+    underdetermined (``batch_size >= 4 d_p`` is a sensible floor in
+    production; the node's ``hetero_lr_min_batch_size`` policy sets it).
+    That is a per-batch statement: over many epochs the platform collects
+    ``d_p`` equations per batch about the same labels, with the lender's
+    changing logits as further unknowns; ``protocols/hetero_lr.md`` says what
+    that does and does not rule out.
 """
 
 from __future__ import annotations
@@ -83,6 +94,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
+from fedacq.crypto.paillier import MIN_KEY_BITS
 from fedacq.link.link import Link
 from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
 
@@ -118,9 +130,26 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The mini-batches (row positions) of one epoch: the same at both parties from the seed."""
+    """The mini-batches (row positions) of one epoch: the same at both parties from the seed.
+
+    Rule: a seeded permutation of the ``n`` rows is cut into ``n // batch_size``
+    batches of ``batch_size`` rows, and the remainder (fewer than
+    ``batch_size`` rows) is merged into the last of them, which then has
+    ``batch_size`` to ``2 * batch_size - 1`` rows; with ``n < batch_size`` the
+    epoch is one batch of all ``n`` rows. So no batch is ever smaller than
+    ``min(batch_size, n)``: a short tail batch would hand the platform a
+    gradient it can solve for the residuals of those few rows (hetero LR), or
+    a gradient computed on very few labels (split NN). Both parties call this
+    one function, so they agree on every batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+    if n == 0:
+        return []
+    starts = list(range(0, max(n // batch_size, 1) * batch_size, batch_size))
+    ends = starts[1:] + [n]
+    return [perm[a:b] for a, b in zip(starts, ends)]
 
 
 def step_size(schedule: str, eta0: float, power_t: float, epoch: int, adaptive_eta: float) -> float:
@@ -227,10 +256,14 @@ def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int,
         raise ValueError(f"mask_bits must be in [20, 256], got {mask_bits}")
 
 
-def _check_batch(batch_size: int, n_platform_features: int, who: str) -> None:
+def _check_batch(batch_size: int, n_rows: int, n_platform_features: int, who: str) -> None:
+    """Refuse any batching with a batch of at most ``d_p`` rows (see :func:`batches` for the sizes)."""
     if batch_size <= n_platform_features:
         raise ValueError(f"{who}: batch_size={batch_size} must exceed the platform's {n_platform_features} "
                          "features, or the platform could solve its gradients for the residuals (labels)")
+    if n_rows <= n_platform_features:
+        raise ValueError(f"{who}: {n_rows} training rows must exceed the platform's {n_platform_features} "
+                         "features, or the platform could solve its gradient for the residuals (labels)")
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
@@ -395,7 +428,7 @@ class HeteroLRLender:
             raise ValueError(f"row counts differ: lender has {n} training / {n_eval} validation rows, "
                              f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
         d_p = reply.header["n_features"]
-        _check_batch(self.batch_size, d_p, "hlr.hello_reply")
+        _check_batch(self.batch_size, n, d_p, "hlr.hello_reply")
         self.n_platform_features_ = d_p
         self.n_features_in_ = X.shape[1]
         self.scaler_ = Standardizer.fit(X)
@@ -523,10 +556,16 @@ class HeteroLRLender:
 # -- platform ----------------------------------------------------------------------------
 
 class HeteroLRPlatform:
-    """The passive party: features, its own weights, masks for its encrypted gradients."""
+    """The passive party: features, its own weights, masks for its encrypted gradients.
 
-    def __init__(self, n_jobs: int | None = None) -> None:
+    ``min_key_bits`` is this party's own floor for the lender's Paillier key
+    (its node's policy): a shorter key in ``hlr.hello`` is refused whatever
+    the lender announces.
+    """
+
+    def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS) -> None:
         self.n_jobs = n_jobs
+        self.min_key_bits = int(min_key_bits)
         self.timings_: dict[str, float] = {}
 
     def _quantize(self, X: np.ndarray) -> np.ndarray:
@@ -554,8 +593,9 @@ class HeteroLRPlatform:
                           params["feature_frac_bits"], params["mask_bits"], params["solver"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"hlr.hello: malformed config: {exc}") from exc
-        if pk.n_bits < 2048 and not params.get("key_bits", 2048) < 2048:
-            raise ValueError("hlr.hello: public key shorter than the announced key size")
+        if pk.n_bits < self.min_key_bits:
+            raise ValueError(f"hlr.hello: the lender's key has {pk.n_bits} bits; this party accepts at least "
+                             f"{self.min_key_bits}")
         self.params_ = params
         self.feature_frac_bits = int(params["feature_frac_bits"])
         n, d = X.shape
@@ -566,7 +606,7 @@ class HeteroLRPlatform:
             raise ValueError(f"row counts differ: platform has {n} training / {n_eval_here} validation rows, "
                              f"lender {n_rows} / {n_eval}")
         batch_size, seed = int(params["batch_size"]), int(params["random_state"])
-        _check_batch(batch_size, d, "hlr.hello")
+        _check_batch(batch_size, n, d, "hlr.hello")
         penalty, C = params["penalty"], float(params["C"])
         frac = int(params["residual_frac_bits"]) + self.feature_frac_bits
         mask_bits = int(params["mask_bits"])

@@ -76,7 +76,8 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.hetero_lr import HeteroLRPlatform
 
-    platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"))
+    # the key floor is this party's own: the lender's hlr.hello is checked against it
+    platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits)
     serve_platform(platform, link, data, ctx)
     return RoleResult(files=model_files(ctx), info={"crypto_seconds": platform.timings_})
 
