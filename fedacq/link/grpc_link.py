@@ -20,6 +20,16 @@ While a link waits for a message it pings the peer every ``liveness_interval``
 seconds, so a killed peer (or one that no longer runs the job) is reported as a
 :class:`~fedacq.link.link.LinkError` long before the receive timeout; a peer
 killed in the middle of a streamed message is reported at once.
+
+What a peer can make a node hold is bounded: calls in progress
+(``max_concurrent_rpcs``; more are refused by gRPC with RESOURCE_EXHAUSTED), and
+per job the messages queued or arriving and their declared payload bytes (see
+:class:`JobInbox`; a message over the budget is refused with RESOURCE_EXHAUSTED
+and nothing is queued). A sender treats RESOURCE_EXHAUSTED as back-pressure and
+re-sends after a pause until its send timeout: two protocol sides that both send
+more than the other's budget before reading would wait on each other, so the
+budgets are sized above what fedacq's protocols queue ahead (PSI queues its
+largest run ahead: a few hundred 2 MiB messages).
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import queue
 import threading
 import time
 from concurrent import futures
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import grpc
 
@@ -43,6 +53,10 @@ from fedacq.link.message import Message, MessageError
 
 #: gRPC's own per-message limits, set explicitly: one frame, never a whole payload.
 MAX_FRAME_BYTES = codec.CHUNK_SIZE + codec.MAX_ENVELOPE_BYTES
+#: defaults of the resource bounds (see the module docstring); a node may lower them.
+MAX_INBOX_MESSAGES = 4096
+MAX_JOB_BYTES = codec.MAX_MESSAGE_BYTES
+MAX_CONCURRENT_RPCS = 16
 
 _OPTIONS = [
     ("grpc.max_send_message_length", MAX_FRAME_BYTES),
@@ -67,25 +81,80 @@ ProposeHandler = Callable[[str], tuple[bool, str]]
 Item = tuple[int, Message] | LinkError
 
 
+class _Queued(NamedTuple):
+    seq: int
+    msg: Message
+    nbytes: int
+
+
+class JobInbox(queue.Queue):
+    """One job's inbox, bounded in messages and in payload bytes, queued or still arriving.
+
+    The server reserves room for a message (its declared payload size) when the
+    envelope arrives, before any payload, and refuses the message when the job's
+    budget is spent. The reservation ends when the protocol takes the message
+    (:meth:`get`) or when the message fails on its way in (:meth:`cancel`). So the
+    memory a peer can make one job hold is ``max_bytes`` at most.
+    """
+
+    def __init__(self, max_messages: int = MAX_INBOX_MESSAGES, max_bytes: int = MAX_JOB_BYTES) -> None:
+        super().__init__()
+        self.max_messages, self.max_bytes = max_messages, max_bytes
+        self.reserved_messages = 0
+        self.reserved_bytes = 0
+
+    def reserve(self, nbytes: int) -> str:
+        """Room for one message of ``nbytes``: '' if reserved, else why not."""
+        with self.mutex:
+            if self.reserved_messages >= self.max_messages:
+                return f"job inbox full: {self.reserved_messages} messages queued or arriving " \
+                       f"(limit {self.max_messages})"
+            if self.reserved_bytes + nbytes > self.max_bytes:
+                return f"job inbox full: {self.reserved_bytes} bytes queued or arriving, " \
+                       f"{nbytes} more would pass the limit of {self.max_bytes}"
+            self.reserved_messages += 1
+            self.reserved_bytes += nbytes
+            return ""
+
+    def cancel(self, nbytes: int) -> None:
+        """Give back a reservation whose message never arrived whole."""
+        with self.mutex:
+            self.reserved_messages -= 1
+            self.reserved_bytes -= nbytes
+
+    def deliver(self, seq: int, msg: Message, nbytes: int) -> None:
+        """Queue a message for which :meth:`reserve` returned ''."""
+        self.put(_Queued(seq, msg, nbytes))
+
+    def _get(self) -> Item:  # called by Queue.get with self.mutex held
+        item = self.queue.popleft()
+        if isinstance(item, _Queued):
+            self.reserved_messages -= 1
+            self.reserved_bytes -= item.nbytes
+            return item.seq, item.msg
+        return item
+
+
 class Router:
     """Per-job inboxes: the server puts received messages in, links take them out."""
 
-    def __init__(self) -> None:
-        self._inboxes: dict[str, "queue.Queue[Item]"] = {}
+    def __init__(self, max_inbox_messages: int = MAX_INBOX_MESSAGES, max_job_bytes: int = MAX_JOB_BYTES) -> None:
+        self._inboxes: dict[str, JobInbox] = {}
         self._lock = threading.Lock()
+        self.max_inbox_messages, self.max_job_bytes = max_inbox_messages, max_job_bytes
 
-    def open(self, job: str) -> "queue.Queue[Item]":
+    def open(self, job: str) -> JobInbox:
         with self._lock:
             if job in self._inboxes:
                 raise ValueError(f"job {job!r} already has an open link")
-            self._inboxes[job] = queue.Queue()
+            self._inboxes[job] = JobInbox(self.max_inbox_messages, self.max_job_bytes)
             return self._inboxes[job]
 
     def close(self, job: str) -> None:
         with self._lock:
             self._inboxes.pop(job, None)
 
-    def get(self, job: str) -> "queue.Queue[Item] | None":
+    def get(self, job: str) -> JobInbox | None:
         with self._lock:
             return self._inboxes.get(job)
 
@@ -110,8 +179,8 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
                           f"{self.party} accepts only its peer {self.peer!r}; "
                           f"the client certificate names {name!r}")
 
-    def _start(self, frame: codec.WireFrame,
-               context: grpc.ServicerContext) -> tuple[codec.Assembler, "queue.Queue[Item]"]:
+    def _start(self, frame: codec.WireFrame, context: grpc.ServicerContext) -> tuple[codec.Assembler, JobInbox]:
+        """Check the envelope and reserve room for the message in its job's inbox."""
         if frame.error:
             self._refuse(context, frame.error)
         if frame.envelope is None:
@@ -126,28 +195,55 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
                           f"{self.party} has no running job {env.job!r} (message {env.type!r}, seq {env.seq})")
         try:
             asm = codec.Assembler(env, self.max_message_bytes)
-            asm.feed(frame.data)
         except MessageError as exc:
             self._refuse(context, str(exc))
+        full = inbox.reserve(asm.total)
+        if full:
+            self.log.warning("refused %s from %s: %s", asm.where, self.peer, full)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.party} refused {asm.where}: {full}")
         return asm, inbox
 
     def _refuse(self, context: grpc.ServicerContext, reason: str) -> None:
         self.log.warning("refused a message from %s: %s", self.peer, reason)
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.party} refused: {reason}")
 
-    def _finish(self, asm: codec.Assembler, inbox: "queue.Queue[Item]",
-                context: grpc.ServicerContext) -> pb.Ack:
+    def _assemble(self, first: codec.WireFrame, rest: Iterator[codec.WireFrame],
+                  context: grpc.ServicerContext) -> pb.Ack:
+        """Receive one message; queue it whole and valid, or queue nothing and give its room back."""
+        asm, inbox = self._start(first, context)
+        queued = False
         try:
-            msg = asm.finish()
-        except MessageError as exc:
-            self._refuse(context, str(exc))
-        inbox.put((asm.envelope.seq, msg))
-        return pb.Ack(seq=asm.envelope.seq)
+            try:
+                asm.feed(first.data)
+                for frame in rest:
+                    if frame.error:
+                        self._refuse(context, f"{asm.where}: {frame.error}")
+                    if frame.envelope is not None:
+                        self._refuse(context, f"{asm.where}: a second envelope inside the message")
+                    asm.feed(frame.data)
+            except MessageError as exc:
+                self._refuse(context, str(exc))
+            except grpc.RpcError:
+                self._peer_went_away(asm, inbox)
+                raise
+            if not asm.complete and not context.is_active():
+                # A cancelled stream can also just end: the sender is gone, not merely wrong.
+                self._peer_went_away(asm, inbox)
+                return pb.Ack(seq=asm.envelope.seq)
+            try:
+                msg = asm.finish()
+            except MessageError as exc:
+                self._refuse(context, str(exc))
+            inbox.deliver(asm.envelope.seq, msg, asm.total)
+            queued = True
+            return pb.Ack(seq=asm.envelope.seq)
+        finally:
+            if not queued:
+                inbox.cancel(asm.total)
 
     def Deliver(self, request: codec.WireFrame, context: grpc.ServicerContext) -> pb.Ack:
         self._authorize(context)
-        asm, inbox = self._start(request, context)
-        return self._finish(asm, inbox, context)
+        return self._assemble(request, iter(()), context)
 
     def DeliverStream(self, request_iterator: Iterator[codec.WireFrame],
                       context: grpc.ServicerContext) -> pb.Ack:
@@ -155,26 +251,9 @@ class LinkServicer(pb_grpc.PartyLinkServicer):
         first = next(request_iterator, None)
         if first is None:
             self._refuse(context, "an empty message stream")
-        asm, inbox = self._start(first, context)
-        try:
-            for frame in request_iterator:
-                if frame.error:
-                    self._refuse(context, f"{asm.where}: {frame.error}")
-                if frame.envelope is not None:
-                    self._refuse(context, f"{asm.where}: a second envelope inside the message")
-                asm.feed(frame.data)
-        except MessageError as exc:
-            self._refuse(context, str(exc))
-        except grpc.RpcError:
-            self._peer_went_away(asm, inbox)
-            raise
-        if not asm.complete and not context.is_active():
-            # A cancelled stream can also just end: the sender is gone, not merely wrong.
-            self._peer_went_away(asm, inbox)
-            return pb.Ack(seq=asm.envelope.seq)
-        return self._finish(asm, inbox, context)
+        return self._assemble(first, request_iterator, context)
 
-    def _peer_went_away(self, asm: codec.Assembler, inbox: "queue.Queue[Item]") -> None:
+    def _peer_went_away(self, asm: codec.Assembler, inbox: JobInbox) -> None:
         """The sender vanished mid-stream: tell the waiting protocol now, not at its timeout."""
         inbox.put(LinkError(f"{self.party}: peer {self.peer} went away in the middle of {asm.where} "
                             f"({asm.received} of {asm.total} bytes arrived)"))
@@ -247,10 +326,13 @@ def _add_party_link(servicer: LinkServicer, server: grpc.Server) -> None:
 class PeerServer:
     """The server half: serves ``PartyLink`` over mutual TLS on ``address``."""
 
-    def __init__(self, servicer: LinkServicer, address: str, tls: TlsFiles, max_workers: int = 16) -> None:
+    def __init__(self, servicer: LinkServicer, address: str, tls: TlsFiles, max_workers: int = 16,
+                 max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS) -> None:
+        # Calls beyond max_concurrent_rpcs are refused by gRPC at once (RESOURCE_EXHAUSTED),
+        # not queued for a worker thread: a flooding peer cannot pile up streams.
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                              thread_name_prefix="fedacq-link"),
-                                  options=_SERVER_OPTIONS)
+                                  options=_SERVER_OPTIONS, maximum_concurrent_rpcs=max_concurrent_rpcs)
         _add_party_link(servicer, self.server)
         self.port = self.server.add_secure_port(address, server_credentials(tls))
         if self.port == 0:
@@ -280,7 +362,11 @@ class GrpcLink(Link):
 
     def _transmit(self, seq: int, msg: Message) -> None:
         nbytes = codec.payload_bytes(msg)
-        deadline = time.monotonic() + self.retry_for
+        start = time.monotonic()
+        # UNAVAILABLE: the peer is briefly away. RESOURCE_EXHAUSTED: its inbox for this job
+        # (or its call limit) is full until its protocol reads: back-pressure, not failure.
+        patience = {grpc.StatusCode.UNAVAILABLE: self.retry_for,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED: self.send_timeout}
         delay = 0.05
         while True:
             try:
@@ -293,7 +379,7 @@ class GrpcLink(Link):
                 return
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details()
-                if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() + delay < deadline:
+                if code in patience and time.monotonic() + delay < start + patience[code]:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
@@ -344,11 +430,15 @@ class PeerEndpoint:
 
     def __init__(self, party: str, peer: str, tls: TlsFiles, listen: str,
                  on_propose: ProposeHandler | None = None, logger: logging.Logger | None = None,
-                 max_message_bytes: int = codec.MAX_MESSAGE_BYTES, **link_options: Any) -> None:
+                 max_message_bytes: int = codec.MAX_MESSAGE_BYTES, max_inbox_messages: int = MAX_INBOX_MESSAGES,
+                 max_job_bytes: int = MAX_JOB_BYTES, max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+                 **link_options: Any) -> None:
         self.party, self.peer, self.tls = party, peer, tls
-        self.router = Router()
-        self.servicer = LinkServicer(party, peer, self.router, on_propose, max_message_bytes, logger)
-        self.server = PeerServer(self.servicer, listen, tls)
+        self.router = Router(max_inbox_messages, max_job_bytes)
+        # a message larger than a job's whole budget could never be queued: refuse it as too big
+        self.servicer = LinkServicer(party, peer, self.router, on_propose,
+                                     min(max_message_bytes, max_job_bytes), logger)
+        self.server = PeerServer(self.servicer, listen, tls, max_concurrent_rpcs=max_concurrent_rpcs)
         self.port = self.server.port
         self.client: PeerClient | None = None
         self.link_options = link_options
