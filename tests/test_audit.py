@@ -100,7 +100,11 @@ def test_divergence_is_named_on_both_sides(ledgers) -> None:
     assert f"{lender / 'egress.jsonl'} line 2 and {platform / 'ingress.jsonl'} line 2 (job 'job-1' seq 1) " \
            "differ: sha256" in match[0]
     assert match[1].startswith(f"{lender / 'egress.jsonl'} line 6: lender sent job 'job-2' seq 2")
-    assert match[1].endswith("(missing at platform)")
+    assert match[1].endswith("(missing at platform: after its last line of the job, so either acknowledged "
+                             "but never taken by its protocol before the job ended, or cut from its ledger)")
+    edit_lines(platform / "ingress.jsonl", lambda ls: [*ls[:3], *ls[4:]])  # a gap, not the end
+    assert f"{lender / 'egress.jsonl'} line 4: lender sent job 'job-2' seq 0 ('test.audit'), but " \
+           f"{platform / 'ingress.jsonl'} has no line for it (missing at platform)" in verify(lender, platform).problems
 
 
 def test_a_received_message_the_sender_has_no_record_of_is_extra(ledgers) -> None:

@@ -169,14 +169,22 @@ def match(sender: PartyRecord, receiver: PartyRecord, s_name: str, r_name: str,
     """Match ``sender``'s egress lines to ``r_name`` against ``receiver``'s ingress lines from ``s_name``."""
     sent = _index(sender.egress, r_name, problems)
     got = _index(receiver.ingress, s_name, problems)
+    last_taken: dict[str, int] = {}  # per job, the receiver's highest recorded seq
+    for job, seq in got:
+        last_taken[job] = max(seq, last_taken.get(job, -1))
     matched = 0
     for key, out in sent.items():
         e = out.entry
         into = got.get(key)
         here = f"{sender.egress.path} line {out.number}"
         if into is None:
+            # Ingress lines are written when the protocol takes a message: one acknowledged just
+            # before the receiver's job ended (killed, failed) is absent too, and only at the end.
+            why = f"missing at {r_name}" if e["seq"] < last_taken.get(e["job"], -1) else \
+                f"missing at {r_name}: after its last line of the job, so either acknowledged but never " \
+                "taken by its protocol before the job ended, or cut from its ledger"
             problems.append(f"{here}: {s_name} sent job {e['job']!r} seq {e['seq']} ({e['type']!r}), but "
-                            f"{receiver.ingress.path} has no line for it (missing at {r_name})")
+                            f"{receiver.ingress.path} has no line for it ({why})")
             continue
         differs = [f"{name} {e[name]!r} != {into.entry[name]!r}" for name in _MATCHED
                    if e[name] != into.entry[name]]

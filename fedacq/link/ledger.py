@@ -25,10 +25,15 @@ is what makes it evidence.
 
 Durability: each line is one ``write`` on an ``O_APPEND`` file followed by ``fsync``,
 under an exclusive ``flock``; the directory is fsynced when a file is created. Every
-append reads the hash of the file's current last line, so a ledger reopened after a
-restart (or written by two links or processes) continues one chain. A torn last line —
-a crash in the middle of a write — is reported as a :class:`LedgerError` and never
-continued.
+append chains to the file's current last line (read back and checked whenever the file
+is not as this object left it), so a ledger reopened after a restart, or written by two
+objects or processes, continues one chain. A torn last line — a crash in the middle of
+a write — or a last line that does not carry its own hash is reported as a
+:class:`LedgerError` and never continued.
+
+Cost: the fsync is nearly all of it (0.3–3 ms per line on the development machine's
+disk, against about 0.1 ms for the rest), once per message at the sender and once at
+the receiver.
 """
 
 from __future__ import annotations
@@ -122,15 +127,22 @@ class ChainFile:
         except FileExistsError:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         self._lock = threading.Lock()
+        self._tail: tuple[int, str] | None = None  # (file size, last hash) after this object's last write
         with self._locked():
-            self._last_hash()  # refuse a torn or altered tail now, not at the first message
+            self._prev()  # refuse a torn or altered tail now, not at the first message
 
     def _locked(self) -> "_FileLock":
         return _FileLock(self._lock, self._fd)
 
-    def _last_hash(self) -> str:
-        """The ``hash`` of the last line (checked against its content), or :data:`GENESIS`."""
+    def _prev(self) -> tuple[int, str]:
+        """The file's size and its last line's ``hash`` (read back only if another writer appended since)."""
         size = os.fstat(self._fd).st_size
+        if self._tail is not None and self._tail[0] == size:
+            return self._tail
+        return size, self._last_hash(size)
+
+    def _last_hash(self, size: int) -> str:
+        """The ``hash`` of the last line (checked against its content), or :data:`GENESIS`."""
         if size == 0:
             return GENESIS
         if os.pread(self._fd, 1, size - 1) != b"\n":
@@ -162,12 +174,15 @@ class ChainFile:
     def append(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Chain ``fields`` to the last line, write it in one call and fsync; return the entry."""
         with self._locked():
-            entry = {**fields, "prev": self._last_hash()}
-            entry["hash"] = line_hash(entry)
-            data = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+            size, prev = self._prev()
+            entry = {**fields, "prev": prev}
+            body = canonical(entry)
+            entry["hash"] = hashlib.sha256(body).hexdigest()
+            data = body[:-1] + b',"hash":"' + entry["hash"].encode() + b'"}\n'  # the canonical bytes + hash
             if os.write(self._fd, data) != len(data):
                 raise LedgerError(f"{self.path}: short write ({len(data)} bytes wanted; disk full?)")
             os.fsync(self._fd)
+            self._tail = (size + len(data), entry["hash"])
         return entry
 
     def entries(self) -> Iterator[dict[str, Any]]:
@@ -175,9 +190,12 @@ class ChainFile:
         with self.path.open(encoding="utf-8") as fh:
             return iter([json.loads(line) for line in fh if line.strip()])
 
+    #: held by the class, so that a ledger collected at interpreter exit can still close its file.
+    _close = staticmethod(os.close)
+
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            self._close(self._fd)
             self._fd = -1
 
     def __del__(self) -> None:
