@@ -192,3 +192,15 @@ def test_plaintext_loopback_roles_are_configurable(tmp_path) -> None:
     finally:
         client.close()
         server.stop(None)
+
+
+def test_boost_serve_with_tls_refuses_to_start_without_an_allowlist(tmp_path, certs, capsys) -> None:
+    from fedacq.cli import main
+
+    (tmp_path / "tables").mkdir()
+    argv = ["boost-serve", "--tables", str(tmp_path / "tables"), "--tls-dir", str(certs / "platform"),
+            "--address", "127.0.0.1:0"]
+    assert main(argv) == 2
+    assert "needs an allowlist" in capsys.readouterr().err
+    assert main([*argv, "--allow", "bidder=superuser"]) == 2
+    assert "unknown role(s) ['superuser']" in capsys.readouterr().err

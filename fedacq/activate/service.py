@@ -116,6 +116,9 @@ def parse_allow(entries: Iterable[str]) -> dict[str, frozenset[str]]:
 
 def check_allow(allow: dict[str, frozenset[str]] | None, tls: bool) -> dict[str, frozenset[str]]:
     """The allowlist a server runs with: explicit under TLS; ``loopback`` only without."""
+    for name, roles in (allow or {}).items():
+        if not roles or not set(roles) <= set(ROLES):
+            raise ValueError(f"boost service: client {name!r} has roles {sorted(roles)}; roles are {list(ROLES)}")
     if tls:
         if not allow:
             raise ValueError("boost service: mutual TLS needs an allowlist of client certificate names, "
