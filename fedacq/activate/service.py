@@ -499,13 +499,13 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd_serve(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # 1 ms instead of 5 ms: a thread loading a new table yields the GIL to request threads sooner
-    sys.setswitchinterval(0.001)
     root = Path(args.tables)
     if not root.is_dir():
         raise FileNotFoundError(f"tables {root}: no such directory")
     allow = check_allow(parse_allow(args.allow) if args.allow else None, tls=bool(args.tls_dir))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # 1 ms instead of 5 ms: a thread loading a new table yields the GIL to request threads sooner
+    sys.setswitchinterval(0.001)
     registry = BoostRegistry(root)
     watcher = TableWatcher(registry, args.watch_interval or 2.0)
     if not watcher.scan_logged():
