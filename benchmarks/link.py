@@ -37,7 +37,7 @@ import numpy as np
 
 from fedacq.crypto.tls import TlsFiles, channel_credentials, init_certs, server_credentials
 from fedacq.link.grpc_link import PeerEndpoint
-from fedacq.link.ledger import EgressLedger
+from fedacq.link.ledger import PartyLedger
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 
 register(
@@ -147,7 +147,7 @@ def measure_fedacq(round_trips: int, payload: np.ndarray, reps: int, work: Path)
     port, peer_port = free_port(), free_port()
     endpoint = PeerEndpoint("lender", "platform", certs["lender"], f"127.0.0.1:{port}").start()
     endpoint.connect(f"127.0.0.1:{peer_port}")
-    link = endpoint.link("bench", EgressLedger(work / "egress.jsonl", "lender"))
+    link = endpoint.link("bench", PartyLedger(work / "ledger", "lender"))
     proc = spawn("--serve-fedacq", str(work / "certs"), str(peer_port), str(port))
     small = Message("bench.blob", parts={"x": np.arange(8, dtype=np.float64)})
     for _ in range(50):

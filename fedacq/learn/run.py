@@ -539,10 +539,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.transport == "grpc":
         lender, platform = _run_grpc(cfg)
     else:
-        from fedacq.link.ledger import EgressLedger
+        from fedacq.link.ledger import PartyLedger
         from fedacq.link.memory import memory_pair, run_parties
 
-        ledgers = {p: EgressLedger(cfg.out_dir / p / "egress.jsonl", p) for p in (LENDER, PLATFORM)}
+        ledgers = {p: PartyLedger(cfg.out_dir / p, p) for p in (LENDER, PLATFORM)}
         lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
         lender, platform = run_parties((party_job, LENDER, lender_link, lender_table, cfg, params),
                                        (party_job, PLATFORM, platform_link, platform_table, cfg, params))

@@ -256,16 +256,3 @@ class PartyLedger:
         self.egress.close()
         self.ingress.close()
 
-
-def EgressLedger(path: str | Path, party: str) -> PartyLedger:  # noqa: N802 - the former class name
-    """Transitional: the former constructor, for callers not yet moved to :class:`PartyLedger`.
-
-    ``path`` must name a ledger directory's ``egress.jsonl``; ``ingress.jsonl`` is written next
-    to it. Remove once fedacq/learn/run.py, fedacq/node/daemon.py and benchmarks/link.py build
-    ``PartyLedger(directory, party)``.
-    """
-    path = Path(path)
-    if path.name != EGRESS_FILE:
-        raise ValueError(f"{path}: a party's ledger is a directory holding {EGRESS_FILE} and "
-                         f"{INGRESS_FILE}; use PartyLedger(directory, party)")
-    return PartyLedger(path.parent, party)

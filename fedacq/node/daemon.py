@@ -1,8 +1,8 @@
 """The node daemon: ``fedacq node --config parties/<party>/party.toml``.
 
 One long-lived process per party. It owns the party's state directory (job
-records and logs, the egress ledger ``egress.jsonl``, the node log), its key
-store and its MLflow store; it serves the peer link (mutual TLS, only the
+records and logs, the hash-chained ledgers ``egress.jsonl`` and ``ingress.jsonl``,
+the node log), its key store and its MLflow store; it serves the peer link (mutual TLS, only the
 configured peer's certificate) and a control endpoint for its own operator on a
 unix socket (mode 0600, gRPC local credentials), which ``fedacq job`` talks to.
 
@@ -44,7 +44,7 @@ from typing import Any
 import grpc
 
 from fedacq.link.grpc_link import GrpcLink, PeerEndpoint
-from fedacq.link.ledger import EgressLedger
+from fedacq.link.ledger import PartyLedger
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link._pb import fedacq_pb2_grpc as pb_grpc
 from fedacq.node.config import NodeConfig, load_config
@@ -73,7 +73,7 @@ class Node:
                              "bytes; set [node] control_socket to a shorter path")
         self.log = _node_logger(cfg)
         self.store = JobStore(cfg.state_dir)
-        self.ledger = EgressLedger(cfg.state_dir / "egress.jsonl", cfg.party)
+        self.ledger = PartyLedger(cfg.state_dir, cfg.party)
         self.endpoint = PeerEndpoint(cfg.party, cfg.peer, cfg.tls, cfg.listen,
                                      on_propose=self._on_propose, logger=self.log)
         self.endpoint.connect(cfg.peer_address)
@@ -97,6 +97,7 @@ class Node:
     def stop(self) -> None:
         self.control.stop(1.0).wait()
         self.endpoint.stop()
+        self.ledger.close()
 
     # -- admission ------------------------------------------------------
     def check(self, spec: JobSpec, proposed_by_peer: bool) -> JobSpec:
