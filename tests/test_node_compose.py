@@ -96,8 +96,6 @@ def test_no_container_mounts_the_other_partys_keys(party: str, other: str) -> No
     assert any(_exposes(m, own_peer_ca) for m in _host_mounts(party)), f"{other}'s CA certificate is not mounted"
 
 
-@pytest.mark.xfail(strict=True, reason="parties/*/party.toml [tls] still name the shared dev CA (certs/ca.pem); "
-                                      "remove this mark with the per-party [tls] lines")
 @pytest.mark.parametrize("party, other", PARTIES)
 def test_each_party_config_names_tls_files_its_container_mounts(party: str, other: str) -> None:
     tls = load_config(ROOT / "parties" / party / "party.toml").tls
