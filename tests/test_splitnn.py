@@ -30,11 +30,11 @@ def credit():
     return g.drop(columns="id").to_numpy(), h.drop(columns="id").to_numpy(), y, tr
 
 
-def _fit(credit, **params):
+def _fit(credit, init_seed=None, **params):
     Xl, Xp, y, tr = credit
     L, P = memory_pair("lender", "platform", record=True)
-    lender = SplitNNLender(random_state=4, **params)
-    platform = SplitNNPlatform()
+    lender = SplitNNLender(random_state=4, init_seed=init_seed, **params)
+    platform = SplitNNPlatform(init_seed=init_seed)
 
     def lender_side():
         lender.fit(L, Xl[tr], y[tr], eval_set=(Xl[~tr], y[~tr]))
@@ -52,7 +52,8 @@ def test_matches_central_training_without_noise(credit):
     from sklearn.metrics import roc_auc_score
 
     Xl, Xp, y, tr = credit
-    lender, platform, proba, _, P = _fit(credit, **SMALL, **NOISE_OFF)
+    # the central reference's initial weights: each party's otherwise secret seed set to random_state
+    lender, platform, proba, _, P = _fit(credit, init_seed=4, **SMALL, **NOISE_OFF)
     central, history = fit_central(Xl[tr], Xp[tr], y[tr], eval_set=(Xl[~tr], Xp[~tr], y[~tr]),
                                    random_state=4, **SMALL)
     # same seeds, batches and weights: the same model, score for score, not just a close AUC
@@ -70,7 +71,8 @@ def test_what_each_side_receives_with_noise(credit):
     from sklearn.metrics import roc_auc_score
 
     Xl, Xp, y, tr = credit
-    lender, _, proba, L, P = _fit(credit, **SMALL)
+    # fixed initial weights (as the central reference's), so only the noise varies between runs
+    lender, _, proba, L, P = _fit(credit, init_seed=4, **SMALL)
     assert roc_auc_score(y[~tr], proba) > 0.65  # still a useful model under noise
     # the default gradient noise leaves the platform's two label attacks near chance
     leak = label_leakage(P.received, y[tr], SMALL["batch_size"], 4)
@@ -141,7 +143,8 @@ def test_gradient_noise_is_not_a_function_of_the_shared_seed(credit):
     first = []
     for _ in range(2):
         L, P = memory_pair("lender", "platform", record=True)
-        lender, platform = SplitNNLender(random_state=4, max_iter=1, batch_size=128), SplitNNPlatform()
+        lender = SplitNNLender(random_state=4, init_seed=4, max_iter=1, batch_size=128)
+        platform = SplitNNPlatform(init_seed=4)
         run_parties((lender.fit, L, Xl[:600], y[:600]), (platform.fit, P, Xp[:600]))
         first.append(next(m for m in P.received if m.type == "snn.backward").parts["gradient"])
     sigma = lender.params["gradient_noise"] * lender.params["gradient_clip"]
@@ -149,3 +152,17 @@ def test_gradient_noise_is_not_a_function_of_the_shared_seed(credit):
     # the difference of two independent N(0, sigma^2) noises: std sigma * sqrt(2) (1024 values,
     # the sample std is within 20% of it except with probability far below 1e-9)
     assert np.std(diff) == pytest.approx(sigma * np.sqrt(2), rel=0.2)
+
+
+def test_initial_weights_are_each_partys_secret():
+    """The shared random_state drives the batches only: a peer cannot rebuild the other's initial networks."""
+    from fedacq.learn import splitnn_nets as nets
+    from fedacq.learn.splitnn import PLATFORM_BOTTOM, resolve_params
+
+    a, b = SplitNNPlatform(), SplitNNPlatform()
+    assert a.init_seed != b.init_seed
+    p = resolve_params({})
+    by_seed = nets.bottom(5, [], p, 4 * 10 + PLATFORM_BOTTOM).state_dict()
+    secret = nets.bottom(5, [], p, a.init_seed * 10 + PLATFORM_BOTTOM).state_dict()
+    assert not any(torch.equal(by_seed[k], secret[k]) for k in by_seed)
+    assert SplitNNLender(random_state=4).init_seed != SplitNNLender(random_state=4).init_seed

@@ -13,7 +13,9 @@ Steps (one message each over a :class:`~fedacq.link.link.Link`)
        size, epochs, optimiser, noise parameters, seed) and the row counts;
        ``snn.hello_reply`` P->L: the platform's row counts. The platform builds
        its bottom network over its own columns; the lender never learns its
-       width, its columns or which of them are categorical.
+       width, its columns or which of them are categorical. The seed drives
+       only the batches: each party initialises its networks from its own
+       secret seed (OS CSPRNG), so neither knows the other's initial weights.
     2. Per epoch both draw the same row permutation from the seed; per
        mini-batch B: ``snn.forward`` P->L: the platform's embeddings of B
        (clipped and noised when ``embedding_clip`` is set, below); the lender runs its bottom and the top
@@ -106,6 +108,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -154,7 +157,7 @@ DEFAULTS: dict[str, Any] = {
     "gradient_noise": 2.0,
 }
 
-#: seeds of the three networks, offsets from the shared ``random_state``.
+#: seeds of the three networks, offsets from each party's own secret ``init_seed``.
 LENDER_BOTTOM, PLATFORM_BOTTOM, TOP = 1, 2, 3
 
 
@@ -264,6 +267,18 @@ class Columns:
                 "dense": self.dense, "scaler": self.scaler.to_dict()}
 
 
+def _own_seed(init_seed: int | None) -> int:
+    """The seed of a party's initial weights: its own secret from the OS CSPRNG unless given.
+
+    Never the shared ``random_state``: a lender that knows the platform's
+    initial bottom weights (and the gradients it sent back) holds a known
+    function of each platform row per epoch, ``embedding_dim`` equations per
+    row each time, which can pin down the platform's standardised features.
+    An explicit seed is for the central reference (:func:`fit_central`).
+    """
+    return secrets.randbits(59) if init_seed is None else int(init_seed)  # seed * 10 + 3 fits torch's int64
+
+
 def _clip_and_noise(x: Any, clip: float | None, noise: float) -> Any:
     """Per-row L2 clipping to ``clip``, then N(0, (``noise`` * ``clip``)^2) per coordinate from the OS CSPRNG.
 
@@ -318,9 +333,10 @@ class SplitNNLender:
     """The active party: labels, its bottom network and the top network."""
 
     def __init__(self, random_state: int = 0, callback: Callable[[int, dict], Any] | None = None,
-                 **params: Any) -> None:
+                 init_seed: int | None = None, **params: Any) -> None:
         self.params = resolve_params(params)
         self.random_state = random_state
+        self.init_seed = _own_seed(init_seed)
         self.callback = callback
         self.history_: list[dict[str, float]] = []
 
@@ -330,9 +346,9 @@ class SplitNNLender:
         p = self.params
         self.columns_ = Columns.fit(X, p["categorical_features"], p["max_categories"])
         self.bottom_ = nets.bottom(len(self.columns_.dense), self.columns_.cardinalities, p,
-                                   self.random_state * 10 + LENDER_BOTTOM)
+                                   self.init_seed * 10 + LENDER_BOTTOM)
         lender_dim = p["embedding_dim"]
-        self.top_ = nets.top(lender_dim * 2, p, self.random_state * 10 + TOP)
+        self.top_ = nets.top(lender_dim * 2, p, self.init_seed * 10 + TOP)
 
     def _logits(self, dense: Any, cats: Any, platform_embedding: Any) -> Any:
         import torch
@@ -465,7 +481,10 @@ class SplitNNLender:
 # -- platform ----------------------------------------------------------------------------
 
 class SplitNNPlatform:
-    """The passive party: features and its bottom network."""
+    """The passive party: features and its bottom network, initialised from its own secret seed."""
+
+    def __init__(self, init_seed: int | None = None) -> None:
+        self.init_seed = _own_seed(init_seed)
 
     def _embed(self, dense: Any, cats: Any) -> np.ndarray:
         """Noised embeddings of rows (no gradient): what crosses at evaluation and scoring."""
@@ -503,7 +522,7 @@ class SplitNNPlatform:
         self.params_ = p
         self.columns_ = Columns.fit(X, p["categorical_features"], p["max_categories"])
         self.bottom_ = nets.bottom(len(self.columns_.dense), self.columns_.cardinalities, p,
-                                   seed * 10 + PLATFORM_BOTTOM)
+                                   self.init_seed * 10 + PLATFORM_BOTTOM)
         opt = nets.optimizer(self.bottom_, p)
         dense, cats = nets.tensors(*self.columns_.transform(X))
         dense_v = cats_v = None
@@ -572,9 +591,10 @@ def fit_central(X_lender: np.ndarray, X_platform: np.ndarray, y: np.ndarray, eva
                 random_state: int = 0, **params: Any) -> tuple[np.ndarray | None, list[dict[str, float]]]:
     """The same networks trained on joined data in one process: the reference for the federated run.
 
-    Same column encodings, seeds, initial weights, batches, optimiser and early
-    stopping as :class:`SplitNNLender` / :class:`SplitNNPlatform`, and no
-    clipping or noise. Returns the validation logits (``eval_set`` =
+    Same column encodings, batches, optimiser and early stopping as
+    :class:`SplitNNLender` / :class:`SplitNNPlatform`, and no clipping or
+    noise; the initial weights are those of parties constructed with
+    ``init_seed=random_state`` (federated parties draw secret seeds by default). Returns the validation logits (``eval_set`` =
     ``(X_lender_valid, X_platform_valid, y_valid)``) and the history.
     """
     import torch
@@ -582,7 +602,7 @@ def fit_central(X_lender: np.ndarray, X_platform: np.ndarray, y: np.ndarray, eva
     from fedacq.learn import splitnn_nets as nets
 
     p = resolve_params({**params, "embedding_clip": None, "gradient_clip": None})
-    lender = SplitNNLender(random_state=random_state, **p)
+    lender = SplitNNLender(random_state=random_state, init_seed=random_state, **p)
     lender._build(np.asarray(X_lender, dtype=np.float64))
     cols_p = Columns.fit(X_platform, p["categorical_features"], p["max_categories"])
     bottom_p = nets.bottom(len(cols_p.dense), cols_p.cardinalities, p, random_state * 10 + PLATFORM_BOTTOM)
