@@ -231,43 +231,57 @@ def model_module(name: str) -> ModuleType:
 
 # -- step 1: load ------------------------------------------------------------------------
 
-def load_table(path: str | Path, id_column: str, label_column: str | None = None) -> PartyTable:
+def load_table(path: str | Path, id_column: str, label_column: str | None = None,
+               party: str | None = None) -> PartyTable:
     """Read one party's CSV; every problem is reported with the file and column it concerns.
 
     Ids are read as strings (an identifier is not a number: ``007`` and ``7`` differ).
     Features are every other column, and must be numeric; empty cells are
-    missing values, which the learners handle.
+    missing values, which the learners handle; infinities are an error that names
+    the party, file, column and row, as is a file with no rows.
     """
     path = Path(path)
+    where = f"{party}'s file {path}" if party else str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    header = pd.read_csv(path, nrows=0).columns.tolist()
+        raise FileNotFoundError(f"{where}: no such file")
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{where}: the file is empty (no header, no rows)") from None
     if id_column not in header:
-        raise ValueError(f"{path}: id column {id_column!r} not found (columns: {_few(header)})")
+        raise ValueError(f"{where}: id column {id_column!r} not found (columns: {_few(header)})")
     if label_column is not None and label_column not in header:
-        raise ValueError(f"{path}: label column {label_column!r} not found (columns: {_few(header)})")
+        raise ValueError(f"{where}: label column {label_column!r} not found (columns: {_few(header)})")
     frame = pd.read_csv(path, dtype={id_column: "string"})
+    if frame.empty:
+        raise ValueError(f"{where}: no rows, only a header")
     ids = frame.pop(id_column)
     if ids.isna().any():
-        raise ValueError(f"{path}: id column {id_column!r} has {int(ids.isna().sum())} empty value(s)")
+        raise ValueError(f"{where}: id column {id_column!r} has {int(ids.isna().sum())} empty value(s)")
     if ids.duplicated().any():
         dup = ids[ids.duplicated()].iloc[0]
-        raise ValueError(f"{path}: id column {id_column!r} has duplicates (e.g. {dup!r})")
+        raise ValueError(f"{where}: id column {id_column!r} has duplicates (e.g. {dup!r})")
     y = None
     if label_column is not None:
         labels = frame.pop(label_column)
         bad = ~labels.isin([0, 1])
         if bad.any():
-            raise ValueError(f"{path}: label column {label_column!r} must hold 0/1, found "
+            raise ValueError(f"{where}: label column {label_column!r} must hold 0/1, found "
                              f"{labels[bad].unique()[:5].tolist()} (row {int(np.flatnonzero(bad)[0]) + 2})")
         y = labels.to_numpy(dtype=np.float64)
     for col in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[col]):
-            raise ValueError(f"{path}: feature column {col!r} is not numeric "
+            raise ValueError(f"{where}: feature column {col!r} is not numeric "
                              f"(e.g. {frame[col].dropna().iloc[0]!r}); encode it first")
+    X = frame.to_numpy(dtype=np.float64)
+    infinite = np.isinf(X)
+    if infinite.any():
+        row, col = (int(i[0]) for i in np.nonzero(infinite))
+        raise ValueError(f"{where}: feature column {str(frame.columns[col])!r} holds an infinite value "
+                         f"(row {row + 2} of the file, counting the header as row 1)")
     if frame.shape[1] == 0:
-        raise ValueError(f"{path}: no feature columns besides the id{' and label' if y is not None else ''}")
-    return PartyTable(path=path, ids=ids.reset_index(drop=True), X=frame.to_numpy(dtype=np.float64),
+        raise ValueError(f"{where}: no feature columns besides the id{' and label' if y is not None else ''}")
+    return PartyTable(path=path, ids=ids.reset_index(drop=True), X=X,
                       feature_names=[str(c) for c in frame.columns], y=y)
 
 
@@ -301,11 +315,35 @@ def _psi(party: str, link: Link, table: PartyTable, id_column: str, min_intersec
     return np.asarray(fn(link, frame, [id_column], min_intersection=min_intersection).rows, dtype=np.int64)
 
 
-def check_rows(path: Path, table: PartyTable, min_intersection: int) -> None:
+def check_rows(party: str, table: PartyTable, min_intersection: int) -> None:
     """Refuse a table that cannot reach the minimum intersection, before any work."""
     if table.X.shape[0] < min_intersection:
-        raise ValueError(f"{path}: {table.X.shape[0]} rows, fewer than the minimum intersection of "
-                         f"{min_intersection} (set --min-intersection / min_intersection to change it)")
+        raise ValueError(f"{party}'s file {table.path}: {table.X.shape[0]} rows, fewer than the minimum "
+                         f"intersection of {min_intersection} (set --min-intersection / min_intersection)")
+
+
+#: rows each evaluated split needs: the gains table has one row per decile.
+MIN_EVALUATED_ROWS = 10
+
+
+def check_evaluable(party: str, data: PartyData) -> None:
+    """Refuse, before training, an intersection whose evaluation could not be computed.
+
+    Both parties know the split sizes; only the lender can check that every
+    evaluated split holds both classes (AUC and KS need them).
+    """
+    splits = {"training": data.y_train, "validation": data.y_valid} if party == LENDER else \
+        {"training": data.X_train, "validation": data.X_valid}
+    for name, values in splits.items():
+        if values is None:
+            continue
+        if len(values) < MIN_EVALUATED_ROWS:
+            raise ValueError(f"the {name} split of the intersection has {len(values)} rows; evaluation by "
+                             f"decile needs at least {MIN_EVALUATED_ROWS} (a larger intersection, or another "
+                             "validation fraction)")
+        if party == LENDER and np.unique(values).size < 2:
+            raise ValueError(f"the lender's labels in the {name} split are all {int(values[0])}: AUC and KS "
+                             "need both classes")
 
 
 def _party_data(table: PartyTable, rows: np.ndarray, train: np.ndarray, valid: np.ndarray) -> PartyData:
@@ -368,6 +406,7 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                 raise ValueError(f"the intersection of the two files is empty: no common {cfg.id_column!r}")
             say(f"intersection {rows.size} rows ({train.size} train, {valid.size} validation); training")
             data = _party_data(table, rows, train, valid)
+            check_evaluable(party, data)
             if party == LENDER:
                 bar = _progress_bar(module, params, cfg)
             role = module.lender_role if party == LENDER else module.platform_role
@@ -526,26 +565,30 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     params = module.resolve_params(dict(cfg.params))
     if params.get("early_stopping_rounds") and cfg.validation_fraction == 0:
         raise ValueError("early_stopping_rounds needs a validation set: give a validation fraction above 0")
-    lender_table = load_table(cfg.lender_path, cfg.id_column, cfg.label_column)
-    platform_table = load_table(cfg.platform_path, cfg.id_column)
-    for path, table in ((cfg.lender_path, lender_table), (cfg.platform_path, platform_table)):
-        check_rows(path, table, cfg.min_intersection)
+    lender_table = load_table(cfg.lender_path, cfg.id_column, cfg.label_column, party=LENDER)
+    platform_table = load_table(cfg.platform_path, cfg.id_column, party=PLATFORM)
+    for party, table in ((LENDER, lender_table), (PLATFORM, platform_table)):
+        check_rows(party, table, cfg.min_intersection)
     if cfg.label_column in platform_table.feature_names:
         raise ValueError(f"{cfg.platform_path}: has a column named like the label ({cfg.label_column!r}); "
                          "the platform's file must not hold the lender's labels")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    if cfg.transport == "grpc":
-        lender, platform = _run_grpc(cfg)
-    else:
-        from fedacq.link.ledger import PartyLedger
-        from fedacq.link.memory import memory_pair, run_parties
+    try:
+        if cfg.transport == "grpc":
+            lender, platform = _run_grpc(cfg)
+        else:
+            from fedacq.link.ledger import PartyLedger
+            from fedacq.link.memory import memory_pair, run_parties
 
-        ledgers = {p: PartyLedger(cfg.out_dir / p, p) for p in (LENDER, PLATFORM)}
-        lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
-        lender, platform = run_parties((party_job, LENDER, lender_link, lender_table, cfg, params),
-                                       (party_job, PLATFORM, platform_link, platform_table, cfg, params))
+            ledgers = {p: PartyLedger(cfg.out_dir / p, p) for p in (LENDER, PLATFORM)}
+            lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
+            lender, platform = run_parties((party_job, LENDER, lender_link, lender_table, cfg, params),
+                                           (party_job, PLATFORM, platform_link, platform_table, cfg, params))
+    except BaseException as exc:
+        _mark_failed(cfg, exc)
+        raise
     wall = time.perf_counter() - start
 
     out = {
@@ -585,6 +628,21 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     }
     (cfg.out_dir / "metrics.json").write_text(json.dumps(out, indent=2, default=_json_default))
     return out
+
+
+FAILED_FILE = "FAILED.json"
+
+
+def _mark_failed(cfg: RunConfig, exc: BaseException) -> None:
+    """Mark ``out_dir`` as the partial folder of a failed run (checks before any work leave none).
+
+    What is left is kept on purpose: the ledgers record what crossed before the
+    failure, and each party's MLflow run is marked FAILED.
+    """
+    (cfg.out_dir / FAILED_FILE).write_text(json.dumps({
+        "job_id": cfg.job_id, "error": f"{type(exc).__name__}: {exc}",
+        "partial": "this run failed; the ledgers record what crossed before it stopped, "
+                   "the MLflow runs are marked FAILED, and there is no metrics.json"}, indent=2))
 
 
 def _json_default(value: Any) -> Any:

@@ -114,8 +114,8 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
                     transport="grpc", seed=p["seed"], tracking_dir=ctx.mlflow_store,
                     experiment=p["experiment"], job_id=ctx.job_id, progress=False)
     params = model_module(cfg.model).resolve_params(dict(cfg.params))
-    table = load_table(path, cfg.id_column, cfg.label_column if party == LENDER else None)
-    check_rows(path, table, cfg.min_intersection)
+    table = load_table(path, cfg.id_column, cfg.label_column if party == LENDER else None, party=party)
+    check_rows(party, table, cfg.min_intersection)
     ctx.logger.info("run: %s loaded %s (%d rows), model %s", party, path, table.X.shape[0], cfg.model)
     report = party_job(party, ctx.link, table, cfg, params, log=ctx.logger.info)
     ctx.logger.info("run: %s done, intersection %d", party, report["intersection_size"])
