@@ -131,7 +131,7 @@ def bench_synthetic(quick: bool, key_bits: int, trees: int) -> dict[str, Any]:
     tree_done: list[float] = []
     lender = SecureBoostLender(**params, key_bits=key_bits, insecure_test_key=key_bits < 2048,
                                callback=lambda i, m: tree_done.append(time.perf_counter()))
-    platform = SecureBoostPlatform()
+    platform = SecureBoostPlatform(min_key_bits=key_bits)  # both sides are this benchmark
     a, b = memory_pair("lender", "platform", job="bench-synthetic")
     start = time.perf_counter()
     run_parties((lender.fit, a, X_l, y), (platform.fit, b, X_p))

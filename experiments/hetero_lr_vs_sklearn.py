@@ -68,7 +68,7 @@ def federated(Xl: np.ndarray, Xp: np.ndarray, y: np.ndarray, tr: np.ndarray, pen
                             callback=lambda epoch, m: print(f"  epoch {epoch}: valid_auc={m.get('valid_auc'):.4f} "
                                                             f"valid_logloss={m.get('valid_logloss'):.4f} "
                                                             f"{m['seconds']:.0f}s", flush=True))
-    platform = HeteroLRPlatform(n_jobs=n_jobs)
+    platform = HeteroLRPlatform(n_jobs=n_jobs, min_key_bits=TEST_KEY_BITS)
 
     def lender_side() -> np.ndarray:
         lender.fit(L, Xl[tr], y[tr], eval_set=(Xl[~tr], y[~tr]))
