@@ -138,6 +138,7 @@ class Adversary:
         self.router = Router()
         self.servicer = LinkServicer(self.party, self.peer, self.router, on_propose=self._on_propose)
         self.captured: list[list[bytes]] = []
+        self.refuse: set[str] = set()  # jobs whose every message this side refuses (as a broken peer would)
         self._lock = threading.Lock()
         self.on_propose: Callable[[str], tuple[bool, str]] = lambda text: (False, "not expecting a job")
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
@@ -158,6 +159,9 @@ class Adversary:
         raw_frame = lambda wire: (bytes(wire), codec.read_frame(wire))  # noqa: E731
 
         def deliver(request: tuple[bytes, codec.WireFrame], context: grpc.ServicerContext) -> pb.Ack:
+            env = request[1].envelope
+            if env is not None and env.job in self.refuse:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.party} refuses {env.type!r} (on purpose)")
             ack = self.servicer.Deliver(request[1], context)
             self._record([request[0]])
             return ack
@@ -431,6 +435,65 @@ def crafted_message(adv: Adversary, args: dict[str, Any]) -> dict[str, Any]:
             "gone": adv.wait_job_gone(job["id"]), "health": adv.health()}
 
 
+def _random_envelope(rnd: random.Random, job: str, sender: str) -> list[bytes]:
+    """A structurally plausible but random message: registered or unknown type, random parts,
+    dtypes, shapes (up to 70 dimensions, huge or zero sizes), widths, headers and payloads."""
+    from fedacq.link import message
+
+    types = list(message._REGISTRY)
+    msg_type = rnd.choice(types + ["x.unknown", ""])
+    spec = message._REGISTRY.get(msg_type)
+    names = list(spec.parts) if spec is not None and spec.parts else ["p"]
+    headers = [b"{}", b"[]", b"null", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"n": 1' + b"0" * 4400 + b"}",
+               json.dumps({k: rnd.choice([0, -1, 2 ** 70, "x", None, [], 1.5]) for k in
+                           (spec.header if spec is not None else ["z"])}).encode(), rnd.randbytes(rnd.randint(0, 64))]
+    parts = []
+    for _ in range(rnd.randint(0, 3)):
+        name = rnd.choice(names + ["extra"])
+        if rnd.random() < 0.5:
+            shape = [rnd.choice([0, 1, 2, 3, 2 ** 31, 2 ** 62]) for _ in range(rnd.choice([0, 1, 2, 3, 64, 65, 70]))]
+            parts.append({"name": name, "kind": rnd.choice(["ndarray", "bigints", "object"]),
+                          "dtype": rnd.choice(["int64", "uint8", "float64", "object", "V8", "<f8", ""]),
+                          "shape": shape, "nbytes": rnd.choice([0, 8, 2 ** 28, 2 ** 40, 2 ** 63 - 1])})
+        else:
+            parts.append({"name": name, "kind": rnd.choice(["bigints", "ndarray"]),
+                          "width": rnd.choice([0, 1, 64, 2 ** 24, 2 ** 31 - 1]),
+                          "nbytes": rnd.choice([0, 64, 128, 2 ** 24])})
+    data = rnd.randbytes(rnd.choice([0, 8, 64, 1000]))
+    return [frame(envelope(job, msg_type, rnd.choice(headers), parts, sender, seq=rnd.randint(0, 3)), data)]
+
+
+def fuzz_envelopes(adv: Adversary, args: dict[str, Any]) -> dict[str, Any]:
+    """``cases`` random envelopes into running PSI jobs at the honest platform (a new job whenever
+    one ends, e.g. because a random message happened to be valid); the status codes seen."""
+    rnd = random.Random(args.get("seed", 0))
+    codes: dict[str, int] = {}
+    examples: dict[str, str] = {}
+    jobs: list[str] = []
+
+    def new_job() -> str:
+        doc = {**args["job"], "id": f"{args['job']['id']}-{len(jobs)}"}
+        decision = adv.propose(doc)
+        if not decision["accepted"]:
+            raise RuntimeError(f"fuzz job refused: {decision}")
+        jobs.append(doc["id"])
+        return doc["id"]
+    job = new_job()
+    for _ in range(int(args["cases"])):
+        verdict = adv.deliver(_random_envelope(rnd, job, adv.party))
+        codes[verdict["code"]] = codes.get(verdict["code"], 0) + 1
+        examples.setdefault(verdict["code"], verdict["details"])
+        if verdict["code"] in ("OK", "FAILED_PRECONDITION"):  # queued (the job will stop) or the job is gone
+            if adv.health(job)["job_known"]:
+                _tiny_hello(adv, job)
+            adv.wait_job_gone(job)
+            job = new_job()
+    if adv.health(job)["job_known"]:
+        _tiny_hello(adv, job)
+    gone = adv.wait_job_gone(job)
+    return {"codes": codes, "examples": examples, "jobs": jobs, "gone": gone, "health": adv.health()}
+
+
 # -- scenarios: the honest node proposes, the adversary plays its role ------------------------
 
 def serve_job(adv: Adversary, args: dict[str, Any], emit: Callable[[dict], None]) -> dict[str, Any]:
@@ -475,6 +538,16 @@ def _bad_fingerprint(adv: Adversary, spec: Any, link: GrpcLink, args: dict[str, 
                                         "fingerprint": args["fingerprint"], "salt": os.urandom(32).hex(),
                                         "send_set": True}, step="psi/hello_ack"))
     return adv.drain(link, timeout=30)
+
+
+def _refuse_everything(adv: Adversary, spec: Any, link: GrpcLink, args: dict[str, Any]) -> dict[str, Any]:
+    """Refuse every message of the job: the honest node's sends fail, so its egress ledger must
+    have no line for them."""
+    adv.refuse.add(spec.id)
+    try:
+        return adv.drain(link, timeout=30)
+    finally:
+        adv.refuse.discard(spec.id)
 
 
 def _other_protocol(adv: Adversary, spec: Any, link: GrpcLink, args: dict[str, Any]) -> dict[str, Any]:
@@ -587,6 +660,7 @@ def _hetero_lr_platform(adv: Adversary, spec: Any, link: GrpcLink, args: dict[st
 BEHAVIOURS: dict[str, Callable[..., dict[str, Any]]] = {
     "bad_fingerprint": _bad_fingerprint,
     "other_protocol": _other_protocol,
+    "refuse_everything": _refuse_everything,
     "secureboost_platform": _secureboost_platform,
     "hetero_lr_platform": _hetero_lr_platform,
 }
@@ -596,6 +670,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "psi_lender": psi_lender,
     "run_lender_hello": run_lender_hello,
     "crafted_message": crafted_message,
+    "fuzz_envelopes": fuzz_envelopes,
 }
 
 

@@ -265,6 +265,9 @@ def test_platform_stops_a_psi_whose_hello_breaks_the_job(platform: Side, first: 
     assert out["received"] == [], "the platform answered a hello it should refuse"
     record = platform.honest.job(job["id"])
     assert record["status"] == "failed" and reason in record["error"], record
+    # the refused message is on record at the platform (ingress), and nothing left it (egress)
+    assert [e["type"] for e in platform.honest.ledger(job["id"], "ingress.jsonl")] == [first["type"]]
+    assert platform.honest.ledger(job["id"]) == []
     assert changes(before, platform.snapshot(), (platform.job_dir(job["id"]),)) == []
 
 
@@ -421,6 +424,37 @@ def test_malformed_messages_are_refused_clearly(platform: Side, case: str, code:
     record = platform.honest.job(job["id"])
     assert "the lender has 1 ids" in record["error"], record  # ended by the adversary's short hello
     assert changes(before, platform.snapshot(), (platform.job_dir(job["id"]),)) == []
+
+
+def test_random_envelopes_never_end_as_unknown(platform: Side) -> None:
+    """300 random but plausible envelopes (any registered type, random parts, dtypes, up to 70
+    dimensions, sizes up to 2^63, widths up to 2^31, nested or oversized headers) into running jobs."""
+    base = psi_job()
+    before = platform.snapshot()
+    peak = platform.honest.peak_memory_kib()
+    out = platform.adversary.run("fuzz_envelopes", job=base, cases=300, seed=12)
+    assert set(out["codes"]) <= {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "OK"}, out["examples"]
+    assert out["codes"].get("INVALID_ARGUMENT", 0) > 250, out["codes"]
+    assert out["gone"] and out["health"]["party"] == "platform"
+    assert platform.honest.peak_memory_kib() - peak < 64 * 1024
+    assert changes(before, platform.snapshot(), tuple(platform.job_dir(j) for j in out["jobs"])) == []
+
+
+def test_a_send_the_peer_refused_leaves_no_egress_line(lender: Side) -> None:
+    """The adversarial platform refuses every message of the job: the lender's job fails naming the
+    refusal, and its egress ledger holds no line for a message that never got through."""
+    job = job_id("refused")
+    before = lender.snapshot()
+    lender.adversary.start("serve_job", behaviour="refuse_everything")
+    lender.honest.submit({"job": {"protocol": "psi", "id": job},
+                          "datasets": {"lender": {"ids": "outcomes"}, "platform": {"ids": "users"}},
+                          "params": {"id_columns": ["id"]}})
+    out = lender.adversary.result()
+    record = lender.honest.job(job)
+    assert record["status"] == "failed" and "platform refuses 'psi.hello' (on purpose)" in record["error"], record
+    assert out["gone"] and out["received"] == []
+    assert lender.honest.ledger(job) == [] and lender.honest.ledger(job, "ingress.jsonl") == []
+    assert changes(before, lender.snapshot(), (lender.job_dir(job),)) == []
 
 
 # -- 7. more crafted proposals --------------------------------------------------------------------------
