@@ -36,7 +36,7 @@ def test_job_state_survives_a_restart(tmp_path: Path) -> None:
     store.update("j2", status="succeeded", result={"ok": True})
     restarted = JobStore(tmp_path)
     assert restarted.recover() == ["j1"]
-    assert restarted.get("j1")["status"] == "failed" and "stopped" in restarted.get("j1")["error"]
+    assert restarted.get("j1")["status"] == "interrupted" and "fedacq job resume j1" in restarted.get("j1")["error"]
     assert restarted.get("j2")["result"] == {"ok": True}
     with pytest.raises(ValueError, match="already exists"):
         restarted.create(spec)

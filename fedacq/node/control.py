@@ -1,4 +1,4 @@
-"""The operator's side of a node: ``fedacq job submit|status|logs`` and its client.
+"""The operator's side of a node: ``fedacq job submit|resume|status|logs`` and its client.
 
 The client talks to the node's control endpoint, a unix socket in the node's
 state directory (found through the same party.toml the node runs with), so only
@@ -19,9 +19,7 @@ import grpc
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link._pb import fedacq_pb2_grpc as pb_grpc
 from fedacq.node.config import load_config
-from fedacq.node.jobs import JobSpec, load_job_file
-
-FINAL = ("succeeded", "failed")
+from fedacq.node.jobs import FINAL, JobSpec, load_job_file
 
 
 class ControlClient:
@@ -47,6 +45,9 @@ class ControlClient:
 
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         return json.loads(self._call("SubmitJob", pb.JobDocument(json=spec.to_json())).json)
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        return json.loads(self._call("ResumeJob", pb.JobRef(id=job_id)).json)
 
     def status(self, job_id: str) -> dict[str, Any]:
         return json.loads(self._call("GetJob", pb.JobRef(id=job_id)).json)
@@ -91,6 +92,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     submit.add_argument("--wait", action="store_true", help="wait for the job to finish and print its result")
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to --wait (default 3600)")
     submit.set_defaults(func=_cmd_submit)
+    resume = jobs.add_parser("resume", help="run an interrupted or failed job again from the last checkpoint "
+                                            "both nodes hold (at the node that submitted it)")
+    resume.add_argument("job_id", metavar="ID")
+    resume.add_argument("--wait", action="store_true", help="wait for the job to finish and print its result")
+    resume.add_argument("--timeout", type=float, default=3600.0, help="seconds to --wait (default 3600)")
+    resume.set_defaults(func=_cmd_resume)
     for name, func, text in (("status", _cmd_status, "print the job's state and result as JSON"),
                              ("logs", _cmd_logs, "print the job's log at this node")):
         cmd = jobs.add_parser(name, help=text)
@@ -108,6 +115,17 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     record = client.submit(load_job_file(args.job_file))
     print(f"job {record['id']} accepted by both nodes", flush=True)
+    return _follow(client, record, args)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    client = _client(args)
+    record = client.resume(args.job_id)
+    print(f"job {record['id']} resumed by both nodes (attempt {record['spec']['attempt']})", flush=True)
+    return _follow(client, record, args)
+
+
+def _follow(client: ControlClient, record: dict[str, Any], args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     from tqdm import tqdm
@@ -119,10 +137,21 @@ def _cmd_submit(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"job {record['id']} still {record['status']} after {args.timeout} s")
             time.sleep(0.5)
             record = client.status(record["id"])
-            bar.set_postfix_str(record["status"])
+            bar.set_postfix_str(_describe(record))
             bar.update(0)
     print(json.dumps(record, indent=2))
     return 0 if record["status"] == "succeeded" else 1
+
+
+def _describe(record: dict[str, Any]) -> str:
+    """The status line: state, step, how far, and the time left when known."""
+    progress = record.get("progress") or {}
+    text = record["status"]
+    if progress and record["status"] == "running":
+        text += f", {progress['step']} {progress['done']}" + (f"/{progress['total']}" if progress.get("total") else "")
+        if "eta_seconds" in progress:
+            text += f", about {progress['eta_seconds']:.0f} s left"
+    return text
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

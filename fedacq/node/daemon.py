@@ -48,6 +48,7 @@ from fedacq.link.ledger import PartyLedger
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link._pb import fedacq_pb2_grpc as pb_grpc
 from fedacq.node.config import NodeConfig, load_config
+from fedacq.node.checkpoint import Checkpoints
 from fedacq.node.jobs import JobSpec, JobStore, spec_from_json
 from fedacq.node.protocols import JobContext, Protocol, load_protocol
 
@@ -87,7 +88,7 @@ class Node:
 
     def start(self) -> None:
         for job_id in self.store.recover():
-            self.log.warning("job %s was running when the node stopped; marked failed", job_id)
+            self.log.warning("job %s was running when the node stopped; marked interrupted", job_id)
         self.endpoint.start()
         self.control.start()
         self.log.info("node %s up: peer link on port %d (peer %s at %s), control on %s",
@@ -123,8 +124,12 @@ class Node:
             if not path.exists():
                 self.log.warning("registered data set %r is missing its file %s", name, path)
                 raise ValueError(f"{me}: registered data set {name!r} is missing its file")
-        if self.store.exists(spec.id) or spec.id in self._threads:
+        if spec.id in self._threads:
+            raise ValueError(f"job {spec.id!r} is running at {me}")
+        if spec.attempt == 0 and self.store.exists(spec.id):
             raise ValueError(f"job {spec.id!r} already exists at {me}")
+        if spec.attempt > 0:
+            self._check_resumable(spec)
         limit = self.cfg.policy.max_concurrent_jobs
         if len(self._threads) >= limit:
             raise ValueError(f"policy max_concurrent_jobs: {me} already runs {len(self._threads)} job(s), "
@@ -138,20 +143,47 @@ class Node:
                                  f"not in resolved form {changed}")
         return dataclasses.replace(spec, params=params)
 
+    def _check_resumable(self, spec: JobSpec) -> None:
+        """A resumption must be the job this node already agreed to, unchanged, and not running."""
+        me = self.cfg.party
+        try:
+            record = self.store.get(spec.id)
+        except ValueError:
+            raise ValueError(f"{me} has no job {spec.id!r} to resume") from None
+        if record["status"] not in ("interrupted", "failed"):
+            raise ValueError(f"job {spec.id!r} is {record['status']} at {me}; only an interrupted or failed job resumes")
+        agreed = record["spec"]
+        for key in ("protocol", "datasets", "params", "initiator"):
+            if _canonical(agreed[key]) != _canonical(getattr(spec, key)):
+                raise ValueError(f"resuming job {spec.id!r}: its {key} differ from what {me} agreed to")
+        if spec.attempt != agreed.get("attempt", 0) + 1:
+            raise ValueError(f"resuming job {spec.id!r}: attempt {spec.attempt}, {me} expects "
+                             f"{agreed.get('attempt', 0) + 1}")
+
+    def resume(self, job_id: str) -> dict[str, Any]:
+        """The operator's resumption of a job this node submitted: the next attempt, at both nodes."""
+        record = self.store.get(job_id)
+        agreed = record["spec"]
+        if agreed["initiator"] != self.cfg.party:
+            raise ValueError(f"job {job_id!r} was submitted by {agreed['initiator']}; resume it there")
+        spec = spec_from_json(json.dumps({**agreed, "attempt": agreed.get("attempt", 0) + 1}),
+                              f"job {job_id} at {self.cfg.party}")
+        return self.submit(spec)
+
     def submit(self, spec: JobSpec) -> dict[str, Any]:
         """The operator's submission: check here, then at the peer, then run."""
         spec = dataclasses.replace(spec, initiator=self.cfg.party)
         with self._accept:
             spec = self.check(spec, proposed_by_peer=False)
             self._threads[spec.id] = None  # reserve the id while the peer decides
-            link = self.endpoint.link(spec.id, self.ledger)
+            link = self.endpoint.link(spec.link_name, self.ledger)
         try:
             decision = self.endpoint.client.propose(spec.to_json())
             if not decision.accepted:
                 self.log.info("job %s refused by %s: %s", spec.id, self.cfg.peer, decision.reason)
                 raise ValueError(f"{self.cfg.peer} refused job {spec.id!r}: {decision.reason}")
         except Exception:
-            self.endpoint.release(spec.id)
+            self.endpoint.release(spec.link_name)
             self._threads.pop(spec.id, None)
             raise
         return self._launch(spec, link)
@@ -163,7 +195,7 @@ class Node:
                 raise ValueError(f"job initiator {spec.initiator!r} is not the peer {self.cfg.peer!r}")
             with self._accept:
                 spec = self.check(spec, proposed_by_peer=True)
-                link = self.endpoint.link(spec.id, self.ledger)
+                link = self.endpoint.link(spec.link_name, self.ledger)
                 self._launch(spec, link)
         except ValueError as exc:
             self.log.warning("refused a job from %s: %s", self.cfg.peer, exc)
@@ -171,7 +203,12 @@ class Node:
         return True, "accepted"
 
     def _launch(self, spec: JobSpec, link: GrpcLink) -> dict[str, Any]:
-        record = self.store.create(spec, policy=dataclasses.asdict(self.cfg.policy))
+        policy = dataclasses.asdict(self.cfg.policy)
+        if spec.attempt == 0:
+            record = self.store.create(spec, policy=policy)
+        else:
+            record = self.store.update(spec.id, spec=json.loads(spec.to_json()), policy=policy, status="submitted",
+                                       error=None, result=None, finished=None)
         thread = threading.Thread(target=self._run, args=(spec, link), name=f"job-{spec.id}", daemon=True)
         self._threads[spec.id] = thread
         self.log.info("job %s (%s) accepted, initiated by %s", spec.id, spec.protocol, spec.initiator)
@@ -187,8 +224,13 @@ class Node:
         handler = logging.FileHandler(self.store.log_path(spec.id), encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
-        self.store.update(spec.id, status="running", started=time.time())
-        logger.info("%s runs %s as %s with peer %s", self.cfg.party, spec.protocol, self.cfg.role, self.cfg.peer)
+        started = time.time()
+        self.store.update(spec.id, status="running", started=started, progress=None)
+        logger.info("%s runs %s as %s with peer %s%s", self.cfg.party, spec.protocol, self.cfg.role, self.cfg.peer,
+                    f" (attempt {spec.attempt}: resuming from its checkpoints)" if spec.attempt else "")
+
+        def progress(step: str, done: int, total: int | None = None) -> None:
+            self.store.update(spec.id, progress=_progress(step, done, total, started, spec.attempt))
         try:
             protocol = self.protocols[spec.protocol]
             mine = spec.datasets.get(self.cfg.party, {})
@@ -196,7 +238,9 @@ class Node:
                 party=self.cfg.party, role=self.cfg.role, peer=self.cfg.peer, job_id=spec.id, link=link,
                 datasets={logical: self.cfg.datasets[name] for logical, name in mine.items()},
                 params=dict(spec.params), work_dir=job_dir / "work", keys_dir=self.cfg.keys_dir,
-                mlflow_store=self.cfg.mlflow, policy=self.cfg.policy, registered=dict(mine), logger=logger)
+                mlflow_store=self.cfg.mlflow, policy=self.cfg.policy, registered=dict(mine), logger=logger,
+                checkpoints=Checkpoints(self.store.checkpoint_dir(spec.id)), resume=spec.attempt > 0,
+                progress=progress)
             result = protocol.roles[self.cfg.role](ctx)
             json.dumps(result, allow_nan=False)
         except Exception as exc:  # noqa: BLE001 - any protocol failure becomes the job's error
@@ -208,7 +252,7 @@ class Node:
             self.store.update(spec.id, status="succeeded", finished=time.time(), result=result)
             self.log.info("job %s succeeded", spec.id)
         finally:
-            self.endpoint.release(spec.id)
+            self.endpoint.release(spec.link_name)
             self._threads.pop(spec.id, None)
             logger.removeHandler(handler)
             handler.close()
@@ -218,11 +262,28 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _progress(step: str, done: int, total: int | None, started: float, attempt: int) -> dict[str, Any]:
+    """What ``fedacq job status`` shows while a job runs: the step, how far, and an estimate of
+    the time left from this attempt's pace (work a resumed attempt skipped is not counted)."""
+    out: dict[str, Any] = {"step": step, "done": done, "total": total, "attempt": attempt,
+                           "updated": time.time()}
+    if total and done:
+        out["eta_seconds"] = round((time.time() - started) / done * max(total - done, 0), 1)
+    return out
+
+
 class ControlServicer(pb_grpc.NodeControlServicer):
     """The operator's endpoint (local unix socket only)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
+
+    def ResumeJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobDocument:
+        try:
+            record = self.node.resume(request.id)
+        except (ValueError, RuntimeError) as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return pb.JobDocument(json=json.dumps(record))
 
     def SubmitJob(self, request: pb.JobDocument, context: grpc.ServicerContext) -> pb.JobDocument:
         try:

@@ -19,11 +19,14 @@ protocol's parameters::
 
 State lives in ``<state_dir>/jobs/<id>/``: ``job.json`` (spec with the effective
 parameters, the node's policy when it accepted the job, status, result or error,
-times; rewritten atomically) and ``job.log``. Job ids, party names, logical and
-registered data-set names all match :data:`fedacq.paths.NAME`, since a job may
-come from the peer. A job moves
-submitted -> running -> succeeded | failed; a node that restarts marks the jobs
-it was running as failed, so ``fedacq job status`` always tells the truth.
+progress, times; rewritten atomically), ``job.log`` and ``checkpoints/`` (the
+protocol's own, :mod:`fedacq.node.checkpoint`). Job ids, party names, logical
+and registered data-set names all match :data:`fedacq.paths.NAME`, since a job
+may come from the peer. A job moves submitted -> running -> succeeded | failed;
+a node that restarts marks the jobs it was running as interrupted, so
+``fedacq job status`` always tells the truth, and ``fedacq job resume ID``
+runs an interrupted or failed job again as its next *attempt*, from the last
+checkpoint both parties hold.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ from typing import Any
 
 from fedacq.paths import check_name, under
 
-STATUSES = ("submitted", "running", "succeeded", "failed")
+STATUSES = ("submitted", "running", "succeeded", "failed", "interrupted")
+#: a job in one of these states runs no more (``interrupted`` and ``failed`` ones can be resumed).
+FINAL = ("succeeded", "failed", "interrupted")
+#: resumptions of one job a node takes part in.
+MAX_ATTEMPTS = 100
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,16 @@ class JobSpec:
     datasets: dict[str, dict[str, str]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     initiator: str = ""
+    attempt: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def link_name(self) -> str:
+        """The job's name on the link: a resumed attempt is a new conversation (fresh sequence
+        numbers, its own ledger lines) of the same job."""
+        return self.id if self.attempt == 0 else f"{self.id}#{self.attempt}"
 
 
 def new_job_id(protocol: str) -> str:
@@ -84,8 +98,11 @@ def parse_job(doc: dict[str, Any], source: str, initiator: str = "") -> JobSpec:
         json.dumps(params, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: [params] must be JSON-able (no dates, NaN or infinity): {exc}") from None
+    attempt = job.get("attempt", 0)
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= MAX_ATTEMPTS:
+        raise ValueError(f"{source}: job attempt must be an integer from 0 to {MAX_ATTEMPTS}, got {attempt!r}")
     return JobSpec(id=job_id, protocol=protocol, datasets=datasets, params=params,
-                   initiator=job.get("initiator", initiator))
+                   initiator=job.get("initiator", initiator), attempt=attempt)
 
 
 def load_job_file(path: str | Path) -> JobSpec:
@@ -107,7 +124,7 @@ def spec_from_json(text: str, source: str) -> JobSpec:
     if not isinstance(doc, dict):
         raise ValueError(f"{source}: job is not a JSON object")
     return parse_job({"job": {"id": doc.get("id"), "protocol": doc.get("protocol"),
-                              "initiator": doc.get("initiator", "")},
+                              "initiator": doc.get("initiator", ""), "attempt": doc.get("attempt", 0)},
                       "datasets": doc.get("datasets", {}), "params": doc.get("params", {})}, source)
 
 
@@ -152,6 +169,9 @@ class JobStore:
     def log_path(self, job_id: str) -> Path:
         return self.dir(job_id) / "job.log"
 
+    def checkpoint_dir(self, job_id: str) -> Path:
+        return self.dir(job_id) / "checkpoints"
+
     def _write(self, record: dict[str, Any]) -> None:
         path = self.dir(record["id"]) / "job.json"
         tmp = path.with_suffix(".tmp")
@@ -159,12 +179,13 @@ class JobStore:
         os.replace(tmp, path)
 
     def recover(self) -> list[str]:
-        """Mark jobs left submitted/running by a previous process as failed; return their ids."""
+        """Mark jobs left submitted/running by a previous process as interrupted; return their ids."""
         stale = []
         for path in sorted(self.root.glob("*/job.json")):
             record = json.loads(path.read_text(encoding="utf-8"))
             if record["status"] in ("submitted", "running"):
-                self.update(record["id"], status="failed", finished=time.time(),
-                            error="the node stopped while the job was running")
+                self.update(record["id"], status="interrupted", finished=time.time(),
+                            error=f"the node stopped while the job was running; `fedacq job resume "
+                                  f"{record['id']}` at the node that submitted it continues it")
                 stale.append(record["id"])
         return stale

@@ -28,6 +28,12 @@ by default the party name) in a thread of its own, with a :class:`JobContext`:
 * ``ctx.policy`` — this node's own :class:`~fedacq.node.policy.Policy`.
 * ``ctx.registered`` — ``{logical name: registered name}`` of ``ctx.datasets``:
   names this node chose itself, safe to key its own caches by.
+* ``ctx.checkpoints`` — this party's :class:`~fedacq.node.checkpoint.Checkpoints`
+  for the job; ``ctx.resume`` is true when the job runs again after an
+  interruption (``fedacq job resume``) and should continue from the last
+  checkpoint both parties hold.
+* ``ctx.progress(step, done, total)`` — report progress (``fedacq job status``
+  shows it with an estimate of the time left).
 * ``ctx.work_dir`` — an empty directory for this job's outputs (models, scores).
 * ``ctx.keys_dir`` — the node's key store; ``ctx.mlflow_store`` — the node's
   MLflow store (pass it to :class:`fedacq.track.PartyRun`).
@@ -61,6 +67,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from fedacq.link.link import Link
+from fedacq.node.checkpoint import Checkpoints
 from fedacq.node.policy import Policy
 
 
@@ -81,6 +88,9 @@ class JobContext:
     policy: Policy = field(default_factory=Policy)
     registered: dict[str, str] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fedacq.job"))
+    checkpoints: Checkpoints | None = None
+    resume: bool = False
+    progress: Callable[[str, int, int | None], None] = lambda step, done, total=None: None
 
 
 RoleFunction = Callable[[JobContext], dict[str, Any]]
@@ -103,6 +113,7 @@ PROTOCOLS: dict[str, str] = {
     "echo": "fedacq.node.echo:PROTOCOL",
     "psi": "fedacq.psi.node_protocol:PROTOCOL",
     "run": "fedacq.learn.run_node:PROTOCOL",
+    "measure": "fedacq.measure.node_protocol:PROTOCOL",
 }
 
 

@@ -244,6 +244,11 @@ class NodeControlStub(object):
                 request_serializer=fedacq__pb2.JobDocument.SerializeToString,
                 response_deserializer=fedacq__pb2.JobDocument.FromString,
                 _registered_method=True)
+        self.ResumeJob = channel.unary_unary(
+                '/fedacq.v1.NodeControl/ResumeJob',
+                request_serializer=fedacq__pb2.JobRef.SerializeToString,
+                response_deserializer=fedacq__pb2.JobDocument.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/fedacq.v1.NodeControl/GetJob',
                 request_serializer=fedacq__pb2.JobRef.SerializeToString,
@@ -266,6 +271,12 @@ class NodeControlServicer(object):
     """
 
     def SubmitJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -295,6 +306,11 @@ def add_NodeControlServicer_to_server(servicer, server):
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
                     request_deserializer=fedacq__pb2.JobDocument.FromString,
+                    response_serializer=fedacq__pb2.JobDocument.SerializeToString,
+            ),
+            'ResumeJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJob,
+                    request_deserializer=fedacq__pb2.JobRef.FromString,
                     response_serializer=fedacq__pb2.JobDocument.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
@@ -340,6 +356,33 @@ class NodeControl(object):
             target,
             '/fedacq.v1.NodeControl/SubmitJob',
             fedacq__pb2.JobDocument.SerializeToString,
+            fedacq__pb2.JobDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedacq.v1.NodeControl/ResumeJob',
+            fedacq__pb2.JobRef.SerializeToString,
             fedacq__pb2.JobDocument.FromString,
             options,
             channel_credentials,
