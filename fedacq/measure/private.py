@@ -19,8 +19,9 @@ boost did without seeing any borrower:
    as value columns (ids blinded and matched once, each user's outcomes packed in
    one Paillier plaintext).
 
-What each side learns: the platform learns, per bucket, only the number of its
-exposed users who are in the lender's funnel (applicants) and the sum of each
+What each side learns: the platform learns, per bucket, the number of its
+exposed users who are in the lender's funnel (applicants; exactly, from its own
+matching, see :mod:`fedacq.psi.intersection_sum`) and the sum of each
 outcome over them — after the lender has suppressed buckets under the minimum
 size *on the noisy count* and, if asked, added Laplace noise (each outcome's sum spends half its
 ``epsilon``, the shared count the other halves: the total budget is the sum of

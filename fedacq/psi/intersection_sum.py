@@ -36,11 +36,10 @@ Steps (ECDH blinding as in :mod:`fedacq.psi.ecdh_psi`, fresh keys ``a``, ``b`` p
 
 Suppression: with noise, a group is suppressed when its *noisy* count is below the
 minimum, so the decision is post-processing of the noisy count and costs no privacy
-budget beyond it. Deciding on the exact count (as this module first did) leaks: a
-platform that fills a group with ``minimum - 1`` ids it knows the lender has (from a
-modeling PSI) plus one target learns from the flag alone whether the target is a
-lender customer. Without noise (``epsilon=None``) the rule is the exact one, count
-below minimum, and that attack works: the minimum alone is not a privacy guarantee.
+budget beyond it. Deciding on the exact count (as this module first did) leaks
+through the released flag: a group of ``minimum - 1`` ids the lender has plus one
+target is released exactly when the target is a lender customer. Without noise
+(``epsilon=None``) the rule is the exact one, count below minimum, and says so.
 
 Noise: values of column j are clipped to ``value_bound[j]``. Column j's sum gets
 Laplace noise of scale ``value_bound[j] / (epsilon[j] / 2)``; the one count gets scale
@@ -51,14 +50,18 @@ shuffles. The run spends ``sum(epsilon)`` in total per group (groups are disjoin
 With ``k = 1`` this is the single-value protocol: count scale ``2 / epsilon``, sum
 scale ``2 * value_bound / epsilon``.
 
-Who learns what: the platform learns the lender's set size and number of columns
-and, per group, only the released (noisy, thresholded) count and ``k`` sums. The
-lender learns the number of groups and the platform's per-group set sizes, and the
-exact per-group counts and sums before release (aggregates of its own values); it
-never sees which of its ids matched or their groups. The minimum and the noise
-protect the lender's values, so the lender applies them after decryption: the
-platform cannot skip them. Packing several columns changes none of this: the
-platform only ever holds ciphertexts, and the lender decrypts one per group.
+Who learns what: the platform learns the lender's set size and number of columns,
+the **exact number of matches per group** (it does the matching in step 5 and knows
+each re-blinded point's group: inherent in this Private-Join-and-Compute shape, so
+a platform that chooses its groups, e.g. one target padded with ids it made up,
+learns whether that target is a lender customer), and per group only the released
+(noisy, thresholded) ``k`` sums. The lender learns the number of groups and the
+platform's per-group set sizes, and the exact per-group counts and sums before
+release (aggregates of its own values); it never sees which of its ids matched or
+their groups. The minimum and the noise protect the lender's values (and the counts
+against whoever sees only the release), so the lender applies them after
+decryption: the platform cannot skip them. Packing several columns changes none of
+this: the platform only ever holds ciphertexts, and the lender decrypts one per group.
 
 Security model: semi-honest. A platform that deviates could add one lender
 ciphertext several times to inflate a count; the lender checks that decrypted
