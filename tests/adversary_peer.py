@@ -290,10 +290,14 @@ def propose(adv: Adversary, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tiny_hello(adv: Adversary, job: str, sizes: list[int] | None = None) -> None:
-    """End a PSI job at an honest platform: a ``psi.hello`` it must refuse at once."""
+    """End a PSI job at an honest platform: a ``psi.hello`` it must refuse at once (a job that
+    ended meanwhile is ended)."""
     link = adv.link(job)
     try:
         link.send(_psi_hello(sizes or [1]))
+    except LinkError as exc:
+        if "has no running job" not in str(exc):
+            raise
     finally:
         adv.router.close(job)
 
@@ -435,6 +439,12 @@ def crafted_message(adv: Adversary, args: dict[str, Any]) -> dict[str, Any]:
             "gone": adv.wait_job_gone(job["id"]), "health": adv.health()}
 
 
+def _value_of(typ: Any) -> Any:
+    """A value of a header field's declared type (the first, if several)."""
+    typ = typ[0] if isinstance(typ, tuple) else typ
+    return {int: 1, float: 0.5, str: "x", bool: True, list: [], dict: {}}.get(typ, None)
+
+
 def _random_envelope(rnd: random.Random, job: str, sender: str) -> list[bytes]:
     """A structurally plausible but random message: registered or unknown type, random parts,
     dtypes, shapes (up to 70 dimensions, huge or zero sizes), widths, headers and payloads."""
@@ -444,9 +454,11 @@ def _random_envelope(rnd: random.Random, job: str, sender: str) -> list[bytes]:
     msg_type = rnd.choice(types + ["x.unknown", ""])
     spec = message._REGISTRY.get(msg_type)
     names = list(spec.parts) if spec is not None and spec.parts else ["p"]
+    fields = dict(spec.header) if spec is not None else {"z": int}
+    valid = {k: _value_of(t) for k, t in fields.items()}
     headers = [b"{}", b"[]", b"null", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"n": 1' + b"0" * 4400 + b"}",
-               json.dumps({k: rnd.choice([0, -1, 2 ** 70, "x", None, [], 1.5]) for k in
-                           (spec.header if spec is not None else ["z"])}).encode(), rnd.randbytes(rnd.randint(0, 64))]
+               json.dumps({k: rnd.choice([0, -1, 2 ** 70, "x", None, [], 1.5]) for k in fields}).encode(),
+               rnd.randbytes(rnd.randint(0, 64))] + [header_bytes(valid)] * 7  # mostly past the header checks
     parts = []
     for _ in range(rnd.randint(0, 3)):
         name = rnd.choice(names + ["extra"])
