@@ -275,7 +275,7 @@ def read_frame(wire: bytes) -> WireFrame:
                 if envelope is not None:
                     raise ValueError("the envelope field appears twice")
                 _check_envelope_wire(view[pos:stop])
-                envelope = pb.Envelope.FromString(bytes(view[pos:stop]))
+                envelope = pb.Envelope.FromString(view[pos:stop])
             else:
                 if data is not None:
                     raise ValueError("the data field appears twice")

@@ -286,6 +286,10 @@ _JSON_TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[\[\]{},:]|"', re.DOTALL
 def _check_structure(data: bytes) -> None:
     """Refuse a header nested deeper than MAX_HEADER_DEPTH or with more than
     MAX_HEADER_TOKENS tokens, before the (recursive) JSON parser sees it."""
+    opens = data.count(b"[") + data.count(b"{")
+    if opens <= MAX_HEADER_DEPTH and \
+            opens + data.count(b",") + data.count(b":") + data.count(b'"') <= MAX_HEADER_TOKENS:
+        return  # counting every bracket and separator, even inside strings, cannot break a cap
     depth = tokens = 0
     for match in _JSON_TOKEN.finditer(data):
         token = match.group()
@@ -308,15 +312,6 @@ def _parse_int(text: str) -> int:
     value = int(text)
     if not HEADER_INT_RANGE[0] <= value <= HEADER_INT_RANGE[1]:
         raise _HeaderRefused(f"header integer {value} is outside int64")
-    return value
-
-
-def _parse_float(text: str) -> float:
-    if len(text) > _MAX_NUMBER_CHARS:
-        raise _HeaderRefused(f"header number of {len(text)} characters is too long")
-    value = float(text)
-    if not math.isfinite(value):
-        raise _HeaderRefused(f"header number {text[:20]} overflows a float")
     return value
 
 
@@ -343,26 +338,56 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
+class _Floats:
+    """parse_float hook: finite floats, and how many bytes their canonical form adds.
+
+    The sender writes floats as ``repr`` does; another spelling (``1e9``) may be
+    longer once re-encoded for the ledger, so the growth is counted, not guessed.
+    """
+
+    def __init__(self) -> None:
+        self.growth = 0
+
+    def __call__(self, text: str) -> float:
+        if len(text) > _MAX_NUMBER_CHARS:
+            raise _HeaderRefused(f"header number of {len(text)} characters is too long")
+        value = float(text)
+        if not math.isfinite(value):
+            raise _HeaderRefused(f"header number {text} overflows a float")
+        self.growth += len(repr(value)) - len(text)
+        return value
+
+
 def parse_header(data: bytes, where: str) -> dict[str, Any]:
     """The header object of a received message, within the caps above.
 
-    The inverse of :func:`header_bytes`, for bytes from the peer: UTF-8 only, a
-    JSON object, nesting and size bounded before parsing, int64 integers, finite
-    numbers, no repeated keys and no lone surrogates (text that could not be
-    written out again). Anything else is a :class:`MessageError` naming ``where``.
+    The inverse of :func:`header_bytes`, for bytes from the peer: ASCII (as
+    :func:`header_bytes` writes it; other text travels as ``\\u`` escapes), a JSON
+    object, nesting and token count bounded before parsing, int64 integers, finite
+    floats, no repeated keys, no lone surrogates (text that could not be written
+    out again), and no larger than the limit once re-encoded canonically (what
+    the ledger and the link's counters do; only floats can grow, and they are
+    counted as they are parsed). Anything else is a :class:`MessageError` naming
+    ``where``.
     """
     if len(data) > MAX_HEADER_BYTES:
         raise MessageError(f"{where}: header is {len(data)} bytes, over the limit of {MAX_HEADER_BYTES}")
+    if not data.isascii():
+        raise MessageError(f"{where}: header is not valid JSON as fedacq writes it (not ASCII)")
+    floats = _Floats()
     try:
         _check_structure(data)
-        header = json.loads(data.decode("utf-8"), parse_int=_parse_int, parse_float=_parse_float,
+        header = json.loads(data.decode("ascii"), parse_int=_parse_int, parse_float=floats,
                             parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except _HeaderRefused as exc:
         raise MessageError(f"{where}: {exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise MessageError(f"{where}: header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise MessageError(f"{where}: header is not a JSON object")
+    if len(data) + floats.growth > MAX_HEADER_BYTES:
+        raise MessageError(f"{where}: header would be {len(data) + floats.growth} bytes re-encoded, "
+                           f"over the limit of {MAX_HEADER_BYTES}")
     for text in _strings(header):
         if not text.isascii():
             try:
