@@ -46,7 +46,10 @@ What each party learns
     the instance space of every node (as in SecureBoost: it must route rows to
     build histograms); which of its (feature, bin) won each split, and where
     the lender split instead (not on what). In prospect mode, at the end, the
-    leaf values (noised if ``leaf_noise``) and the base score.
+    leaf values (noised if ``leaf_noise``) and the base score: without noise
+    each leaf value is an exact equation in the labels of its rows, which the
+    platform knows (``protocols/secureboost.md``, *What an adversarial peer
+    can still learn*).
 
 Joint mode splits on both parties' features; prospect mode only on the
 platform's, so the platform's model scores users the lender has never seen.
