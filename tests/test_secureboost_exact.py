@@ -20,7 +20,7 @@ DATA = "/work/shared/datasets/fate/default_credit_hetero_{}.csv"
 def train(Xl, Xp, y, key_bits=512, **params):
     la, pa = memory_pair("lender", "platform")
     lender = SecureBoostLender(key_bits=key_bits, insecure_test_key=True, n_jobs=1, **params)
-    platform = SecureBoostPlatform(n_jobs=1)
+    platform = SecureBoostPlatform(n_jobs=1, min_key_bits=key_bits)  # small test keys: speed only
     run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=600)
     proba, _ = run_parties((lender.predict_proba, la, Xl), (platform.predict, pa, Xp), timeout=600)
     return lender, platform, proba
@@ -108,7 +108,8 @@ def test_sampling_and_early_stopping():
     lender = SecureBoostLender(n_estimators=40, max_depth=3, learning_rate=1.0, subsample=0.7,
                                colsample_bytree=0.5, early_stopping_rounds=2, key_bits=512,
                                insecure_test_key=True, n_jobs=2, callback=lambda t, m: seen.append(t))
-    platform = SecureBoostPlatform(n_jobs=2)  # background randomness and histogram worker processes
+    # background randomness and histogram worker processes; small test key: speed only
+    platform = SecureBoostPlatform(n_jobs=2, min_key_bits=512)
     run_parties((lender.fit, la, Xl, y, (Xl_v, y_v)), (platform.fit, pa, Xp, Xp_v), timeout=600)
     assert len(seen) < 40, "early stopping never triggered"
     assert len(lender.trees_) == lender.best_iteration_ + 1 == len(platform.trees_)
@@ -126,7 +127,7 @@ def test_row_count_mismatch_is_refused():
     la, pa = memory_pair("lender", "platform")
     lender = SecureBoostLender(n_estimators=1, key_bits=512, insecure_test_key=True, n_jobs=1)
     with pytest.raises(ValueError, match="row counts differ"):
-        run_parties((lender.fit, la, Xl, y), (SecureBoostPlatform().fit, pa, Xp[:90]), timeout=60)
+        run_parties((lender.fit, la, Xl, y), (SecureBoostPlatform(min_key_bits=512).fit, pa, Xp[:90]), timeout=60)
 
 
 def test_parameter_validation():
