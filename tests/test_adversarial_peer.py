@@ -279,10 +279,12 @@ def test_platform_stops_a_psi_whose_hello_breaks_the_job(platform: Side, first: 
     ("secureboost", 2048, 1024, {}, "sb.hello: the lender's key has 1024 bits; this party accepts at least 2048"),
     ("hetero_lr", 2048, 512, {"insecure_test_key": True},
      "hlr.hello: the lender's key has 512 bits; this party accepts at least 2048"),
-    ("secureboost", 3072, 2048, {}, "2048 bits"),
+    ("secureboost", 3072, 2048, {}, "sb.hello: the lender's key has 2048 bits; this party accepts at least 3072"),
+    ("hetero_lr", 3072, 2048, {}, "hlr.hello: the lender's key has 2048 bits; this party accepts at least 3072"),
     ("secureboost", 2048, 2048, {"mode": "prospect"},
      "sb.hello: the lender asks for mode 'prospect'; this party agreed to 'joint'"),
-], ids=["sb-512-claims-test-key", "sb-1024", "hlr-512", "sb-below-agreed-3072", "sb-mode-not-agreed"])
+], ids=["sb-512-claims-test-key", "sb-1024", "hlr-512", "sb-below-agreed-3072", "hlr-below-agreed-3072",
+        "sb-mode-not-agreed"])
 def test_platform_checks_the_key_it_receives(platform: Side, model: str, job_bits: int, hello_bits: int,
                                              claims: dict[str, Any], reason: str) -> None:
     """A valid proposal, an honest PSI, then the model's hello with a key (or mode) the job did not
