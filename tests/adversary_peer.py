@@ -48,7 +48,7 @@ from fedacq.link import codec
 from fedacq.link._pb import fedacq_pb2 as pb
 from fedacq.link.grpc_link import MAX_FRAME_BYTES, GrpcLink, LinkServicer, PeerClient, Router
 from fedacq.link.link import LinkError
-from fedacq.link.message import BigInts, Message, MessageError, header_bytes
+from fedacq.link.message import Message, MessageError, header_bytes
 
 _ENVELOPE_TAG, _DATA_TAG = 0x0A, 0x12  # Frame.envelope (1, bytes), Frame.data (2, bytes)
 
@@ -244,7 +244,7 @@ class Adversary:
         got: list[str] = []
         try:
             while limit is None or len(got) < limit:
-                got.append(link.recv(_ALL_TYPES(), timeout=timeout).type)
+                got.append(link.recv(_all_types(), timeout=timeout).type)
         except (LinkError, MessageError) as exc:
             return {"received": got, "ended": f"{type(exc).__name__}: {exc}"}
         return {"received": got, "ended": f"stopped after {limit} message(s)"}
@@ -254,7 +254,8 @@ class Adversary:
         self.server.stop(0.5).wait()
 
 
-def _ALL_TYPES() -> list[str]:  # noqa: N802 - a constant computed late (protocol modules register types on import)
+def _all_types() -> list[str]:
+    """Every registered message type (protocol modules register theirs on import)."""
     from fedacq.link import message
 
     return list(message._REGISTRY)

@@ -99,7 +99,8 @@ def platform(root: Path, data: dict[str, Path]) -> Iterator[Side]:
 @pytest.fixture(scope="module")
 def lender(root: Path, data: dict[str, Path]) -> Iterator[Side]:
     """An honest lender in test_mode (512-bit keys: see the module docstring) facing an adversarial platform."""
-    policy = {"test_mode": True, "min_key_bits": 512, "leaf_noise_max_epsilon": 1.0, "hetero_lr_min_batch_size": 16}
+    policy = {"test_mode": True, "min_key_bits": 512, "leaf_noise_max_epsilon": 1.0, "hetero_lr_min_batch_size": 16,
+              "splitnn_min_gradient_noise": 0.5}
     yield from _side(root, data, "lender", "platform",
                      {"outcomes": data["outcomes"], "outcomes115": data["outcomes115"]}, policy, ["psi", "run"])
 
@@ -239,7 +240,12 @@ def lender_run_job(model: str, model_params: dict[str, Any], **params: Any) -> d
      "policy leaf_noise_max_epsilon: proposed leaf_noise={'mechanism': 'laplace', 'epsilon': 8.0}"),
     (lambda: lender_run_job("hetero_lr", {"batch_size": 8}),
      "policy hetero_lr_min_batch_size: proposed batch_size=8, lender allows >= 16"),
-], ids=["prospect-without-noise", "prospect-epsilon-8", "hetero-lr-batch-8"])
+    (lambda: lender_run_job("splitnn", {"gradient_clip": None}),
+     "policy splitnn_min_gradient_noise: proposed gradient_clip=None (no gradient noise), lender allows "
+     "gradient_noise >= 0.5 with clipping"),
+    (lambda: lender_run_job("splitnn", {"gradient_clip": 1.0, "gradient_noise": 0.1}),
+     "policy splitnn_min_gradient_noise: proposed gradient_noise=0.1, lender allows >= 0.5"),
+], ids=["prospect-without-noise", "prospect-epsilon-8", "hetero-lr-batch-8", "splitnn-no-noise", "splitnn-noise-0.1"])
 def test_lender_refuses_parameters_that_expose_its_labels(lender: Side, make: Any, reason: str) -> None:
     refused(lender, make(), reason)
 
