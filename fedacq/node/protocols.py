@@ -114,7 +114,6 @@ PROTOCOLS: dict[str, str] = {
     "psi": "fedacq.psi.node_protocol:PROTOCOL",
     "run": "fedacq.learn.run_node:PROTOCOL",
     "measure": "fedacq.measure.node_protocol:PROTOCOL",
-    "measure": "fedacq.measure.node_protocol:PROTOCOL",
 }
 
 
