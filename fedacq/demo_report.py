@@ -95,8 +95,9 @@ def _egress_rows(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def demo_report_html(summary: dict[str, Any], metrics: dict[str, Any], results: dict[str, Any],
-                     measured: dict[str, Any]) -> str:
+def demo_report_html(summary: dict[str, Any], metrics: dict[str, Any], arms: dict[str, Any]) -> str:
+    """The page; ``arms[name]`` holds ``label``, ``layer``, ``campaign`` (the simulator's result)
+    and ``measured`` (:class:`fedacq.pipeline.Measured`)."""
     out_dir = Path(summary["settings"]["out_dir"])
     model = summary["model"]
     sections: list[tuple[str, list[str]]] = [("Did the boost pay?", [
@@ -117,18 +118,18 @@ def demo_report_html(summary: dict[str, Any], metrics: dict[str, Any], results: 
                                   f"{summary['settings']['key_bits']}-bit Paillier)")]
     quality += [png_img_tag(p, Path(p).stem) for p in metrics["files"]["plots"]]
     sections.append(("Model quality", quality))
-    for name, res in results.items():
-        report = measured["reports"][name]
+    for arm in arms.values():
+        report = arm["measured"].report
         figs = figures(report)
-        layer = res["layer"]
-        view = measured["platform_views"][name]
-        sections.append((f"{res['label']}: lift per KPI", [
+        layer = arm["layer"]
+        view = arm["measured"].platform_view
+        sections.append((f"{arm['label']}: lift per KPI", [
             figure_to_img_tag(figs[f"{layer}_lift.png"], f"lift per KPI, {layer}"),
             figure_to_img_tag(figs[f"{layer}_kpi_by_arm.png"], f"KPIs per arm, {layer}"),
             table_html(view.by_arm().reset_index(),
                        caption="What the platform learned: per-arm totals of the released (noised) "
                                "per-bucket aggregates; suppressed buckets carry no numbers"),
-            table_html(res["campaign"].summary.reset_index(),
+            table_html(arm["campaign"].summary.reset_index(),
                        caption="Simulator ground truth per arm (no party sees this)"),
         ]))
     sections.append(("Timings (seconds)", [table_html([{"step": k, "seconds": v}

@@ -1,8 +1,9 @@
 """``fedacq demo`` end to end at test size: every step runs and leaves what a user looks at.
 
 A 1024-bit test key and a small market keep it under a minute (the key size is a test-only
-choice; the demo's default is 2048 bits), and the in-process transport stands in for the two
-node processes, which tests/test_run_secureboost.py already runs over gRPC.
+choice; the demo's default is 2048 bits), and the in-process transport runs the same node jobs
+(``run``, ``measure``) over memory links; tests/test_pipeline.py runs them between two node
+processes.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
         assert section in page
     assert page.count("data:image/png;base64,") >= 5   # model plots and lift plots, inlined
 
-    # each party's own store holds its own runs of this job, and only its own
-    for party, prefixes in (("lender", ("secureboost", "measure")), ("platform", ("secureboost", "activate"))):
-        client = MlflowClient(tracking_uri=store_uri(tmp_path / "train" / party / "mlruns"))
+    # each party's own store holds its own runs of this demo's jobs, and only its own
+    for party, prefixes in (("lender", ("secureboost", "measure-prospect", "measure-activity")),
+                            ("platform", ("secureboost", "activate", "measure-prospect", "measure-activity"))):
+        client = MlflowClient(tracking_uri=store_uri(tmp_path / party / "mlruns"))
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  filter_string=f"tags.`fedacq.job_id` = '{summary['job_id']}'")
+                                  filter_string=f"tags.`fedacq.job_id` LIKE '{summary['job_id']}%'")
         assert {r.data.tags["fedacq.party"] for r in runs} == {party}
         names = {r.info.run_name for r in runs}
         assert all(any(n.startswith(p) for n in names) for p in prefixes), names
+    # each party's ledger holds what it sent in the measure jobs: the lender its plan, the platform its spend
+    egress = {p: (tmp_path / p / "state" / "egress.jsonl").read_text() for p in ("lender", "platform")}
+    assert '"measure.plan"' in egress["lender"] and '"measure.spend"' in egress["platform"]

@@ -68,12 +68,15 @@ def test_model_modes_report_what_each_can(quick):
 
 def test_leaf_noise_reaches_the_lender_model(quick):
     out, table, _ = quick
+    def lender_model(model_id: str) -> dict:
+        # the run job's output at the lender (its node's job folder under the model's folder)
+        path, = (out / "models" / model_id / "lender" / "state" / "jobs").rglob("secureboost_lender.json")
+        return json.loads(path.read_text())
+
     noisy = _row(table, "leaf noise", "eps 10")
-    saved = json.loads((out / "models" / noisy["model_id"] / "lender" / "model" / "secureboost_lender.json").read_text())
-    assert saved["params"]["leaf_noise"] == {"mechanism": "laplace", "epsilon": 10.0}
+    assert lender_model(noisy["model_id"])["params"]["leaf_noise"] == {"mechanism": "laplace", "epsilon": 10.0}
     plain = _row(table, "leaf noise", "no noise")
-    saved = json.loads((out / "models" / plain["model_id"] / "lender" / "model" / "secureboost_lender.json").read_text())
-    assert saved["params"]["leaf_noise"] is None
+    assert lender_model(plain["model_id"])["params"]["leaf_noise"] is None
 
 
 def test_hanley_mcneil_interval_narrows_with_rows():

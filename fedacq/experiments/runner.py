@@ -8,12 +8,15 @@ Per point (see :mod:`fedacq.experiments.config` for the settings):
    activity ranking are scored on it, so the DP noise on the leaves shows in
    model quality (the run's own validation AUC is the lender's *un-noised*
    model) and the label-free baseline gets an AUC on the same rows.
-2. **model** - :func:`fedacq.demo.train_model` (PSI + SecureBoost, the
-   demo's code path) once per distinct model setting; the platform scores its
-   whole user base with a prospect model (:func:`fedacq.demo.score_users`).
-3. **campaign** - :func:`fedacq.demo.run_arm` (boost table, buckets,
-   simulated bidding) once per distinct campaign setting, then the lender's
-   :func:`fedacq.measure.report.measure` on its own funnel. All campaigns use
+2. **model** - :func:`fedacq.pipeline.train` (a ``run`` job: PSI +
+   SecureBoost, the demo's code path, over the point's transport) once per
+   distinct model setting; the platform scores its whole user base with a
+   prospect model (:func:`fedacq.pipeline.score`).
+3. **campaign** - :func:`fedacq.pipeline.activate` (boost table, buckets) and
+   :func:`fedacq.pipeline.campaign` (simulated bidding) once per distinct
+   campaign setting, then the lender's :func:`fedacq.measure.report.measure` on
+   its funnel, the events and the spend (the sweep compares lifts; the platform's
+   private view, a ``measure`` job in the demo, adds nothing to it). All campaigns use
    the same bucket salt (from the seed) and simulator seed, so points differ only in what the
    sweep changes (common random numbers: differences between points are not
    drowned by bucket or auction noise).
@@ -118,7 +121,7 @@ class SweepRunner:
 
     def market(self, s: PointSettings) -> _MarketEntry:
         """The market of ``(n_users, seed)``, with the parties' files and the lender's holdout."""
-        from fedacq.demo import write_party_files
+        from fedacq.pipeline import write_party_files
         from fedacq.sim import generate_market
 
         key = (s.n_users, s.seed)
@@ -136,7 +139,7 @@ class SweepRunner:
 
     def model(self, s: PointSettings) -> dict[str, Any]:
         """Train (or reuse) the point's model: its run metrics, and the platform's scores if prospect."""
-        from fedacq.demo import prospect_model_path, score_users, train_model
+        from fedacq import pipeline
 
         key = s.model_key()
         if key not in self._models:
@@ -145,22 +148,30 @@ class SweepRunner:
                 f"-eps{s.leaf_epsilon:g}" if s.leaf_epsilon is not None else "")
             model_dir = self.out / "models" / model_id
             self._say(f"train {model_id} ({s.key_bits}-bit Paillier, {s.transport})")
-            metrics = self._timed("train", lambda: train_model(
-                entry.market, entry.paths, model_dir, mode=s.targeting, params=s.model_params,
-                key_bits=s.key_bits, insecure_test_key=s.insecure_test_key, transport=s.transport,
-                seed=s.seed, job_id=f"{self.sweep_id}-{model_id}", experiment="fedacq-experiments",
-                progress=self.progress))
+            metrics = self._timed("train", lambda: self._train(entry, s, model_dir, f"{self.sweep_id}-{model_id}"))
             result: dict[str, Any] = {"model_id": model_id, "metrics": metrics, "scores": None}
             if s.targeting == "prospect":
-                result["scores"] = self._timed("score", lambda: score_users(
-                    prospect_model_path(metrics), entry.paths["platform_parquet"],
+                result["scores"] = self._timed("score", lambda: pipeline.score(
+                    pipeline.prospect_model_path(metrics), entry.paths["platform_parquet"],
                     model_dir / "platform" / "scores.parquet", self.progress))
             self._models[key] = result
         return self._models[key]
 
+    def _train(self, entry: _MarketEntry, s: PointSettings, model_dir: Path, job_id: str) -> dict[str, Any]:
+        """One ``run`` job between the point's two parties, started for it under ``model_dir``."""
+        from fedacq import pipeline
+
+        datasets = pipeline.registry(entry.paths, model_dir)
+        policy = pipeline.one_operator_policy(s.key_bits, s.insecure_test_key, min_intersection=100)
+        with pipeline.start_parties(s.transport, model_dir, datasets, {p: policy for p in datasets}) as parties:
+            return pipeline.train(parties, job_id=job_id, label_column=entry.market.label_column, mode=s.targeting,
+                                  model_params=s.model_params, key_bits=s.key_bits,
+                                  insecure_test_key=s.insecure_test_key, seed=s.seed,
+                                  experiment="fedacq-experiments", progress=self.progress)
+
     def scores(self, s: PointSettings) -> tuple[pd.DataFrame, str]:
         """Scores over the platform's whole user base and a model id, for prospect or activity targeting."""
-        from fedacq.demo import activity_scores
+        from fedacq.pipeline import activity_scores
 
         if s.targeting == "activity":
             return activity_scores(self.market(s).market.platform_users), "activity"
@@ -178,7 +189,7 @@ class SweepRunner:
 
     def campaign(self, s: PointSettings) -> dict[str, Any]:
         """Simulate (or reuse) the point's campaign and measure it at the lender."""
-        from fedacq.demo import experiment_config, headline, run_arm, tier_config
+        from fedacq import pipeline
         from fedacq.measure.report import measure
 
         key = s.campaign_key()
@@ -189,20 +200,23 @@ class SweepRunner:
             layer = "prospect" if s.targeting == "prospect" else "activity"
             self._say(f"{campaign_id}: {model_id}, boosts {[round(b, 3) for b in s.boosts]}, "
                       f"treatment {s.treatment_share:.0%}, {s.days} days")
-            arm = self._timed("campaign", lambda: run_arm(
-                entry.market, scores, layer=layer, label=model_id, tiers=tier_config(s.tier_cuts, s.boosts),
-                experiment=experiment_config(layer, f"fedacq-sweep-{s.seed}", s.treatment_share),
-                model_version=model_id, table_root=self.out / "campaigns" / campaign_id / "boost_tables",
-                days=s.days, budget_per_day=s.budget_per_user_day * s.n_users, seed=s.seed,
-                progress=self.progress))
-            camp = arm["campaign"]
+            def simulate() -> Any:
+                table = pipeline.activate(
+                    scores, layer=layer, tiers=pipeline.tier_config(s.tier_cuts, s.boosts),
+                    experiment=pipeline.experiment_config(layer, f"fedacq-sweep-{s.seed}", s.treatment_share),
+                    model_version=model_id, table_root=self.out / "campaigns" / campaign_id / "boost_tables")
+                return pipeline.campaign(entry.market, table, layer=layer, days=s.days,
+                                         budget_per_day=s.budget_per_user_day * s.n_users, seed=s.seed,
+                                         progress=self.progress)
+
+            camp = self._timed("campaign", simulate)
             report = self._timed("measure", lambda: measure(camp.lender_funnel, camp.events, camp.spend_by_bucket,
                                                               min_bucket_size=s.min_bucket_size))
             folder = self.out / "campaigns" / campaign_id
             (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
             camp.summary.to_csv(folder / "truth_by_arm.csv")
             self._campaigns[key] = {"campaign_id": campaign_id, "layer": layer, "report": report,
-                                    "headline": headline(report, layer), "truth": camp.summary}
+                                    "headline": pipeline.headline(report, layer), "truth": camp.summary}
         return self._campaigns[key]
 
     def point_row(self, point: Point) -> dict[str, Any]:

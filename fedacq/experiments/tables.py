@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from fedacq.demo import HEADLINE_KPIS
+from fedacq.pipeline import HEADLINE_KPIS
 from fedacq.measure.kpis import KPIS
 
 OTHER_KPIS = tuple(k.name for k in KPIS if k.name not in HEADLINE_KPIS)

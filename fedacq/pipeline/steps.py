@@ -1,0 +1,241 @@
+"""The pipeline's steps as functions; :mod:`fedacq.pipeline` says who runs each and what crosses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedacq.pipeline.parties import LENDER, PLATFORM, Parties
+
+#: registered data-set names of the parties' inputs (``[datasets]`` of each node).
+INPUTS = {LENDER: "customers", PLATFORM: "users"}
+
+
+# -- the parties' files ------------------------------------------------------------------
+
+def write_party_files(market: Any, root: Path) -> dict[str, Path]:
+    """Each party's own input files from a simulated market: the lender's customers with labels
+    and its features (``lender_csv``), the platform's users with features (``platform_csv`` for
+    training, ``platform_parquet`` for scoring), under ``root/<party>/data``."""
+    for party in (LENDER, PLATFORM):
+        (root / party / "data").mkdir(parents=True, exist_ok=True)
+    lender = market.lender_customers[["user_id", market.label_column, *market.lender_feature_columns]].copy()
+    lender[market.label_column] = lender[market.label_column].astype(np.int8)
+    users = market.platform_users[["user_id", *market.platform_feature_columns]]
+    paths = {"lender_csv": root / LENDER / "data" / "customers.csv",
+             "platform_csv": root / PLATFORM / "data" / "users.csv",
+             "platform_parquet": root / PLATFORM / "data" / "users.parquet"}
+    lender.to_csv(paths["lender_csv"], index=False)
+    users.to_csv(paths["platform_csv"], index=False)
+    users.to_parquet(paths["platform_parquet"], index=False)
+    return paths
+
+
+def campaign_datasets(layer: str) -> dict[str, dict[str, str]]:
+    """A campaign's outputs at each party, logical name -> the name the party registers them under:
+    the lender's ``funnel`` and ``events`` (the click events reported to it), the platform's
+    ``events`` (its ad log) and ``spend`` (per bucket). The ``[datasets]`` of a ``measure`` job."""
+    return {LENDER: {"funnel": f"funnel-{layer}", "events": f"events-{layer}"},
+            PLATFORM: {"events": f"events-{layer}", "spend": f"spend-{layer}"}}
+
+
+def campaign_files(root: Path, layer: str) -> dict[str, dict[str, Path]]:
+    """Registered name -> file of a campaign's outputs, under ``root/<party>/campaigns/<layer>/``."""
+    return {party: {name: root / party / "campaigns" / layer / f"{logical}.parquet" for logical, name in names.items()}
+            for party, names in campaign_datasets(layer).items()}
+
+
+def registry(paths: dict[str, Path], root: Path, layers: tuple[str, ...] = ()) -> dict[str, dict[str, Path]]:
+    """Each party's data-set registry for a run: its input and the campaign files of ``layers``."""
+    out = {LENDER: {INPUTS[LENDER]: paths["lender_csv"]}, PLATFORM: {INPUTS[PLATFORM]: paths["platform_csv"]}}
+    for layer in layers:
+        for party, names in campaign_files(root, layer).items():
+            out[party].update(names)
+    return out
+
+
+# -- align and train (cross: node jobs) ---------------------------------------------------
+
+def align(parties: Parties, *, job_id: str, id_columns: tuple[str, ...] = ("user_id",),
+          min_intersection: int = 100, mode: str = "balanced", progress: bool = False) -> dict[str, Any]:
+    """PSI on the parties' inputs (a ``psi`` job); ``{party: result}`` with each side's
+    ``intersection`` size and ``output`` (its rows of the intersection, in the shared order).
+
+    :func:`train` aligns again inside its own job; this step alone tells both parties the
+    overlap before either commits to training.
+    """
+    job = {"job": {"protocol": "psi", "id": job_id},
+           "datasets": {party: {"ids": name} for party, name in INPUTS.items()},
+           "params": {"id_columns": list(id_columns), "min_intersection": min_intersection, "mode": mode}}
+    return parties.run(job, progress)
+
+
+def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = "user_id",
+          model: str = "secureboost", mode: str = "prospect", model_params: dict[str, Any] | None = None,
+          key_bits: int = 2048, insecure_test_key: bool = False, min_intersection: int = 100,
+          validation_fraction: float = 0.2, seed: int = 0, experiment: str = "fedacq-pipeline",
+          progress: bool = False) -> dict[str, Any]:
+    """PSI then federated training and the lender's evaluation (a ``run`` job).
+
+    Returns the run's metrics as the two parties' results hold them: ``intersection_size``,
+    ``train`` / ``validation`` (AUC, KS, gains; the lender's evaluation), ``history``,
+    ``timings`` (lender) and ``platform_timings``, ``bytes`` (the lender's count per phase),
+    ``files`` (each party's model part, and the lender's ``plots``), ``tracking`` (each
+    party's MLflow store) and ``job_id``.
+    """
+    job = {"job": {"protocol": "run", "id": job_id},
+           "datasets": {party: {"table": name} for party, name in INPUTS.items()},
+           "params": {"id_column": id_column, "label_column": label_column, "model": model,
+                      "model_params": dict(model_params or {}), "mode": mode, "key_bits": key_bits,
+                      "insecure_test_key": insecure_test_key, "min_intersection": min_intersection,
+                      "validation_fraction": validation_fraction, "seed": seed, "experiment": experiment}}
+    results = parties.run(job, progress)
+    lender, platform = results[LENDER], results[PLATFORM]
+    return {"job_id": job_id, "model": model, "mode": mode, "transport": parties.transport,
+            "intersection_size": lender["intersection_size"], "train_rows": lender["train_rows"],
+            "validation_rows": lender["validation_rows"], "train": lender["train"],
+            "validation": lender.get("validation"), "evaluated_on": lender["evaluated_on"],
+            "history": lender["history"], "timings": lender["timings"], "platform_timings": platform["timings"],
+            "bytes": lender["bytes"], "model_info": {LENDER: lender["info"], PLATFORM: platform["info"]},
+            "files": {LENDER: lender["files"], PLATFORM: platform["files"], "plots": lender["plots"]},
+            "tracking": {party: parties.store(party) for party in (LENDER, PLATFORM)}}
+
+
+def prospect_model_path(metrics: dict[str, Any]) -> Path:
+    """The platform's exported XGBoost model of a prospect run."""
+    return next(Path(f) for f in metrics["files"][PLATFORM] if f.endswith("prospect_xgboost.json"))
+
+
+# -- score and activate (platform) -------------------------------------------------------
+
+def score(model_path: Path, users_parquet: Path, scores_path: Path, progress: bool = False) -> pd.DataFrame:
+    """The platform scores its whole user base with the prospect model (``user_id``, ``score``)."""
+    from fedacq.activate import load_booster, score_parquet
+
+    scores_path.parent.mkdir(parents=True, exist_ok=True)
+    score_parquet(load_booster(model_path), users_parquet, scores_path, id_column="user_id", progress=progress)
+    return pd.read_parquet(scores_path)
+
+
+def activity_scores(users: pd.DataFrame) -> pd.DataFrame:
+    """The label-free baseline: the platform ranks users by how active they are (no lender input)."""
+    minutes = users["daily_minutes"].fillna(0).to_numpy()
+    days = users["days_active_30d"].fillna(0).to_numpy()
+    return pd.DataFrame({"user_id": users["user_id"].to_numpy(), "score": minutes * days / 30.0})
+
+
+def tier_config(cuts: tuple[float, ...], boosts: tuple[float, ...]) -> Any:
+    """Quantile tiers whose floor and cap are the smallest and largest boost."""
+    from fedacq.activate import TierConfig
+
+    return TierConfig(cuts=cuts, boosts=boosts, floor=min(boosts), cap=max(boosts))
+
+
+def experiment_config(layer: str, salt: str, treatment_share: float) -> Any:
+    """Buckets ``0..share*1000-1`` in treatment, the rest in control."""
+    from fedacq.activate import ExperimentConfig
+
+    cut = round(treatment_share * 1000)
+    return ExperimentConfig(layer=layer, salt=salt, treatment=((0, cut - 1),), control=((cut, 999),))
+
+
+def activate(scores: pd.DataFrame, *, layer: str, tiers: Any, experiment: Any, model_version: str,
+             table_root: Path, store: str | None = None, job_id: str = "") -> Any:
+    """Scores -> tiers -> a versioned boost table with experiment buckets, written under
+    ``table_root/<layer>``; logged to the platform's MLflow ``store`` when given."""
+    from fedacq.activate import build_boost_table
+    from fedacq.track import PartyRun
+
+    table = build_boost_table(scores, campaign=f"lender-acq-{layer}", tiers=tiers, experiment=experiment,
+                              model_version=model_version)
+    table.write(table_root / layer)
+    if store is not None:
+        manifest = table.manifest
+        with PartyRun(store, PLATFORM, "fedacq-pipeline", f"activate-{layer}", job_id,
+                      params={k: manifest[k] for k in ("version", "campaign", "model_version", "rows")}) as run:
+            run.log_dict(manifest, "boost_table_manifest.json")
+    return table
+
+
+# -- campaign (the simulated world) -------------------------------------------------------
+
+def campaign(market: Any, table: Any, *, layer: str, days: int, budget_per_day: float, seed: int,
+             deliver_to: Path | None = None, progress: bool = False) -> Any:
+    """Simulated bidding days with the boost table (:func:`fedacq.sim.simulate_campaign`).
+
+    The simulator stands in for the bidding side, the users and the platform's
+    conversion reporting. With ``deliver_to`` (a run's root) each party gets its
+    share in :func:`campaign_files`: the platform its ad log and per-bucket spend,
+    the lender its applicants' funnel and the click events reported to it.
+    """
+    from fedacq.sim import simulate_campaign
+
+    result = simulate_campaign(market, boost_table=table.serving_frame(), bucket_of=table.bucket_fn(), days=days,
+                               budget_per_day=budget_per_day, seed=seed, campaign=f"lender-acq-{layer}",
+                               layer=layer, progress=progress)
+    if deliver_to is not None:
+        shares = {LENDER: {"funnel": result.lender_funnel, "events": result.events},
+                  PLATFORM: {"events": result.events, "spend": result.spend_by_bucket}}
+        for party, names in campaign_datasets(layer).items():
+            files = campaign_files(deliver_to, layer)[party]
+            for logical, name in names.items():
+                files[name].parent.mkdir(parents=True, exist_ok=True)
+                shares[party][logical].to_parquet(files[name], index=False)
+    return result
+
+
+# -- measure (cross: a node job) ---------------------------------------------------------
+
+@dataclass
+class Measured:
+    """One layer's measurement: the lender's report and what the platform was released."""
+
+    report: dict[str, Any]
+    platform_view: Any  # fedacq.measure.private.PlatformView
+    results: dict[str, dict[str, Any]]
+
+
+def measure(parties: Parties, *, job_id: str, layer: str, min_cohort: int, epsilon: float,
+            value_bounds: dict[str, float], min_bucket_size: int, key_bits: int = 2048,
+            insecure_test_key: bool = False, experiment: str = "fedacq-pipeline",
+            progress: bool = False) -> Measured:
+    """Private measurement of one campaign layer (a ``measure`` job, :mod:`fedacq.measure.node_protocol`)
+    on the files :func:`campaign` delivered."""
+    from fedacq.measure.private import PlatformView
+
+    job = {"job": {"protocol": "measure", "id": job_id}, "datasets": campaign_datasets(layer),
+           "params": {"layer": layer, "min_cohort": min_cohort, "epsilon": epsilon,
+                      "value_bounds": dict(value_bounds), "key_bits": key_bits,
+                      "insecure_test_key": insecure_test_key, "min_bucket_size": min_bucket_size,
+                      "experiment": experiment}}
+    results = parties.run(job, progress)
+    report = json.loads(Path(results[LENDER]["report"]).read_text(encoding="utf-8"))
+    mine = results[PLATFORM]
+    view = PlatformView(mine["layer"], pd.read_parquet(mine["view"]), mine["epsilon"])
+    return Measured(report, view, results)
+
+
+HEADLINE_KPIS = ("cost_per_credit_user", "drawdown_per_user")
+
+
+def headline(report: dict[str, Any], layer: str) -> dict[str, Any]:
+    """Lift (relative, with interval) of the headline KPIs of one measured layer."""
+    lifts = report["layers"][layer]["lift"]
+    return {k: lifts.get(k) for k in HEADLINE_KPIS}
+
+
+# -- report ------------------------------------------------------------------------------
+
+def report(out_dir: Path, summary: dict[str, Any], metrics: dict[str, Any], arms: dict[str, Any]) -> Path:
+    """The one-page ``report.html`` of a run in which one operator holds both parties' results
+    (``arms[name]``: ``label``, ``layer``, ``campaign`` and its :class:`Measured` ``measured``)."""
+    from fedacq.demo_report import demo_report_html
+
+    path = out_dir / "report.html"
+    path.write_text(demo_report_html(summary, metrics, arms), encoding="utf-8")
+    return path
