@@ -151,3 +151,27 @@ def test_written_frames_are_protobuf_frames() -> None:
     assert frames[0].envelope.type == "test.codec" and frames[0].envelope.seq == 7
     assert not any(f.HasField("envelope") for f in frames[1:])
     assert b"".join(f.data for f in frames) == np.arange(300, dtype=np.int64).tobytes() + BigInts([5, 7], 4).to_bytes()
+
+
+def test_received_big_integers_keep_their_wire_bytes() -> None:
+    sent = BigInts([0, 1, 2 ** 63 + 5], 9)
+    got = roundtrip(Message("test.codec", parts={"c": sent})).parts["c"]
+    assert len(got) == 3 and got.nbytes == 27 and got.buffer() == sent.to_bytes() == got.to_bytes()
+    assert got == sent and got.values == [0, 1, 2 ** 63 + 5]
+
+
+@pytest.mark.parametrize("env, reason", [
+    (envelope(header=b'{"n":"three"}'), "header field 'n'"),
+    (envelope(header=b'{"zz":1}'), "unexpected header field"),
+    (envelope(parts=[{"name": "x", "kind": "ndarray", "dtype": "uint8", "shape": [8], "nbytes": 8}] * 2),
+     "appears twice"),
+])
+def test_envelope_is_refused_before_any_payload(env: pb.Envelope, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        codec.Assembler(env)
+
+
+def test_required_parts_are_checked_from_the_envelope() -> None:
+    register(MessageSpec("test.codec.required", parts={"must": PartSpec()}))
+    with pytest.raises(MessageError, match=r"missing part\(s\) \['must'\]"):
+        codec.Assembler(envelope(type="test.codec.required"))
