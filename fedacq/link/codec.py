@@ -8,12 +8,21 @@ bytes back to back (arrays little-endian C order, big integers fixed-width
 big-endian), cut into ``chunk_size`` slices.
 
 The receiving side is an :class:`Assembler`. It checks the envelope *before* it
-allocates or reads any payload — the type must be registered, the declared parts
-must match the type's schema and fit its size limits — so an oversized or
-malformed message is refused early and never becomes state. When the last byte
-has arrived it rebuilds the message (array parts are views of one buffer, no
-extra copy) and validates it against its schema once more. Every failure is a
-:class:`~fedacq.link.message.MessageError` naming the message and the part.
+allocates or reads any payload — the type must be registered, the header must
+parse within its caps and match the schema, the declared parts must match the
+type's schema (dtype, dimensions, big-integer width) and fit its size limits —
+so an oversized or malformed message is refused early and never becomes state.
+Payload memory is allocated as bytes arrive, never from a declared size. When
+the last byte has arrived it rebuilds the message (array parts are views of one
+buffer, big integers keep their bytes; no extra copy) and validates it against
+its schema once more.
+
+Whatever bytes arrive, the only exception that leaves :func:`read_frame`'s
+caller, :class:`Assembler` or :func:`decode` is a
+:class:`~fedacq.link.message.MessageError` naming the message and the part:
+every cause of another one (parser recursion, Python's int-from-text limit,
+numpy's 64-dimension limit, a huge protobuf) is capped before it can occur, and
+``benchmarks/fuzz.py`` checks it.
 """
 
 from __future__ import annotations
