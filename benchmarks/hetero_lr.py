@@ -51,7 +51,7 @@ def federated(Xl: np.ndarray, Xp: np.ndarray, y: np.ndarray, epochs: int, batch_
     L, P = memory_pair("lender", "platform")
     lender = HeteroLRLender(max_iter=epochs, batch_size=batch_size, key_bits=key_bits, n_jobs=n_jobs,
                             n_iter_no_change=epochs, early_stopping=False)
-    platform = HeteroLRPlatform(n_jobs=n_jobs)
+    platform = HeteroLRPlatform(n_jobs=n_jobs, min_key_bits=key_bits)  # both sides are this benchmark
     start = time.perf_counter()
     run_parties((lender.fit, L, Xl, y), (platform.fit, P, Xp))
     seconds = time.perf_counter() - start

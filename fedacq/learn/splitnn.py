@@ -115,7 +115,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fedacq.crypto import dp_noise
 from fedacq.learn.hetero_lr import Standardizer, batches
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
@@ -279,24 +278,6 @@ def _own_seed(init_seed: int | None) -> int:
     return secrets.randbits(59) if init_seed is None else int(init_seed)  # seed * 10 + 3 fits torch's int64
 
 
-def _clip_and_noise(x: Any, clip: float | None, noise: float) -> Any:
-    """Per-row L2 clipping to ``clip``, then N(0, (``noise`` * ``clip``)^2) per coordinate from the OS CSPRNG.
-
-    The clipping is :func:`fedacq.learn.splitnn_nets.clip_and_noise` with its
-    own (seeded-generator) noise switched off; the noise is added here from
-    :mod:`fedacq.crypto.dp_noise`. It has derivative 1, so back-propagation
-    through the result is that of the clipping.
-    """
-    import torch
-
-    from fedacq.learn import splitnn_nets as nets
-
-    x = nets.clip_and_noise(x, clip, 0.0, None)
-    if clip is None or noise <= 0:
-        return x
-    return x + torch.as_tensor(dp_noise.gaussian(noise * clip, tuple(x.shape)), dtype=x.dtype)
-
-
 def _metrics(prefix: str, y: np.ndarray, logit: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
@@ -415,7 +396,7 @@ class SplitNNLender:
                                      f"{(len(rows), p['embedding_dim'])}, got {hp.shape}")
                 idx = torch.as_tensor(rows)
                 grad = self._batch_step(dense[idx], cats[idx], yt[idx], torch.as_tensor(hp), opt)
-                grad = _clip_and_noise(grad, p["gradient_clip"], p["gradient_noise"])
+                grad = nets.clip_and_noise(grad, p["gradient_clip"], p["gradient_noise"])
                 link.send(Message("snn.backward", {"epoch": epoch, "batch": bi},
                                   {"gradient": grad.numpy().astype(np.float32)}, step=f"epoch{epoch}/batch{bi}"))
             msg = link.recv("snn.epoch")
@@ -494,8 +475,8 @@ class SplitNNPlatform:
 
         self.bottom_.eval()
         with torch.no_grad():
-            h = _clip_and_noise(self.bottom_(dense, cats), self.params_["embedding_clip"],
-                                self.params_["embedding_noise"])
+            h = nets.clip_and_noise(self.bottom_(dense, cats), self.params_["embedding_clip"],
+                                    self.params_["embedding_noise"])
         return h.numpy().astype(np.float32)
 
     def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "SplitNNPlatform":
@@ -537,8 +518,8 @@ class SplitNNPlatform:
                 # embedding, and back-propagating it straight into the unclipped one lets noisy
                 # gradients push the embedding norms far past the clip (the lender then sees
                 # only directions); the additive noise has derivative 1 and needs no care
-                sent = _clip_and_noise(self.bottom_(dense[idx], cats[idx]), p["embedding_clip"],
-                                       p["embedding_noise"])
+                sent = nets.clip_and_noise(self.bottom_(dense[idx], cats[idx]), p["embedding_clip"],
+                                           p["embedding_noise"])
                 link.send(Message("snn.forward", {"epoch": epoch, "batch": bi},
                                   {"embedding": sent.detach().numpy().astype(np.float32)}, step=f"epoch{epoch}/batch{bi}"))
                 back = link.recv("snn.backward")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedacq.crypto import dp_noise
+
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
     """Linear-ReLU layers ending in a linear layer of ``out_dim`` units."""
@@ -105,12 +107,17 @@ def tensors(dense: np.ndarray, cats: np.ndarray) -> tuple[torch.Tensor, torch.Te
     return torch.as_tensor(dense, dtype=torch.float32), torch.as_tensor(cats, dtype=torch.int64)
 
 
-def clip_and_noise(x: torch.Tensor, clip: float | None, noise: float, gen: torch.Generator) -> torch.Tensor:
-    """Per-row L2 clipping to ``clip`` then Gaussian noise of std ``noise * clip`` (the Gaussian mechanism)."""
+def clip_and_noise(x: torch.Tensor, clip: float | None, noise: float) -> torch.Tensor:
+    """Per-row L2 clipping to ``clip`` then Gaussian noise of std ``noise * clip`` (the Gaussian mechanism).
+
+    The noise comes from the OS CSPRNG (:func:`fedacq.crypto.dp_noise.gaussian`), never from a
+    seeded generator the peer could share. It has derivative 1, so back-propagation through
+    the result is that of the clipping.
+    """
     if clip is None:
         return x
     norms = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     x = x * torch.clamp(clip / norms, max=1.0)
     if noise > 0:
-        x = x + torch.randn(x.shape, generator=gen) * (noise * clip)
+        x = x + torch.as_tensor(dp_noise.gaussian(noise * clip, tuple(x.shape)), dtype=x.dtype)
     return x

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
 from fedacq.paths import under
 from fedacq.psi.ids import prepare_ids
@@ -75,8 +76,7 @@ class PlatformCache:
         salt = salt or os.urandom(32)
         prepared = prepare_ids(table, id_columns, kinds=kinds, duplicates=duplicates,
                                source="platform table")
-        rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-        rows_by_token = rng.permutation(len(table)).astype(np.int64)
+        rows_by_token = dp_noise.permutation(len(table))
         token_of_row = np.empty_like(rows_by_token)
         token_of_row[rows_by_token] = np.arange(len(table), dtype=np.int64)
         points, tokens = [], []

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
@@ -325,8 +326,7 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
             prepared = prepare_ids(table, id_columns, kinds=kinds, duplicates=duplicates,
                                    source="platform table")
         key, salt = BlindingKey.generate(), bytes.fromhex(hello["salt"])
-        rng = np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-        rows_by_token = rng.permutation(prepared.n_rows).astype(np.int64)
+        rows_by_token = dp_noise.permutation(prepared.n_rows)
         token_of_row = np.empty_like(rows_by_token)
         token_of_row[rows_by_token] = np.arange(prepared.n_rows, dtype=np.int64)
         kinds_used = [c.kind for c in prepared.columns]
