@@ -127,11 +127,9 @@ class RoleContext:
 
     @property
     def min_key_bits(self) -> int:
-        """The smallest peer key this party accepts: 2048 bits, or the agreed test key size
-        when this party itself agreed to a test key (a node only does in its test mode)."""
-        from fedacq.crypto.paillier import MIN_KEY_BITS
-
-        return min(self.key_bits, MIN_KEY_BITS) if self.insecure_test_key else MIN_KEY_BITS
+        """The smallest peer key this party accepts: the key size it agreed to (its own
+        policy accepted it: at least 2048 bits, or a test key only in a node's test mode)."""
+        return self.key_bits
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -116,6 +116,10 @@ class Node:
                              f"(allowed: {list(self.cfg.allow)}; see [protocols] allow in its party.toml)")
         if self.cfg.role not in protocol.roles:
             raise ValueError(f"protocol {spec.protocol!r} has no role {self.cfg.role!r} for {me}")
+        strangers = sorted(set(spec.datasets) - {me, self.cfg.peer})
+        if strangers:
+            raise ValueError(f"job {spec.id!r} names data sets of {strangers}, who take no part in a job "
+                             f"between {me} and {self.cfg.peer}")
         for logical, name in spec.datasets.get(me, {}).items():
             path = self.cfg.datasets.get(name)
             if path is None:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedacq.link.message import MessageError, parse_header
 from fedacq.paths import check_name, under
 
 STATUSES = ("submitted", "running", "succeeded", "failed", "interrupted")
@@ -117,12 +118,12 @@ def load_job_file(path: str | Path) -> JobSpec:
 
 
 def spec_from_json(text: str, source: str) -> JobSpec:
+    """A job as JSON text (from the operator or the peer), parsed within the same caps as a
+    message header: bounded size and nesting, int64 integers, finite floats, no repeated keys."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: job is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"{source}: job is not a JSON object")
+        doc = parse_header(text.encode("utf-8", "surrogatepass"), f"{source}: job")
+    except MessageError as exc:
+        raise ValueError(str(exc)) from None
     return parse_job({"job": {"id": doc.get("id"), "protocol": doc.get("protocol"),
                               "initiator": doc.get("initiator", ""), "attempt": doc.get("attempt", 0)},
                       "datasets": doc.get("datasets", {}), "params": doc.get("params", {})}, source)
