@@ -36,7 +36,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,7 +71,6 @@ class DemoConfig:
     platform_epsilon: float | None = 1.0
     platform_drawdown_bound: float = 20_000.0
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Steps:
@@ -101,8 +100,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the whole loop and write ``report.html`` and ``demo.json`` under ``cfg.out_dir``."""
     from fedacq.sim import generate_market
 
-    out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = _fresh_out_dir(Path(cfg.out_dir).resolve())
     step = _Steps(cfg.progress)
     demo_id = f"demo-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
 
@@ -131,12 +129,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             experiment = pipeline.experiment_config(layer, f"fedacq-demo-{cfg.seed}-{layer}", cfg.treatment_share)
             table = step(f"boost table: {label}", lambda: pipeline.activate(
                 targeting[name], layer=layer, tiers=tiers, experiment=experiment, model_version=metrics["job_id"],
-                table_root=out / PLATFORM / "boost_tables", store=parties.store(PLATFORM), job_id=demo_id))
+                table_root=out / PLATFORM / "boost_tables", store=parties.store(PLATFORM), job_id=demo_id,
+                tracking="fedacq-demo"))
             camp = step(f"bidding days: {label}", lambda: pipeline.campaign(
                 market, table, layer=layer, days=cfg.days, budget_per_day=cfg.budget_per_user_day * cfg.n_users,
                 seed=cfg.seed, deliver_to=out, progress=cfg.progress))
             arms[name] = {"layer": layer, "label": label, "table": table, "campaign": camp}
-        for name, arm in arms.items():
+        for arm in arms.values():
             arm["measured"] = step(f"measure: {arm['label']} (lender KPIs; private aggregates for the platform)",
                                    lambda: pipeline.measure(
                                        parties, job_id=f"{demo_id}-measure-{arm['layer']}", layer=arm["layer"],
@@ -154,6 +153,24 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             for kpi, lift in res["headline"].items():
                 print(f"[fedacq demo]   {name:8s} {kpi}: {_lift_text(lift)}")
     return summary
+
+
+#: marks a folder as a demo's output, so that the next run may replace it.
+MARKER = ".fedacq-demo"
+
+
+def _fresh_out_dir(out: Path) -> Path:
+    """An empty output folder: a previous demo's output is replaced (its nodes' certificates and
+    state included, which a new run must not reuse); any other non-empty folder is refused."""
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise ValueError(f"{out} is not empty and holds no previous demo run; give --out a new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by fedacq demo; the next run replaces this folder\n")
+    return out
 
 
 def _lift_text(lift: dict[str, Any] | None) -> str:

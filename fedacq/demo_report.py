@@ -42,8 +42,9 @@ LEARNED = [
      "neither learns": "per-user spend (the platform sends spend per bucket only)"},
     {"step": "measurement",
      "lender learns": "its own funnel per bucket and arm; the platform's per-bucket spend",
-     "platform learns": "per bucket only: exposed-user counts and Laplace-noised sums of credit granted "
-                        "and drawdown, buckets under the minimum cohort suppressed",
+     "platform learns": "per bucket only: Laplace-noised sums of credit granted and drawdown over its "
+                        "users in the lender's funnel, buckets under the minimum cohort suppressed; from its "
+                        "own side of the matching, how many of its users per bucket matched",
      "neither learns": "any per-user lender outcome (platform)"},
 ]
 

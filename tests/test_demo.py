@@ -45,3 +45,19 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     # each party's ledger holds what it sent in the measure jobs: the lender its plan, the platform its spend
     egress = {p: (tmp_path / p / "state" / "egress.jsonl").read_text() for p in ("lender", "platform")}
     assert '"measure.plan"' in egress["lender"] and '"measure.spend"' in egress["platform"]
+
+
+def test_a_rerun_replaces_the_previous_demo_and_refuses_any_other_folder(tmp_path: Path) -> None:
+    import pytest
+
+    from fedacq.demo import _fresh_out_dir
+
+    previous = _fresh_out_dir(tmp_path / "demo")
+    (previous / "certs").mkdir()   # a previous run's CA would make the new nodes' certificates fail
+    assert _fresh_out_dir(previous) == previous and not (previous / "certs").exists()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="holds no previous demo run"):
+        _fresh_out_dir(other)
+    assert (other / "notes.txt").read_text() == "keep"

@@ -7,10 +7,12 @@ Steps, and what each party learns (the messages are those of :mod:`fedacq.measur
    platform paid per bucket (it needs it for cost per credit user); no user appears.
 2. **outcome aggregates** (lender -> platform, ``measure.plan`` then one private
    intersection-sum, :mod:`fedacq.psi.intersection_sum`): the platform learns,
-   per bucket of its exposed (clicked) users, only the Laplace-noised count of
-   those in the lender's funnel and the noised sums of the shared outcomes;
-   buckets whose noisy count is under the minimum cohort are suppressed and carry
-   no numbers. The lender learns the platform's per-bucket exposed counts. The
+   per bucket of its exposed (clicked) users, the Laplace-noised sums of the
+   shared outcomes over those in the lender's funnel; buckets whose noisy count of
+   them is under the minimum cohort are suppressed and carry no numbers. From its
+   own side of the matching it also knows the exact number of its users per bucket
+   that matched (``protocols/measure.md``): the cohort and the noise protect the
+   outcome sums. The lender learns the platform's per-bucket exposed counts. The
    lender's Paillier key is fresh for every job (OS CSPRNG) and never leaves its
    memory.
 3. **the lender's report**, locally: :func:`fedacq.measure.report.measure` on its

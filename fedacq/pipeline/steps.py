@@ -145,9 +145,9 @@ def experiment_config(layer: str, salt: str, treatment_share: float) -> Any:
 
 
 def activate(scores: pd.DataFrame, *, layer: str, tiers: Any, experiment: Any, model_version: str,
-             table_root: Path, store: str | None = None, job_id: str = "") -> Any:
+             table_root: Path, store: str | None = None, job_id: str = "", tracking: str = "fedacq-pipeline") -> Any:
     """Scores -> tiers -> a versioned boost table with experiment buckets, written under
-    ``table_root/<layer>``; logged to the platform's MLflow ``store`` when given."""
+    ``table_root/<layer>``; logged to the platform's MLflow ``store`` (experiment ``tracking``) when given."""
     from fedacq.activate import build_boost_table
     from fedacq.track import PartyRun
 
@@ -156,7 +156,7 @@ def activate(scores: pd.DataFrame, *, layer: str, tiers: Any, experiment: Any, m
     table.write(table_root / layer)
     if store is not None:
         manifest = table.manifest
-        with PartyRun(store, PLATFORM, "fedacq-pipeline", f"activate-{layer}", job_id,
+        with PartyRun(store, PLATFORM, tracking, f"activate-{layer}", job_id,
                       params={k: manifest[k] for k in ("version", "campaign", "model_version", "rows")}) as run:
             run.log_dict(manifest, "boost_table_manifest.json")
     return table
