@@ -7,11 +7,13 @@ must match :data:`NAME` (no separators, no dots at the start, bounded length)
 before they are used as one component, and every path built from them is
 resolved and checked to lie under the directory it was meant for
 (:func:`under`), so that neither ``../`` nor a symbolic link can carry a write
-outside it.
+outside it. :func:`fsync_dir` is the last step of every durable write (ledgers,
+checkpoints).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -39,3 +41,12 @@ def under(root: str | Path, *names: str) -> Path:
     if path != base and base not in path.parents:
         raise ValueError(f"{path} is outside {base}")
     return path
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a directory's entries (a file just created or renamed in it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -50,6 +50,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from fedacq.link.message import BigInts, Message, header_bytes
+from fedacq.paths import fsync_dir
 
 #: ``prev`` of the first line of a chain.
 GENESIS = "0" * 64
@@ -99,14 +100,6 @@ def line_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(entry)).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ChainFile:
     """One hash-chained, fsynced JSONL file (thread- and process-safe appends)."""
 
@@ -119,11 +112,11 @@ class ChainFile:
         new_dirs = [d for d in (self.path.parent, *self.path.parent.parents) if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for d in reversed(new_dirs):
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
             os.fsync(self._fd)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except FileExistsError:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         self._lock = threading.Lock()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fedacq.paths import check_name, under
+from fedacq.paths import check_name, fsync_dir, under
 
 _META = "meta.json"
 
@@ -54,7 +54,7 @@ class Checkpoints:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _sync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def load(self, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """Checkpoint ``name`` as (meta, arrays), or None if it was never completed."""
@@ -82,11 +82,3 @@ class Checkpoints:
 def _sync(fh: Any) -> None:
     fh.flush()
     os.fsync(fh.fileno())
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
