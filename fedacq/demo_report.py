@@ -4,7 +4,7 @@ It answers, in order, what a lender and a platform would ask of the run: did the
 boost pay (headline lifts against control, for the jointly built model and for
 a label-free baseline), what did each party learn from the other, how good is
 the model, and what did the platform see of the lender's outcomes. Built from
-the reusable pieces of :mod:`fedacq.measure.html` and :mod:`fedacq.measure.render`.
+the reusable pieces of :mod:`fedacq.measure.html`, with the figures the parties' jobs drew.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fedacq.measure.html import figure_to_img_tag, page, paragraph, table_html
-from fedacq.measure.render import figures
+from fedacq.measure.html import page, paragraph, table_html
 
 #: what each party learns in the demo's pipeline, step by step (the protocol modules say why).
 LEARNED = [
@@ -120,13 +119,13 @@ def demo_report_html(summary: dict[str, Any], metrics: dict[str, Any], arms: dic
     quality += [png_img_tag(p, Path(p).stem) for p in metrics["files"]["plots"]]
     sections.append(("Model quality", quality))
     for arm in arms.values():
-        report = arm["measured"].report
-        figs = figures(report)
+        # the figures the lender's measure job drew for its report
+        figs = {Path(f).name: f for f in arm["measured"].results["lender"]["figures"]}
         layer = arm["layer"]
         view = arm["measured"].platform_view
         sections.append((f"{arm['label']}: lift per KPI", [
-            figure_to_img_tag(figs[f"{layer}_lift.png"], f"lift per KPI, {layer}"),
-            figure_to_img_tag(figs[f"{layer}_kpi_by_arm.png"], f"KPIs per arm, {layer}"),
+            png_img_tag(figs[f"{layer}_lift.png"], f"lift per KPI, {layer}"),
+            png_img_tag(figs[f"{layer}_kpi_by_arm.png"], f"KPIs per arm, {layer}"),
             table_html(view.by_arm().reset_index(),
                        caption="What the platform learned: per-arm totals of the released (noised) "
                                "per-bucket aggregates; suppressed buckets carry no numbers"),

@@ -167,6 +167,8 @@ def _key_floor(ctx: JobContext) -> int:
 
 
 def run_lender(ctx: JobContext) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
     from fedacq.crypto.paillier import generate_keypair
     from fedacq.measure.commands import flat_metrics
     from fedacq.measure.private import recv_spend, share_outcomes_lender
@@ -201,6 +203,7 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
     for name, fig in figs.items():
         figure_paths.append(ctx.work_dir / name)
         fig.savefig(figure_paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)  # a node runs for months: its figures must not pile up
     with PartyRun(ctx.mlflow_store, ctx.party, p["experiment"], f"measure-{layer}", ctx.job_id,
                   params={**p, **report["settings"]}) as run:
         run.log_metrics(flat_metrics(report))
