@@ -7,7 +7,6 @@ test node takes them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedacq.measure.node_protocol import DEFAULT_MIN_COHORT, PROTOCOL, resolve
+from fedacq.measure.node_protocol import PROTOCOL, resolve
 from fedacq.measure.report import measure
 from fedacq.measure.synthetic import constructed_experiment
 from fedacq.node.policy import Policy, PolicyError
@@ -53,7 +52,7 @@ def _job(job_id: str, **params) -> dict:
 
 def test_resolve_fills_safe_defaults():
     params = resolve({"layer": "boost"}, Policy(party="lender"))
-    assert params["min_cohort"] == DEFAULT_MIN_COHORT and params["epsilon"] == 1.0
+    assert params["min_cohort"] == Policy().measure_min_cohort and params["epsilon"] == 1.0
     assert params["key_bits"] == 2048 and params["insecure_test_key"] is False
     assert params["value_bounds"] == {"drawdown_amount": 20000.0}
     assert resolve(dict(params), Policy(party="platform")) == params  # complete: the peer changes nothing
@@ -62,7 +61,7 @@ def test_resolve_fills_safe_defaults():
 @pytest.mark.parametrize("params, message", [
     ({"layer": "boost", "rounds": 3}, "unknown parameter"),
     ({"layer": "../boost"}, "not a valid name"),
-    ({"layer": "boost", "min_cohort": DEFAULT_MIN_COHORT - 1}, "policy measure_min_cohort"),
+    ({"layer": "boost", "min_cohort": Policy().measure_min_cohort - 1}, "policy measure_min_cohort"),
     ({"layer": "boost", "key_bits": 1024}, "policy min_key_bits"),
     ({"layer": "boost", "key_bits": 1024, "insecure_test_key": True}, "policy test_mode"),
     ({"layer": "boost", "scheme": "ou"}, "policy schemes"),
@@ -78,12 +77,8 @@ def test_resolve_refuses_what_the_policy_does_not_allow(params, message):
 
 
 def test_an_epsilon_cap_in_the_policy_requires_noise_within_it():
-    """``measure_max_epsilon`` (proposed policy key): no noise, or weaker noise, is refused."""
-    @dataclasses.dataclass(frozen=True)
-    class Capped(Policy):
-        measure_max_epsilon: float | None = 0.5
-
-    policy = Capped(party="lender")
+    """``measure_max_epsilon``: no noise, or weaker noise, is refused."""
+    policy = Policy(party="lender", measure_max_epsilon=0.5)
     assert resolve({"layer": "boost"}, policy)["epsilon"] == 0.5
     for epsilon in (0, 2.0):
         with pytest.raises(PolicyError, match="policy measure_max_epsilon"):

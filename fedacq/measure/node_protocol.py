@@ -60,22 +60,12 @@ import pandas as pd
 from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
 
-#: the intersection-sum minimum group size a node asks for when its policy names none.
-DEFAULT_MIN_COHORT = 10
 #: the Laplace epsilon per outcome proposed when the job names none (noise on by default).
 DEFAULT_EPSILON = 1.0
 #: clipping bound of the drawdown amount proposed when the job names none.
 DEFAULT_DRAWDOWN_BOUND = 20_000.0
 _AMOUNTS = ("drawdown_amount", "fees")
 _DATASETS = {"lender": ("funnel", "events"), "platform": ("events", "spend")}
-
-
-def _min_cohort_floor(policy: Policy) -> int:
-    return int(getattr(policy, "measure_min_cohort", DEFAULT_MIN_COHORT))
-
-
-def _max_epsilon(policy: Policy) -> float | None:
-    return getattr(policy, "measure_max_epsilon", None)
 
 
 def _number(value: Any) -> bool:
@@ -94,8 +84,8 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
 
     shareable = [c for c in FUNNEL_COLUMNS if c != "user_id"]
 
-    cap = _max_epsilon(policy)
-    defaults = {"layer": None, "outcomes": list(DEFAULT_OUTCOMES), "min_cohort": _min_cohort_floor(policy),
+    cap = policy.measure_max_epsilon
+    defaults = {"layer": None, "outcomes": list(DEFAULT_OUTCOMES), "min_cohort": policy.measure_min_cohort,
                 "epsilon": DEFAULT_EPSILON if cap is None else min(DEFAULT_EPSILON, cap),
                 "value_bounds": {"drawdown_amount": DEFAULT_DRAWDOWN_BOUND}, "scheme": "paillier",
                 "key_bits": 2048, "insecure_test_key": False, "min_bucket_size": 100, "min_events": 10,
@@ -114,7 +104,7 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     policy.key_size(out["key_bits"], out["insecure_test_key"])
     if not _integer(out["min_cohort"]) or out["min_cohort"] < 1:
         raise PolicyError(f"measure: min_cohort must be a positive integer, got {out['min_cohort']!r}")
-    policy.at_least("measure_min_cohort", "min_cohort", out["min_cohort"], _min_cohort_floor(policy))
+    policy.at_least("measure_min_cohort", "min_cohort", out["min_cohort"], policy.measure_min_cohort)
     epsilon = out["epsilon"]
     if not _number(epsilon) or epsilon < 0:
         raise PolicyError(f"measure: epsilon must be a number >= 0 (0: no noise), got {epsilon!r}")

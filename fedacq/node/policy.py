@@ -25,10 +25,13 @@ safe ones)::
     leaf_noise_max_epsilon = 10.0     # prospect SecureBoost must noise released leaves (unset: no floor)
     hetero_lr_min_batch_size = 64     # hetero LR batch floor (the protocol also needs every batch > d_p)
     splitnn_min_gradient_noise = 0.0  # split NN gradient noise multiplier floor
+    measure_min_cohort = 10           # smallest per-bucket cohort the lender releases to the platform
+    measure_max_epsilon = 1.0         # measurement's Laplace epsilon must be > 0 and <= this (unset: noise optional)
     max_concurrent_jobs = 4           # jobs running at once with the peer
 
 Which key protects whom: the lender's node guards its labels with the leaf-noise
-floor, the hetero LR batch floor and the split NN noise floor; the platform's
+floor, the hetero LR batch floor and the split NN noise floor, and its outcomes in
+measurement with the minimum cohort and the epsilon cap; the platform's
 node guards its users and features with the minimum intersection,
 ``reveal_to`` and the models and modes it allows; both guard the key size.
 """
@@ -66,6 +69,8 @@ class Policy:
     leaf_noise_max_epsilon: float | None = None
     hetero_lr_min_batch_size: int = 64
     splitnn_min_gradient_noise: float = 0.0
+    measure_min_cohort: int = 10
+    measure_max_epsilon: float | None = None
     max_concurrent_jobs: int = 4
 
     # -- the checks every protocol's parameters go through -------------------------------
@@ -139,12 +144,13 @@ def load_policy(table: Any, source: str, party: str) -> Policy:
             if not isinstance(value, bool):
                 raise ValueError(f"{source}: [policy] test_mode must be true or false")
             out[key] = value
-        elif key in ("min_key_bits", "min_intersection", "hetero_lr_min_batch_size", "max_concurrent_jobs"):
+        elif key in ("min_key_bits", "min_intersection", "hetero_lr_min_batch_size", "measure_min_cohort",
+                     "max_concurrent_jobs"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{source}: [policy] {key} must be a positive integer, got {value!r}")
             out[key] = value
-        else:  # leaf_noise_max_epsilon, splitnn_min_gradient_noise
-            if not _number(value) or value < 0 or (key == "leaf_noise_max_epsilon" and value == 0):
+        else:  # leaf_noise_max_epsilon, measure_max_epsilon, splitnn_min_gradient_noise
+            if not _number(value) or value < 0 or (key.endswith("_max_epsilon") and value == 0):
                 raise ValueError(f"{source}: [policy] {key} must be a non-negative number, got {value!r}")
             out[key] = float(value)
     policy = Policy(**out)
