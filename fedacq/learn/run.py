@@ -62,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import re
 import sys
 import time
 import uuid
@@ -75,6 +76,8 @@ import pandas as pd
 
 from fedacq.learn import metrics
 from fedacq.link.link import Link
+from fedacq.link.message import Message, MessageSpec, register
+from fedacq.node.checkpoint import Checkpoints
 
 #: model name -> module implementing the role interface described above.
 MODELS: dict[str, str] = {
@@ -124,6 +127,10 @@ class RoleContext:
     model_dir: Path
     on_iteration: Callable[[int, dict[str, float]], None]
     timings: dict[str, float] = field(default_factory=dict)
+    #: this party's checkpoints of the job (a node job), None in-process (``fedacq run``).
+    checkpoints: "RunCheckpoints | None" = None
+    #: ``progress(step, done, total)``: shown by ``fedacq job status`` with an ETA.
+    progress: Callable[[str, int, int | None], None] = lambda step, done, total=None: None
 
     @property
     def min_key_bits(self) -> int:
@@ -190,6 +197,110 @@ class RoleResult:
     valid_score: np.ndarray | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+# -- checkpoints and resumption ----------------------------------------------------------
+
+#: the one message of a resumption: which checkpoints this party holds, as ``name@generation``.
+CHECKPOINTS_MESSAGE = "run.checkpoints"
+register(MessageSpec(CHECKPOINTS_MESSAGE, header={"held": list}))
+#: at most this many names in it (a party keeps the PSI result and two per model kind).
+MAX_HELD = 16
+#: checkpoint names of a run job: the PSI result, then one per tree or epoch.
+_HELD = re.compile(r"^(psi|(?:tree|epoch)-\d{4,6})@(\d{1,6})$")
+PSI_CHECKPOINT = "psi"
+
+
+class RunCheckpoints:
+    """One party's checkpoints of a ``run`` job, and which of them both parties hold.
+
+    A checkpoint holds only this party's own state (``psi``: its rows of the
+    intersection in the shared order; ``tree-0007`` / ``epoch-0003``: its model
+    after that iteration). Each is tagged with the *generation* it was written
+    in: 0 in the first attempt; a resumption agrees on one above every tag
+    either party holds. Two checkpoints of the same name and generation were
+    written in the same attempt, after the same common history, so they fit
+    together; a name held with different tags (one party continued past the
+    other before a kill, and its cleanup was cut short) never counts as common.
+
+    Resuming, :meth:`agree` sends this party's list and reads the peer's; both
+    keep exactly the checkpoints they hold in common and drop the rest, so both
+    continue from the same point. Without a common ``psi`` nothing else counts
+    (the shared row order is random per PSI run): PSI runs again. A model keeps
+    its last two checkpoints (:meth:`save`): when a party writes iteration
+    ``k``, the peer has written at least ``k - 1``, so the newest common one is
+    never dropped before a newer one exists on both sides.
+    """
+
+    def __init__(self, store: Checkpoints, generation: int, held: dict[str, int]) -> None:
+        self.store = store
+        self.generation = generation
+        self._common = dict(held)
+
+    @classmethod
+    def agree(cls, link: Link, store: Checkpoints, resume: bool) -> "RunCheckpoints":
+        """This party's checkpoints for this attempt; on a resumption, the ones both parties hold."""
+        if not resume:
+            return cls(store, 0, {})
+        mine = {name: int(store.load(name)[0].get("generation", -1)) for name in store.names()}
+        mine = {name: g for name, g in mine.items() if _HELD.match(f"{name}@{g}")}
+        link.send(Message(CHECKPOINTS_MESSAGE, {"held": sorted(f"{n}@{g}" for n, g in mine.items())},
+                          step="resume"))
+        theirs = _parse_held(link.recv(CHECKPOINTS_MESSAGE).header["held"])
+        common = {name: g for name, g in mine.items() if theirs.get(name) == g}
+        if PSI_CHECKPOINT not in common:
+            common = {}  # every model checkpoint was trained on one PSI result's row order
+        for name in set(store.names()) - set(common):
+            store.drop(name)
+        generation = max([*mine.values(), *theirs.values(), 0]) + 1
+        return cls(store, generation, common)
+
+    def psi(self) -> np.ndarray | None:
+        """This party's rows of the intersection in the shared order, if both hold them."""
+        if PSI_CHECKPOINT not in self._common:
+            return None
+        _, arrays = self.store.load(PSI_CHECKPOINT)
+        return np.asarray(arrays["rows"], dtype=np.int64)
+
+    def save_psi(self, rows: np.ndarray) -> None:
+        self.store.save(PSI_CHECKPOINT, {"generation": self.generation, "rows": int(rows.size)},
+                        {"rows": np.asarray(rows, dtype=np.int64)})
+
+    def latest(self, kind: str) -> tuple[int, dict[str, Any], dict[str, np.ndarray]] | None:
+        """The newest common checkpoint of ``kind`` ("tree", "epoch") as (index, meta, arrays)."""
+        indices = [int(name.split("-")[1]) for name in self._common if name.startswith(f"{kind}-")]
+        if not indices:
+            return None
+        index = max(indices)
+        loaded = self.store.load(_iteration_name(kind, index))
+        if loaded is None:
+            raise RuntimeError(f"checkpoint {_iteration_name(kind, index)} vanished while the job ran")
+        return index, loaded[0], loaded[1]
+
+    def save(self, kind: str, index: int, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Write this party's state after iteration ``index``; drop the one two iterations back."""
+        self.store.save(_iteration_name(kind, index), {**meta, "generation": self.generation}, arrays)
+        if index >= 2:
+            self.store.drop(_iteration_name(kind, index - 2))
+
+
+def _iteration_name(kind: str, index: int) -> str:
+    return f"{kind}-{index:04d}"
+
+
+def _parse_held(held: list[Any]) -> dict[str, int]:
+    """The peer's ``run.checkpoints`` list, checked: names it may hold, each once."""
+    if len(held) > MAX_HELD:
+        raise ValueError(f"{CHECKPOINTS_MESSAGE}: {len(held)} checkpoints, at most {MAX_HELD}")
+    out: dict[str, int] = {}
+    for entry in held:
+        match = _HELD.match(entry) if isinstance(entry, str) else None
+        if match is None:
+            raise ValueError(f"{CHECKPOINTS_MESSAGE}: not a checkpoint of a run job: {str(entry)[:80]!r}")
+        if match.group(1) in out:
+            raise ValueError(f"{CHECKPOINTS_MESSAGE}: checkpoint {match.group(1)!r} listed twice")
+        out[match.group(1)] = int(match.group(2))
+    return out
 
 
 @dataclass
@@ -362,11 +473,18 @@ def _run_params(cfg: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
-              params: dict[str, Any], log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              params: dict[str, Any], log: Callable[[str], None] | None = None,
+              checkpoints: Checkpoints | None = None, resume: bool = False,
+              progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, Any]:
     """Run ``party``'s side of the job over ``link``; return that party's own report.
 
     ``log`` receives one line per iteration (a node passes its job log, which
     the operator's ``fedacq job logs`` and ``fedacq run --transport grpc`` follow).
+    A node passes its ``checkpoints`` of the job: the PSI result and the model
+    after each iteration are saved there, and with ``resume`` both parties first
+    agree on the checkpoints they both hold (:class:`RunCheckpoints`) and
+    continue from there. ``progress(step, done, total)`` is told the step
+    ("psi", then the model's unit: "tree", "epoch") as it advances.
     """
     from fedacq.track import PartyRun
 
@@ -375,6 +493,8 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
     model_dir = party_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     bar = None
+    report_progress = progress or (lambda step, done, total=None: None)
+    unit = getattr(module, "ITERATION", None)
 
     def say(text: str) -> None:
         _say(cfg, party, text)
@@ -384,6 +504,8 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                   _run_params(cfg, params)) as run:
         def on_iteration(i: int, values: dict[str, float]) -> None:
             run.log_metrics({k: v for k, v in values.items() if _is_number(v)}, step=i)
+            if unit is not None:
+                report_progress(unit[1], i + 1, params.get(unit[0]))
             if log is not None:
                 log(f"iteration {i + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if _is_number(v)))
             if bar is not None:
@@ -391,13 +513,25 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                 bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()
                                  if _is_number(v) and ("auc" in k or "loss" in k)}, refresh=False)
 
+        saved = RunCheckpoints.agree(link, checkpoints, resume) if checkpoints is not None else None
         ctx = RoleContext(party=party, params=params, mode=cfg.mode, key_bits=cfg.key_bits,
                           insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
-                          model_dir=model_dir, on_iteration=on_iteration)
+                          model_dir=model_dir, on_iteration=on_iteration, checkpoints=saved,
+                          progress=report_progress)
         try:
-            say("private set intersection")
-            with ctx.phase("psi"):
-                rows = _psi(party, link, table, cfg.id_column, cfg.min_intersection)
+            rows = saved.psi() if saved is not None else None
+            if rows is None:
+                say("private set intersection")
+                report_progress("psi", 0, 1)
+                with ctx.phase("psi"):
+                    rows = _psi(party, link, table, cfg.id_column, cfg.min_intersection)
+                if saved is not None:
+                    saved.save_psi(rows)
+            else:
+                say(f"resuming: the intersection of {rows.size} rows from this party's PSI checkpoint")
+                if rows.size and (rows.min() < 0 or rows.max() >= table.X.shape[0]):
+                    raise ValueError(f"{party}'s PSI checkpoint names rows outside its file {table.path}")
+            report_progress("psi", 1, 1)
             psi_stats = link.stats()
             train, valid = split_positions(rows.size, cfg.validation_fraction, cfg.seed)
             if train.size == 0:

@@ -13,6 +13,12 @@ settings, never data): ``id_column``, ``label_column``, ``model``,
 ``key_bits``, ``insecure_test_key``, ``min_intersection``,
 ``validation_fraction``, ``seed``, ``experiment``.
 
+Checkpoints: each node saves its own party's state in the job's checkpoint
+folder (the PSI result, then the model after each tree or epoch); ``fedacq job
+resume ID`` continues from the last checkpoint both parties hold
+(:class:`fedacq.learn.run.RunCheckpoints`). ``fedacq job status`` shows the
+step ("psi", "tree", "epoch") with an ETA.
+
 Policy (:mod:`fedacq.node.policy`), checked by each node on the complete
 parameters: ``models``, ``modes``, ``schemes``, ``min_key_bits`` and
 ``test_mode`` (key size), ``min_intersection`` (the PSI inside the job); and
@@ -117,7 +123,8 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
     table = load_table(path, cfg.id_column, cfg.label_column if party == LENDER else None, party=party)
     check_rows(party, table, cfg.min_intersection)
     ctx.logger.info("run: %s loaded %s (%d rows), model %s", party, path, table.X.shape[0], cfg.model)
-    report = party_job(party, ctx.link, table, cfg, params, log=ctx.logger.info)
+    report = party_job(party, ctx.link, table, cfg, params, log=ctx.logger.info, checkpoints=ctx.checkpoints,
+                       resume=ctx.resume, progress=ctx.progress)
     ctx.logger.info("run: %s done, intersection %d", party, report["intersection_size"])
     # the job result must be plain JSON
     return json.loads(json.dumps(report, default=_json_default))
@@ -132,6 +139,6 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
 
 
 PROTOCOL = Protocol("run", roles={"lender": run_lender, "platform": run_platform}, resolve=resolve,
-                    messages=("fedacq.psi.ecdh_psi", "fedacq.learn.secureboost", "fedacq.learn.hetero_lr",
+                    messages=("fedacq.learn.run", "fedacq.psi.ecdh_psi", "fedacq.learn.secureboost", "fedacq.learn.hetero_lr",
                               "fedacq.learn.splitnn"),
                     description="fedacq run: PSI, federated training and evaluation of a registered model")

@@ -152,7 +152,7 @@ class SecureBoostLender:
                  base_score: float | None = None, early_stopping_rounds: int | None = None,
                  mode: str = "joint", key_bits: int = 2048, insecure_test_key: bool = False,
                  leaf_noise: dict | None = None, random_state: int = 0, n_jobs: int | None = None,
-                 callback: Callable[[int, dict], Any] | None = None) -> None:
+                 callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if mode not in MODES:
@@ -183,6 +183,8 @@ class SecureBoostLender:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.callback = callback
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each tree, resume
+        self.checkpoints = checkpoints
         self.trees_: list[Tree] = []
         self.history_: list[dict[str, float]] = []
         self.timings_: dict[str, float] = {}
@@ -202,20 +204,28 @@ class SecureBoostLender:
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
             eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "SecureBoostLender":
         """Train with the platform on the other end of ``link`` (rows aligned on both sides)."""
-        from fedacq.crypto.paillier import generate_keypair
+        from fedacq.crypto.paillier import PrivateKey, generate_keypair
         from fedacq.learn.randomness import RandomnessAhead
 
-        pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+        resumed = self.checkpoints.latest("tree") if self.checkpoints is not None else None
+        if resumed is None:
+            pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+        else:  # the key pair of the first attempt, from this party's own checkpoint
+            sk = PrivateKey.from_json(resumed[1]["private_key"])
+            pk = sk.public_key
+            if pk.n_bits != self.key_bits:
+                raise ValueError(f"tree checkpoint: a {pk.n_bits}-bit key, the job's is {self.key_bits} bits")
         self.public_key_, self._private_key = pk, sk
         # the first tree's encryption randomness is computed while binning and the handshake run
         ahead = RandomnessAhead(pk, int(np.asarray(X).shape[0]), self.n_jobs)
         try:
-            return self._fit(link, X, y, eval_set, ahead)
+            return self._fit(link, X, y, eval_set, ahead, resumed)
         finally:
             ahead.close()
 
     def _fit(self, link: Link, X: np.ndarray, y: np.ndarray,
-             eval_set: tuple[np.ndarray, np.ndarray] | None, ahead) -> "SecureBoostLender":
+             eval_set: tuple[np.ndarray, np.ndarray] | None, ahead,
+             resumed: tuple[int, dict, dict] | None) -> "SecureBoostLender":
         from fedacq.crypto.paillier import EncryptedVector, decompress
 
         pk, sk = self.public_key_, self._private_key
@@ -235,8 +245,9 @@ class SecureBoostLender:
         layout = PackingLayout.for_rows(n)
         codec = GradientCodec(layout)
         n_eval = 0 if eval_set is None else len(eval_set[1])
+        first_tree = 0 if resumed is None else resumed[0] + 1
         config = {"params": self.get_params(), "public_key": pk.to_json(), "layout": layout.to_header(),
-                  "n_rows": n, "n_eval_rows": n_eval}
+                  "n_rows": n, "n_eval_rows": n_eval, "first_tree": first_tree}
         link.send(Message("sb.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("sb.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -272,14 +283,18 @@ class SecureBoostLender:
             if Xv.shape != (n_eval, X.shape[1]):
                 raise ValueError(f"eval_set features must have shape ({n_eval}, {X.shape[1]}), got {Xv.shape}")
             margin_v = np.full(n_eval, self.base_margin_, dtype=np.float32)
+        else:
+            margin_v = None
         rng = np.random.default_rng(self.random_state)
         p = self.split_params
         self.trees_, self.history_ = [], []
-        best_score, best_iter = math.inf, -1
+        best_score, best_iter, stopped = math.inf, -1, False
+        if resumed is not None:
+            margin, margin_v, best_score, best_iter, stopped = self._restore(resumed, rng, n, n_eval, eval_set)
         from tqdm import tqdm
 
-        for t in tqdm(range(self.n_estimators), desc="secureboost", unit="tree", leave=False,
-                      disable=None):
+        for t in tqdm(range(first_tree, self.n_estimators if not stopped else first_tree), desc="secureboost",
+                      unit="tree", leave=False, disable=None, initial=first_tree, total=self.n_estimators):
             g, h = _gradients(self.objective, margin, y)
             in_sample = (rng.random(n) < self.subsample) if self.subsample < 1 else np.ones(n, dtype=bool)
             g = np.where(in_sample, g, np.float32(0))
@@ -388,12 +403,21 @@ class SecureBoostLender:
             self.history_.append(metrics)
             if self.callback is not None:
                 self.callback(t, metrics)
+            stop = False
             if eval_set is not None and self.early_stopping_rounds:
                 key = "valid_logloss" if self.objective == "binary:logistic" else "valid_rmse"
                 if metrics[key] < best_score:
                     best_score, best_iter = metrics[key], t
                 elif t - best_iter >= self.early_stopping_rounds:
-                    break
+                    stop = True
+            if self.checkpoints is not None:
+                self.checkpoints.save("tree", t, {
+                    "trees": [tr.to_dict() for tr in self.trees_], "history": self.history_,
+                    "rng": rng.bit_generator.state, "best_score": None if math.isinf(best_score) else best_score,
+                    "best_iter": best_iter, "stopped": stop, "private_key": sk.to_json()},
+                    {"margin": margin} if margin_v is None else {"margin": margin, "margin_valid": margin_v})
+            if stop:
+                break
         if eval_set is not None and self.early_stopping_rounds:
             self.best_iteration_ = best_iter
             self.trees_ = self.trees_[:best_iter + 1]
@@ -401,6 +425,29 @@ class SecureBoostLender:
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
+
+    def _restore(self, resumed: tuple[int, dict, dict], rng: np.random.Generator, n: int, n_eval: int,
+                 eval_set: Any) -> tuple[np.ndarray, np.ndarray | None, float, int, bool]:
+        """The training state after tree ``resumed[0]``, from this party's own checkpoint.
+
+        The trees, the margins of every row, the sampling generator's state and
+        the early-stopping state are exactly those of the uninterrupted run, so
+        the trees that follow are too (the key pair is the checkpoint's; fresh
+        encryption randomness does not change a decrypted sum).
+        """
+        index, meta, arrays = resumed
+        self.trees_ = [Tree.from_dict(d) for d in meta["trees"]]
+        self.history_ = [dict(h) for h in meta["history"]]
+        margin = np.asarray(arrays["margin"])
+        margin_v = arrays.get("margin_valid")
+        if len(self.trees_) != index + 1 or margin.shape != (n,) or margin.dtype != np.float32 or \
+                (eval_set is not None) != (margin_v is not None) or \
+                (margin_v is not None and margin_v.shape != (n_eval,)):
+            raise ValueError(f"tree checkpoint {index}: does not fit this job ({len(self.trees_)} trees, "
+                             f"margins {margin.shape} for {n} rows)")
+        rng.bit_generator.state = meta["rng"]
+        best = math.inf if meta["best_score"] is None else float(meta["best_score"])
+        return margin, margin_v, best, int(meta["best_iter"]), bool(meta["stopped"])
 
     def _sample_features(self, rng: np.random.Generator, d_l: int, d_p: int) -> np.ndarray:
         """Global feature mask of one tree (lender features first; prospect: platform only)."""
@@ -526,9 +573,10 @@ class SecureBoostLender:
                "base_margin": self.base_margin_, "n_features": self.n_features_in_,
                "n_platform_features": self.n_platform_features_,
                "binner": self.binner_.to_dict(), "trees": [t.to_dict() for t in self.trees_],
-               "history": self.history_}
+               # the model, not the timing: the file is the same whenever the same data and seed train it
+               "history": [{k: v for k, v in h.items() if k != "seconds"} for h in self.history_]}
         out = path / "secureboost_lender.json"
-        out.write_text(json.dumps(doc, allow_nan=False))
+        out.write_text(json.dumps(doc, allow_nan=False, sort_keys=True))
         return out
 
     @classmethod
@@ -559,12 +607,16 @@ class SecureBoostPlatform:
     """
 
     def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, checkpoints: Any = None,
+                 on_tree: Callable[[int], Any] | None = None) -> None:
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
         self.n_jobs = n_jobs
         self.min_key_bits = int(min_key_bits)
         self.agreed_mode = mode
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its trees after each tree, resume
+        self.checkpoints = checkpoints
+        self.on_tree = on_tree
         self.trees_: list[Tree] = []
         self.timings_: dict[str, float] = {}
 
@@ -581,6 +633,7 @@ class SecureBoostPlatform:
             pk = PublicKey.from_json(config["public_key"])
             layout = PackingLayout(**config["layout"])
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
+            first_tree = config.get("first_tree", 0)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"sb.hello: malformed config: {exc}") from exc
         if pk.n_bits < self.min_key_bits:
@@ -609,7 +662,11 @@ class SecureBoostPlatform:
                              f"lender {n_rows} / {n_eval}")
         Xe = None if eval_X is None else np.asarray(eval_X, dtype=np.float64)
         timings = {"histograms": 0.0, "wait": 0.0}
-        self.trees_ = []
+        resumed = self.checkpoints.latest("tree") if self.checkpoints is not None else None
+        self.trees_ = [] if resumed is None else [Tree.from_dict(d) for d in resumed[1]["trees"]]
+        if first_tree != len(self.trees_) or isinstance(first_tree, bool):
+            raise ValueError(f"sb.hello: the lender continues from tree {first_tree!r}; this party's checkpoints "
+                             f"hold {len(self.trees_)} trees")
         engine = HistogramEngine(bins, n_bins, pk.nsquare, pk.n_bits, layout.entry_bits, self.n_jobs)
         try:
             self._train(link, X, Xe, bins, n_bins, pk, engine, timings)
@@ -628,6 +685,8 @@ class SecureBoostPlatform:
             if msg.type == "sb.finish":
                 self._finish(msg)
                 break
+            if msg.header["tree"] != len(self.trees_):
+                raise ValueError(f"sb.tree: tree {msg.header['tree']}, expected {len(self.trees_)}")
             cts = pk.vector_from_bigints(msg.parts["gradients"]).ciphertexts
             if len(cts) != n:
                 raise ValueError(f"sb.tree: {len(cts)} ciphertexts for {n} rows")
@@ -712,6 +771,11 @@ class SecureBoostPlatform:
                 depth += 1
                 link.send(self._hist_message(sm.header["tree"], depth, packed, engine.block_features, pk, pbits))
             self.trees_.append(tree)
+            t = len(self.trees_) - 1
+            if self.checkpoints is not None:
+                self.checkpoints.save("tree", t, {"trees": [tr.to_dict() for tr in self.trees_]})
+            if self.on_tree is not None:
+                self.on_tree(t)
 
     @staticmethod
     def _hist_message(tree: int, depth: int, packed: list, block_features: list[int], pk,

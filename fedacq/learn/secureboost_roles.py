@@ -10,6 +10,10 @@ send each row). In ``prospect`` mode the trees split on platform features only;
 the platform holds the released leaf values and exports an XGBoost JSON model,
 and the lender's scores for evaluation come from the same federated inference
 over the intersection rows it already shares with the platform.
+
+Checkpoints (node jobs): each party saves its own state after every tree and
+resumes from the last tree both hold (:class:`fedacq.learn.run.RunCheckpoints`;
+what each side stores is listed in ``protocols/secureboost.md``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 
     lender = SecureBoostLender(**ctx.params, mode=ctx.mode, key_bits=ctx.key_bits,
                                insecure_test_key=ctx.insecure_test_key, random_state=ctx.seed,
-                               callback=ctx.on_iteration)
+                               callback=ctx.on_iteration, checkpoints=ctx.checkpoints)
     train_score, valid_score = fit_lender(lender, link, data, ctx)
     lender.save(ctx.model_dir)
     history = [dict(h) for h in getattr(lender, "history_", []) or []]
@@ -72,7 +76,9 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostPlatform
 
     # the key size and the mode are this party's own: what the lender's sb.hello claims is checked against them
-    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits, mode=ctx.mode)
+    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits, mode=ctx.mode,
+                                   checkpoints=ctx.checkpoints,
+                                   on_tree=lambda t: ctx.progress("tree", t + 1, ctx.params["n_estimators"]))
     serve_platform(platform, link, data, ctx)
     info: dict[str, Any] = {}
     if ctx.mode == "prospect":

@@ -1,0 +1,197 @@
+"""Checkpoints of the ``run`` job, in one process: cut the link at any message, resume, same model.
+
+Both parties run :func:`fedacq.learn.run.party_job` in threads over memory links
+with a checkpoint folder each (as a node gives them). A cut ends both sides'
+link at the N-th message of the conversation, as a killed node ends its
+peer's; the next attempt resumes with ``resume=True`` from the same folders.
+The model files must equal those of a run trained without interruption from
+the same PSI result: PSI's shared row order is random per PSI run, so the
+reference starts from the final PSI checkpoint of both parties (a copy), and
+trains from there. The real node processes, SIGKILL and the ledgers are in
+``test_kill_resume.py``.
+
+Keys are 512 bits with the explicit test-only flag: what is checked is the
+bookkeeping around the protocol, and the ciphertexts' size changes none of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedacq.learn.run import (LENDER, PLATFORM, CHECKPOINTS_MESSAGE, RunCheckpoints, RunConfig, _parse_held,
+                              load_table, model_module, party_job)
+from fedacq.link.link import LinkError
+from fedacq.link.memory import MemoryLink, memory_pair, run_parties
+from fedacq.link.message import Message
+from fedacq.node.checkpoint import Checkpoints
+
+GUEST = "/work/shared/datasets/fate/default_credit_hetero_guest.csv"
+HOST = "/work/shared/datasets/fate/default_credit_hetero_host.csv"
+PARAMS = {"n_estimators": 4, "max_depth": 2, "max_bin": 16, "subsample": 0.8, "colsample_bytree": 0.8,
+          "early_stopping_rounds": 3}
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt_inputs")
+    pd.read_csv(GUEST, nrows=500).to_csv(d / "lender.csv", index=False)
+    pd.read_csv(HOST, nrows=600).iloc[100:].sample(frac=1.0, random_state=1).to_csv(d / "platform.csv",
+                                                                                       index=False)
+    return {LENDER: load_table(d / "lender.csv", "id", "y", party=LENDER),
+            PLATFORM: load_table(d / "platform.csv", "id", party=PLATFORM)}
+
+
+class Cut:
+    """Ends both links at the ``at``-th message sent on the pair (None: never)."""
+
+    def __init__(self, at: int | None) -> None:
+        self.at, self.sent, self.event = at, 0, threading.Event()
+        self._lock = threading.Lock()
+
+    def count(self) -> None:
+        with self._lock:
+            self.sent += 1
+            if self.at is not None and self.sent >= self.at:
+                self.event.set()
+        if self.event.is_set():
+            raise LinkError("cut: the peer's node is gone")
+
+
+class CutLink(MemoryLink):
+    def __init__(self, link: MemoryLink, cut: Cut) -> None:
+        super().__init__(link.party, link.peer, link._inbox, link._outbox, job=link.job)
+        self.cut = cut
+
+    def _transmit(self, seq: int, msg: Message) -> None:
+        self.cut.count()
+        super()._transmit(seq, msg)
+
+    def _receive(self, timeout):
+        while not self.cut.event.is_set():
+            try:
+                return super()._receive(0.05)
+            except LinkError:
+                continue
+        raise LinkError("cut: the peer's node is gone")
+
+
+def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = None) -> dict | None:
+    """One attempt of the job at both parties; None if the cut ended it."""
+    cfg = RunConfig(lender_path=tables[LENDER].path, platform_path=tables[PLATFORM].path, id_column="id",
+                    label_column="y", out_dir=out, params=PARAMS, key_bits=512, insecure_test_key=True,
+                    min_intersection=10, validation_fraction=0.25, seed=7, progress=False)
+    params = model_module("secureboost").resolve_params(dict(PARAMS))
+    cut = Cut(cut_at)
+    links = [CutLink(link, cut) for link in memory_pair(LENDER, PLATFORM, job="j")]
+    steps: dict[str, list] = {LENDER: [], PLATFORM: []}
+    calls = [(party_job, party, link, tables[party], cfg, params, None, Checkpoints(root / party), resume,
+              lambda step, done, total=None, p=party: steps[p].append((step, done, total)))
+             for party, link in zip((LENDER, PLATFORM), links)]
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i][0](*calls[i][1:])
+        except Exception as exc:  # noqa: BLE001 - a cut ends both sides with whatever their step raises
+            results[i] = exc
+            cut.event.set()
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:  # both sides end before the next attempt touches their checkpoints
+        t.join(timeout=300)
+        assert not t.is_alive(), "a party never ended"
+    errors = [r for r in results.values() if isinstance(r, Exception)]
+    if errors:
+        assert cut_at is not None and cut.sent >= cut_at, f"failed without a cut: {errors[0]!r}"
+        return None
+    return {"lender": results[0], "platform": results[1], "steps": steps, "messages": cut.sent}
+
+
+def model_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*/model/secureboost_*.json"))}
+
+
+def from_psi(source: Path, root: Path) -> Path:
+    """Job folders holding only the PSI checkpoints of the job in ``source``."""
+    for party in (LENDER, PLATFORM):
+        (root / party).mkdir(parents=True)
+        shutil.copytree(source / party / "psi", root / party / "psi")
+    return root
+
+
+def test_a_run_cut_at_any_point_resumes_to_the_model_of_an_uninterrupted_run(tables, tmp_path):
+    full = attempt(tables, tmp_path / "full", tmp_path / "full_out", resume=False)
+    assert full is not None
+    assert ("psi", 1, 1) in full["steps"][LENDER] and ("tree", 4, 4) in full["steps"][LENDER]
+    assert full["steps"][PLATFORM][-1] == ("tree", 4, 4)
+    # the job folders hold the PSI result and the last two trees of each party
+    for party in (LENDER, PLATFORM):
+        assert Checkpoints(tmp_path / "full" / party).names() == ["psi", "tree-0002", "tree-0003"]
+    # resuming from the PSI checkpoint alone trains the uninterrupted run's model
+    ref = attempt(tables, from_psi(tmp_path / "full", tmp_path / "ref"), tmp_path / "ref_out", resume=True)
+    expected = model_files(tmp_path / "full_out")
+    assert len(expected) == 2 and model_files(tmp_path / "ref_out") == expected
+    assert ref["lender"]["validation"] == full["lender"]["validation"]
+
+    n = ref["messages"]  # the handshake and the model's messages
+    # cut in the first tree, in the last tree, during prediction, and three times in a row
+    for cuts in ([n // 3], [n - 12], [n - 2], [n // 2, 4, n // 4]):
+        root, out = from_psi(tmp_path / "full", tmp_path / f"cut{cuts}"), tmp_path / f"cut{cuts}_out"
+        for i, at in enumerate(cuts):
+            assert attempt(tables, root, out / str(i), resume=True, cut_at=at) is None
+        done = attempt(tables, root, out / "last", resume=True)
+        assert done is not None, cuts
+        assert model_files(out / "last") == expected, cuts
+        assert done["lender"]["validation"] == full["lender"]["validation"]
+
+
+def test_a_run_cut_during_psi_runs_psi_again(tables, tmp_path):
+    assert attempt(tables, tmp_path / "job", tmp_path / "out0", resume=False, cut_at=3) is None
+    assert Checkpoints(tmp_path / "job" / LENDER).names() == []
+    done = attempt(tables, tmp_path / "job", tmp_path / "out1", resume=True)
+    assert done is not None and done["lender"]["bytes"]["psi"]["bytes_sent"] > 0
+    ref = attempt(tables, from_psi(tmp_path / "job", tmp_path / "ref"), tmp_path / "ref_out", resume=True)
+    assert ref is not None and model_files(tmp_path / "out1") == model_files(tmp_path / "ref_out")
+
+
+def test_resuming_exchanges_checkpoints_and_both_keep_only_what_both_hold(tmp_path):
+    a, b = Checkpoints(tmp_path / "a"), Checkpoints(tmp_path / "b")
+    for store, names in ((a, {"psi": 0, "tree-0000": 0, "tree-0001": 0}), (b, {"psi": 0, "tree-0000": 0})):
+        for name, g in names.items():
+            store.save(name, {"generation": g})
+    la, lb = memory_pair(LENDER, PLATFORM)
+    ra, rb = run_parties((RunCheckpoints.agree, la, a, True), (RunCheckpoints.agree, lb, b, True))
+    assert a.names() == b.names() == ["psi", "tree-0000"]
+    assert ra.generation == rb.generation == 1 and ra.latest("tree")[0] == rb.latest("tree")[0] == 0
+    # a name written in another attempt by each side is not common; without a common PSI nothing is
+    b.save("psi", {"generation": 1})
+    la, lb = memory_pair(LENDER, PLATFORM)
+    ra, rb = run_parties((RunCheckpoints.agree, la, a, True), (RunCheckpoints.agree, lb, b, True))
+    assert a.names() == b.names() == [] and ra.psi() is None and ra.generation == rb.generation == 2
+
+
+@pytest.mark.parametrize("held, error", [
+    (["psi@0"] * 2, "listed twice"),
+    (["../../etc@0"], "not a checkpoint of a run job"),
+    (["tree-0001"], "not a checkpoint of a run job"),
+    ([3], "not a checkpoint of a run job"),
+    ([f"tree-{i:04d}@0" for i in range(17)], "at most 16"),
+])
+def test_a_peers_checkpoint_list_is_checked_before_anything_is_dropped(held, error, tmp_path):
+    with pytest.raises(ValueError, match=error) as info:
+        _parse_held(held)
+    assert CHECKPOINTS_MESSAGE in str(info.value)
+    store = Checkpoints(tmp_path)
+    store.save("psi", {"generation": 0}, {"rows": np.arange(3)})
+    la, lb = memory_pair(LENDER, PLATFORM)
+    lb.send(Message(CHECKPOINTS_MESSAGE, {"held": held}))
+    with pytest.raises(ValueError, match=error):
+        RunCheckpoints.agree(la, store, True)
+    assert store.names() == ["psi"]
