@@ -180,8 +180,8 @@ def kill_and_resume(pair: LocalPair, victim: str, job_id: str, attempt: int, poi
     survivor = PLATFORM if victim == LENDER else LENDER
     wait_for(f"{point} at the {victim} (attempt {attempt})", lambda: point.reached(pair, victim, job_id, attempt),
              timeout)
-    lender_trees_begun = sum(1 for e in ledger_lines(pair, LENDER, "egress")
-                             if e["job"] == link_name(job_id, attempt) and e["type"] == "sb.tree")
+    lender_trees_begun = max((int(e["step"][4:]) + 1 for e in ledger_lines(pair, LENDER, "egress")
+                              if e["job"] == link_name(job_id, attempt) and e["type"] == "sb.tree"), default=0)
     attempt_started = float(pair.status(LENDER, job_id)["started"])
     pair.nodes[victim].kill()
     killed = time.time()
@@ -191,6 +191,7 @@ def kill_and_resume(pair: LocalPair, victim: str, job_id: str, attempt: int, poi
         survivor_status = client.wait(job_id, timeout)["status"]
     finally:
         client.close()
+    noticed = time.time() - killed
     restart = time.monotonic()
     pair.nodes[victim].start(timeout=60)
     restarted = time.monotonic()
@@ -208,7 +209,7 @@ def kill_and_resume(pair: LocalPair, victim: str, job_id: str, attempt: int, poi
     return {"victim": victim, "point": str(point), "attempt_killed": attempt, "killed_at": killed,
             "checkpoints_at_kill": names, "died_where_intended": point.held(names),
             "survivor_status": survivor_status, "lender_trees_begun": lender_trees_begun,
-            "attempt_started": attempt_started,
+            "attempt_started": attempt_started, "survivor_noticed_seconds": noticed,
             "restart_seconds": restarted - restart, "resume_to_running_seconds": running - resumed,
             "resumed_monotonic": resumed}
 
@@ -324,10 +325,12 @@ def _summarise(pair: LocalPair, kill: dict[str, Any], resumed: dict[str, Any], p
         redone_trees = max(kill["lender_trees_begun"] - first, 0)
         mark = [checkpoint_time(pair, p, "killed", f"tree-{first - 1:04d}") if first else
                 checkpoint_time(pair, p, "killed", "psi") for p in PARTIES]
-        since = kill["killed_at"] - max(t for t in mark if t is not None)
+        # work of the killed attempt only: a checkpoint from an earlier attempt counts from this one's start
+        since = kill["killed_at"] - max([t for t in mark if t is not None] + [kill["attempt_started"]])
     return {"victim": kill["victim"], "point": kill["point"], "died_where_intended": kill["died_where_intended"],
             "resumed_from_tree": first, "trees_redone": redone_trees, "seconds_redone": round(max(since, 0.0), 3),
             "trees_redone_equivalent": round(max(since, 0.0) / per_tree, 3),
+            "survivor_noticed_seconds": round(kill["survivor_noticed_seconds"], 3),
             "restart_seconds": round(kill["restart_seconds"], 3),
             "resume_to_running_seconds": round(kill["resume_to_running_seconds"], 3),
             # until the lender has sent the first tree of the resumed attempt (its gradients)
@@ -345,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in result["kills"]:
         print(f"{k['victim']:>8} killed {k['point']:<14} resumed from tree {k['resumed_from_tree']}: "
               f"{k['trees_redone']} tree(s) begun again, {k['seconds_redone']:.2f} s redone "
-              f"({k['trees_redone_equivalent']:.2f} trees' worth); restart {k['restart_seconds']:.2f} s, "
+              f"({k['trees_redone_equivalent']:.2f} trees' worth); peer noticed {k['survivor_noticed_seconds']:.2f} s, "
+              f"restart {k['restart_seconds']:.2f} s, "
               f"resume->running {k['resume_to_running_seconds']:.2f} s, "
               f"resume->first new tree {k['resume_to_first_new_tree_seconds']:.2f} s")
     print(f"uninterrupted {result['uninterrupted_seconds']} s ({result['seconds_per_tree']} s/tree); "
