@@ -478,9 +478,10 @@ def test_a_send_the_peer_refused_leaves_no_egress_line(lender: Side) -> None:
     (lambda: "[1, 2, 3]", "job is not a JSON object"),
     (lambda: "{not json", "job is not valid JSON"),
     (lambda: json.dumps(psi_job()).replace('"min_intersection": 100', '"min_intersection": 1' + "0" * 5000),
-     "job proposed by lender: job is not valid JSON"),
+     "job proposed by lender: job integer of 5001 digits is outside int64"),
+    (lambda: '{"a":' * 40 + "1" + "}" * 40, "job nests deeper than 8 levels"),
 ], ids=["initiator-is-honest-party", "initiator-third-party", "protocol-not-allowed", "unregistered-dataset",
-        "third-party-datasets", "json-list", "not-json", "5000-digit-integer"])
+        "third-party-datasets", "json-list", "not-json", "5000-digit-integer", "nested-40-levels"])
 def test_platform_refuses_malformed_proposals(platform: Side, make: Any, reason: str) -> None:
     refused(platform, make(), reason)
 
@@ -491,7 +492,8 @@ def test_oversized_and_deeply_nested_proposals_are_refused_clearly(platform: Sid
     huge, deep = out["decisions"]
     assert not huge["accepted"] and huge["code"] == "RESOURCE_EXHAUSTED", huge
     assert not deep["accepted"] and deep["code"] in ("OK", "INVALID_ARGUMENT"), deep
-    assert "nest" in deep["reason"] or "deep" in deep["reason"], deep
+    # refused on its size (100,000 brackets) before anything parses its nesting
+    assert "job is 200" in deep["reason"] and "over the limit of 65536" in deep["reason"], deep
     assert out["health"]["party"] == "platform"
     assert_unchanged(platform, before)
 

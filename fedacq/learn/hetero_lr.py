@@ -652,6 +652,9 @@ class HeteroLRPlatform:
                 t0 = time.perf_counter()
                 back = link.recv("hlr.unmask")
                 timings["wait"] += time.perf_counter() - t0
+                if back.parts["values"].width != (slot_bits + 7) // 8:
+                    raise ValueError(f"hlr.unmask: values of {back.parts['values'].width} bytes, "
+                                     f"expected {(slot_bits + 7) // 8}")
                 values = back.parts["values"].values
                 if len(values) != d:
                     raise ValueError(f"hlr.unmask: {len(values)} values for {d} features")

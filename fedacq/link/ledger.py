@@ -76,7 +76,7 @@ def payload_digest(msg: Message) -> tuple[str, int]:
         part = msg.parts[name]
         h.update(name.encode())
         if isinstance(part, BigInts):
-            h.update(part.to_bytes())
+            h.update(part.buffer())
         else:
             arr = np.ascontiguousarray(part, dtype=part.dtype.newbyteorder("<"))
             # memoryview cannot cast an array with a zero in its shape (e.g. no rows of 3 columns).

@@ -19,7 +19,7 @@ from fedacq.link.message import BigInts, Message
 
 
 def _copy(msg: Message) -> Message:
-    parts = {k: (BigInts(list(v.values), v.width) if isinstance(v, BigInts) else np.array(v, copy=True))
+    parts = {k: (BigInts.from_bytes(v.to_bytes(), v.width) if isinstance(v, BigInts) else np.array(v, copy=True))
              for k, v in msg.parts.items()}
     return Message(type=msg.type, header=dict(msg.header), parts=parts, step=msg.step)
 

@@ -295,34 +295,34 @@ def _check_structure(data: bytes) -> None:
         token = match.group()
         tokens += 1
         if tokens > MAX_HEADER_TOKENS:
-            raise _HeaderRefused(f"header has more than {MAX_HEADER_TOKENS} JSON tokens")
+            raise _HeaderRefused(f"has more than {MAX_HEADER_TOKENS} JSON tokens")
         if token in (b"[", b"{"):
             depth += 1
             if depth > MAX_HEADER_DEPTH:
-                raise _HeaderRefused(f"header nests deeper than {MAX_HEADER_DEPTH} levels")
+                raise _HeaderRefused(f"nests deeper than {MAX_HEADER_DEPTH} levels")
         elif token in (b"]", b"}"):
             depth -= 1
         elif token == b'"':
-            raise _HeaderRefused("header is not valid JSON (a string never ends)")
+            raise _HeaderRefused("is not valid JSON (a string never ends)")
 
 
 def _parse_int(text: str) -> int:
     if len(text) > _MAX_NUMBER_CHARS:
-        raise _HeaderRefused(f"header integer of {len(text)} digits is outside int64")
+        raise _HeaderRefused(f"integer of {len(text)} digits is outside int64")
     value = int(text)
     if not HEADER_INT_RANGE[0] <= value <= HEADER_INT_RANGE[1]:
-        raise _HeaderRefused(f"header integer {value} is outside int64")
+        raise _HeaderRefused(f"integer {value} is outside int64")
     return value
 
 
 def _refuse_constant(text: str) -> None:
-    raise _HeaderRefused(f"header holds {text}, which JSON does not allow")
+    raise _HeaderRefused(f"holds {text}, which JSON does not allow")
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
-        raise _HeaderRefused("header repeats a key in one object")
+        raise _HeaderRefused("repeats a key in one object")
     return out
 
 
@@ -350,15 +350,15 @@ class _Floats:
 
     def __call__(self, text: str) -> float:
         if len(text) > _MAX_NUMBER_CHARS:
-            raise _HeaderRefused(f"header number of {len(text)} characters is too long")
+            raise _HeaderRefused(f"number of {len(text)} characters is too long")
         value = float(text)
         if not math.isfinite(value):
-            raise _HeaderRefused(f"header number {text} overflows a float")
+            raise _HeaderRefused(f"number {text} overflows a float")
         self.growth += len(repr(value)) - len(text)
         return value
 
 
-def parse_header(data: bytes, where: str) -> dict[str, Any]:
+def parse_header(data: bytes, where: str, what: str = "header") -> dict[str, Any]:
     """The header object of a received message, within the caps above.
 
     The inverse of :func:`header_bytes`, for bytes from the peer: ASCII (as
@@ -368,32 +368,32 @@ def parse_header(data: bytes, where: str) -> dict[str, Any]:
     out again), and no larger than the limit once re-encoded canonically (what
     the ledger and the link's counters do; only floats can grow, and they are
     counted as they are parsed). Anything else is a :class:`MessageError` naming
-    ``where``.
+    ``where`` and ``what`` was parsed (a message header; a job document).
     """
     if len(data) > MAX_HEADER_BYTES:
-        raise MessageError(f"{where}: header is {len(data)} bytes, over the limit of {MAX_HEADER_BYTES}")
+        raise MessageError(f"{where}: {what} is {len(data)} bytes, over the limit of {MAX_HEADER_BYTES}")
     if not data.isascii():
-        raise MessageError(f"{where}: header is not valid JSON as fedacq writes it (not ASCII)")
+        raise MessageError(f"{where}: {what} is not valid JSON as fedacq writes it (not ASCII)")
     floats = _Floats()
     try:
         _check_structure(data)
         header = json.loads(data.decode("ascii"), parse_int=_parse_int, parse_float=floats,
                             parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except _HeaderRefused as exc:
-        raise MessageError(f"{where}: {exc}") from None
+        raise MessageError(f"{where}: {what} {exc}") from None
     except json.JSONDecodeError as exc:
-        raise MessageError(f"{where}: header is not valid JSON ({exc})") from None
+        raise MessageError(f"{where}: {what} is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
-        raise MessageError(f"{where}: header is not a JSON object")
+        raise MessageError(f"{where}: {what} is not a JSON object")
     if len(data) + floats.growth > MAX_HEADER_BYTES:
-        raise MessageError(f"{where}: header would be {len(data) + floats.growth} bytes re-encoded, "
+        raise MessageError(f"{where}: {what} would be {len(data) + floats.growth} bytes re-encoded, "
                            f"over the limit of {MAX_HEADER_BYTES}")
     for text in _strings(header):
         if not text.isascii():
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise MessageError(f"{where}: header holds a lone surrogate (not text)") from None
+                raise MessageError(f"{where}: {what} holds a lone surrogate (not text)") from None
     return header
 
 

@@ -221,15 +221,10 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
     send_spend(ctx.link, spend, layer)
     ctx.logger.info("measure: spend of %d buckets sent; private intersection-sum over %d events",
                     len(spend), len(events))
+    agreed = {"layer": layer, "outcomes": list(p["outcomes"]),
+              "epsilon": [float(p["epsilon"])] * len(p["outcomes"])}
     view = share_outcomes_platform(ctx.link, events, min_group_size=p["min_cohort"], spend=spend,
-                                   min_key_bits=_key_floor(ctx))
-    agreed = [float(p["epsilon"])] * len(p["outcomes"])
-    if view.layer != layer or view.epsilon != agreed:
-        raise ValueError(f"measure: the lender's plan (layer {view.layer!r}, epsilon {view.epsilon}) is not "
-                         f"the job's (layer {layer!r}, epsilon {agreed})")
-    planned = [c[:-len("_sum")] for c in view.buckets.columns if c.endswith("_sum")]
-    if planned != p["outcomes"]:
-        raise ValueError(f"measure: the lender's plan shares outcomes {planned}, the job {p['outcomes']}")
+                                   min_key_bits=_key_floor(ctx), expect=agreed)
     out = ctx.work_dir / "platform_view.parquet"
     view.buckets.to_parquet(out, index=False)
     released = int((~view.buckets["suppressed"]).sum())

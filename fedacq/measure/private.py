@@ -35,7 +35,7 @@ clear (values cross Paillier-encrypted under the lender's key, ids blinded).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -159,11 +159,15 @@ class PlatformView:
 
 def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size: int = 100,
                             spend: pd.DataFrame | None = None, workers: int | None = None,
-                            min_key_bits: int = MIN_KEY_BITS) -> PlatformView:
+                            min_key_bits: int = MIN_KEY_BITS,
+                            expect: dict[str, Any] | None = None) -> PlatformView:
     """Platform: run the lender's plan over its exposed users grouped by bucket.
 
     ``min_key_bits`` is the platform's own floor for the lender's Paillier key
-    (refused in ``isum.hello`` whatever the lender says).
+    (refused in ``isum.hello`` whatever the lender says). ``expect`` holds the
+    ``layer``, ``outcomes`` and per-outcome ``epsilon`` the platform agreed to
+    (a node's job): a ``measure.plan`` asking for anything else is refused before
+    the platform touches its events.
 
     The platform's own numbers (exposed users, and spend if given) are joined to
     the released aggregates, so it can read e.g. credit users per exposed user
@@ -174,6 +178,10 @@ def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size:
     layer, outcomes = plan["layer"], [str(o) for o in plan["outcomes"]]
     if any(o not in _SHAREABLE for o in outcomes) or len(plan["epsilon"]) != len(outcomes):
         raise ValueError(f"message 'measure.plan': bad outcomes {outcomes}")
+    for key, agreed in (expect or {}).items():
+        if plan[key] != agreed:
+            raise ValueError(f"message 'measure.plan': the lender asks for {key}={plan[key]!r}, "
+                             f"the job agreed {agreed!r}")
     clicks = events[(events["event_type"] == "click") & (events["layer"] == layer)]
     exposed = clicks.drop_duplicates(["user_id", "bucket"])
     if exposed["user_id"].duplicated().any():

@@ -23,8 +23,10 @@ every message of every allowed protocol are loaded when the node starts, so a
 peer that is faster than this node never sends a message this node cannot yet
 check. Every file the node writes is created under umask 0077 (its party's
 alone, the control socket included). Accepted jobs run in a thread per job;
-their state persists, and a restarted node marks jobs it was running as failed
-and takes new ones.
+their state persists, and a restarted node marks jobs it was running as
+interrupted (``fedacq job resume ID`` at the submitting node continues them)
+and takes new ones. Checkpoints stay in the job's folder (this party's own disk,
+0600; the lender's hold its Paillier key pair) until the operator removes it.
 """
 
 from __future__ import annotations
@@ -204,6 +206,9 @@ class Node:
         except ValueError as exc:
             self.log.warning("refused a job from %s: %s", self.cfg.peer, exc)
             return False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever the peer sent, it gets a refusal, never a crash
+            self.log.exception("refused a job from %s that could not be checked", self.cfg.peer)
+            return False, f"{self.cfg.party} could not check the job ({type(exc).__name__}: {exc})"
         return True, "accepted"
 
     def _launch(self, spec: JobSpec, link: GrpcLink) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def spec_from_json(text: str, source: str) -> JobSpec:
     """A job as JSON text (from the operator or the peer), parsed within the same caps as a
     message header: bounded size and nesting, int64 integers, finite floats, no repeated keys."""
     try:
-        doc = parse_header(text.encode("utf-8", "surrogatepass"), f"{source}: job")
+        doc = parse_header(text.encode("utf-8", "surrogatepass"), source, "job")
     except MessageError as exc:
         raise ValueError(str(exc)) from None
     return parse_job({"job": {"id": doc.get("id"), "protocol": doc.get("protocol"),
