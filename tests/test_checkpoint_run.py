@@ -81,12 +81,13 @@ class CutLink(MemoryLink):
         raise LinkError("cut: the peer's node is gone")
 
 
-def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = None) -> dict | None:
+def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = None,
+            model: str = "secureboost", model_params: dict = PARAMS) -> dict | None:
     """One attempt of the job at both parties; None if the cut ended it."""
     cfg = RunConfig(lender_path=tables[LENDER].path, platform_path=tables[PLATFORM].path, id_column="id",
-                    label_column="y", out_dir=out, params=PARAMS, key_bits=512, insecure_test_key=True,
-                    min_intersection=10, validation_fraction=0.25, seed=7, progress=False)
-    params = model_module("secureboost").resolve_params(dict(PARAMS))
+                    label_column="y", out_dir=out, model=model, params=model_params, key_bits=512,
+                    insecure_test_key=True, min_intersection=10, validation_fraction=0.25, seed=7, progress=False)
+    params = model_module(model).resolve_params(dict(model_params))
     cut = Cut(cut_at)
     links = [CutLink(link, cut) for link in memory_pair(LENDER, PLATFORM, job="j")]
     steps: dict[str, list] = {LENDER: [], PLATFORM: []}
@@ -115,7 +116,7 @@ def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = No
 
 
 def model_files(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(out.glob("*/model/secureboost_*.json"))}
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*/model/*"))}
 
 
 def from_psi(source: Path, root: Path) -> Path:
@@ -195,3 +196,46 @@ def test_a_peers_checkpoint_list_is_checked_before_anything_is_dropped(held, err
     with pytest.raises(ValueError, match=error):
         RunCheckpoints.agree(la, store, True)
     assert store.names() == ["psi"]
+
+
+# -- hetero LR and split NN: a checkpoint per epoch -----------------------------------------
+
+HLR_PARAMS = {"max_iter": 4, "batch_size": 100, "n_iter_no_change": 4, "n_jobs": 1}
+#: messages of a hetero LR attempt: the run.checkpoints handshake and hlr.hello(_reply), then per epoch
+#: 4 per batch (3 batches of the 300 training rows) and hlr.epoch, hlr.epoch_done
+HLR_BEFORE, HLR_EPOCH = 4, 3 * 4 + 2
+
+
+def test_hetero_lr_cut_mid_epoch_or_between_epochs_resumes_to_the_same_coefficients(tables, tmp_path):
+    """Exact: batches come from the shared seed, the masks cancel in integers, a fresh key decrypts the
+    same sums; so the resumed coefficients are the uninterrupted run's bit for bit (the files' bytes)."""
+    def run(root, out, cut_at=None, resume=True):
+        return attempt(tables, root, out, resume, cut_at, model="hetero_lr", model_params=HLR_PARAMS)
+
+    def held(root):
+        return {party: Checkpoints(root / party).names() for party in (LENDER, PLATFORM)}
+
+    full = run(tmp_path / "full", tmp_path / "full_out", resume=False)
+    assert full is not None and full["steps"][PLATFORM][-1] == ("epoch", 4, 4)
+    assert full["steps"][LENDER][-1] == ("epoch", 4, 4)
+    assert held(tmp_path / "full") == {p: ["epoch-0002", "epoch-0003", "psi"] for p in (LENDER, PLATFORM)}
+    expected = model_files(tmp_path / "full_out")
+    assert sorted(expected) == ["hetero_lr_lender.json", "hetero_lr_platform.json"]
+
+    # three cuts in a row, each attempt resuming from the PSI result and the epochs both parties hold
+    root, out = from_psi(tmp_path / "full", tmp_path / "cut"), tmp_path / "cut_out"
+    # at epoch 1's hlr.epoch_done: the lender has saved epoch 1, the platform has not
+    assert run(root, out / "0", cut_at=HLR_BEFORE + 2 * HLR_EPOCH) is None
+    assert held(root) == {LENDER: ["epoch-0000", "epoch-0001", "psi"], PLATFORM: ["epoch-0000", "psi"]}
+    # resumed from epoch 1 (the lender drops its epoch 1), cut in the middle of epoch 2
+    assert run(root, out / "1", cut_at=HLR_BEFORE + HLR_EPOCH + 6) is None
+    assert held(root) == {p: ["epoch-0000", "epoch-0001", "psi"] for p in (LENDER, PLATFORM)}
+    # resumed from epoch 2, cut between epochs 2 and 3 (at epoch 3's first message)
+    assert run(root, out / "2", cut_at=HLR_BEFORE + HLR_EPOCH + 1) is None
+    assert held(root) == {p: ["epoch-0001", "epoch-0002", "psi"] for p in (LENDER, PLATFORM)}
+    done = run(root, out / "3")
+    assert done is not None and done["messages"] == HLR_BEFORE + HLR_EPOCH + 4  # epoch 3, two predictions
+    assert model_files(out / "3") == expected
+    assert done["lender"]["validation"] == full["lender"]["validation"]
+    assert done["lender"]["history"] == [{**h, "seconds": d["seconds"]}
+                                         for h, d in zip(full["lender"]["history"], done["lender"]["history"])]

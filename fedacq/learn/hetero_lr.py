@@ -210,6 +210,21 @@ class Optimizer:
         if intercept_last:
             self.penalised[-1] = 0.0
 
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The step count and moments, as checkpoint (meta, arrays): a resumed run takes the same steps."""
+        return {"opt_t": self.t}, {"opt_velocity": self.velocity.copy(), "opt_second": self.second.copy()}
+
+    def restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """The state :meth:`state` gave, from this party's own checkpoint (shapes checked)."""
+        velocity = np.asarray(arrays["opt_velocity"], dtype=np.float64)
+        second = np.asarray(arrays["opt_second"], dtype=np.float64)
+        t = meta["opt_t"]
+        if velocity.shape != self.velocity.shape or second.shape != self.second.shape or \
+                not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise ValueError(f"optimiser checkpoint: moments of shape {velocity.shape} for "
+                             f"{self.velocity.shape[0]} weights, step {t!r}")
+        self.velocity, self.second, self.t = velocity, second, t
+
     def step(self, w: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
         if self.penalty == "l2":
             grad = grad + self.penalised * w / (self.C * self.n_rows)
@@ -372,7 +387,7 @@ class HeteroLRLender:
                  early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
                  mask_bits: int = 64, key_bits: int = 2048, insecure_test_key: bool = False,
                  random_state: int = 0, n_jobs: int | None = None,
-                 callback: Callable[[int, dict], Any] | None = None) -> None:
+                 callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         _check_params(penalty, C, max_iter, batch_size, learning_rate, eta0, power_t, momentum,
                       n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits, solver)
         self.solver = solver
@@ -396,6 +411,8 @@ class HeteroLRLender:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.callback = callback
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each epoch, resume
+        self.checkpoints = checkpoints
         self.history_: list[dict[str, float]] = []
         self.timings_: dict[str, float] = {}
 
@@ -421,7 +438,11 @@ class HeteroLRLender:
         pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
         self.public_key_ = pk
         n_eval = 0 if eval_set is None else len(eval_set[1])
-        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval}
+        # a fresh key pair on resumption too: no ciphertext outlives its batch, so nothing needs the old one
+        resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
+        first_epoch = 0 if resumed is None else resumed[0] + 1
+        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval,
+                  "first_epoch": first_epoch}
         link.send(Message("hlr.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("hlr.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -448,9 +469,13 @@ class HeteroLRLender:
         best_loss, no_change = math.inf, 0
         adaptive_eta = self.eta0
         self.history_ = []
+        stopped = False
+        if resumed is not None:
+            w, b, best, best_loss, no_change, adaptive_eta, stopped = self._restore(resumed, opt, X.shape[1])
         from tqdm import tqdm
 
-        for epoch in tqdm(range(self.max_iter), desc="hetero LR", unit="epoch", leave=False, disable=None):
+        for epoch in tqdm(range(first_epoch, first_epoch if stopped else self.max_iter), desc="hetero LR",
+                          unit="epoch", leave=False, disable=None, initial=first_epoch, total=self.max_iter):
             lr = step_size(self.learning_rate, self.eta0, self.power_t, epoch, adaptive_eta)
             for bi, rows in enumerate(batches(n, self.batch_size, self.random_state, epoch)):
                 t0 = time.perf_counter()
@@ -515,6 +540,13 @@ class HeteroLRLender:
             self.history_.append(metrics)
             if self.callback is not None:
                 self.callback(epoch, metrics)
+            if self.checkpoints is not None:  # before epoch_done: the platform saves this epoch after it
+                opt_meta, opt_arrays = opt.state()
+                self.checkpoints.save("epoch", epoch, {
+                    **opt_meta, "intercept": b, "best_intercept": best[1], "history": self.history_,
+                    "best_loss": None if math.isinf(best_loss) else best_loss, "no_change": no_change,
+                    "adaptive_eta": adaptive_eta, "best_epoch": getattr(self, "best_epoch_", None), "stop": stop},
+                    {**opt_arrays, "coef": w, "best_coef": best[0]})
             link.send(Message("hlr.epoch_done", {"epoch": epoch, "improved": improved, "stop": stop},
                               step=f"epoch{epoch}"))
             if stop:
@@ -524,6 +556,29 @@ class HeteroLRLender:
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
+
+    def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, d: int) -> tuple:
+        """The training state after epoch ``resumed[0]``, from this party's own checkpoint.
+
+        Weights, intercept, optimiser moments, the best weights so far and the
+        early-stopping state are exactly the uninterrupted run's, and the
+        batches of the next epochs come from the shared seed, so the epochs
+        that follow are too: the platform's masks cancel exactly and a fresh
+        key decrypts the same sums.
+        """
+        index, meta, arrays = resumed
+        w = np.asarray(arrays["coef"], dtype=np.float64)
+        best_w = np.asarray(arrays["best_coef"], dtype=np.float64)
+        self.history_ = [dict(h) for h in meta["history"]]
+        if w.shape != (d,) or best_w.shape != (d,) or len(self.history_) != index + 1:
+            raise ValueError(f"epoch checkpoint {index}: does not fit this job ({w.shape[0]} weights for {d} "
+                             f"features, {len(self.history_)} epochs of history)")
+        opt.restore(meta, arrays)
+        if meta["best_epoch"] is not None:
+            self.best_epoch_ = int(meta["best_epoch"])
+        best_loss = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
+        return (w, float(meta["intercept"]), (best_w, float(meta["best_intercept"])), best_loss,
+                int(meta["no_change"]), float(meta["adaptive_eta"]), bool(meta["stop"]))
 
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
         """Federated logits for rows the platform holds in the same order."""
@@ -547,9 +602,10 @@ class HeteroLRLender:
         doc = {"format": "fedacq.hetero_lr.lender/1", "params": self.get_params(),
                "scaler": self.scaler_.to_dict(), "coef": self.coef_.tolist(),
                "intercept": self.intercept_, "n_platform_features": self.n_platform_features_,
-               "history": self.history_}
+               # the model, not the timing: the file is the same whenever the same data and seed train it
+               "history": [{k: v for k, v in h.items() if k != "seconds"} for h in self.history_]}
         out = path / "hetero_lr_lender.json"
-        out.write_text(json.dumps(doc))
+        out.write_text(json.dumps(doc, sort_keys=True))  # key order as a restored checkpoint's history
         return out
 
 
@@ -563,9 +619,13 @@ class HeteroLRPlatform:
     the lender announces.
     """
 
-    def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS) -> None:
+    def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS, checkpoints: Any = None,
+                 on_epoch: Callable[[int], Any] | None = None) -> None:
         self.n_jobs = n_jobs
         self.min_key_bits = int(min_key_bits)
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its weights after each epoch, resume
+        self.checkpoints = checkpoints
+        self.on_epoch = on_epoch
         self.timings_: dict[str, float] = {}
 
     def _quantize(self, X: np.ndarray) -> np.ndarray:
@@ -587,6 +647,7 @@ class HeteroLRPlatform:
             params = config["params"]
             pk = PublicKey.from_json(config["public_key"])
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
+            first_epoch = config.get("first_epoch", 0)
             _check_params(params["penalty"], params["C"], params["max_iter"], params["batch_size"],
                           params["learning_rate"], params["eta0"], params["power_t"],
                           params["momentum"], params["n_iter_no_change"], params["residual_frac_bits"],
@@ -619,8 +680,22 @@ class HeteroLRPlatform:
         w = np.zeros(d)
         best = w.copy()
         opt = Optimizer(d, penalty, C, n, float(params["momentum"]), solver=params["solver"])
+        resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
+        held = 0 if resumed is None else resumed[0] + 1
+        if first_epoch != held or isinstance(first_epoch, bool):
+            raise ValueError(f"hlr.hello: the lender continues from epoch {first_epoch!r}; this party's "
+                             f"checkpoints hold {held} epochs")
+        stopped = False
+        if resumed is not None:
+            _, meta, arrays = resumed
+            w = np.asarray(arrays["coef"], dtype=np.float64)
+            best = np.asarray(arrays["best_coef"], dtype=np.float64)
+            if w.shape != (d,) or best.shape != (d,):
+                raise ValueError(f"epoch checkpoint {held - 1}: {w.shape[0]} weights for {d} features")
+            opt.restore(meta, arrays)
+            stopped = bool(meta["stop"])
         timings = {"gradient": 0.0, "mask": 0.0, "wait": 0.0}
-        for epoch in range(int(params["max_iter"])):
+        for epoch in range(first_epoch, first_epoch if stopped else int(params["max_iter"])):
             for bi, rows in enumerate(batches(n, batch_size, seed, epoch)):
                 link.send(Message("hlr.logits", {"epoch": epoch, "batch": bi}, {"logits": Xq[rows] @ w},
                                   step=f"epoch{epoch}/batch{bi}"))
@@ -670,6 +745,12 @@ class HeteroLRPlatform:
                 raise ValueError(f"hlr.epoch_done: expected epoch {epoch}, got {done.header['epoch']}")
             if done.header["improved"]:
                 best = w.copy()
+            if self.checkpoints is not None:
+                opt_meta, opt_arrays = opt.state()
+                self.checkpoints.save("epoch", epoch, {**opt_meta, "stop": done.header["stop"]},
+                                      {**opt_arrays, "coef": w, "best_coef": best})
+            if self.on_epoch is not None:
+                self.on_epoch(epoch)
             if done.header["stop"]:
                 break
         self.coef_ = best

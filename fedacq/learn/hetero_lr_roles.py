@@ -7,6 +7,10 @@ The protocol, and what each party learns from it, is in
 ``n_iter_no_change``), times its phases and saves each party's model part.
 Scores for evaluation come from federated inference: the platform sends its
 partial logits of the rows asked for.
+
+Checkpoints (node jobs): each party saves its own state after every epoch and
+resumes from the last epoch both hold (:class:`fedacq.learn.run.RunCheckpoints`;
+what each side stores is listed in ``protocols/hetero_lr.md``).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.hetero_lr import HeteroLRLender
 
     lender = HeteroLRLender(**ctx.params, key_bits=ctx.key_bits, insecure_test_key=ctx.insecure_test_key,
-                            random_state=ctx.seed, callback=ctx.on_iteration)
+                            random_state=ctx.seed, callback=ctx.on_iteration, checkpoints=ctx.checkpoints)
     train_score, valid_score = fit_lender(lender, link, data, ctx)
     lender.save(ctx.model_dir)
     return RoleResult(files=model_files(ctx), train_score=train_score, valid_score=valid_score,
@@ -77,7 +81,9 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.hetero_lr import HeteroLRPlatform
 
     # the key floor is this party's own: the lender's hlr.hello is checked against it
-    platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits)
+    platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits,
+                                checkpoints=ctx.checkpoints,
+                                on_epoch=lambda e: ctx.progress("epoch", e + 1, ctx.params["max_iter"]))
     serve_platform(platform, link, data, ctx)
     return RoleResult(files=model_files(ctx), info={"crypto_seconds": platform.timings_})
 
