@@ -441,8 +441,9 @@ class HeteroLRLender:
         # a fresh key pair on resumption too: no ciphertext outlives its batch, so nothing needs the old one
         resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
         first_epoch = 0 if resumed is None else resumed[0] + 1
-        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval,
-                  "first_epoch": first_epoch}
+        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval}
+        if first_epoch:  # a resumption names the epoch it continues from; the platform checks its own
+            config["first_epoch"] = first_epoch
         link.send(Message("hlr.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("hlr.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:

@@ -304,8 +304,63 @@ class _EarlyStopping:
         return improved, epoch == self.max_iter - 1 or self.no_change >= self.patience
 
 
-def _state_arrays(module: Any, prefix: str) -> dict[str, np.ndarray]:
-    return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+def _state_arrays(state: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
+    """A network's state dict as numpy arrays named ``prefix.<key>`` (for .npz files and checkpoints)."""
+    return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def _state_from_arrays(module: Any, arrays: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
+    """A state dict for ``module`` from checkpoint arrays named ``prefix.<key>``: keys and shapes checked."""
+    import torch
+
+    own = module.state_dict()
+    got = {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(f"{prefix}.")}
+    if set(got) != set(own) or any(tuple(got[k].shape) != tuple(own[k].shape) for k in own):
+        raise ValueError(f"epoch checkpoint: the {prefix!r} weights do not fit this party's network")
+    return {k: torch.as_tensor(got[k]).to(own[k].dtype) for k in own}
+
+
+#: what torch's Adam keeps per parameter
+_ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
+
+
+def _optimizer_arrays(opt: Any) -> dict[str, np.ndarray]:
+    """Adam's per-parameter state as numpy arrays ``opt.<parameter index>.<name>`` (no pickle)."""
+    return {f"opt.{i}.{name}": value.detach().cpu().numpy()
+            for i, state in opt.state_dict()["state"].items() for name, value in state.items()}
+
+
+def _load_optimizer(opt: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Adam's state from :func:`_optimizer_arrays`' arrays: indices, names and shapes checked."""
+    import torch
+
+    groups = opt.state_dict()["param_groups"]
+    shapes = [tuple(p.shape) for group in opt.param_groups for p in group["params"]]
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in arrays.items():
+        if not key.startswith("opt."):
+            continue
+        _, index, name = key.split(".", 2)
+        i = int(index) if index.isdigit() else -1
+        if name == "step" and value.size == 1:
+            value = value.reshape(())  # the checkpoint store writes a scalar as one element
+        if not 0 <= i < len(shapes) or name not in _ADAM_STATE or \
+                tuple(value.shape) != (() if name == "step" else shapes[i]):
+            raise ValueError(f"epoch checkpoint: optimiser state {key!r} does not fit this party's network")
+        state.setdefault(i, {})[name] = torch.as_tensor(value)
+    if any(set(v) != set(_ADAM_STATE) for v in state.values()):
+        raise ValueError("epoch checkpoint: incomplete optimiser state")
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` without its clock: members dated 1980-01-01, so equal weights give equal bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, array in arrays.items():
+            with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as fh:
+                np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
 
 
 # -- lender ------------------------------------------------------------------------------
@@ -314,11 +369,13 @@ class SplitNNLender:
     """The active party: labels, its bottom network and the top network."""
 
     def __init__(self, random_state: int = 0, callback: Callable[[int, dict], Any] | None = None,
-                 init_seed: int | None = None, **params: Any) -> None:
+                 init_seed: int | None = None, checkpoints: Any = None, **params: Any) -> None:
         self.params = resolve_params(params)
         self.random_state = random_state
         self.init_seed = _own_seed(init_seed)
         self.callback = callback
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each epoch, resume
+        self.checkpoints = checkpoints
         self.history_: list[dict[str, float]] = []
 
     def _build(self, X: np.ndarray) -> None:
@@ -368,7 +425,11 @@ class SplitNNLender:
         p = self.params
         t_start = time.perf_counter()
         n_eval = 0 if eval_set is None else len(eval_set[1])
+        resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
+        first_epoch = 0 if resumed is None else resumed[0] + 1
         config = {"params": p, "random_state": self.random_state, "n_rows": n, "n_eval_rows": n_eval}
+        if first_epoch:  # a resumption names the epoch it continues from; the platform checks its own
+            config["first_epoch"] = first_epoch
         link.send(Message("snn.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("snn.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -384,9 +445,13 @@ class SplitNNLender:
         stopper = _EarlyStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
         best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
         self.history_ = []
+        stopped = False
+        if resumed is not None:
+            best, stopped = self._restore(resumed, opt, stopper)
         from tqdm import tqdm
 
-        for epoch in tqdm(range(p["max_iter"]), desc="split NN", unit="epoch", leave=False, disable=None):
+        for epoch in tqdm(range(first_epoch, first_epoch if stopped else p["max_iter"]), desc="split NN",
+                          unit="epoch", leave=False, disable=None, initial=first_epoch, total=p["max_iter"]):
             self.bottom_.train(), self.top_.train()
             for bi, rows in enumerate(batches(n, p["batch_size"], self.random_state, epoch)):
                 msg = link.recv("snn.forward")
@@ -417,6 +482,14 @@ class SplitNNLender:
             self.history_.append(metrics)
             if self.callback is not None:
                 self.callback(epoch, metrics)
+            if self.checkpoints is not None:  # before epoch_done: the platform saves this epoch after it
+                self.checkpoints.save("epoch", epoch, {
+                    "history": self.history_, "best_loss": None if math.isinf(stopper.best) else stopper.best,
+                    "no_change": stopper.no_change, "best_epoch": stopper.best_epoch, "stop": stop}, {
+                    **_state_arrays(self.bottom_.state_dict(), "bottom"),
+                    **_state_arrays(self.top_.state_dict(), "top"),
+                    **_state_arrays(best[0], "best_bottom"), **_state_arrays(best[1], "best_top"),
+                    **_optimizer_arrays(opt)})
             link.send(Message("snn.epoch_done", {"epoch": epoch, "improved": improved, "stop": stop},
                               step=f"epoch{epoch}"))
             if stop:
@@ -427,6 +500,28 @@ class SplitNNLender:
         self.n_iter_ = len(self.history_)
         self.seconds_ = time.perf_counter() - t_start
         return self
+
+    def _restore(self, resumed: tuple[int, dict, dict], opt: Any, stopper: "_EarlyStopping") -> tuple[tuple, bool]:
+        """The training state after epoch ``resumed[0]`` from this party's own checkpoint; (best, stopped).
+
+        Both networks, Adam's moments, the best weights so far and the
+        early-stopping state are the first attempt's, and the batches come
+        from the shared seed: with noise off the epochs that follow are the
+        uninterrupted run's. Noise is fresh randomness from the OS CSPRNG, so
+        with noise on no two runs are equal, resumed or not.
+        """
+        index, meta, arrays = resumed
+        self.history_ = [dict(h) for h in meta["history"]]
+        if len(self.history_) != index + 1:
+            raise ValueError(f"epoch checkpoint {index}: {len(self.history_)} epochs of history")
+        self.bottom_.load_state_dict(_state_from_arrays(self.bottom_, arrays, "bottom"))
+        self.top_.load_state_dict(_state_from_arrays(self.top_, arrays, "top"))
+        best = (_state_from_arrays(self.bottom_, arrays, "best_bottom"),
+                _state_from_arrays(self.top_, arrays, "best_top"))
+        _load_optimizer(opt, arrays)
+        stopper.best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
+        stopper.no_change, stopper.best_epoch = int(meta["no_change"]), int(meta["best_epoch"])
+        return best, bool(meta["stop"])
 
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
         """Federated logits for rows the platform holds in the same order."""
@@ -452,10 +547,15 @@ class SplitNNLender:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         weights = path / "splitnn_lender.npz"
-        np.savez(weights, **_state_arrays(self.bottom_, "bottom"), **_state_arrays(self.top_, "top"))
+        _save_npz(weights, {**_state_arrays(self.bottom_.state_dict(), "bottom"),
+                            **_state_arrays(self.top_.state_dict(), "top")})
         doc = path / "splitnn_lender.json"
+        # the model, not the timing, keys sorted (a restored checkpoint's history is): the same weights
+        # and data give the same bytes
         doc.write_text(json.dumps({"format": "fedacq.splitnn.lender/1", "params": self.params,
-                                   "columns": self.columns_.to_dict(), "history": self.history_}))
+                                   "columns": self.columns_.to_dict(),
+                                   "history": [{k: v for k, v in h.items() if k != "seconds"}
+                                               for h in self.history_]}, sort_keys=True))
         return [weights, doc]
 
 
@@ -464,8 +564,12 @@ class SplitNNLender:
 class SplitNNPlatform:
     """The passive party: features and its bottom network, initialised from its own secret seed."""
 
-    def __init__(self, init_seed: int | None = None) -> None:
+    def __init__(self, init_seed: int | None = None, checkpoints: Any = None,
+                 on_epoch: Callable[[int], Any] | None = None) -> None:
         self.init_seed = _own_seed(init_seed)
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its network after each epoch, resume
+        self.checkpoints = checkpoints
+        self.on_epoch = on_epoch
 
     def _embed(self, dense: Any, cats: Any) -> np.ndarray:
         """Noised embeddings of rows (no gradient): what crosses at evaluation and scoring."""
@@ -492,6 +596,7 @@ class SplitNNPlatform:
             config = json.loads(hello.header["config"])
             p = resolve_params(config["params"])
             seed, n_rows, n_eval = int(config["random_state"]), int(config["n_rows"]), int(config["n_eval_rows"])
+            first_epoch = config.get("first_epoch", 0)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"snn.hello: malformed config: {exc}") from exc
         n = X.shape[0]
@@ -510,7 +615,19 @@ class SplitNNPlatform:
         if eval_X is not None:
             dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_X))
         best = copy.deepcopy(self.bottom_.state_dict())
-        for epoch in range(p["max_iter"]):
+        resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
+        held = 0 if resumed is None else resumed[0] + 1
+        if first_epoch != held or isinstance(first_epoch, bool):
+            raise ValueError(f"snn.hello: the lender continues from epoch {first_epoch!r}; this party's "
+                             f"checkpoints hold {held} epochs")
+        stopped = False
+        if resumed is not None:
+            _, meta, arrays = resumed
+            self.bottom_.load_state_dict(_state_from_arrays(self.bottom_, arrays, "bottom"))
+            best = _state_from_arrays(self.bottom_, arrays, "best_bottom")
+            _load_optimizer(opt, arrays)
+            stopped = bool(meta["stop"])
+        for epoch in range(first_epoch, first_epoch if stopped else p["max_iter"]):
             for bi, rows in enumerate(batches(n, p["batch_size"], seed, epoch)):
                 self.bottom_.train()
                 idx = torch.as_tensor(rows)
@@ -538,6 +655,12 @@ class SplitNNPlatform:
                 raise ValueError(f"snn.epoch_done: expected epoch {epoch}, got {done.header['epoch']}")
             if done.header["improved"]:
                 best = copy.deepcopy(self.bottom_.state_dict())
+            if self.checkpoints is not None:
+                self.checkpoints.save("epoch", epoch, {"stop": done.header["stop"]}, {
+                    **_state_arrays(self.bottom_.state_dict(), "bottom"), **_state_arrays(best, "best_bottom"),
+                    **_optimizer_arrays(opt)})
+            if self.on_epoch is not None:
+                self.on_epoch(epoch)
             if done.header["stop"]:
                 break
         self.bottom_.load_state_dict(best)
@@ -559,7 +682,7 @@ class SplitNNPlatform:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         weights = path / "splitnn_platform.npz"
-        np.savez(weights, **_state_arrays(self.bottom_, "bottom"))
+        _save_npz(weights, _state_arrays(self.bottom_.state_dict(), "bottom"))
         doc = path / "splitnn_platform.json"
         doc.write_text(json.dumps({"format": "fedacq.splitnn.platform/1", "columns": self.columns_.to_dict(),
                                    "embedding_dim": self.params_["embedding_dim"]}))

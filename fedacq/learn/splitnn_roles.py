@@ -7,6 +7,11 @@ The protocol, its noise parameters and what each party learns are in
 ``n_iter_no_change``; plus ``embedding_dim``, ``top_layer_sizes`` and the
 clipping/noise parameters), times its phases and saves each party's part.
 torch (the ``nn`` extra) is needed only when this model runs.
+
+Checkpoints (node jobs): each party saves its own networks and optimiser state
+after every epoch and resumes from the last epoch both hold
+(:class:`fedacq.learn.run.RunCheckpoints`; what each side stores is listed in
+``protocols/splitnn.md``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
 def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.splitnn import SplitNNLender, gaussian_dp
 
-    lender = SplitNNLender(random_state=ctx.seed, callback=ctx.on_iteration, **ctx.params)
+    lender = SplitNNLender(random_state=ctx.seed, callback=ctx.on_iteration, checkpoints=ctx.checkpoints,
+                           **ctx.params)
     train_score, valid_score = fit_lender(lender, link, data, ctx)
     files = lender.save(ctx.model_dir)
     p = ctx.params
@@ -56,6 +62,7 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.splitnn import SplitNNPlatform
 
-    platform = SplitNNPlatform()
+    platform = SplitNNPlatform(checkpoints=ctx.checkpoints,
+                               on_epoch=lambda e: ctx.progress("epoch", e + 1, ctx.params["max_iter"]))
     serve_platform(platform, link, data, ctx)
     return RoleResult(files=model_files(ctx), info={"categorical_columns": len(platform.columns_.categorical)})
