@@ -82,11 +82,13 @@ class CutLink(MemoryLink):
 
 
 def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = None,
-            model: str = "secureboost", model_params: dict = PARAMS) -> dict | None:
-    """One attempt of the job at both parties; None if the cut ended it."""
+            model: str = "secureboost", model_params: dict = PARAMS, tracking: Path | None = None) -> dict | None:
+    """One attempt of the job at both parties; None if the cut ended it. ``tracking``: one MLflow store
+    for every attempt (a new store per attempt costs seconds on a loaded machine)."""
     cfg = RunConfig(lender_path=tables[LENDER].path, platform_path=tables[PLATFORM].path, id_column="id",
                     label_column="y", out_dir=out, model=model, params=model_params, key_bits=512,
-                    insecure_test_key=True, min_intersection=10, validation_fraction=0.25, seed=7, progress=False)
+                    insecure_test_key=True, min_intersection=10, validation_fraction=0.25, seed=7, progress=False,
+                    tracking_dir=None if tracking is None else str(tracking))
     params = model_module(model).resolve_params(dict(model_params))
     cut = Cut(cut_at)
     links = [CutLink(link, cut) for link in memory_pair(LENDER, PLATFORM, job="j")]
@@ -210,7 +212,8 @@ def test_hetero_lr_cut_mid_epoch_or_between_epochs_resumes_to_the_same_coefficie
     """Exact: batches come from the shared seed, the masks cancel in integers, a fresh key decrypts the
     same sums; so the resumed coefficients are the uninterrupted run's bit for bit (the files' bytes)."""
     def run(root, out, cut_at=None, resume=True):
-        return attempt(tables, root, out, resume, cut_at, model="hetero_lr", model_params=HLR_PARAMS)
+        return attempt(tables, root, out, resume, cut_at, model="hetero_lr", model_params=HLR_PARAMS,
+                       tracking=tmp_path / "mlruns")
 
     def held(root):
         return {party: Checkpoints(root / party).names() for party in (LENDER, PLATFORM)}
@@ -239,3 +242,44 @@ def test_hetero_lr_cut_mid_epoch_or_between_epochs_resumes_to_the_same_coefficie
     assert done["lender"]["validation"] == full["lender"]["validation"]
     assert done["lender"]["history"] == [{**h, "seconds": d["seconds"]}
                                          for h, d in zip(full["lender"]["history"], done["lender"]["history"])]
+
+
+SNN_PARAMS = {"hidden_layer_sizes": [8], "embedding_dim": 4, "top_layer_sizes": [8], "batch_size": 100,
+              "max_iter": 4, "n_iter_no_change": 4, "gradient_clip": None, "embedding_clip": None}
+#: messages of a split NN attempt: the handshake and snn.hello(_reply), then per epoch 2 per batch
+#: (3 batches) and snn.epoch, snn.epoch_done
+SNN_BEFORE, SNN_EPOCH = 4, 3 * 2 + 2
+
+
+def test_splitnn_without_noise_cut_and_resumed_trains_the_uninterrupted_networks(tables, tmp_path, monkeypatch):
+    """With noise off a resumed run equals the uninterrupted one: the networks, Adam's moments and the
+    early-stopping state come from each party's checkpoint and the batches from the shared seed. With
+    noise on (the default for gradients) the noise is fresh OS randomness: no two runs are equal.
+
+    Each party draws its initial weights from its own secret seed (OS CSPRNG), so two runs from
+    nothing differ; the test fixes that seed to compare an interrupted run with an uninterrupted one
+    (a cut before the first epoch's checkpoint starts again from fresh weights)."""
+    pytest.importorskip("torch")
+    import fedacq.learn.splitnn as splitnn
+
+    monkeypatch.setattr(splitnn, "_own_seed", lambda init_seed: 11 if init_seed is None else int(init_seed))
+
+    def run(root, out, cut_at=None, resume=True):
+        return attempt(tables, root, out, resume, cut_at, model="splitnn", model_params=SNN_PARAMS,
+                       tracking=tmp_path / "mlruns")
+
+    full = run(tmp_path / "full", tmp_path / "full_out", resume=False)
+    assert full is not None and full["steps"][PLATFORM][-1] == ("epoch", 4, 4)
+    expected = model_files(tmp_path / "full_out")
+    assert sorted(expected) == ["splitnn_lender.json", "splitnn_lender.npz", "splitnn_platform.json",
+                                "splitnn_platform.npz"]
+    root, out = from_psi(tmp_path / "full", tmp_path / "cut"), tmp_path / "cut_out"
+    # in the middle of epoch 1, then (resumed from epoch 1) between epochs 2 and 3
+    assert run(root, out / "0", cut_at=SNN_BEFORE + SNN_EPOCH + 3) is None
+    assert Checkpoints(root / PLATFORM).names() == ["epoch-0000", "psi"]
+    assert run(root, out / "1", cut_at=SNN_BEFORE + 2 * SNN_EPOCH + 1) is None
+    assert Checkpoints(root / LENDER).names() == ["epoch-0001", "epoch-0002", "psi"]
+    done = run(root, out / "2")
+    assert done is not None and done["messages"] == SNN_BEFORE + SNN_EPOCH + 4  # epoch 3, two predictions
+    assert model_files(out / "2") == expected
+    assert done["lender"]["validation"] == full["lender"]["validation"]
