@@ -139,10 +139,10 @@ def test_a_missing_layer_fails_naming_the_data_set(files, tmp_path):
 
 
 def test_the_platform_refuses_a_plan_for_another_layer(files, tmp_path):
-    """A lender that plans another layer than the job's finds none of the platform's users, and is refused."""
-    from fedacq.crypto.paillier import generate_keypair
+    """A lender that plans another layer than the job's is refused before the platform touches its events."""
     from fedacq.link.memory import memory_pair
-    from fedacq.measure.private import recv_spend, share_outcomes_lender
+    from fedacq.link.message import Message
+    from fedacq.measure.private import recv_spend
     from fedacq.node.policy import load_policy
     from fedacq.node.protocols import JobContext
 
@@ -165,10 +165,179 @@ def test_the_platform_refuses_a_plan_for_another_layer(files, tmp_path):
     thread = threading.Thread(target=platform, daemon=True)
     thread.start()
     recv_spend(lender_link)
-    funnel = pd.read_parquet(files["lender"]["funnel-boost"])
-    _, key = generate_keypair(1024, insecure_test_key=True)
-    deviant = share_outcomes_lender(lender_link, funnel, private_key=key, layer="other", min_group_size=10)
+    lender_link.send(Message("measure.plan", {"layer": "other", "outcomes": params["outcomes"],
+                                              "epsilon": [0.0] * len(params["outcomes"])}))
     thread.join(timeout=120)
-    assert not deviant.groups  # the platform's users of the job's layer never entered the run
-    assert not thread.is_alive() and "plan (layer 'other'" in str(outcome.get("error"))
+    assert not thread.is_alive() and "asks for layer='other', the job agreed 'boost'" in str(outcome.get("error"))
     assert not (work / "platform_view.parquet").exists()
+
+
+# -- checkpoints and resumption, in one process -------------------------------------------
+# Both roles run in threads over memory links with a checkpoint folder each (as a node gives them); a
+# cut ends both links at the N-th message of the pair, as a killed node ends its peer's
+# (test_checkpoint_run.py's cut links). Real nodes and SIGKILL: test_kill_resume_measure.py.
+
+class RecordedLink:
+    """Factory of cut links that also record every message delivered to the peer (what crossed)."""
+
+    def __init__(self, crossed: list) -> None:
+        self.crossed = crossed
+
+    def __call__(self, link, cut):
+        from test_checkpoint_run import CutLink
+
+        crossed = self.crossed
+
+        class Recording(CutLink):
+            def _transmit(self, seq, msg):
+                super()._transmit(seq, msg)
+                crossed.append(msg)
+
+        return Recording(link, cut)
+
+
+def attempt(files, root: Path, job_id: str, number: int, crossed: list, cut_at: int | None = None,
+            **params) -> tuple[dict, dict]:
+    """Attempt ``number`` of the job at both parties: (results, errors) by party."""
+    from fedacq.link.memory import memory_pair
+    from fedacq.node.checkpoint import Checkpoints
+    from fedacq.node.policy import load_policy
+    from fedacq.node.protocols import JobContext
+    from test_checkpoint_run import Cut
+
+    job = _job(job_id, **params)
+    cut = Cut(cut_at)
+    links = dict(zip(("lender", "platform"),
+                     (RecordedLink(crossed)(link, cut) for link in memory_pair("lender", "platform", job=job_id))))
+    results: dict = {}
+    errors: dict = {}
+    steps: dict = {"lender": [], "platform": []}
+
+    def side(party: str) -> None:
+        policy = load_policy(TEST_POLICY, "test", party)
+        work = root / party / "work" / str(number)
+        work.mkdir(parents=True)
+        names = job["datasets"][party]
+        ctx = JobContext(party=party, role=party, peer="platform" if party == "lender" else "lender", job_id=job_id,
+                         link=links[party], datasets={k: files[party][v] for k, v in names.items()},
+                         params=resolve(dict(job["params"]), policy), work_dir=work, keys_dir=root / party / "keys",
+                         mlflow_store=str(root / party / "mlruns"), policy=policy, registered=dict(names),
+                         checkpoints=Checkpoints(root / party / "checkpoints"), resume=number > 0,
+                         progress=lambda step, done, total=None: steps[party].append((step, done, total)))
+        try:
+            results[party] = PROTOCOL.roles[party](ctx)
+        except Exception as exc:  # noqa: BLE001 - a cut ends both sides with whatever their step raises
+            errors[party] = exc
+            cut.event.set()
+
+    threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in ("lender", "platform")]
+    for t in threads:
+        t.start()
+    for t in threads:  # both sides end before the next attempt touches their checkpoints
+        t.join(timeout=120)
+        assert not t.is_alive(), "a party never ended"
+    if cut_at is not None:
+        assert errors and cut.sent >= cut_at, "the cut did not end the attempt"
+    results["steps"] = steps
+    return results, errors
+
+
+def outputs(results: dict) -> tuple[dict, pd.DataFrame]:
+    return (json.loads(Path(results["lender"]["report"]).read_text()),
+            pd.read_parquet(results["platform"]["view"]))
+
+
+def held(root: Path) -> dict[str, list[str]]:
+    from fedacq.node.checkpoint import Checkpoints
+
+    return {p: Checkpoints(root / p / "checkpoints").names() for p in ("lender", "platform")}
+
+
+def releases(crossed: list) -> list[dict[str, np.ndarray]]:
+    return [m.parts for m in crossed if m.type == "isum.release"]
+
+
+def test_measurement_cut_at_any_step_resumes_to_the_uninterrupted_outputs(files, tmp_path):
+    """Noise off: the lender's report and the platform's view equal an uninterrupted run's exactly."""
+    crossed: list = []
+    full, errors = attempt(files, tmp_path / "full", "m-full", 0, crossed, epsilon=0, min_cohort=10)
+    assert not errors and full["steps"]["lender"][-1] == full["steps"]["platform"][-1] == ("measure", 3, 3)
+    assert held(tmp_path / "full") == {"lender": ["release", "spend"], "platform": ["release", "spend"]}
+    expected = outputs(full)
+    types = [m.type for m in crossed]
+    release_at = types.index("isum.release") + 1
+    assert types[0] == "measure.spend" and release_at == len(types)
+
+    # (cuts, what each party holds after them, messages of the attempt that completes)
+    cases = [([1], {"lender": [], "platform": []}, len(types) + 2),
+             ([4], {"lender": ["spend"], "platform": ["spend"]}, len(types) + 1),
+             ([release_at], {"lender": ["release", "spend"], "platform": ["spend"]}, 3),
+             ([5, 1, 2 + release_at - 1], {"lender": ["release", "spend"], "platform": ["spend"]}, 3)]
+    for i, (cuts, after, last) in enumerate(cases):
+        root = tmp_path / f"case{i}"
+        for number, at in enumerate(cuts):
+            attempt(files, root, f"m-{i}", number, [], cut_at=at, epsilon=0, min_cohort=10)
+        assert held(root) == after, cuts
+        seen: list = []
+        done, errors = attempt(files, root, f"m-{i}", len(cuts), seen, epsilon=0, min_cohort=10)
+        assert not errors, (cuts, errors)
+        assert len(seen) == last, (cuts, [m.type for m in seen])
+        report, view = outputs(done)
+        assert report == expected[0], cuts
+        pd.testing.assert_frame_equal(view, expected[1])
+        assert done["steps"]["lender"][-1] == ("measure", 3, 3)
+
+
+def test_a_noisy_release_crosses_once_whatever_the_platform_lost(files, tmp_path):
+    """Noise on: the lender saves its release before sending it and never draws noise again, so every
+    ``isum.release`` the platform ever received holds the same values, and its view is the same."""
+    from fedacq.node.checkpoint import Checkpoints
+
+    # the platform received the release, then lost its view (killed before its checkpoint)
+    crossed: list = []
+    root = tmp_path / "received"
+    first, errors = attempt(files, root, "m-received", 0, crossed, epsilon=1.0, min_cohort=10)
+    assert not errors
+    n = len(crossed)
+    Checkpoints(root / "platform" / "checkpoints").drop("release")
+    again, errors = attempt(files, root, "m-received", 1, crossed, epsilon=1.0, min_cohort=10)
+    assert not errors and len(crossed) == n + 3  # the handshake and the release, nothing else
+    assert outputs(again)[0] == outputs(first)[0]
+    pd.testing.assert_frame_equal(outputs(again)[1], outputs(first)[1])
+    sent = releases(crossed)
+    assert len(sent) == 2
+    for part in ("count", "sum", "suppressed"):
+        np.testing.assert_array_equal(sent[0][part], sent[1][part])
+
+    # the lender saved its release and the cut took it before the platform had it
+    cut_root = tmp_path / "cut"
+    cut_crossed: list = []
+    attempt(files, cut_root, "m-cut", 0, cut_crossed, cut_at=n, epsilon=1.0, min_cohort=10)
+    assert held(cut_root) == {"lender": ["release", "spend"], "platform": ["spend"]}
+    assert not releases(cut_crossed)
+    done, errors = attempt(files, cut_root, "m-cut", 1, cut_crossed, epsilon=1.0, min_cohort=10)
+    assert not errors and len(releases(cut_crossed)) == 1
+    view = outputs(done)[1].set_index("bucket")
+    saved = Checkpoints(cut_root / "lender" / "checkpoints").load("release")[1]
+    assert "exact_count" not in saved  # cut at the send: the exact sums come once the run returns
+    exact = Checkpoints(root / "lender" / "checkpoints").load("release")[1]
+    assert exact["exact_count"].shape == exact["count"].shape and exact["exact_sum"].shape == exact["sum"].shape
+    released = ~saved["suppressed"]
+    assert released.any()
+    labels = sorted(view.index.tolist(), key=str)  # the intersection-sum's group order
+    np.testing.assert_array_equal(view.loc[labels, "applicants"].to_numpy()[released], saved["count"][released])
+    np.testing.assert_array_equal(releases(cut_crossed)[0]["count"], saved["count"])
+
+
+def test_a_platform_holding_a_release_the_lender_never_saved_is_refused(files, tmp_path):
+    """The lender would have to draw new noise: it refuses, and nothing is released again."""
+    from fedacq.node.checkpoint import Checkpoints
+
+    root = tmp_path / "lost"
+    _, errors = attempt(files, root, "m-lost", 0, [], epsilon=1.0, min_cohort=10)
+    assert not errors
+    Checkpoints(root / "lender" / "checkpoints").drop("release")
+    crossed: list = []
+    _, errors = attempt(files, root, "m-lost", 1, crossed, epsilon=1.0, min_cohort=10)
+    assert "refusing to release" in str(errors["lender"]) and "would not release again" in str(errors["platform"])
+    assert [m.type for m in crossed] == ["measure.checkpoints"] * 2

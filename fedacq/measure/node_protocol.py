@@ -42,6 +42,20 @@ it receives), ``measure_min_cohort`` (``min_cohort`` may not be lower) and
 Both guard the lender's outcomes, and the lender enforces them after decryption,
 where the platform cannot skip them.
 
+Checkpoints (a node job; ``protocols/measure.md``): each party saves a step
+once it holds it: ``spend`` (lender: the spend it received; platform: that it
+sent it) and ``release`` (lender: the release, saved *before* it is sent, and
+after the run its exact per-bucket sums; platform: the view it received). A
+resumed job exchanges ``measure.checkpoints`` (the steps each holds) and
+continues after the last step both hold, with one exception that protects the
+noise: once the lender has saved a release it never draws another one. If the
+platform lacks the view, the lender sends the saved release again, unchanged
+(``isum.release``), so the platform can never average two noisy releases; a
+platform holding a view the lender has no record of is refused. No step needs
+generation tags (as the ``run`` job's do): the spend is a function of the
+platform's data, and a job has at most one release. The lender's report is
+recomputed from its data and the saved spend. Progress: ``measure``, 0 to 3.
+
 Outputs in the job's work folder: the lender's ``report.json``, ``report.html``
 and figures; the platform's ``platform_view.parquet`` (per bucket: its exposed
 users and spend beside the released aggregates). Each party logs a run
@@ -55,8 +69,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from fedacq.link.link import Link
+from fedacq.link.message import Message, MessageSpec, register
 from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
 
@@ -66,6 +83,14 @@ DEFAULT_EPSILON = 1.0
 DEFAULT_DRAWDOWN_BOUND = 20_000.0
 _AMOUNTS = ("drawdown_amount", "fees")
 _DATASETS = {"lender": ("funnel", "events"), "platform": ("events", "spend")}
+
+#: the one message of a resumption: which steps (checkpoint names) this party holds.
+CHECKPOINTS_MESSAGE = "measure.checkpoints"
+register(MessageSpec(CHECKPOINTS_MESSAGE, header={"held": list}))
+#: the steps a party checkpoints, in order (the lender's report is the third, and crosses nothing).
+SPEND, RELEASE = "spend", "release"
+STEPS = (SPEND, RELEASE)
+_SPEND_COLUMNS = ("bucket", "impressions", "clicks", "spend")
 
 
 def _number(value: Any) -> bool:
@@ -156,33 +181,127 @@ def _key_floor(ctx: JobContext) -> int:
     return ctx.policy.min_key_bits
 
 
+def _agree(ctx: JobContext) -> tuple[set[str], set[str]]:
+    """(steps this party holds, steps the peer holds): both empty unless the job resumes."""
+    if ctx.checkpoints is None or not ctx.resume:
+        return set(), set()
+    mine = {name for name in ctx.checkpoints.names() if name in STEPS}
+    ctx.link.send(Message(CHECKPOINTS_MESSAGE, {"held": sorted(mine)}, step="resume"))
+    held = ctx.link.recv(CHECKPOINTS_MESSAGE).header["held"]
+    if len(held) > len(STEPS) or not all(isinstance(h, str) and h in STEPS for h in held) \
+            or len(set(held)) != len(held):
+        raise ValueError(f"message {CHECKPOINTS_MESSAGE!r}: not distinct steps of {list(STEPS)}: "
+                         f"{str(held)[:200]}")
+    theirs = set(held)
+    ctx.logger.info("measure: resuming; this party holds %s, the peer %s", sorted(mine), sorted(theirs))
+    if RELEASE in theirs - mine and ctx.role == "lender":
+        raise ValueError("measure: the platform holds a release this lender has no record of; "
+                         "refusing to release noisy aggregates again")
+    if RELEASE in mine - theirs and ctx.role == "platform":
+        raise ValueError("measure: this platform holds a release the lender has no record of; "
+                         "the lender would not release again")
+    return mine, theirs
+
+
+def _save(ctx: JobContext, name: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    if ctx.checkpoints is not None:
+        ctx.checkpoints.save(name, meta, arrays)
+
+
+def _array(column: pd.Series) -> np.ndarray:
+    """A view column as a plain numpy array (checkpoints never pickle; pandas' own dtypes restored on load)."""
+    if isinstance(column.dtype, np.dtype) and column.dtype != object:
+        return column.to_numpy()
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return column.astype(str).to_numpy(dtype=str)
+
+
+class _CommitBeforeRelease(Link):
+    """The lender's link during the intersection-sum: saves the release before it is sent.
+
+    Whatever happens after the save (a kill before, during or after the send), a
+    resumed job finds the release and sends exactly it again instead of drawing
+    new noise. Every other message passes through unchanged.
+    """
+
+    def __init__(self, link: Link, commit: Any) -> None:
+        super().__init__(link.party, link.peer, link.job)
+        self._link, self._commit = link, commit
+
+    def _transmit(self, seq: int, msg: Message) -> None:  # pragma: no cover - send is delegated
+        raise NotImplementedError
+
+    def _receive(self, timeout: float | None) -> tuple[int, Message]:  # pragma: no cover - recv is delegated
+        raise NotImplementedError
+
+    def send(self, msg: Message) -> None:
+        if msg.type == "isum.release":
+            self._commit(msg.parts)
+        self._link.send(msg)
+
+    def recv(self, expected: Any, timeout: float | None = 600.0) -> Message:
+        return self._link.recv(expected, timeout)
+
+    def stats(self) -> dict[str, int]:
+        return self._link.stats()
+
+
 def run_lender(ctx: JobContext) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     from fedacq.crypto.paillier import generate_keypair
     from fedacq.measure.commands import flat_metrics
-    from fedacq.measure.private import recv_spend, share_outcomes_lender
+    from fedacq.measure.private import recv_spend, share_outcomes_lender, spend_parts, spend_table
     from fedacq.measure.render import figures, report_html
     from fedacq.measure.report import measure
     from fedacq.track import PartyRun
 
     p = ctx.params
     layer = p["layer"]
+    mine, theirs = _agree(ctx)
+    ctx.progress("measure", 0, 3)
     funnel = _read(ctx, "funnel")
     events = _layer_rows(_read(ctx, "events"), layer, f"{ctx.party}'s events")
-    spend = recv_spend(ctx.link)
-    if not set(spend["layer"].astype(str)) <= {layer}:
-        raise ValueError(f"message 'measure.spend': spend of layer {spend['layer'].iloc[0]!r}, "
-                         f"not the job's {layer!r}")
-    ctx.logger.info("measure: spend of %d buckets received; private intersection-sum with %d funnel users",
-                    len(spend), len(funnel))
-    _, private_key = generate_keypair(p["key_bits"], insecure_test_key=p["insecure_test_key"])
-    shared = share_outcomes_lender(ctx.link, funnel, private_key=private_key, layer=layer,
-                                   outcomes=p["outcomes"], min_group_size=p["min_cohort"],
-                                   epsilon=p["epsilon"] or None, value_bounds=p["value_bounds"])
-    suppressed = sum(agg.suppressed for agg in shared.groups.values())
-    ctx.logger.info("measure: %d bucket(s) released to the platform, %d suppressed",
-                    len(shared.groups) - suppressed, suppressed)
+    if SPEND in mine & theirs:
+        _, arrays = ctx.checkpoints.load(SPEND)
+        spend = spend_table(layer, arrays, f"{ctx.party}'s checkpoint of the platform's spend")
+        ctx.logger.info("measure: spend of %d buckets from this party's checkpoint", len(spend))
+    else:
+        spend = recv_spend(ctx.link)
+        if not set(spend["layer"].astype(str)) <= {layer}:
+            raise ValueError(f"message 'measure.spend': spend of layer {spend['layer'].iloc[0]!r}, "
+                             f"not the job's {layer!r}")
+        _save(ctx, SPEND, {"layer": layer}, spend_parts(spend))
+        ctx.logger.info("measure: spend of %d buckets received", len(spend))
+    ctx.progress("measure", 1, 3)
+    if RELEASE in mine:
+        _, release = ctx.checkpoints.load(RELEASE)
+        if RELEASE not in theirs:  # the platform may or may not have it: the same values again, no new noise
+            ctx.link.send(Message("isum.release", parts={k: release[k] for k in ("count", "sum", "suppressed")},
+                                  step="isum/release"))
+        ctx.logger.info("measure: the release this party saved before sending it%s",
+                        "" if RELEASE in theirs else ", sent again unchanged")
+    else:
+        ctx.logger.info("measure: private intersection-sum with %d funnel users", len(funnel))
+        release = {}
+
+        def commit(parts: dict[str, np.ndarray]) -> None:
+            release.update(parts)
+            _save(ctx, RELEASE, {"layer": layer}, release)
+
+        _, private_key = generate_keypair(p["key_bits"], insecure_test_key=p["insecure_test_key"])
+        shared = share_outcomes_lender(_CommitBeforeRelease(ctx.link, commit), funnel, private_key=private_key,
+                                       layer=layer, outcomes=p["outcomes"], min_group_size=p["min_cohort"],
+                                       epsilon=p["epsilon"] or None, value_bounds=p["value_bounds"])
+        exact = list(shared.exact.values())
+        release.update(exact_count=np.array([g.count for g in exact], dtype=np.float64),
+                       exact_sum=np.array([g.sums for g in exact], dtype=np.float64).reshape(len(exact), -1))
+        _save(ctx, RELEASE, {"layer": layer}, release)
+    suppressed = int(np.sum(release["suppressed"]))
+    released = len(release["suppressed"]) - suppressed
+    ctx.logger.info("measure: %d bucket(s) released to the platform, %d suppressed", released, suppressed)
+    ctx.progress("measure", 2, 3)
     report = measure(funnel, events, spend, min_bucket_size=p["min_bucket_size"], min_events=p["min_events"],
                      confidence=p["confidence"])
     figs = figures(report)
@@ -197,34 +316,55 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
     with PartyRun(ctx.mlflow_store, ctx.party, p["experiment"], f"measure-{layer}", ctx.job_id,
                   params={**p, **report["settings"]}) as run:
         run.log_metrics(flat_metrics(report))
-        run.log_metrics({"buckets_released": len(shared.groups) - suppressed, "buckets_suppressed": suppressed})
+        run.log_metrics({"buckets_released": released, "buckets_suppressed": suppressed})
         run.log_artifact(paths["report"])
         run.log_artifact(paths["html"])
         for path in figure_paths:
             run.log_artifact(path, "figures")
     ctx.logger.info("measure: report written to %s", paths["report"])
+    ctx.progress("measure", 3, 3)
     return {"layer": layer, "report": str(paths["report"]), "html": str(paths["html"]),
-            "figures": [str(f) for f in figure_paths], "buckets_released": len(shared.groups) - suppressed,
+            "figures": [str(f) for f in figure_paths], "buckets_released": released,
             "buckets_suppressed": suppressed}
 
 
 def run_platform(ctx: JobContext) -> dict[str, Any]:
     from fedacq.measure.kpis import validate_spend
-    from fedacq.measure.private import send_spend, share_outcomes_platform
+    from fedacq.measure.private import PlatformView, receive_release, send_spend, share_outcomes_platform
     from fedacq.track import PartyRun
 
     p = ctx.params
     layer = p["layer"]
+    mine, theirs = _agree(ctx)
+    ctx.progress("measure", 0, 3)
     events = _layer_rows(_read(ctx, "events"), layer, f"{ctx.party}'s events")
     spend = _layer_rows(validate_spend(_read(ctx, "spend"), source=f"{ctx.party}'s spend"), layer,
                         f"{ctx.party}'s spend")
-    send_spend(ctx.link, spend, layer)
-    ctx.logger.info("measure: spend of %d buckets sent; private intersection-sum over %d events",
-                    len(spend), len(events))
-    agreed = {"layer": layer, "outcomes": list(p["outcomes"]),
-              "epsilon": [float(p["epsilon"])] * len(p["outcomes"])}
-    view = share_outcomes_platform(ctx.link, events, min_group_size=p["min_cohort"], spend=spend,
-                                   min_key_bits=_key_floor(ctx), expect=agreed)
+    if SPEND not in mine & theirs:
+        send_spend(ctx.link, spend, layer)
+        _save(ctx, SPEND, {"layer": layer}, {})
+        ctx.logger.info("measure: spend of %d buckets sent", len(spend))
+    ctx.progress("measure", 1, 3)
+    if RELEASE in mine:  # both hold it (_agree refused the rest)
+        meta, arrays = ctx.checkpoints.load(RELEASE)
+        view = PlatformView(layer, pd.DataFrame({c: arrays[c] for c in meta["columns"]}).astype(meta["dtypes"]),
+                            meta["epsilon"])
+        ctx.logger.info("measure: the released aggregates from this party's checkpoint")
+    else:
+        epsilon = [float(p["epsilon"])] * len(p["outcomes"])
+        if RELEASE in theirs:
+            view = receive_release(ctx.link, events, layer=layer, outcomes=p["outcomes"], epsilon=epsilon,
+                                   spend=spend)
+        else:
+            ctx.logger.info("measure: private intersection-sum over %d events", len(events))
+            agreed = {"layer": layer, "outcomes": list(p["outcomes"]), "epsilon": epsilon}
+            view = share_outcomes_platform(ctx.link, events, min_group_size=p["min_cohort"], spend=spend,
+                                           min_key_bits=_key_floor(ctx), expect=agreed)
+        columns = [str(c) for c in view.buckets.columns]
+        _save(ctx, RELEASE, {"layer": layer, "columns": columns, "epsilon": view.epsilon,
+                             "dtypes": {c: str(view.buckets[c].dtype) for c in columns}},
+              {c: _array(view.buckets[c]) for c in columns})
+    ctx.progress("measure", 2, 3)
     out = ctx.work_dir / "platform_view.parquet"
     view.buckets.to_parquet(out, index=False)
     released = int((~view.buckets["suppressed"]).sum())
@@ -234,6 +374,7 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
                       "buckets": view.buckets.to_dict(orient="records")}, "released_aggregates.json")
         run.log_metrics({"buckets_released": released, "buckets_suppressed": suppressed})
     ctx.logger.info("measure: %d bucket(s) released, %d suppressed; written to %s", released, suppressed, out)
+    ctx.progress("measure", 3, 3)
     return {"layer": layer, "view": str(out), "epsilon": view.epsilon, "buckets_released": released,
             "buckets_suppressed": suppressed}
 

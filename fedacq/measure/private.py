@@ -45,7 +45,7 @@ from fedacq.crypto.paillier import MIN_KEY_BITS, PrivateKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 from fedacq.measure.kpis import validate_funnel, validate_spend
-from fedacq.psi.intersection_sum import (IntersectionSumResult, intersection_sum_lender,
+from fedacq.psi.intersection_sum import (GroupAggregate, IntersectionSumResult, intersection_sum_lender,
                                          intersection_sum_platform)
 
 #: outcomes shared with the platform by default: deep conversion, early usage, volume.
@@ -70,24 +70,32 @@ def send_spend(link: Link, spend: pd.DataFrame, layer: str) -> None:
     spend = validate_spend(spend)
     if "layer" in spend.columns:
         spend = spend[spend["layer"] == layer]
-    link.send(Message("measure.spend", {"layer": layer}, {
-        "bucket": spend["bucket"].to_numpy(np.int16),
-        "treatment": (spend["arm"] == "treatment").to_numpy(bool),
-        "impressions": spend["impressions"].to_numpy(np.int64),
-        "clicks": spend["clicks"].to_numpy(np.int64),
-        "spend": spend["spend"].to_numpy(np.float64)}, step="measure/spend"))
+    link.send(Message("measure.spend", {"layer": layer}, spend_parts(spend), step="measure/spend"))
 
 
 def recv_spend(link: Link, timeout: float = 600.0) -> pd.DataFrame:
     """Lender: receive the spend aggregate as a table for :func:`fedacq.measure.report.measure`."""
     msg = link.recv("measure.spend", timeout=timeout)
-    p = msg.parts
+    return spend_table(msg.header["layer"], msg.parts, "message 'measure.spend'")
+
+
+def spend_parts(spend: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A checked spend table as the parts of ``measure.spend`` (and of the lender's checkpoint of it)."""
+    return {"bucket": spend["bucket"].to_numpy(np.int16),
+            "treatment": (spend["arm"] == "treatment").to_numpy(bool),
+            "impressions": spend["impressions"].to_numpy(np.int64),
+            "clicks": spend["clicks"].to_numpy(np.int64),
+            "spend": spend["spend"].to_numpy(np.float64)}
+
+
+def spend_table(layer: str, p: dict[str, np.ndarray], source: str) -> pd.DataFrame:
+    """The spend table of one layer from :func:`spend_parts`, checked; errors name ``source``."""
     if not len(p["bucket"]) == len(p["treatment"]) == len(p["impressions"]) == len(p["clicks"]) == len(p["spend"]):
-        raise ValueError("message 'measure.spend': parts have different lengths")
-    table = pd.DataFrame({"layer": msg.header["layer"], "bucket": p["bucket"],
+        raise ValueError(f"{source}: parts have different lengths")
+    table = pd.DataFrame({"layer": layer, "bucket": p["bucket"],
                           "arm": np.where(p["treatment"], "treatment", "control"),
                           "impressions": p["impressions"], "clicks": p["clicks"], "spend": p["spend"]})
-    return validate_spend(table, source="message 'measure.spend'")
+    return validate_spend(table, source=source)
 
 
 # -- outcome aggregates: lender -> platform ----------------------------------------------------
@@ -182,23 +190,59 @@ def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size:
         if plan[key] != agreed:
             raise ValueError(f"message 'measure.plan': the lender asks for {key}={plan[key]!r}, "
                              f"the job agreed {agreed!r}")
+    exposed = _exposed(events, layer)
+    res = intersection_sum_platform(link, exposed["user_id"].tolist(), exposed["bucket"].astype(int).tolist(),
+                                    min_group_size=min_group_size, workers=workers, min_key_bits=min_key_bits)
+    if res.stats["columns"] != len(outcomes):
+        raise ValueError(f"the lender summed {res.stats['columns']} columns, its plan named {len(outcomes)}")
+    return _view(exposed, res.groups, layer, outcomes, [float(e) for e in plan["epsilon"]], spend)
+
+
+def receive_release(link: Link, events: pd.DataFrame, *, layer: str, outcomes: Sequence[str],
+                    epsilon: Sequence[float], spend: pd.DataFrame | None = None,
+                    timeout: float = 600.0) -> PlatformView:
+    """Platform: the view from an ``isum.release`` sent again on its own (a resumed measure job).
+
+    The lender sends again, unchanged, the release it committed to before an
+    interruption (the platform may or may not have received it then): the
+    platform reads it exactly as at the end of the intersection-sum, against its
+    own groups (its exposed users' buckets, in the order the intersection-sum
+    numbers them) and the outcomes and epsilons the job agreed.
+    """
+    exposed = _exposed(validate_events(events), layer)
+    # intersection_sum_platform numbers the groups in this order
+    labels = sorted(set(exposed["bucket"].astype(int).tolist()), key=str)
+    rel = link.recv("isum.release", timeout=timeout).parts
+    k = len(outcomes)
+    if not len(rel["count"]) == len(rel["sum"]) == len(rel["suppressed"]) == len(labels) \
+            or rel["sum"].shape[1:] != (k,):
+        raise ValueError(f"message 'isum.release': not one entry per bucket ({len(labels)}) with {k} sums each")
+    groups = {label: GroupAggregate(None if rel["suppressed"][g] else float(rel["count"][g]),
+                                    None if rel["suppressed"][g] else tuple(map(float, rel["sum"][g])),
+                                    bool(rel["suppressed"][g]))
+              for g, label in enumerate(labels)}
+    return _view(exposed, groups, layer, list(outcomes), [float(e) for e in epsilon], spend)
+
+
+def _exposed(events: pd.DataFrame, layer: str) -> pd.DataFrame:
+    """The platform's exposed (clicked) users of ``layer``, one row each with its bucket and arm."""
     clicks = events[(events["event_type"] == "click") & (events["layer"] == layer)]
     exposed = clicks.drop_duplicates(["user_id", "bucket"])
     if exposed["user_id"].duplicated().any():
         raise ValueError(f"events: a user has clicks in more than one bucket of layer {layer!r}")
-    ids = exposed["user_id"].tolist()
-    groups = exposed["bucket"].astype(int).tolist()
+    return exposed
+
+
+def _view(exposed: pd.DataFrame, groups: dict[Any, GroupAggregate], layer: str, outcomes: list[str],
+          epsilon: list[float], spend: pd.DataFrame | None) -> PlatformView:
+    """The platform's own per-bucket numbers beside the released aggregates (by bucket)."""
     table = exposed.groupby("bucket").agg(arm=("arm", "first"), exposed_users=("user_id", "size"))
-    res = intersection_sum_platform(link, ids, groups, min_group_size=min_group_size, workers=workers,
-                                    min_key_bits=min_key_bits)
-    if res.stats["columns"] != len(outcomes):
-        raise ValueError(f"the lender summed {res.stats['columns']} columns, its plan named {len(outcomes)}")
-    buckets = list(res.groups)
+    buckets = list(groups)
     sums = np.array([agg.sums if agg.sums is not None else [np.nan] * len(outcomes)
-                     for agg in res.groups.values()], dtype=np.float64).reshape(len(buckets), len(outcomes))
-    released = pd.DataFrame({"suppressed": [agg.suppressed for agg in res.groups.values()],
+                     for agg in groups.values()], dtype=np.float64).reshape(len(buckets), len(outcomes))
+    released = pd.DataFrame({"suppressed": [agg.suppressed for agg in groups.values()],
                              "applicants": [np.nan if agg.count is None else agg.count
-                                            for agg in res.groups.values()],
+                                            for agg in groups.values()],
                              **{f"{o}_sum": sums[:, j] for j, o in enumerate(outcomes)}},
                             index=pd.Index(buckets, name="bucket"))
     table = table.join(released)
@@ -209,4 +253,4 @@ def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size:
         table = table.join(spend.set_index("bucket")[["spend"]], how="left")
     numeric = [c for c in table.columns if c not in ("arm", "suppressed", "exposed_users", "spend")]
     table.loc[table["suppressed"], numeric] = np.nan
-    return PlatformView(layer, table.reset_index(), [float(e) for e in plan["epsilon"]])
+    return PlatformView(layer, table.reset_index(), epsilon)
