@@ -96,7 +96,7 @@ def test_divergence_is_named_on_both_sides(ledgers) -> None:
     problems = read_chain(platform / "ingress.jsonl").problems
     assert "line 3: chain broken" in problems[0]  # the rewrite shows in its own chain first
     verdict = verify(lender, platform)
-    match = [p for p in verdict.problems if "differ" in p or "missing" in p]
+    match = [p for p in verdict.problems + verdict.unconfirmed if "differ" in p or "missing" in p]
     assert f"{lender / 'egress.jsonl'} line 2 and {platform / 'ingress.jsonl'} line 2 (job 'job-1' seq 1) " \
            "differ: sha256" in match[0]
     assert match[1].startswith(f"{lender / 'egress.jsonl'} line 6: lender sent job 'job-2' seq 2")
@@ -111,10 +111,15 @@ def test_a_received_message_the_sender_has_no_record_of_is_extra(ledgers) -> Non
     lender, platform = ledgers
     edit_lines(platform / "egress.jsonl", lambda ls: ls[:-1])  # chain intact: the end is simply cut
     verdict = verify(lender, platform)
-    assert verdict.problems == [
+    # at the end of the conversation: what a platform killed after the acknowledgement leaves
+    assert verdict.ok and verdict.unconfirmed == [
         f"{lender / 'ingress.jsonl'} line 8: lender received job 'job-2' seq 3 ('test.audit'), but "
         f"{platform / 'egress.jsonl'} has no line for it (extra at lender: platform has no record of it "
-        "being acknowledged)"]
+        "being acknowledged, after its last line of the job: it stopped between the acknowledgement and its "
+        "ledger write, or the line was cut)"]
+    edit_lines(platform / "egress.jsonl", lambda ls: [*ls[:-2], ls[-1]])  # inside the conversation: a problem
+    assert any("extra at lender: platform has no record of it being acknowledged)" in p
+               for p in verify(lender, platform).problems)
 
 
 def test_cli_exit_codes_and_messages(ledgers, tmp_path, capsys) -> None:

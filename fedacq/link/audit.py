@@ -165,13 +165,23 @@ class Direction:
 
 
 def match(sender: PartyRecord, receiver: PartyRecord, s_name: str, r_name: str,
-          problems: list[str]) -> Direction:
-    """Match ``sender``'s egress lines to ``r_name`` against ``receiver``'s ingress lines from ``s_name``."""
+          problems: list[str], unconfirmed: list[str]) -> Direction:
+    """Match ``sender``'s egress lines to ``r_name`` against ``receiver``'s ingress lines from ``s_name``.
+
+    A message recorded on one side only, *after the other side's last line of that
+    conversation*, is what a party killed at that moment leaves: the receiver had
+    acknowledged it but its protocol had not taken it yet, or the sender died between
+    the acknowledgement and its ledger write. It goes to ``unconfirmed``, reported but
+    not a failure. Anywhere else a one-sided line is a problem.
+    """
     sent = _index(sender.egress, r_name, problems)
     got = _index(receiver.ingress, s_name, problems)
     last_taken: dict[str, int] = {}  # per job, the receiver's highest recorded seq
     for job, seq in got:
         last_taken[job] = max(seq, last_taken.get(job, -1))
+    last_sent: dict[str, int] = {}  # per job, the sender's highest recorded seq
+    for job, seq in sent:
+        last_sent[job] = max(seq, last_sent.get(job, -1))
     matched = 0
     for key, out in sent.items():
         e = out.entry
@@ -180,11 +190,13 @@ def match(sender: PartyRecord, receiver: PartyRecord, s_name: str, r_name: str,
         if into is None:
             # Ingress lines are written when the protocol takes a message: one acknowledged just
             # before the receiver's job ended (killed, failed) is absent too, and only at the end.
-            why = f"missing at {r_name}" if e["seq"] < last_taken.get(e["job"], -1) else \
+            at_end = e["seq"] > last_taken.get(e["job"], -1)
+            why = f"missing at {r_name}" if not at_end else \
                 f"missing at {r_name}: after its last line of the job, so either acknowledged but never " \
                 "taken by its protocol before the job ended, or cut from its ledger"
-            problems.append(f"{here}: {s_name} sent job {e['job']!r} seq {e['seq']} ({e['type']!r}), but "
-                            f"{receiver.ingress.path} has no line for it ({why})")
+            (unconfirmed if at_end else problems).append(
+                f"{here}: {s_name} sent job {e['job']!r} seq {e['seq']} ({e['type']!r}), but "
+                f"{receiver.ingress.path} has no line for it ({why})")
             continue
         differs = [f"{name} {e[name]!r} != {into.entry[name]!r}" for name in _MATCHED
                    if e[name] != into.entry[name]]
@@ -196,9 +208,13 @@ def match(sender: PartyRecord, receiver: PartyRecord, s_name: str, r_name: str,
     for key, into in got.items():
         if key not in sent:
             e = into.entry
-            problems.append(f"{receiver.ingress.path} line {into.number}: {r_name} received job {e['job']!r} "
-                            f"seq {e['seq']} ({e['type']!r}), but {sender.egress.path} has no line for it "
-                            f"(extra at {r_name}: {s_name} has no record of it being acknowledged)")
+            at_end = e["seq"] > last_sent.get(e["job"], -1)
+            why = f"extra at {r_name}: {s_name} has no record of it being acknowledged" + \
+                (", after its last line of the job: it stopped between the acknowledgement and its "
+                 "ledger write, or the line was cut" if at_end else "")
+            (unconfirmed if at_end else problems).append(
+                f"{receiver.ingress.path} line {into.number}: {r_name} received job {e['job']!r} seq "
+                f"{e['seq']} ({e['type']!r}), but {sender.egress.path} has no line for it ({why})")
     jobs = {job for job, _ in sent} | {job for job, _ in got}
     return Direction(s_name, r_name, len(sent), len(got), matched, jobs)
 
@@ -218,6 +234,7 @@ class Verdict:
     directions: list[Direction]
     problems: list[str]
     others: int  # lines exchanged with a third party, left out of the match
+    unconfirmed: list[str]  # one-sided at the end of a conversation (see match)
 
     @property
     def ok(self) -> bool:
@@ -236,12 +253,14 @@ def verify(ledger_a: str | Path, ledger_b: str | Path) -> Verdict:
         raise ValueError(f"{a.directory} and {b.directory} are both {a_name!r}'s ledger; give the two "
                          "parties' ledgers")
     problems = a.problems + b.problems
+    unconfirmed: list[str] = []
     directions = []
     if a_name is not None and b_name is not None:
-        directions = [match(a, b, a_name, b_name, problems), match(b, a, b_name, a_name, problems)]
+        directions = [match(a, b, a_name, b_name, problems, unconfirmed),
+                      match(b, a, b_name, a_name, problems, unconfirmed)]
     others = sum(1 for rec, peer in ((a, b_name), (b, a_name)) for chain in (rec.egress, rec.ingress)
                  for line in chain.lines if line.entry["peer"] != peer)
-    return Verdict(a, b, directions, problems, others)
+    return Verdict(a, b, directions, problems, others, unconfirmed)
 
 
 def report(verdict: Verdict, limit: int = 20) -> str:
@@ -257,6 +276,11 @@ def report(verdict: Verdict, limit: int = 20) -> str:
         out.append(f"{d.sender} -> {d.receiver}: {d.sent} sent, {d.received} received, {d.matched} matched")
     if verdict.others:
         out.append(f"{verdict.others} lines exchanged with other parties left out")
+    if verdict.unconfirmed:
+        out.append(f"NOTE: {len(verdict.unconfirmed)} message(s) recorded on one side only, each after the "
+                   "other side's last line of its conversation (a party stopped right then, or its ledger's "
+                   "end was cut):")
+        out += [f"  {p}" for p in verdict.unconfirmed[:limit]]
     if verdict.ok:
         out.append(f"OK: {verdict.matched} messages matched in {len(jobs)} job(s); both ledgers' chains intact")
     else:
