@@ -681,11 +681,10 @@ class HeteroLRPlatform:
         w = np.zeros(d)
         best = w.copy()
         opt = Optimizer(d, penalty, C, n, float(params["momentum"]), solver=params["solver"])
-        resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
+        from fedacq.learn.run import resume_point
+
+        resumed = resume_point(self.checkpoints, "epoch", first_epoch, "hlr.hello")
         held = 0 if resumed is None else resumed[0] + 1
-        if first_epoch != held or isinstance(first_epoch, bool):
-            raise ValueError(f"hlr.hello: the lender continues from epoch {first_epoch!r}; this party's "
-                             f"checkpoints hold {held} epochs")
         stopped = False
         if resumed is not None:
             _, meta, arrays = resumed

@@ -211,6 +211,19 @@ _HELD = re.compile(r"^(psi|(?:tree|epoch)-\d{4,6})@(\d{1,6})$")
 PSI_CHECKPOINT = "psi"
 
 
+def resume_point(checkpoints: "RunCheckpoints | None", kind: str, first: Any,
+                 message: str) -> tuple[int, dict[str, Any], dict[str, np.ndarray]] | None:
+    """The newest common checkpoint of ``kind`` (None without checkpoints), after checking that
+    the peer's ``first`` iteration, announced in ``message``, is the one right after it: a peer
+    cannot make this party skip or repeat iterations."""
+    resumed = checkpoints.latest(kind) if checkpoints is not None else None
+    held = 0 if resumed is None else resumed[0] + 1
+    if first != held or isinstance(first, bool):
+        raise ValueError(f"{message}: the lender continues from {kind} {first!r}; this party's "
+                         f"checkpoints hold {held} {kind}s")
+    return resumed
+
+
 class RunCheckpoints:
     """One party's checkpoints of a ``run`` job, and which of them both parties hold.
 

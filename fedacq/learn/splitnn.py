@@ -615,11 +615,9 @@ class SplitNNPlatform:
         if eval_X is not None:
             dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_X))
         best = copy.deepcopy(self.bottom_.state_dict())
-        resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
-        held = 0 if resumed is None else resumed[0] + 1
-        if first_epoch != held or isinstance(first_epoch, bool):
-            raise ValueError(f"snn.hello: the lender continues from epoch {first_epoch!r}; this party's "
-                             f"checkpoints hold {held} epochs")
+        from fedacq.learn.run import resume_point
+
+        resumed = resume_point(self.checkpoints, "epoch", first_epoch, "snn.hello")
         stopped = False
         if resumed is not None:
             _, meta, arrays = resumed
