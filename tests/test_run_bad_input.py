@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from fedacq.learn import run as run_mod
+from fedacq.learn.run_config import RunConfig
+from fedacq.learn.run_report import FAILED_FILE
 
 
 def write(tmp_path, n_lender=200, n_platform=300, n_common=150, seed=0):
@@ -20,7 +22,7 @@ def write(tmp_path, n_lender=200, n_platform=300, n_common=150, seed=0):
 
 
 def config(lender, platform, out, **kw):
-    return run_mod.RunConfig(lender, platform, "id", "y", out, progress=False, key_bits=512,
+    return RunConfig(lender, platform, "id", "y", out, progress=False, key_bits=512,
                              insecure_test_key=True, params={"n_estimators": 1}, **kw)  # small key: speed only
 
 
@@ -64,5 +66,5 @@ def test_an_intersection_too_small_to_evaluate_stops_before_training(tmp_path, m
     with pytest.raises(ValueError, match="validation split of the intersection has 8 rows"):
         run_mod.run(config(lender, platform, out, min_intersection=40))
     assert trained == []
-    failed = json.loads((out / run_mod.FAILED_FILE).read_text())
+    failed = json.loads((out / FAILED_FILE).read_text())
     assert "8 rows" in failed["error"] and not (out / "metrics.json").exists()

@@ -19,6 +19,9 @@ import pytest
 
 from fedacq.cli import main
 from fedacq.learn import run as run_mod
+from fedacq.learn.run_config import MODELS, RunConfig
+from fedacq.learn.run_roles import RoleResult
+from fedacq.learn.run_tables import load_table
 from fedacq.link.message import MessageSpec, PartSpec, register
 
 GUEST = "/work/shared/datasets/fate/default_credit_hetero_guest.csv"
@@ -55,35 +58,35 @@ def test_missing_id_column_names_file_and_column(small_files, tmp_path, capsys):
 def test_missing_label_column_names_file_and_column(small_files, tmp_path):
     lender, platform, _ = small_files
     with pytest.raises(ValueError, match=r"lender\.csv: label column 'target' not found"):
-        run_mod.run(run_mod.RunConfig(lender, platform, "id", "target", tmp_path / "out", progress=False))
+        run_mod.run(RunConfig(lender, platform, "id", "target", tmp_path / "out", progress=False))
 
 
 def test_bad_inputs_are_refused_with_file_and_column(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,y,x0\n1,0,0.5\n2,2,0.1\n")
     with pytest.raises(ValueError, match=r"bad\.csv: label column 'y' must hold 0/1, found \[2\] \(row 3\)"):
-        run_mod.load_table(bad, "id", "y")
+        load_table(bad, "id", "y")
     bad.write_text("id,x0,x1\n1,0.5,a\n2,0.1,b\n")
     with pytest.raises(ValueError, match=r"bad\.csv: feature column 'x1' is not numeric"):
-        run_mod.load_table(bad, "id")
+        load_table(bad, "id")
     bad.write_text("id,x0\n1,0.5\n1,0.1\n")
     with pytest.raises(ValueError, match=r"bad\.csv: id column 'id' has duplicates"):
-        run_mod.load_table(bad, "id")
+        load_table(bad, "id")
     with pytest.raises(FileNotFoundError, match="nope.csv"):
-        run_mod.load_table(tmp_path / "nope.csv", "id")
+        load_table(tmp_path / "nope.csv", "id")
 
 
 def test_ids_are_strings_and_missing_features_kept(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("id,x0\n007,0.5\n7,\n")
-    t = run_mod.load_table(f, "id")
+    t = load_table(f, "id")
     assert t.ids.tolist() == ["007", "7"]
     assert np.isnan(t.X[1, 0])
 
 
 def test_run_config_checks(small_files, tmp_path):
     lender, platform, _ = small_files
-    cfg = lambda **kw: run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "o", progress=False, **kw)
+    cfg = lambda **kw: RunConfig(lender, platform, "id", "y", tmp_path / "o", progress=False, **kw)
     with pytest.raises(ValueError, match="unknown model 'forest'"):
         run_mod.run(cfg(model="forest"))
     with pytest.raises(ValueError, match="below the 2048-bit minimum"):
@@ -134,7 +137,7 @@ def _toy_module() -> types.ModuleType:
             valid = m.predict_proba(data.X_valid)[:, 1]
         path = ctx.model_dir / "coef.json"
         path.write_text(json.dumps(m.coef_.tolist()))
-        return run_mod.RoleResult(files=[path], train_score=train, valid_score=valid,
+        return RoleResult(files=[path], train_score=train, valid_score=valid,
                                   history=[{"train_loss": 1.0}, {"train_loss": 0.5}])
 
     def platform_role(link, data, ctx):
@@ -144,7 +147,7 @@ def _toy_module() -> types.ModuleType:
         assert msg.header["rows"] == len(data.X_train)
         path = ctx.model_dir / "nothing.json"
         path.write_text("{}")
-        return run_mod.RoleResult(files=[path])
+        return RoleResult(files=[path])
 
     mod.lender_role, mod.platform_role = lender_role, platform_role
     return mod
@@ -161,7 +164,7 @@ def toy_registry(monkeypatch, small_files):
         return np.array([position[v] for v in common], dtype=np.int64)
 
     monkeypatch.setitem(sys.modules, "toy_roles", _toy_module())
-    monkeypatch.setitem(run_mod.MODELS, "toy", "toy_roles")
+    monkeypatch.setitem(MODELS, "toy", "toy_roles")
     monkeypatch.setattr(run_mod, "_psi", fake_psi)
 
 
@@ -209,12 +212,12 @@ def test_a_failing_party_fails_the_run_at_once(toy_registry, small_files, tmp_pa
 
     monkeypatch.setattr(sys.modules["toy_roles"], "platform_role", broken)
     with pytest.raises(RuntimeError, match="platform role broke"):
-        run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy",
+        run_mod.run(RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy",
                                       progress=False))
 
 
 def test_grpc_transport_refuses_a_shared_tracking_store(toy_registry, small_files, tmp_path):
     lender, platform, _ = small_files
     with pytest.raises(ValueError, match="tracking-dir is not used with --transport grpc"):
-        run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy",
+        run_mod.run(RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy",
                                       transport="grpc", tracking_dir=str(tmp_path / "ml"), progress=False))

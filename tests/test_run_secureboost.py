@@ -14,6 +14,7 @@ import pytest
 
 from fedacq.cli import main
 from fedacq.learn import run as run_mod
+from fedacq.learn.run_config import RunConfig
 
 GUEST = "/work/shared/datasets/fate/default_credit_hetero_guest.csv"
 HOST = "/work/shared/datasets/fate/default_credit_hetero_host.csv"
@@ -81,7 +82,7 @@ def test_prospect_run_exports_an_xgboost_model_the_platform_can_use(files, tmp_p
 
     lender, platform, n_common = files
     out = tmp_path / "prospect"
-    cfg = run_mod.RunConfig(lender, platform, "id", "y", out, params={"n_estimators": 2, "max_depth": 2},
+    cfg = RunConfig(lender, platform, "id", "y", out, params={"n_estimators": 2, "max_depth": 2},
                             mode="prospect", key_bits=1024, insecure_test_key=True,  # test-only key
                             validation_fraction=0.2, progress=False)
     m = run_mod.run(cfg)
@@ -107,8 +108,8 @@ def test_grpc_nodes_give_the_same_model_as_the_in_process_link(files, tmp_path):
     common = dict(params={"n_estimators": 2, "max_depth": 3}, key_bits=1024,
                   insecure_test_key=True,  # test-only key size, see module doc
                   validation_fraction=0.0, seed=11, progress=False)
-    grpc = run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "grpc", transport="grpc", **common))
-    inproc = run_mod.run(run_mod.RunConfig(lender, platform, "id", "y", tmp_path / "inproc", **common))
+    grpc = run_mod.run(RunConfig(lender, platform, "id", "y", tmp_path / "grpc", transport="grpc", **common))
+    inproc = run_mod.run(RunConfig(lender, platform, "id", "y", tmp_path / "inproc", **common))
     assert grpc["transport"] == "grpc" and grpc["intersection_size"] == n_common
     assert grpc["validation"] is None and grpc["evaluated_on"] == "train"
     assert grpc["train"]["auc"] == pytest.approx(inproc["train"]["auc"], abs=1e-9)

@@ -81,7 +81,9 @@ def parse_params(args: argparse.Namespace) -> dict[str, Any]:
 def _handle(args: argparse.Namespace) -> int:
     import logging
 
-    from fedacq.learn.run import RunConfig, run
+    from fedacq.learn.run import run
+    from fedacq.learn.run_config import RunConfig
+    from fedacq.learn.run_report import METRICS_FILE, headline
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store set-up notices drown the progress
 
@@ -92,13 +94,7 @@ def _handle(args: argparse.Namespace) -> int:
                     validation_fraction=args.validation_fraction, transport=args.transport,
                     seed=args.seed, tracking_dir=args.tracking_dir, experiment=args.experiment,
                     progress=not args.quiet)
-    out = run(cfg)
-    summary = {"intersection_size": out["intersection_size"],
-               "train_auc": round(out["train"]["auc"], 4), "train_ks": round(out["train"]["ks"], 4)}
-    if out["validation"]:
-        summary.update(validation_auc=round(out["validation"]["auc"], 4),
-                       validation_ks=round(out["validation"]["ks"], 4))
-    summary["seconds"] = out["timings"]
+    summary = headline(run(cfg))
     print(json.dumps(summary), file=sys.stdout)
-    print(f"wrote {args.out / 'metrics.json'}", file=sys.stderr)
+    print(f"wrote {args.out / METRICS_FILE}", file=sys.stderr)
     return 0

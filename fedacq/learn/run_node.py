@@ -16,7 +16,7 @@ settings, never data): ``id_column``, ``label_column``, ``model``,
 Checkpoints: each node saves its own party's state in the job's checkpoint
 folder (the PSI result, then the model after each tree or epoch); ``fedacq job
 resume ID`` continues from the last checkpoint both parties hold
-(:class:`fedacq.learn.run.RunCheckpoints`). ``fedacq job status`` shows the
+(:class:`fedacq.learn.run_checkpoints.RunCheckpoints`). ``fedacq job status`` shows the
 step ("psi", "tree", "epoch") with an ETA.
 
 Policy (:mod:`fedacq.node.policy`), checked by each node on the complete
@@ -41,7 +41,7 @@ DATASET = "table"
 
 
 def job_params(cfg: Any) -> dict[str, Any]:
-    """The ``[params]`` of a node job equivalent to a :class:`~fedacq.learn.run.RunConfig`."""
+    """The ``[params]`` of a node job equivalent to a :class:`~fedacq.learn.run_config.RunConfig`."""
     return {"id_column": cfg.id_column, "label_column": cfg.label_column, "model": cfg.model,
             "model_params": dict(cfg.params), "mode": cfg.mode, "key_bits": cfg.key_bits,
             "insecure_test_key": cfg.insecure_test_key, "min_intersection": cfg.min_intersection,
@@ -51,7 +51,7 @@ def job_params(cfg: Any) -> dict[str, Any]:
 
 def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     """The run job's complete parameters, checked against ``policy`` (module docstring)."""
-    from fedacq.learn.run import model_module
+    from fedacq.learn.run_config import model_module
 
     defaults = {"id_column": None, "label_column": None, "model": "secureboost", "model_params": {},
                 "mode": "joint", "scheme": "paillier", "key_bits": 2048, "insecure_test_key": False,
@@ -105,8 +105,10 @@ def _label_protection(model: str, mode: str, p: dict[str, Any], policy: Policy) 
 
 
 def _role(party: str, ctx: JobContext) -> dict[str, Any]:
-    from fedacq.learn.run import (LENDER, RunConfig, check_rows, _json_default, load_table, model_module,
-                                  party_job)
+    from fedacq.learn.run import party_job
+    from fedacq.learn.run_config import LENDER, RunConfig, model_module
+    from fedacq.learn.run_report import json_default
+    from fedacq.learn.run_tables import check_rows, load_table
 
     if DATASET not in ctx.datasets:
         raise ValueError(f"run: the job names no data set {DATASET!r} for {ctx.party} (has {sorted(ctx.datasets)})")
@@ -127,7 +129,7 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
                        resume=ctx.resume, progress=ctx.progress)
     ctx.logger.info("run: %s done, intersection %d", party, report["intersection_size"])
     # the job result must be plain JSON
-    return json.loads(json.dumps(report, default=_json_default))
+    return json.loads(json.dumps(report, default=json_default))
 
 
 def run_lender(ctx: JobContext) -> dict[str, Any]:
@@ -139,6 +141,6 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
 
 
 PROTOCOL = Protocol("run", roles={"lender": run_lender, "platform": run_platform}, resolve=resolve,
-                    messages=("fedacq.learn.run", "fedacq.psi.ecdh_psi", "fedacq.learn.secureboost", "fedacq.learn.hetero_lr",
+                    messages=("fedacq.learn.run_checkpoints", "fedacq.psi.ecdh_psi", "fedacq.learn.secureboost", "fedacq.learn.hetero_lr",
                               "fedacq.learn.splitnn"),
                     description="fedacq run: PSI, federated training and evaluation of a registered model")

@@ -1,0 +1,65 @@
+"""What a ``fedacq run`` job is: its settings, the parties' names and the model registry.
+
+Every other ``run_*`` module and the node job (:mod:`fedacq.learn.run_node`)
+read a :class:`RunConfig`; it holds names and settings, never data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+#: model name -> module implementing the role interface (:mod:`fedacq.learn.run_roles`).
+MODELS: dict[str, str] = {
+    "secureboost": "fedacq.learn.secureboost_roles",
+    "hetero_lr": "fedacq.learn.hetero_lr_roles",
+    "splitnn": "fedacq.learn.splitnn_roles",
+}
+
+TRANSPORTS = ("inproc", "grpc")
+LENDER, PLATFORM = "lender", "platform"
+
+
+@dataclass
+class RunConfig:
+    """A ``fedacq run`` job. ``params`` are the model's parameters (XGBoost names for trees)."""
+
+    lender_path: Path
+    platform_path: Path
+    id_column: str
+    label_column: str
+    out_dir: Path
+    model: str = "secureboost"
+    params: dict[str, Any] = field(default_factory=dict)
+    mode: str = "joint"
+    key_bits: int = 2048
+    insecure_test_key: bool = False
+    min_intersection: int = 100
+    validation_fraction: float = 0.2
+    transport: str = "inproc"
+    seed: int = 0
+    tracking_dir: str | None = None
+    experiment: str = "fedacq-run"
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    progress: bool = True
+
+    def store(self, party: str) -> str:
+        """The party's MLflow store: its own folder under the output, or the shared one given."""
+        return self.tracking_dir or str(self.out_dir / party / "mlruns")
+
+    def say(self, party: str, text: str) -> None:
+        """One progress line on stderr, from the lender only (both run in one terminal)."""
+        if self.progress and party == LENDER:
+            print(f"[fedacq run] {text}", file=sys.stderr, flush=True)
+
+
+def model_module(name: str) -> ModuleType:
+    """The module driving model ``name``, with a clear error for unknown names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return importlib.import_module(MODELS[name])
