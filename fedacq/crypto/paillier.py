@@ -168,7 +168,17 @@ def _fixed_base_powers(table: list[list[mpz]], modulus: mpz, digits: list[list[i
 
 
 class PublicKey:
-    """A Paillier public key (``g = n + 1``) with a lazily built DJN encryption table."""
+    """A Paillier public key (``g = n + 1``) with a lazily built DJN encryption table.
+
+    The attributes :class:`EncryptedVector`, :func:`compress` and the protocols
+    use are common to every additive scheme (:mod:`fedacq.crypto.scheme`):
+    ``scheme``, ``n``, ``n_bits`` (the key size the policy checks),
+    ``ciphertext_modulus`` (products of ciphertexts are taken mod it),
+    ``ciphertext_bytes``, ``plaintext_bits`` (sums below ``2^plaintext_bits``
+    decrypt exactly: what packing and compression may fill) and ``max_int``.
+    """
+
+    scheme = "paillier"
 
     def __init__(self, n: int) -> None:
         n = mpz(n)
@@ -176,7 +186,9 @@ class PublicKey:
             raise ValueError("Paillier modulus n must be an odd integer > 2")
         self.n = n
         self.nsquare = n * n
+        self.ciphertext_modulus = self.nsquare
         self.n_bits = int(n.bit_length())
+        self.plaintext_bits = self.n_bits - 1
         #: byte width of one ciphertext (an integer below n^2), for BigInts.
         self.ciphertext_bytes = (int(self.nsquare.bit_length()) + 7) // 8
         #: largest plaintext magnitude FixedPoint accepts (a third of n, as phe does).
@@ -220,6 +232,10 @@ class PublicKey:
         except json.JSONDecodeError as exc:
             raise ValueError(f"Paillier public key is not valid JSON: {exc}") from exc
         return cls.from_jwk(jwk)
+
+    def spec(self) -> tuple:
+        """What a worker process needs to rebuild this key (public values only)."""
+        return ("paillier", int(self.n))
 
     # -- DJN randomness ------------------------------------------------------
     def _base(self) -> mpz:
@@ -273,27 +289,57 @@ class PublicKey:
         """Fresh encryptions of zero without the (1 + 0*n) factor, for re-randomising."""
         return self._random_factors(count)
 
+    def encrypt_with_factors(self, plaintexts: Sequence[int], factors: Sequence[mpz]) -> list[mpz]:
+        """Ciphertexts of ints in [0, n), each with one fresh factor from :meth:`random_factors`.
+
+        For a caller that computed the randomness ahead (it is ~95% of the
+        work); each factor must be used exactly once.
+        """
+        n, nsq = self.n, self.nsquare
+        if len(factors) != len(plaintexts):
+            raise ValueError(f"{len(factors)} random factors for {len(plaintexts)} plaintexts")
+        out = []
+        for i, (m, r) in enumerate(zip(plaintexts, factors)):
+            if not 0 <= m < n:
+                raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
+            out.append(mpz(r) * (mpz(m) * n + 1) % nsq)
+        return out
+
+    def plain_factors(self, plaintexts: Sequence[mpz]) -> list[mpz]:
+        """``1 + m*n``: multiplying a ciphertext by it adds ``m`` (no randomness)."""
+        n = self.n
+        return [m * n + 1 for m in plaintexts]
+
     def vector_from_bigints(self, b: BigInts) -> "EncryptedVector":
         """Ciphertexts received from a peer, checked: right width, 0 < c < n^2."""
-        if not isinstance(b, BigInts):
-            raise ValueError(f"expected BigInts of ciphertexts, got {type(b).__name__}")
-        if b.width != self.ciphertext_bytes:
-            raise ValueError(f"ciphertext width {b.width} bytes does not match key {self.fingerprint} "
-                             f"({self.ciphertext_bytes} bytes)")
-        cs = [mpz(v) for v in b.values]
-        _check_range(self, cs)
-        return EncryptedVector(self, cs)
+        return vector_from_bigints(self, b)
 
 
-def _check_range(public_key: PublicKey, cs: Sequence[mpz]) -> None:
-    nsq = public_key.nsquare
+def vector_from_bigints(public_key, b: BigInts) -> "EncryptedVector":
+    """A peer's ciphertexts under ``public_key`` (any scheme), checked: width and range."""
+    if not isinstance(b, BigInts):
+        raise ValueError(f"expected BigInts of ciphertexts, got {type(b).__name__}")
+    if b.width != public_key.ciphertext_bytes:
+        raise ValueError(f"ciphertext width {b.width} bytes does not match key {public_key.fingerprint} "
+                         f"({public_key.ciphertext_bytes} bytes)")
+    cs = [mpz(v) for v in b.values]
+    _check_range(public_key, cs)
+    return EncryptedVector(public_key, cs)
+
+
+def _check_range(public_key, cs: Sequence[mpz]) -> None:
+    """Every ciphertext in (0, modulus) and a unit mod it (so subtraction can invert it)."""
+    mod = public_key.ciphertext_modulus
+    gcd = gmpy2.gcd
     for i, c in enumerate(cs):
-        if not 0 < c < nsq:
-            raise ValueError(f"ciphertext {i} is out of range (0, n^2) for key {public_key.fingerprint}")
+        if not 0 < c < mod:
+            raise ValueError(f"ciphertext {i} is out of range for key {public_key.fingerprint}")
+        if public_key.scheme != "paillier" and gcd(c, mod) != 1:
+            raise ValueError(f"ciphertext {i} is not invertible under key {public_key.fingerprint}")
 
 
 class EncryptedVector:
-    """A vector of ciphertexts under one public key.
+    """A vector of ciphertexts under one public key of any additive scheme (Paillier, OU).
 
     ``terms`` bounds how many unit-weight fresh plaintexts each element is a sum
     of; ``max_terms`` (set by :meth:`Packing.encrypt`) is the most that the
@@ -335,12 +381,12 @@ class EncryptedVector:
     def __add__(self, other: "EncryptedVector") -> "EncryptedVector":
         """Element-wise homomorphic addition (a product of ciphertexts mod n^2)."""
         self._same_key(other)
-        nsq = self.public_key.nsquare
+        nsq = self.public_key.ciphertext_modulus
         return self._derived([a * b % nsq for a, b in zip(self.ciphertexts, other.ciphertexts)],
                              self.terms + other.terms, other)
 
     def __neg__(self) -> "EncryptedVector":
-        nsq = self.public_key.nsquare
+        nsq = self.public_key.ciphertext_modulus
         if self.max_terms is not None:
             raise ValueError("cannot negate a packed vector: slots hold non-negative values")
         return self._derived([gmpy2.invert(c, nsq) for c in self.ciphertexts], self.terms)
@@ -353,17 +399,18 @@ class EncryptedVector:
 
         The result is as random as ``self``: use it to mask a fresh ciphertext.
         """
-        n, nsq = self.public_key.n, self.public_key.nsquare
+        n, nsq = self.public_key.n, self.public_key.ciphertext_modulus
         ms = [mpz(m) for m in plaintexts]
         if len(ms) != len(self):
             raise ValueError(f"vector lengths differ: {len(self)} vs {len(ms)}")
         if any(not 0 <= m < n for m in ms):
             raise ValueError("plaintexts to add must be in [0, n)")
-        return self._derived([c * (m * n + 1) % nsq for c, m in zip(self.ciphertexts, ms)], self.terms + 1)
+        fs = self.public_key.plain_factors(ms)
+        return self._derived([c * f % nsq for c, f in zip(self.ciphertexts, fs)], self.terms + 1)
 
     def sum(self) -> "EncryptedVector":
         """The homomorphic sum of all elements, as a vector of length 1."""
-        nsq = self.public_key.nsquare
+        nsq = self.public_key.ciphertext_modulus
         acc = mpz(1)
         for c in self.ciphertexts:
             acc = acc * c % nsq
@@ -377,7 +424,7 @@ class EncryptedVector:
         deterministic in ``self`` and ``k``; call :meth:`obfuscate` before sending
         it to the key owner if ``k`` is secret.
         """
-        nsq = self.public_key.nsquare
+        nsq = self.public_key.ciphertext_modulus
         if isinstance(ks, (int, np.integer, mpz)):
             ks = [int(ks)] * len(self)
         ks = [int(k) for k in ks]
@@ -391,7 +438,7 @@ class EncryptedVector:
 
     def obfuscate(self) -> "EncryptedVector":
         """Re-randomise every ciphertext (multiply by a fresh encryption of zero)."""
-        nsq = self.public_key.nsquare
+        nsq = self.public_key.ciphertext_modulus
         rs = self.public_key.random_factors(len(self))
         return self._derived([c * r % nsq for c, r in zip(self.ciphertexts, rs)], self.terms)
 
@@ -415,6 +462,8 @@ class PrivateKey:
 
     def __init__(self, public_key: PublicKey, p: int, q: int) -> None:
         p, q = mpz(p), mpz(q)
+        if not isinstance(public_key, PublicKey):
+            raise TypeError(f"expected a Paillier PublicKey, got {type(public_key).__name__}")
         if p * q != public_key.n:
             raise ValueError("p * q does not equal the public modulus n")
         if p == q:
@@ -434,6 +483,10 @@ class PrivateKey:
 
     def __repr__(self) -> str:
         return f"PrivateKey(for {self.public_key!r})"
+
+    def spec(self) -> tuple:
+        """What the key owner's own worker processes need to rebuild this key."""
+        return ("paillier", int(self.public_key.n), int(self.p), int(self.q))
 
     # -- encryption by the key owner (CRT) -------------------------------------
     def _crt_tables(self) -> tuple[list[list[mpz]], list[list[mpz]]]:
@@ -670,15 +723,15 @@ class Packing:
     def for_key(cls, public_key: PublicKey, slot_bits: int, max_terms: int) -> "Packing":
         """As many slots as fit below n."""
         width = slot_bits + (max_terms - 1).bit_length()
-        slots = (public_key.n_bits - 1) // width
+        slots = public_key.plaintext_bits // width
         if slots < 1:
-            raise ValueError(f"a {width}-bit slot does not fit a {public_key.n_bits}-bit key")
+            raise ValueError(f"a {width}-bit slot does not fit a {public_key.plaintext_bits}-bit plaintext")
         return cls(slot_bits, slots, max_terms)
 
     def check_key(self, public_key: PublicKey) -> None:
-        if self.total_bits >= public_key.n_bits:
+        if self.total_bits > public_key.plaintext_bits:
             raise ValueError(f"{self!r} needs {self.total_bits} bits; key {public_key.fingerprint} "
-                             f"holds {public_key.n_bits - 1}")
+                             f"holds {public_key.plaintext_bits}")
 
     def pack(self, matrix: np.ndarray | Sequence[Sequence[int]]) -> list[int]:
         """Rows of up to ``slots`` non-negative ints -> one plaintext per row."""
@@ -726,9 +779,9 @@ class Packing:
 
 def compress_capacity(public_key: PublicKey, slot_bits: int) -> int:
     """How many ``slot_bits``-bit values one compressed ciphertext holds."""
-    capacity = (public_key.n_bits - 1) // slot_bits
+    capacity = public_key.plaintext_bits // slot_bits
     if capacity < 1:
-        raise ValueError(f"slot_bits={slot_bits} does not fit a {public_key.n_bits}-bit key")
+        raise ValueError(f"slot_bits={slot_bits} does not fit a {public_key.plaintext_bits}-bit plaintext")
     return capacity
 
 
@@ -746,7 +799,7 @@ def compress(v: EncryptedVector, slot_bits: int) -> EncryptedVector:
 
 def compress_ciphertexts(cts: Sequence[mpz], slot_bits: int, public_key: PublicKey) -> list[mpz]:
     """:func:`compress` on bare ciphertexts (e.g. inside a worker process)."""
-    nsq = public_key.nsquare
+    nsq = public_key.ciphertext_modulus
     capacity = compress_capacity(public_key, slot_bits)
     shift = mpz(1) << slot_bits
     out = []
@@ -779,3 +832,11 @@ def decompress(ints: Sequence[int], slot_bits: int, count: int, public_key: Publ
                              f"2^{slot_bits}")
         out.extend((v >> (slot_bits * j)) & mask for j in range(k))
     return out
+
+
+def key_from_spec(values: Sequence[int]) -> "PublicKey | PrivateKey":
+    """Inverse of ``spec()`` (without its scheme tag): ``(n,)`` or ``(n, p, q)``."""
+    if len(values) == 1:
+        return PublicKey(values[0])
+    n, p, q = values
+    return PrivateKey(PublicKey(n), p, q)

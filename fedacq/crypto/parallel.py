@@ -1,4 +1,4 @@
-"""A process pool for large Paillier batches, so encryption and decryption use every core.
+"""A process pool for large Paillier / OU batches, so encryption and decryption use every core.
 
 gmpy2 holds the GIL, so threads do not help; child processes do. The pool is
 started lazily, once per process and worker count, with the ``forkserver``
@@ -6,11 +6,12 @@ method (``spawn`` off Linux): forking a process that runs gRPC or protocol
 threads is unsafe, and a fork server is single-threaded.
 
 What crosses to the workers, over a local pipe between the party's own
-processes: plaintexts and ``n`` for public-key encryption; plaintexts or
-ciphertexts and the private factors ``p``, ``q`` for the key owner's encryption
-and decryption. The workers are children of the key
-owner's process on the key owner's machine; nothing here talks to a peer.
-Each worker caches its key objects (and the encryption table) per modulus.
+processes: plaintexts and the public key's ``spec()`` (Paillier ``n``; OU ``n,
+g, h``) for public-key encryption; plaintexts or ciphertexts and the private
+key's ``spec()`` (adding ``p``, ``q``) for the key owner's encryption and
+decryption. The workers are children of the key owner's process on the key
+owner's machine; nothing here talks to a peer. Each worker caches its key
+objects (and the encryption tables) per spec.
 """
 
 from __future__ import annotations
@@ -84,34 +85,30 @@ def _chunks(items: Sequence, workers: int) -> list[Sequence]:
 
 
 # -- worker side -------------------------------------------------------------
-_public_keys: dict[int, "PublicKey"] = {}
-_private_keys: dict[int, "PrivateKey"] = {}
+_keys: dict[tuple, object] = {}
 
 
-def _encrypt_chunk(n: int, plaintexts: Sequence[int]) -> list["mpz"]:
-    from fedacq.crypto.paillier import PublicKey
-
-    key = _public_keys.get(n)
+def key_from_spec(spec: tuple):
+    """The key object a ``spec()`` tuple describes (cached per process): Paillier or OU."""
+    key = _keys.get(spec)
     if key is None:
-        key = _public_keys[n] = PublicKey(n)
-    return key.encrypt_raw_local(plaintexts)
-
-
-def _private_key(n: int, p: int, q: int) -> "PrivateKey":
-    from fedacq.crypto.paillier import PrivateKey, PublicKey
-
-    key = _private_keys.get(n)
-    if key is None:
-        key = _private_keys[n] = PrivateKey(PublicKey(n), p, q)
+        kind, *values = spec
+        if kind == "paillier":
+            from fedacq.crypto import paillier as mod
+        elif kind == "ou":
+            from fedacq.crypto import ou as mod  # type: ignore[no-redef]
+        else:
+            raise ValueError(f"unknown scheme {kind!r} in a key spec")
+        key = _keys[spec] = mod.key_from_spec(values)
     return key
 
 
-def _decrypt_chunk(n: int, p: int, q: int, ciphertexts: Sequence["mpz"]) -> list[int]:
-    return _private_key(n, p, q).decrypt_raw_local(ciphertexts)
+def _encrypt_chunk(spec: tuple, plaintexts: Sequence[int]) -> list["mpz"]:
+    return key_from_spec(spec).encrypt_raw_local(plaintexts)
 
 
-def _encrypt_private_chunk(n: int, p: int, q: int, plaintexts: Sequence[int]) -> list["mpz"]:
-    return _private_key(n, p, q).encrypt_raw_local(plaintexts)
+def _decrypt_chunk(spec: tuple, ciphertexts: Sequence["mpz"]) -> list[int]:
+    return key_from_spec(spec).decrypt_raw_local(ciphertexts)
 
 
 # -- caller side -------------------------------------------------------------
@@ -122,27 +119,24 @@ def _gather(workers: int, futures: list[Future]) -> list:
     except BrokenProcessPool as exc:
         with _lock:
             _pools.pop(workers, None)
-        raise RuntimeError(f"a Paillier worker process died (pool of {workers}); if the main script "
+        raise RuntimeError(f"a crypto worker process died (pool of {workers}); if the main script "
                            "is not importable (stdin, no __main__ guard), pass workers=1") from exc
 
 
 def encrypt(public_key: "PublicKey", plaintexts: Sequence[int], workers: int) -> list["mpz"]:
     pool = _get_pool(workers)
-    n = int(public_key.n)
-    futures = [pool.submit(_encrypt_chunk, n, [int(m) for m in chunk]) for chunk in _chunks(plaintexts, workers)]
+    spec = public_key.spec()
+    futures = [pool.submit(_encrypt_chunk, spec, [int(m) for m in chunk]) for chunk in _chunks(plaintexts, workers)]
     return _gather(workers, futures)
 
 
 def encrypt_private(private_key: "PrivateKey", plaintexts: Sequence[int], workers: int) -> list["mpz"]:
-    pool = _get_pool(workers)
-    n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
-    futures = [pool.submit(_encrypt_private_chunk, n, p, q, [int(m) for m in chunk])
-               for chunk in _chunks(plaintexts, workers)]
-    return _gather(workers, futures)
+    """The key owner's encryption (CRT path) in its own worker processes."""
+    return encrypt(private_key, plaintexts, workers)  # type: ignore[arg-type]
 
 
 def decrypt(private_key: "PrivateKey", ciphertexts: Sequence["mpz"], workers: int) -> list[int]:
     pool = _get_pool(workers)
-    n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
-    futures = [pool.submit(_decrypt_chunk, n, p, q, chunk) for chunk in _chunks(ciphertexts, workers)]
+    spec = private_key.spec()
+    futures = [pool.submit(_decrypt_chunk, spec, chunk) for chunk in _chunks(ciphertexts, workers)]
     return _gather(workers, futures)
