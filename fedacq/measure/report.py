@@ -17,7 +17,7 @@ import pandas as pd
 
 from fedacq.activate.events import ARMS
 from fedacq.measure.kpis import KPIS, Estimate, NotEnoughData, estimate_kpi, exposed_outcomes, validate_spend
-from fedacq.measure.lift import interval_dict, lift, not_enough, z_value
+from fedacq.measure.lift import interval_dict, is_reported, lift, not_enough, z_value
 
 METHOD = ("delta method: per-user linearisation of each ratio KPI; absolute lift with a normal "
           "interval, relative lift with a log-ratio interval; spend KPIs conditional on spend")
@@ -115,6 +115,33 @@ def measure_layer(users: pd.DataFrame, spend: pd.DataFrame | None, min_bucket_si
         buckets.append({"bucket": bucket, "arm": arm, **_counts(group),
                         "spend": _spend_totals(b_spend), "kpis": kpis})
     return {"arms": arms, "lift": lifts, "buckets": buckets}
+
+
+def compare_arms(report: dict[str, Any], layer: str, other: dict[str, Any], other_layer: str,
+                 arm: str = "treatment") -> dict[str, Any]:
+    """Lift of ``arm`` of one measured layer over the same arm of another, per KPI, with intervals.
+
+    Two campaigns' arms are independent random samples of users (each layer has its own
+    salt), so the arms' estimates combine like treatment and control (:func:`lift`). At equal
+    budget per user this compares two targetings head to head; comparing the two *control*
+    arms (both unboosted) is a placebo whose interval should contain zero. The interval is
+    built from the reports' own estimates and standard errors; a KPI either report could not
+    estimate is "not enough data".
+    """
+    z = z_value(report["settings"]["confidence"])
+    if other["settings"]["confidence"] != report["settings"]["confidence"]:
+        raise ValueError("compare_arms: the two reports use different confidence levels")
+    groups = []
+    for rep, name in ((report, layer), (other, other_layer)):
+        if name not in rep["layers"]:
+            raise ValueError(f"compare_arms: no layer {name!r} in the report (layers: {sorted(rep['layers'])})")
+        groups.append(rep["layers"][name]["arms"][arm])
+    out = {}
+    for kpi in KPIS:
+        found = [g.get("kpis", {}).get(kpi.name, {}) for g in groups]
+        estimates = [Estimate(r["value"], r["se"]) if is_reported(r) else None for r in found]
+        out[kpi.name] = lift(estimates[0], estimates[1], z, f"the {arm} arm of a layer has not enough data")
+    return out
 
 
 def measure(funnel: pd.DataFrame, events: pd.DataFrame, spend: pd.DataFrame | None = None, *,
