@@ -1,9 +1,10 @@
 """The ``fedacq`` command line.
 
-Each sub-command lives next to the code it drives and exposes
-``add_parser(subparsers)``, which registers the sub-command and sets ``func``.
-They are imported lazily so that ``fedacq --help`` stays fast and an optional
-extra (torch) is only needed by the command that uses it.
+Each sub-command's argument parsing lives in a ``commands`` module next to the
+code it drives, which exposes ``add_parser(subparsers)`` (or another function
+named after ``:`` in :data:`COMMANDS`, for a module with several commands): it
+registers the sub-command and sets ``func``. An optional extra (torch) is
+imported only by the command that uses it.
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ import argparse
 import importlib
 import sys
 
-#: sub-command name -> module that defines ``add_parser``.
+#: sub-command name -> ``module`` defining ``add_parser``, or ``module:function``.
 COMMANDS: dict[str, str] = {
     "demo": "fedacq.demo",
     "certs": "fedacq.crypto.commands",
-    "node": "fedacq.node.daemon",
-    "job": "fedacq.node.control",
+    "node": "fedacq.node.commands:add_node_parser",
+    "job": "fedacq.node.commands:add_job_parser",
     "run": "fedacq.learn.commands",
-    "score": "fedacq.activate.scoring",
+    "score": "fedacq.activate.commands:add_score_parser",
     "boosts": "fedacq.activate.boost_commands",
-    "boost-serve": "fedacq.activate.service",
+    "boost-serve": "fedacq.activate.commands:add_serve_parser",
     "bench-crypto": "fedacq.crypto.bench",
     "sim": "fedacq.sim.commands",
     "psi": "fedacq.psi.commands",
     "measure": "fedacq.measure.commands",
-    "experiments": "fedacq.experiments",
+    "experiments": "fedacq.experiments.commands",
     "audit": "fedacq.link.commands",
 }
 
@@ -34,8 +35,9 @@ COMMANDS: dict[str, str] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedacq", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        importlib.import_module(module).add_parser(sub)
+    for target in COMMANDS.values():
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function or "add_parser")(sub)
     return parser
 
 

@@ -210,24 +210,3 @@ def score_parquet(booster, users: str | os.PathLike, out: str | os.PathLike, id_
         if tmp.exists():
             tmp.unlink()
     return ScoreReport(rows=rows, seconds=time.perf_counter() - start, out=out)
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("score", help="score a Parquet file of users with an XGBoost model",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="XGBoost model (JSON) with feature names")
-    p.add_argument("--users", required=True, help="Parquet file: id column + the model's feature columns")
-    p.add_argument("--out", required=True, help="output Parquet file (user_id, score)")
-    p.add_argument("--id-column", default="user_id")
-    p.add_argument("--batch-size", type=int, default=262_144, help="rows per record batch (bounds memory)")
-    p.add_argument("--n-jobs", type=int, default=None, help="XGBoost threads (default: all cores)")
-    p.set_defaults(func=_cmd_score)
-
-
-def _cmd_score(args) -> int:
-    if args.batch_size <= 0:
-        raise ValueError("--batch-size must be positive")
-    booster = load_booster(args.model, args.n_jobs)
-    rep = score_parquet(booster, args.users, args.out, args.id_column, args.batch_size)
-    print(f"scored {rep.rows:,} users in {rep.seconds:.1f} s ({rep.rows_per_s:,.0f} rows/s) -> {rep.out}")
-    return 0

@@ -480,43 +480,33 @@ class BoostClient:
         self.channel.close()
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("boost-serve", help="serve boost tables over gRPC (hot reload, loopback by default)",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--tables", required=True, help="directory tree of boost tables (watched for new versions)")
-    p.add_argument("--address", default="127.0.0.1:50071", help="host:port to bind (default loopback)")
-    p.add_argument("--watch-interval", type=float, default=2.0, help="seconds between directory scans; 0 disables")
-    p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
-    p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem (the CA client certificates must chain "
-                                     "to) and <tls-name>.pem/.key")
-    p.add_argument("--tls-name", default="platform", help="certificate name of this server")
-    p.add_argument("--allow", action="append", default=None, metavar="NAME=ROLE[,ROLE]",
-                   help="who may call, by client certificate name, and as what: lookup (bidding) or admin "
-                        "(reload, rollback); repeat per name. Required with --tls-dir; without TLS every "
-                        f"caller is {LOOPBACK!r} (default {LOOPBACK}=lookup,admin)")
-    p.add_argument("--port-file", help="write the bound port here once serving (for scripts using port 0)")
-    p.set_defaults(func=_cmd_serve)
+def serve(tables: str | Path, address: str = "127.0.0.1:50071", workers: int = 8, watch_interval: float = 2.0,
+          tls_dir: str | Path | None = None, tls_name: str = "platform",
+          allow: dict[str, frozenset[str]] | None = None, port_file: str | Path | None = None) -> int:
+    """Serve the boost tables under ``tables`` until the process is stopped (``fedacq boost-serve``).
 
-
-def _cmd_serve(args) -> int:
-    root = Path(args.tables)
+    ``watch_interval`` 0 loads the tables once and never rescans; ``allow`` is
+    checked by :func:`check_allow` (required with ``tls_dir``); ``port_file``
+    receives the bound port once serving (for scripts binding port 0).
+    """
+    root = Path(tables)
     if not root.is_dir():
         raise FileNotFoundError(f"tables {root}: no such directory")
-    allow = check_allow(parse_allow(args.allow) if args.allow else None, tls=bool(args.tls_dir))
+    allow = check_allow(allow, tls=bool(tls_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # 1 ms instead of 5 ms: a thread loading a new table yields the GIL to request threads sooner
     sys.setswitchinterval(0.001)
     registry = BoostRegistry(root)
-    watcher = TableWatcher(registry, args.watch_interval or 2.0)
+    watcher = TableWatcher(registry, watch_interval or 2.0)
     if not watcher.scan_logged():
         log.warning("no valid boost table under %s yet; errors: %s", root, list(registry.errors))
-    server = BoostServer(registry, args.address, args.workers, args.tls_dir, args.tls_name, allow).start()
-    if args.watch_interval > 0:
+    server = BoostServer(registry, address, workers, tls_dir, tls_name, allow).start()
+    if watch_interval > 0:
         watcher.start()
-    if args.port_file:
-        Path(args.port_file).write_text(str(server.port))
+    if port_file:
+        Path(port_file).write_text(str(server.port))
     log.info("boost service on %s (%s), allowing %s, serving %s", server.address,
-             "mTLS" if args.tls_dir else "plaintext", {n: sorted(r) for n, r in allow.items()},
+             "mTLS" if tls_dir else "plaintext", {n: sorted(r) for n, r in allow.items()},
              {c: t.version for c, t in registry.campaigns().items()})
     try:
         server.server.wait_for_termination()

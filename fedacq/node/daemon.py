@@ -1,4 +1,4 @@
-"""The node daemon: ``fedacq node --config parties/<party>/party.toml``.
+"""The node daemon: ``fedacq node --config parties/<party>/party.toml`` (:mod:`fedacq.node.commands`).
 
 One long-lived process per party. It owns the party's state directory (job
 records and logs, the hash-chained ledgers ``egress.jsonl`` and ``ingress.jsonl``,
@@ -31,7 +31,6 @@ and takes new ones. Checkpoints stay in the job's folder (this party's own disk,
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -331,15 +330,9 @@ def _node_logger(cfg: NodeConfig) -> logging.Logger:
     return logger
 
 
-# -- CLI: fedacq node ------------------------------------------------------------
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("node", help="run this party's node daemon (peer link + job control)")
-    p.add_argument("--config", required=True, help="the party's TOML config, e.g. parties/lender/party.toml")
-    p.set_defaults(func=_cmd_node)
-
-
-def _cmd_node(args: argparse.Namespace) -> int:
-    node = Node(load_config(args.config))
+def serve(config_path: str) -> int:
+    """Run the node of ``config_path`` until SIGTERM or SIGINT, then stop it cleanly."""
+    node = Node(load_config(config_path))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
