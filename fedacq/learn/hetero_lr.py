@@ -8,8 +8,16 @@ platform owns ``w_p``, and neither weight vector ever leaves its owner. There
 is no arbiter: FATE's coordinated LR needs a third party to hold the key; here
 the platform masks what it sends back instead.
 
-Objective (scikit-learn's ``LogisticRegression``, divided by the row count n)
-    mean log-loss + ``||w||^2 / (2 C n)`` (``penalty="l2"``) or
+Objective (``objective``, XGBoost's names; :mod:`fedacq.learn.hetero_lr_objectives`)
+    ``binary:logistic`` (default; the model above), ``reg:squarederror``
+    (identity link), ``count:poisson`` and ``reg:tweedie`` (log link): the same
+    protocol, because the lender sees every row's full margin and computes the
+    per-row derivative ``r = dloss/dz`` itself; only the bound on ``|r|``
+    differs (``residual_bound``: 1 for logistic, a power of two chosen from the
+    labels otherwise, announced in ``hlr.hello``; residuals beyond it are
+    clipped at both parties' updates alike). ``multi:softprob`` is refused with
+    the reason. Penalised as scikit-learn's ``LogisticRegression`` (divided by
+    the row count n): mean loss + ``||w||^2 / (2 C n)`` (``penalty="l2"``) or
     ``||w||_1 / (C n)`` (``penalty="l1"``, applied as a proximal soft-threshold
     step); the intercept is not penalised. Each party standardises its own
     columns on its training rows (as ``StandardScaler`` on the joined data
@@ -28,8 +36,9 @@ Steps (every step is one message over a :class:`~fedacq.link.link.Link`)
 
        a. ``hlr.logits`` P->L: the platform's partial logits ``X_p[B] w_p``, in
           plaintext.
-       b. The lender computes residuals ``r = sigmoid(z) - y`` and its own
-          gradient, updates ``b, w_l`` and sends ``hlr.residuals``: ``[[r]]``,
+       b. The lender computes residuals ``r = sigmoid(z) - y`` (the
+          objective's ``dloss/dz``, clipped to ``residual_bound``) and its own
+          gradient, updates ``b, w_l`` and sends ``hlr.residuals``: ``[[r / residual_bound]]``,
           one fixed-point ciphertext per row (``residual_frac_bits``), and the
           step size of the schedule.
        c. The platform computes ``[[X_p[B]^T r]]``: its standardised features
@@ -66,6 +75,8 @@ What each party learns
     their randomness.
     Platform: ciphertexts of residuals only, never a label or residual in
     plaintext; the row count, the step sizes and the early-stopping decisions;
+    the objective and ``residual_bound`` (for regression objectives one power
+    of two: the order of magnitude of the lender's largest starting residual);
     and the gradient of its *own* weights ``X_p[B]^T r / |B|`` per batch
     (it must, to update them). That gradient is d_p linear combinations of the
     |B| residuals of the batch: with ``|B| <= d_p`` the platform could solve
@@ -95,10 +106,13 @@ import numpy as np
 from gmpy2 import mpz
 
 from fedacq.crypto.paillier import MIN_KEY_BITS
+from fedacq.learn import hetero_lr_objectives as objectives
 from fedacq.link.link import Link
 from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
 
 PENALTIES = ("l2", "l1", None)
+#: the model part each party saves (:meth:`HeteroLRLender.save`, :meth:`HeteroLRPlatform.save`)
+LENDER_FILE, PLATFORM_FILE = "hetero_lr_lender.json", "hetero_lr_platform.json"
 SCHEDULES = ("constant", "invscaling", "adaptive")
 SOLVERS = ("adam", "sgd")
 
@@ -124,10 +138,6 @@ register(
 
 
 # -- shared helpers ----------------------------------------------------------------------
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
-
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The mini-batches (row positions) of one epoch: the same at both parties from the seed.
@@ -186,6 +196,15 @@ class Standardizer:
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Standardizer":
+        """The inverse of :meth:`to_dict` (a model file): equal lengths, finite, positive scales."""
+        mean, scale = np.asarray(doc["mean"], dtype=np.float64), np.asarray(doc["scale"], dtype=np.float64)
+        if mean.ndim != 1 or mean.shape != scale.shape or not np.isfinite(mean).all() or \
+                not (np.isfinite(scale) & (scale > 0)).all():
+            raise ValueError("scaler: mean and scale must be finite lists of one length, scales > 0")
+        return cls(mean, scale)
 
 
 class Optimizer:
@@ -248,7 +267,14 @@ class Optimizer:
 
 def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int, learning_rate: Any,
                   eta0: float, power_t: float, momentum: float, n_iter_no_change: int,
-                  residual_frac_bits: int, feature_frac_bits: int, mask_bits: int, solver: str = "adam") -> None:
+                  residual_frac_bits: int, feature_frac_bits: int, mask_bits: int, solver: str = "adam",
+                  objective: str = "binary:logistic", tweedie_variance_power: float = 1.5,
+                  residual_bound: float | None = None) -> None:
+    objectives.check_objective(objective, tweedie_variance_power)
+    if residual_bound is not None:
+        if objective == "binary:logistic" and residual_bound != 1:
+            raise ValueError("binary:logistic residuals are below 1 in size: residual_bound must be None or 1")
+        objectives.check_residual_bound(residual_bound)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if penalty not in PENALTIES:
@@ -279,17 +305,6 @@ def _check_batch(batch_size: int, n_rows: int, n_platform_features: int, who: st
     if n_rows <= n_platform_features:
         raise ValueError(f"{who}: {n_rows} training rows must exceed the platform's {n_platform_features} "
                          "features, or the platform could solve its gradient for the residuals (labels)")
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
-
-
-def _logloss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 # -- the platform's encrypted gradient ----------------------------------------------------
@@ -379,17 +394,35 @@ def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray,
 # -- lender ------------------------------------------------------------------------------
 
 class HeteroLRLender:
-    """The active party: labels, private key, intercept and its own weights."""
+    """The active party: labels, private key, intercept and its own weights.
 
-    def __init__(self, penalty: str | None = "l2", C: float = 1.0, fit_intercept: bool = True,
-                 max_iter: int = 30, batch_size: int = 512, learning_rate: str = "invscaling",
-                 solver: str = "adam", eta0: float = 0.05, power_t: float = 0.5, momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
+    ``objective`` (XGBoost's names, :mod:`fedacq.learn.hetero_lr_objectives`):
+    ``binary:logistic``, ``reg:squarederror``, ``count:poisson`` or
+    ``reg:tweedie`` (with ``tweedie_variance_power``). ``residual_bound``: the
+    bound on each row's ``|dloss/dz|`` the platform sizes its encrypted sums
+    for; ``None`` takes 1 for logistic (exact) and otherwise the power of two
+    at least twice the largest starting residual on the training rows (one
+    exponent the platform learns; give it yourself to reveal nothing
+    data-dependent). Residuals beyond it are clipped, for both parties' updates.
+    Early stopping watches the objective's first metric (logloss, rmse,
+    poisson_nloglik, tweedie_nloglik).
+    """
+
+    def __init__(self, objective: str = "binary:logistic", tweedie_variance_power: float = 1.5,
+                 residual_bound: float | None = None, penalty: str | None = "l2", C: float = 1.0,
+                 fit_intercept: bool = True, max_iter: int = 30, batch_size: int = 512,
+                 learning_rate: str = "invscaling", solver: str = "adam", eta0: float = 0.05, power_t: float = 0.5,
+                 momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
                  early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
                  mask_bits: int = 64, key_bits: int = 2048, insecure_test_key: bool = False,
                  random_state: int = 0, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         _check_params(penalty, C, max_iter, batch_size, learning_rate, eta0, power_t, momentum,
-                      n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits, solver)
+                      n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits, solver,
+                      objective, tweedie_variance_power, residual_bound)
+        self.objective = objective
+        self.tweedie_variance_power = tweedie_variance_power
+        self.residual_bound = residual_bound
         self.solver = solver
         self.penalty = penalty
         self.C = C
@@ -417,8 +450,9 @@ class HeteroLRLender:
         self.timings_: dict[str, float] = {}
 
     def get_params(self) -> dict[str, Any]:
+        """The model's parameters (JSON-able): ``hlr.hello`` carries them, the model file records them."""
         return {k: getattr(self, k) for k in (
-            "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "solver", "eta0", "power_t",
+            "objective", "tweedie_variance_power", "residual_bound", "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "solver", "eta0", "power_t",
             "momentum", "tol", "n_iter_no_change", "early_stopping", "residual_frac_bits", "feature_frac_bits",
             "mask_bits", "key_bits", "random_state")}
 
@@ -431,8 +465,13 @@ class HeteroLRLender:
             raise ValueError(f"lender features must be a 2-D array, got shape {X.shape}")
         y = np.asarray(y, dtype=np.float64)
         n = X.shape[0]
-        if y.shape != (n,) or not np.isin(y, (0.0, 1.0)).all():
-            raise ValueError(f"labels must be 0/1 with shape ({n},)")
+        if y.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {y.shape}")
+        objectives.check_labels(self.objective, y)
+        b0 = objectives.base_margin(self.objective, y) if self.fit_intercept else 0.0
+        bound = self.residual_bound if self.residual_bound is not None else \
+            objectives.residual_bound(self.objective, y, b0, self.tweedie_variance_power)
+        self.residual_bound_ = float(bound)
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "decrypt": 0.0, "wait": 0.0}
         pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
@@ -441,7 +480,8 @@ class HeteroLRLender:
         # a fresh key pair on resumption too: no ciphertext outlives its batch, so nothing needs the old one
         resumed = self.checkpoints.latest("epoch") if self.checkpoints is not None else None
         first_epoch = 0 if resumed is None else resumed[0] + 1
-        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval}
+        config = {"params": self.get_params(), "public_key": pk.to_json(), "n_rows": n, "n_eval_rows": n_eval,
+                  "residual_bound": self.residual_bound_}
         if first_epoch:  # a resumption names the epoch it continues from; the platform checks its own
             config["first_epoch"] = first_epoch
         link.send(Message("hlr.hello", {"config": json.dumps(config)}, step="hello"))
@@ -464,8 +504,7 @@ class HeteroLRLender:
         opt = Optimizer(X.shape[1] + 1, self.penalty, self.C, n, self.momentum, intercept_last=True,
                         solver=self.solver)
         w = np.zeros(X.shape[1])
-        prior = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-        b = math.log(prior / (1 - prior)) if self.fit_intercept else 0.0
+        b = b0
         best = (w.copy(), b)
         best_loss, no_change = math.inf, 0
         adaptive_eta = self.eta0
@@ -478,6 +517,7 @@ class HeteroLRLender:
         for epoch in tqdm(range(first_epoch, first_epoch if stopped else self.max_iter), desc="hetero LR",
                           unit="epoch", leave=False, disable=None, initial=first_epoch, total=self.max_iter):
             lr = step_size(self.learning_rate, self.eta0, self.power_t, epoch, adaptive_eta)
+            clipped = 0
             for bi, rows in enumerate(batches(n, self.batch_size, self.random_state, epoch)):
                 t0 = time.perf_counter()
                 msg = link.recv("hlr.logits")
@@ -485,9 +525,11 @@ class HeteroLRLender:
                 u = msg.parts["logits"]
                 if msg.header["epoch"] != epoch or msg.header["batch"] != bi or len(u) != len(rows):
                     raise ValueError(f"hlr.logits: expected epoch {epoch} batch {bi} with {len(rows)} rows")
-                r = _sigmoid(Z[rows] @ w + b + u) - y[rows]
+                r = objectives.gradient(self.objective, y[rows], Z[rows] @ w + b + u, self.tweedie_variance_power)
+                clipped += int(np.count_nonzero(np.abs(r) > bound))
+                r = np.clip(r, -bound, bound)  # what the platform's slots hold; both parties step on it
                 t0 = time.perf_counter()
-                enc = sk.encrypt_raw(fp.encode(r, pk), workers=self.n_jobs)
+                enc = sk.encrypt_raw(fp.encode(r / bound, pk), workers=self.n_jobs)
                 timings["encrypt"] += time.perf_counter() - t0
                 link.send(Message("hlr.residuals", {"epoch": epoch, "batch": bi, "step_size": float(lr)},
                                   {"residuals": enc.to_bigints()}, step=f"epoch{epoch}/batch{bi}"))
@@ -510,21 +552,17 @@ class HeteroLRLender:
             u_train = msg.parts["train_logits"]
             if msg.header["epoch"] != epoch or len(u_train) != n:
                 raise ValueError(f"hlr.epoch: expected epoch {epoch} with {n} training logits")
-            p = _sigmoid(Z @ w + b + u_train)
-            metrics: dict[str, Any] = {"epoch": epoch, "step_size": lr, "train_logloss": _logloss(y, p)}
-            auc = _auc(y, p)
-            if auc is not None:
-                metrics["train_auc"] = auc
+            metrics: dict[str, Any] = {"epoch": epoch, "step_size": lr,
+                                       **self._metrics("train", y, Z @ w + b + u_train)}
+            if self.objective != "binary:logistic":  # never happens for logistic (|r| < 1 = its bound)
+                metrics["residuals_clipped"] = clipped
             if Zv is not None:
                 u_eval = msg.parts.get("eval_logits")
                 if u_eval is None or len(u_eval) != n_eval:
                     raise ValueError(f"hlr.epoch: expected {n_eval} validation logits")
-                pv = _sigmoid(Zv @ w + b + u_eval)
-                metrics["valid_logloss"] = _logloss(yv, pv)
-                auc = _auc(yv, pv)
-                if auc is not None:
-                    metrics["valid_auc"] = auc
-            loss = metrics["valid_logloss" if Zv is not None and self.early_stopping else "train_logloss"]
+                metrics.update(self._metrics("valid", yv, Zv @ w + b + u_eval))
+            monitor = objectives.metric_names(self.objective)[0]
+            loss = metrics[f"valid_{monitor}" if Zv is not None and self.early_stopping else f"train_{monitor}"]
             improved = loss < best_loss
             if improved:
                 best = (w.copy(), b)
@@ -557,6 +595,9 @@ class HeteroLRLender:
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
+
+    def _metrics(self, prefix: str, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:
+        return objectives.metrics(self.objective, prefix, y, margin, self.tweedie_variance_power)
 
     def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, d: int) -> tuple:
         """The training state after epoch ``resumed[0]``, from this party's own checkpoint.
@@ -592,9 +633,16 @@ class HeteroLRLender:
             raise ValueError(f"hlr.predict_logits: {len(u)} logits for {n} rows")
         return Z @ self.coef_ + self.intercept_ + u
 
+    def predict(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """The objective's prediction, as XGBoost's ``Booster.predict``: probability of 1 or the mean."""
+        return objectives.transform(self.objective, self.decision_function(link, X))
+
     def predict_proba(self, link: Link, X: np.ndarray) -> np.ndarray:
-        """Probabilities of label 1 (one column, as SecureBoost's)."""
-        return _sigmoid(self.decision_function(link, X))
+        """Probabilities of label 1 (one column, as SecureBoost's); ``binary:logistic`` only."""
+        if self.objective != "binary:logistic":
+            raise ValueError(f"predict_proba is for binary:logistic; this model's objective is {self.objective} "
+                             "(use predict)")
+        return objectives.sigmoid(self.decision_function(link, X))
 
     def save(self, directory: str | Path) -> Path:
         """The lender's model part: its scaler, weights and intercept (never the platform's)."""
@@ -605,9 +653,33 @@ class HeteroLRLender:
                "intercept": self.intercept_, "n_platform_features": self.n_platform_features_,
                # the model, not the timing: the file is the same whenever the same data and seed train it
                "history": [{k: v for k, v in h.items() if k != "seconds"} for h in self.history_]}
-        out = path / "hetero_lr_lender.json"
+        out = path / LENDER_FILE
         out.write_text(json.dumps(doc, sort_keys=True))  # key order as a restored checkpoint's history
         return out
+
+    @classmethod
+    def load(cls, directory: str | Path, n_jobs: int | None = None) -> "HeteroLRLender":
+        """A lender model part written by :meth:`save`, ready for federated prediction.
+
+        The platform answers with its own part (:meth:`HeteroLRPlatform.load`);
+        the Paillier key is not needed to predict and is not in the file.
+        """
+        path = Path(directory) / LENDER_FILE
+        doc = _read_model(path, "fedacq.hetero_lr.lender/1")
+        try:
+            model = cls(**doc["params"], n_jobs=n_jobs)
+            model.scaler_ = Standardizer.from_dict(doc["scaler"])
+            model.coef_ = np.asarray(doc["coef"], dtype=np.float64)
+            model.intercept_ = float(doc["intercept"])
+            model.n_platform_features_ = int(doc["n_platform_features"])
+            model.history_ = [dict(h) for h in doc["history"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a valid hetero LR lender model: {exc}") from exc
+        if model.coef_.shape != model.scaler_.mean.shape:
+            raise ValueError(f"{path}: {model.coef_.shape[0]} weights for {model.scaler_.mean.shape[0]} columns")
+        model.n_features_in_ = model.coef_.shape[0]
+        model.n_iter_ = len(model.history_)
+        return model
 
 
 # -- platform ----------------------------------------------------------------------------
@@ -649,10 +721,14 @@ class HeteroLRPlatform:
             pk = PublicKey.from_json(config["public_key"])
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
             first_epoch = config.get("first_epoch", 0)
+            # a lender that names no objective trains logistic regression, residuals below 1
+            bound = config.get("residual_bound", 1.0)
             _check_params(params["penalty"], params["C"], params["max_iter"], params["batch_size"],
                           params["learning_rate"], params["eta0"], params["power_t"],
                           params["momentum"], params["n_iter_no_change"], params["residual_frac_bits"],
-                          params["feature_frac_bits"], params["mask_bits"], params["solver"])
+                          params["feature_frac_bits"], params["mask_bits"], params["solver"],
+                          params.get("objective", "binary:logistic"), params.get("tweedie_variance_power", 1.5),
+                          bound)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"hlr.hello: malformed config: {exc}") from exc
         if pk.n_bits < self.min_key_bits:
@@ -734,7 +810,7 @@ class HeteroLRPlatform:
                 if len(values) != d:
                     raise ValueError(f"hlr.unmask: {len(values)} values for {d} features")
                 grad = np.array([float(int(v) - m) for v, m in zip(values, masks)])
-                grad = np.ldexp(grad, -frac) / len(rows)
+                grad = np.ldexp(grad, -frac) * bound / len(rows)  # the lender sent r / bound
                 w = opt.step(w, grad, lr)
             parts = {"train_logits": Xq @ w}
             if Xe is not None:
@@ -772,6 +848,36 @@ class HeteroLRPlatform:
         path.mkdir(parents=True, exist_ok=True)
         doc = {"format": "fedacq.hetero_lr.platform/1", "scaler": self.scaler_.to_dict(),
                "feature_frac_bits": self.feature_frac_bits, "coef": self.coef_.tolist()}
-        out = path / "hetero_lr_platform.json"
+        out = path / PLATFORM_FILE
         out.write_text(json.dumps(doc))
         return out
+
+    @classmethod
+    def load(cls, directory: str | Path, n_jobs: int | None = None,
+             min_key_bits: int = MIN_KEY_BITS) -> "HeteroLRPlatform":
+        """A platform model part written by :meth:`save`, ready to answer the lender's predictions."""
+        path = Path(directory) / PLATFORM_FILE
+        doc = _read_model(path, "fedacq.hetero_lr.platform/1")
+        model = cls(n_jobs=n_jobs, min_key_bits=min_key_bits)
+        try:
+            model.scaler_ = Standardizer.from_dict(doc["scaler"])
+            model.feature_frac_bits = int(doc["feature_frac_bits"])
+            model.coef_ = np.asarray(doc["coef"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a valid hetero LR platform model: {exc}") from exc
+        if model.coef_.shape != model.scaler_.mean.shape or not 0 <= model.feature_frac_bits <= 16:
+            raise ValueError(f"{path}: {model.coef_.shape[0]} weights for {model.scaler_.mean.shape[0]} columns, "
+                             f"feature_frac_bits={model.feature_frac_bits}")
+        return model
+
+
+def _read_model(path: Path, fmt: str) -> dict[str, Any]:
+    """A model file's JSON document, checked to be of format ``fmt`` (name and version)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the model file: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ValueError(f"{path}: expected a model of format {fmt!r}, found {found!r}")
+    return doc

@@ -2,7 +2,9 @@
 
 The protocol, and what each party learns from it, is in
 :mod:`fedacq.learn.hetero_lr`; this module maps the run's parameters onto it
-(scikit-learn names: ``penalty``, ``C``, ``max_iter``, ``batch_size``,
+(``objective`` and ``tweedie_variance_power`` with XGBoost's names and values:
+``binary:logistic``, ``reg:squarederror``, ``count:poisson``, ``reg:tweedie``;
+``residual_bound``; scikit-learn names: ``penalty``, ``C``, ``max_iter``, ``batch_size``,
 ``learning_rate`` (the schedule), ``solver`` (adam/sgd), ``eta0``, ``power_t``, ``momentum``, ``tol``,
 ``n_iter_no_change``), times its phases and saves each party's model part.
 Scores for evaluation come from federated inference: the platform sends its
@@ -25,6 +27,9 @@ ITERATION = ("max_iter", "epoch")
 
 #: parameters ``fedacq run`` accepts for hetero LR, with their defaults (see HeteroLRLender).
 DEFAULTS: dict[str, Any] = {
+    "objective": "binary:logistic",
+    "tweedie_variance_power": 1.5,
+    "residual_bound": None,
     "penalty": "l2",
     "C": 1.0,
     "fit_intercept": True,
@@ -58,7 +63,8 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     try:
         _check_params(out["penalty"], out["C"], out["max_iter"], out["batch_size"], out["learning_rate"],
                       out["eta0"], out["power_t"], out["momentum"], out["n_iter_no_change"],
-                      out["residual_frac_bits"], out["feature_frac_bits"], out["mask_bits"], out["solver"])
+                      out["residual_frac_bits"], out["feature_frac_bits"], out["mask_bits"], out["solver"],
+                      out["objective"], out["tweedie_variance_power"], out["residual_bound"])
     except ValueError as exc:
         raise ValueError(f"hetero_lr: {exc}") from exc
     return out
