@@ -104,3 +104,19 @@ def test_kernel_level_keeps_parent_for_subtraction(keys):
     pg, ph, pc = _plain(bins, right, g, h, in_sample, 3, 6)
     np.testing.assert_allclose(G[18:24], pg, atol=1e-9)
     np.testing.assert_array_equal(C[18:24], pc)
+
+
+def test_compiled_path_gives_the_same_ciphertexts(keys):
+    # sf-heu's C++ bucket sum (Montgomery products mod n^2) against the gmpy2 kernel:
+    # identical ciphertexts, root and a level (missing values, empty bins, dominant bins).
+    pytest.importorskip("heu")
+    pk, sk, bins, g, h, in_sample, layout, codec, cts = _setup(keys, seed=3)
+    n_bins = np.full(4, 7)  # bin 6 stays empty
+    out = []
+    for compiled in (False, True):
+        kernel = BlockKernel(bins, n_bins, pk.nsquare, pk.n_bits, layout.entry_bits, compiled=compiled)
+        kernel.start_tree(cts, [0, 2, 3])
+        root = kernel.root()
+        left = np.nonzero(bins[:, 1] <= 2)[0]
+        out.append((root, kernel.level([(0, 1, 2, left)], [1, 2]), kernel.hists))
+    assert out[0] == out[1]

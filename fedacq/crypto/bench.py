@@ -1,4 +1,4 @@
-"""Crypto benchmark: fedacq's Paillier against ``phe`` and SecretFlow ``sf-heu`` ZPaillier.
+"""Crypto benchmark: fedacq's Paillier and OU against ``phe`` and SecretFlow ``sf-heu`` (ZPaillier, OU).
 
 Why in one run: the machine's load changes from minute to minute, so only rates
 measured side by side, on the same vectors and key size, give honest ratios. Each
@@ -20,6 +20,14 @@ its peer. Multi-core encryption compares ``workers=<all cores>`` with ``workers=
 on the same plaintexts, after warming the pool (each worker builds its table once
 per key).
 
+Okamoto–Uchiyama (:mod:`fedacq.crypto.ou`) is measured on the same
+plaintexts against sf-heu's OU (same key size), and against fedacq's own
+Paillier (``ou_vs_paillier``: the choice :mod:`fedacq.crypto.scheme` offers).
+``histogram_add`` is the SecureBoost workload: products of ciphertexts per
+(feature, bin) over rows x features with 32 bins, through
+:class:`fedacq.learn.histogram.BlockKernel` with its gmpy2 path and its
+compiled sf-heu path, under each scheme.
+
 Command: ``fedacq bench-crypto --json FILE [--quick]`` (``benchmarks/crypto.py``
 runs the same code).
 """
@@ -36,9 +44,11 @@ from typing import Callable
 
 #: (values per op timed, values for phe, values for decryption) by mode.
 SIZES = {"full": {"encrypt": 8000, "phe_encrypt": 400, "decrypt": 1000, "phe_decrypt": 400,
-                  "add": 40000, "scalar": 4000, "multicore": 24000, "blind": 20000},
+                  "add": 40000, "scalar": 4000, "multicore": 24000, "blind": 20000,
+                  "hist_rows": 4000, "hist_features": 20},
          "quick": {"encrypt": 400, "phe_encrypt": 40, "decrypt": 60, "phe_decrypt": 40,
-                   "add": 4000, "scalar": 300, "multicore": 2000, "blind": 2000}}
+                   "add": 4000, "scalar": 300, "multicore": 2000, "blind": 2000,
+                   "hist_rows": 300, "hist_features": 4}}
 
 #: bits of each packed value (fixed-point gradients) and how many may be summed.
 PACK_SLOT_BITS, PACK_MAX_TERMS = 32, 1 << 20
@@ -62,7 +72,7 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     from heu import phe as hphe
     from tqdm import tqdm
 
-    from fedacq.crypto import parallel
+    from fedacq.crypto import ou, parallel
     from fedacq.crypto.paillier import Packing, generate_keypair
 
     sizes = SIZES["quick" if quick else "full"]
@@ -72,6 +82,9 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     phe_priv = phe.PaillierPrivateKey(phe_pub, int(sk.p), int(sk.q))
     kit = hphe.setup(hphe.SchemaType.ZPaillier, key_bits)
     h_enc, h_dec, h_eval = kit.encryptor(), kit.decryptor(), kit.evaluator()
+    ou_pk, ou_sk = ou.generate_keypair(key_bits)
+    ou_kit = hphe.setup(hphe.SchemaType.OU, key_bits)
+    ou_enc, ou_dec, ou_eval = ou_kit.encryptor(), ou_kit.decryptor(), ou_kit.evaluator()
 
     # The same plaintexts for everyone: 40-bit values, like fixed-point gradients.
     plain = [rng.getrandbits(40) for _ in range(sizes["encrypt"])]
@@ -85,6 +98,11 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     h_pts = [kit.plaintext(m) for m in plain]
     h_cts = [h_enc.encrypt(p) for p in h_pts[: max(sizes["decrypt"], sizes["scalar"], 2)]]
     phe_cts = [phe.EncryptedNumber(phe_pub, int(c)) for c in ours.ciphertexts[: sizes["phe_decrypt"]]]
+    ou_pk.encrypt_raw(plain[:8], workers=1)  # tables, as for Paillier above
+    ou_sk.encrypt_raw(plain[:8], workers=1)
+    ou_a, ou_b = ou_pk.encrypt_raw(plain, workers=1), ou_pk.encrypt_raw(plain[::-1], workers=1)
+    ou_h_pts = [ou_kit.plaintext(m) for m in plain]
+    ou_h_cts = [ou_enc.encrypt(p) for p in ou_h_pts]
 
     # Packed: as many 32-bit values (guarded for 2^20 terms) as fit one plaintext.
     packing = Packing.for_key(pk, PACK_SLOT_BITS, PACK_MAX_TERMS)
@@ -96,7 +114,8 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     h_packed = [h_enc.encrypt(h_batch.encode(rng.getrandbits(31), rng.getrandbits(31)))
                 for _ in range(n_packed)]
 
-    rates: dict[str, dict[str, list[float]]] = {op: {"fedacq": [], "heu": [], "phe": []} for op in
+    rates: dict[str, dict[str, list[float]]] = {op: {"fedacq": [], "heu": [], "phe": [], "fedacq_ou": [],
+                                                     "heu_ou": []} for op in
                                                 ("encrypt", "encrypt_key_owner", "decrypt", "add",
                                                  "scalar_multiply", "packed_decrypt")}
     n_add = sizes["add"]
@@ -127,6 +146,14 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
         ("packed_decrypt", "fedacq", n_packed * packing.slots,
          lambda: packing.unpack(sk.decrypt_raw(packed, workers=1))),
         ("packed_decrypt", "heu", 2 * n_packed, lambda: [h_batch.decode(h_dec.decrypt(c)) for c in h_packed]),
+        ("encrypt", "fedacq_ou", len(plain), lambda: ou_pk.encrypt_raw(plain, workers=1)),
+        ("encrypt", "heu_ou", len(plain), lambda: [ou_enc.encrypt(p) for p in ou_h_pts]),
+        ("encrypt_key_owner", "fedacq_ou", len(plain), lambda: ou_sk.encrypt_raw(plain, workers=1)),
+        ("decrypt", "fedacq_ou", n_dec, lambda: ou_sk.decrypt_raw(ou_a.take(range(n_dec)), workers=1)),
+        ("decrypt", "heu_ou", n_dec, lambda: [ou_dec.decrypt(c) for c in ou_h_cts[:n_dec]]),
+        ("add", "fedacq_ou", reps_add * len(ou_a), lambda: [ou_a + ou_b for _ in range(reps_add)]),
+        ("add", "heu_ou", reps_add * len(ou_h_cts),
+         lambda: [[ou_eval.add(x, y) for x, y in zip(ou_h_cts, ou_h_cts[::-1])] for _ in range(reps_add)]),
     ]
     with tqdm(total=repeats * len(steps) + 2 * repeats, desc="bench-crypto", disable=not progress) as bar:
         for _ in range(repeats):
@@ -150,7 +177,7 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
 
     # Correctness of what was timed (a fast wrong answer is not a result).
     check = sk.decrypt_raw(ours.take(range(8)), workers=1)
-    if check != plain[:8]:
+    if check != plain[:8] or ou_sk.decrypt_raw(ou_a.take(range(8)), workers=1) != plain[:8]:
         raise RuntimeError("bench-crypto: fedacq decryption mismatch")
     if not np.array_equal(packing.unpack(sk.decrypt_raw(packed.take([0]), workers=1)), matrix[:1]):
         raise RuntimeError("bench-crypto: packed round trip mismatch")
@@ -162,6 +189,8 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     blind = _bench_blinding(sizes["blind"], repeats)
     if blind:
         best["blinding"] = blind
+    best["histogram_add"] = _bench_histogram(sizes["hist_rows"], sizes["hist_features"], repeats,
+                                             {"paillier": pk, "ou": ou_pk}, rng)
 
     ratios = {
         "encrypt_vs_heu": best["encrypt"]["fedacq"] / best["encrypt"]["heu"],
@@ -176,6 +205,13 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
         "add_vs_phe": best["add"]["fedacq"] / best["add"]["phe"],
         "scalar_multiply_vs_phe": best["scalar_multiply"]["fedacq"] / best["scalar_multiply"]["phe"],
     }
+    for op in ("encrypt", "encrypt_key_owner", "decrypt", "add"):
+        ratios[f"ou_{op}_vs_paillier"] = best[op]["fedacq_ou"] / best[op]["fedacq"]
+    for op in ("encrypt", "decrypt", "add"):
+        ratios[f"ou_{op}_vs_heu_ou"] = best[op]["fedacq_ou"] / best[op]["heu_ou"]
+    hist = best["histogram_add"]
+    ratios["histogram_ou_compiled_vs_paillier_gmpy2"] = hist["ou_compiled"] / hist["paillier_gmpy2"]
+    ratios["histogram_paillier_compiled_vs_gmpy2"] = hist["paillier_compiled"] / hist["paillier_gmpy2"]
     return {
         "benchmark": "crypto",
         "key_bits": key_bits,
@@ -191,6 +227,35 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
         "rates_per_second": best,
         "ratios": ratios,
     }
+
+
+def _bench_histogram(rows: int, features: int, repeats: int, keys: dict, rng: random.Random) -> dict[str, float]:
+    """(feature, bin) ciphertext additions per second per core: the SecureBoost root histogram.
+
+    Rows x features bin codes uniform over 32 bins (no dominant bin: the
+    worst case for the sparse path), through the kernel's gmpy2 and compiled
+    paths, per scheme; the compiled rate includes converting the tree's
+    ciphertexts in and the sums out.
+    """
+    import numpy as np
+
+    from fedacq.learn.histogram import BlockKernel
+
+    bins = np.array([[rng.randrange(32) for _ in range(features)] for _ in range(rows)], dtype=np.int16)
+    n_bins = np.full(features, 32)
+    out: dict[str, list[float]] = {}
+    for name, pk in keys.items():
+        cts = pk.encrypt_raw([rng.getrandbits(135) for _ in range(rows)], workers=1).ciphertexts
+        for compiled in (False, True):
+            kernel = BlockKernel(bins, n_bins, pk.ciphertext_modulus, pk.plaintext_bits + 1, 135, compiled=compiled)
+
+            def root() -> None:
+                kernel.start_tree(cts, list(range(features)))
+                kernel._build([np.arange(rows)])
+
+            label = f"{name}_{'compiled' if compiled else 'gmpy2'}"
+            out[label] = [_rate(rows * features, root) for _ in range(repeats)]
+    return _best(out)
 
 
 def _bench_blinding(count: int, repeats: int) -> dict[str, float]:
@@ -232,6 +297,15 @@ def format_table(result: dict) -> str:
     lines.append(f"packed: {result['packing']['slots']} values per plaintext (heu batch encoder: 2); "
                  f"DJN exponent {result['djn']['exponent_bits']} bits, table built in "
                  f"{result['djn']['table_build_seconds']:.2f} s")
+    lines.append(f"OU {result['key_bits']}-bit (fedacq.crypto.ou) vs sf-heu OU and fedacq Paillier, ops/s per core")
+    lines.append(f"{'operation':<18}{'fedacq OU':>12}{'sf-heu OU':>12}{'Paillier':>12}{'vs heu OU':>11}{'vs Pai.':>9}")
+    for op in ("encrypt", "encrypt_key_owner", "decrypt", "add"):
+        row = r[op]
+        heu_ou = row.get("heu_ou") or r["encrypt"]["heu_ou"]
+        lines.append(f"{op:<18}{row['fedacq_ou']:>12,.0f}{heu_ou:>12,.0f}{row['fedacq']:>12,.0f}"
+                     f"{row['fedacq_ou'] / heu_ou:>10.1f}x{row['fedacq_ou'] / row['fedacq']:>8.1f}x")
+    lines.append("histogram additions/s per core (32 bins): " +
+                 ", ".join(f"{k} {v:,.0f}" for k, v in r["histogram_add"].items()))
     lines.append("ratios: " + json.dumps({k: round(v, 2) for k, v in result["ratios"].items()}))
     return "\n".join(lines)
 
@@ -257,5 +331,5 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    configure(subparsers.add_parser("bench-crypto", help="Paillier/X25519 benchmark vs phe and sf-heu",
+    configure(subparsers.add_parser("bench-crypto", help="Paillier/OU/X25519 benchmark vs phe and sf-heu",
                                     description=__doc__.splitlines()[0]))
