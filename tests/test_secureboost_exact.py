@@ -22,7 +22,7 @@ def train(Xl, Xp, y, key_bits=512, **params):
     lender = SecureBoostLender(key_bits=key_bits, insecure_test_key=True, n_jobs=1, **params)
     platform = SecureBoostPlatform(n_jobs=1, min_key_bits=key_bits)  # small test keys: speed only
     run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=600)
-    proba, _ = run_parties((lender.predict_proba, la, Xl), (platform.predict, pa, Xp), timeout=600)
+    proba, _ = run_parties((lender.predict, la, Xl), (platform.serve_predict, pa, Xp), timeout=600)
     return lender, platform, proba
 
 
@@ -117,7 +117,7 @@ def test_sampling_and_early_stopping():
     losses = [h["valid_logloss"] for h in lender.history_]
     assert min(losses) == losses[lender.best_iteration_]
     # the federated prediction on the validation rows uses the kept trees only
-    proba, _ = run_parties((lender.predict_proba, la, Xl_v), (platform.predict, pa, Xp_v), timeout=600)
+    proba, _ = run_parties((lender.predict_proba, la, Xl_v), (platform.serve_predict, pa, Xp_v), timeout=600)
     margin = np.log(proba / (1 - proba))
     assert np.all(np.isfinite(margin))
 
@@ -130,18 +130,19 @@ def test_row_count_mismatch_is_refused():
         run_parties((lender.fit, la, Xl, y), (SecureBoostPlatform(min_key_bits=512).fit, pa, Xp[:90]), timeout=60)
 
 
-def test_parameter_validation():
-    with pytest.raises(ValueError, match="objective"):
-        SecureBoostLender(objective="multi:softmax")
-    with pytest.raises(ValueError, match="mode"):
-        SecureBoostLender(mode="both")
-    with pytest.raises(ValueError, match="prospect"):
-        SecureBoostLender(leaf_noise={"mechanism": "laplace", "epsilon": 1.0})
-    with pytest.raises(ValueError, match="delta"):
-        SecureBoostLender(mode="prospect", leaf_noise={"mechanism": "gaussian", "epsilon": 1.0})
-    with pytest.raises(ValueError, match="below 2048"):
-        la, pa = memory_pair("lender", "platform")
-        SecureBoostLender(key_bits=1024).fit(la, np.zeros((3, 1)), np.array([0.0, 1.0, 0.0]))
+@pytest.mark.parametrize("params, error", [
+    ({"objective": "multi:softmax"}, "objective"),
+    ({"mode": "both"}, "mode"),
+    ({"leaf_noise": {"mechanism": "laplace", "epsilon": 1.0}}, "prospect"),
+    ({"mode": "prospect", "leaf_noise": {"mechanism": "gaussian", "epsilon": 1.0}}, "delta"),
+    ({"key_bits": 1024}, "below 2048"),
+])
+def test_parameter_validation(params, error):
+    """Parameters are checked when fit starts (scikit-learn's contract: __init__ only stores them)."""
+    lender = SecureBoostLender(**params)
+    la, pa = memory_pair("lender", "platform")
+    with pytest.raises(ValueError, match=error):
+        lender.fit(la, np.zeros((3, 1)), np.array([0.0, 1.0, 0.0]))
 
 
 def test_platform_refuses_an_undeclared_short_key():

@@ -33,7 +33,7 @@ def _run(mode):
     platform = SecureBoostPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS, mode=mode)
     run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=300)
     if mode == "joint":
-        run_parties((lender.predict_proba, la, Xl), (platform.predict, pa, Xp), timeout=300)
+        run_parties((lender.predict_proba, la, Xl), (platform.serve_predict, pa, Xp), timeout=300)
     return Xl, Xp, y, lender, platform, la.received, pa.received
 
 

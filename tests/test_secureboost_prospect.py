@@ -74,10 +74,10 @@ def test_saved_parts_are_json_and_joint_models_do_not_export(tmp_path):
     assert all(v == 0.0 for tr in doc_p["trees"] for v in tr["value"])
     # reloaded parts give the same federated prediction
     la, pa = memory_pair("lender", "platform")
-    before, _ = run_parties((lender.predict_proba, la, Xl), (platform.predict, pa, Xp), timeout=60)
+    before, _ = run_parties((lender.predict_proba, la, Xl), (platform.serve_predict, pa, Xp), timeout=60)
     l2 = SecureBoostLender.load(tmp_path / "lender")
     p2 = SecureBoostPlatform.load(tmp_path / "platform")
-    after, _ = run_parties((l2.predict_proba, la, Xl), (p2.predict, pa, Xp), timeout=60)
+    after, _ = run_parties((l2.predict_proba, la, Xl), (p2.serve_predict, pa, Xp), timeout=60)
     np.testing.assert_array_equal(before, after)
     with pytest.raises(ValueError, match="prospect"):
         platform.export_xgboost_json(tmp_path / "x.json")

@@ -186,9 +186,14 @@ class Objective:
         return m
 
     def base_margin(self, y: np.ndarray, base_score: Any = None) -> np.ndarray:
-        """The starting margin (length :attr:`n_groups`): ``base_score`` if given, else XGBoost's estimate."""
-        b = self.base_score(y) if base_score is None else base_score
-        return self.prob_to_margin(b)
+        """The starting margin (length :attr:`n_groups`): ``base_score`` if given, else XGBoost's estimate.
+
+        A single ``base_score`` serves every class of ``multi:softprob``.
+        """
+        if base_score is None:
+            return self.prob_to_margin(self.base_score(y))
+        b = _f32(base_score).reshape(-1)
+        return self.prob_to_margin(np.repeat(b, self.n_groups) if len(b) == 1 else b)
 
     # -- gradients -----------------------------------------------------------------------
     def gradients(self, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -32,9 +32,17 @@ Steps
        with Laplace or Gaussian noise from the OS CSPRNG,
        :mod:`fedacq.crypto.dp_noise`: the shared ``random_state`` drives only
        row and column sampling, so the platform cannot regenerate the noise)
-       and the base score, so the platform holds a complete model.
+       and the base margin(s), so the platform holds a complete model.
     Inference (joint mode): ``sb.predict`` L->P (row count), ``sb.predict_bits``
     P->L: for each platform split node, the direction of every row.
+
+Objectives are XGBoost's (:mod:`fedacq.learn.objectives`): the lender computes
+the float32 gradients, the intercept and the metrics exactly as XGBoost 3.2
+``hist``; the protocol only ever sees one ``(g, h)`` pair per row and tree. For
+``multi:softprob`` every boosting round grows ``num_class`` trees in a row
+(tree ``t`` serves class ``t % num_class``, XGBoost's ``tree_info``), all from
+the gradients at the start of the round; the platform checks ``num_class``
+against what it agreed to before it sizes anything by it.
 
 What each party learns
     Lender: its own data; per node, the sums of gradients/hessians/row counts
@@ -67,13 +75,16 @@ import numpy as np
 
 from fedacq.crypto import dp_noise
 from fedacq.crypto.paillier import MIN_KEY_BITS
+from fedacq.learn import objectives
+from fedacq.learn import secureboost_params as sb_params
 from fedacq.learn.binning import MISSING, QuantileBinner
+from fedacq.learn.early_stopping import EarlyStopping
 from fedacq.learn.histogram import GradientCodec, HistogramEngine, PackingLayout, n_compressed
+from fedacq.learn.metrics import metric_key
 from fedacq.learn.tree import FeatureHistogram, SplitParams, Tree, best_split, calc_weight, is_valid, route
 from fedacq.link.link import Link
 from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
 
-OBJECTIVES = ("binary:logistic", "reg:squarederror")
 MODES = ("joint", "prospect")
 
 # node decisions in sb.split
@@ -98,41 +109,15 @@ register(
                        "block_features": PartSpec(dtypes=("int32",), ndim=1),
                        "platform_left": PartSpec(dtypes=("bool",), ndim=1),
                        "eval_left": PartSpec(dtypes=("bool",), ndim=2, optional=True)}),
+    # n_trees: every tree kept (num_class per round for multi:softprob; tree t serves class t % num_class);
+    # prospect mode: the leaf values tree after tree, and one base margin per class
     MessageSpec("sb.finish", header={"n_trees": int},
-                optional_header={"base_margin": float},
-                parts={"leaf_values": PartSpec(dtypes=("float64",), ndim=1, optional=True)}),
+                parts={"leaf_values": PartSpec(dtypes=("float64",), ndim=1, optional=True),
+                       "base_margin": PartSpec(dtypes=("float64",), ndim=1, optional=True)}),
     MessageSpec("sb.predict", header={"n_rows": int}),
     MessageSpec("sb.predict_bits", header={"n_rows": int},
                 parts={"left": PartSpec(dtypes=("bool",), ndim=2)}),
 )
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return (np.float32(1.0) / (np.float32(1.0) + np.exp(-x))).astype(np.float32)
-
-
-def _gradients(objective: str, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(g, h) in float32, as XGBoost computes them."""
-    if objective == "binary:logistic":
-        p = _sigmoid(margin)
-        g = p - y.astype(np.float32)
-        h = np.maximum(p * (np.float32(1.0) - p), np.float32(1e-16))
-        return g, h.astype(np.float32)
-    g = (margin - y).astype(np.float32)
-    return g, np.ones_like(g)
-
-
-def _eval_metrics(objective: str, margin: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    if objective == "binary:logistic":
-        from sklearn.metrics import roc_auc_score
-
-        p = np.clip(_sigmoid(margin).astype(np.float64), 1e-7, 1 - 1e-7)
-        out = {"logloss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
-        if 0 < y.sum() < len(y):
-            out["auc"] = float(roc_auc_score(y, p))
-        return out
-    return {"rmse": float(np.sqrt(np.mean((margin - y) ** 2)))}
 
 
 def _rows_of(row_node: np.ndarray, nodes: list[int]) -> np.ndarray:
@@ -142,27 +127,51 @@ def _rows_of(row_node: np.ndarray, nodes: list[int]) -> np.ndarray:
     return np.nonzero(np.isin(row_node, nodes))[0]
 
 
+def _objective_of(params: dict[str, Any]) -> objectives.Objective:
+    """The objective named in a parameter set, with its own XGBoost parameters."""
+    return objectives.get(params.get("objective"), tweedie_variance_power=params.get("tweedie_variance_power"),
+                          max_delta_step=params.get("max_delta_step"), num_class=params.get("num_class"))
+
+
+def _start_margin(base_margin: np.ndarray, n: int) -> np.ndarray:
+    """Every row's margin before the first tree: (n,) for one output, (n, num_class) for multi-class."""
+    base = np.asarray(base_margin, dtype=np.float32)
+    if len(base) == 1:
+        return np.full(n, base[0], dtype=np.float32)
+    return np.tile(base, (n, 1))
+
+
+def _add_tree(margin: np.ndarray, tree_index: int, values: np.ndarray) -> None:
+    """Add one tree's per-row values to the margins of its class (tree ``t`` serves class ``t % num_class``)."""
+    if margin.ndim == 1:
+        margin[:] = (margin + values).astype(np.float32)
+    else:
+        k = tree_index % margin.shape[1]
+        margin[:, k] = (margin[:, k] + values).astype(np.float32)
+
+
 class SecureBoostLender:
-    """The active party: labels, private key, split decisions and leaf values."""
+    """The active party: labels, private key, split decisions and leaf values.
+
+    Parameters are :mod:`fedacq.learn.secureboost_params` (XGBoost's names);
+    they are checked when :meth:`fit` starts. ``callback(round, metrics)`` is
+    called after every boosting round; ``checkpoints`` (node jobs) saves and
+    resumes after every round.
+
+    Labels may hold NaN: such a row weighs 0 (XGBoost with sample weight 0: its
+    gradient and hessian are 0, it still gets a ciphertext, so the platform
+    cannot tell it apart) and is left out of the intercept and the metrics.
+    """
 
     def __init__(self, n_estimators: int = 30, max_depth: int = 3, learning_rate: float = 0.3,
                  reg_lambda: float = 1.0, reg_alpha: float = 0.0, gamma: float = 0.0,
-                 min_child_weight: float = 1.0, max_bin: int = 32, subsample: float = 1.0,
-                 colsample_bytree: float = 1.0, objective: str = "binary:logistic",
-                 base_score: float | None = None, early_stopping_rounds: int | None = None,
-                 mode: str = "joint", key_bits: int = 2048, insecure_test_key: bool = False,
-                 leaf_noise: dict | None = None, random_state: int = 0, n_jobs: int | None = None,
+                 min_child_weight: float = 1.0, max_delta_step: float | None = None, max_bin: int = 32,
+                 subsample: float = 1.0, colsample_bytree: float = 1.0, objective: str = "binary:logistic",
+                 tweedie_variance_power: float = 1.5, num_class: int | None = None,
+                 base_score: float | list[float] | None = None, early_stopping_rounds: int | None = None,
+                 leaf_noise: dict | None = None, mode: str = "joint", key_bits: int = 2048,
+                 random_state: int = 0, insecure_test_key: bool = False, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if n_estimators < 1 or max_depth < 1:
-            raise ValueError("n_estimators and max_depth must be >= 1")
-        if not 0 < subsample <= 1 or not 0 < colsample_bytree <= 1:
-            raise ValueError("subsample and colsample_bytree must be in (0, 1]")
-        if leaf_noise is not None:
-            _check_noise(leaf_noise, objective, reg_lambda, mode)
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -170,35 +179,52 @@ class SecureBoostLender:
         self.reg_alpha = reg_alpha
         self.gamma = gamma
         self.min_child_weight = min_child_weight
+        self.max_delta_step = max_delta_step
         self.max_bin = max_bin
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
         self.objective = objective
+        self.tweedie_variance_power = tweedie_variance_power
+        self.num_class = num_class
         self.base_score = base_score
         self.early_stopping_rounds = early_stopping_rounds
+        self.leaf_noise = leaf_noise
         self.mode = mode
         self.key_bits = key_bits
-        self.insecure_test_key = insecure_test_key
-        self.leaf_noise = leaf_noise
         self.random_state = random_state
+        self.insecure_test_key = insecure_test_key
         self.n_jobs = n_jobs
         self.callback = callback
-        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each tree, resume
+        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each round, resume
         self.checkpoints = checkpoints
         self.trees_: list[Tree] = []
         self.history_: list[dict[str, float]] = []
         self.timings_: dict[str, float] = {}
 
+    def _check_params(self) -> objectives.Objective:
+        """The parameters' errors, before any work; returns the objective."""
+        obj = _objective_of(self.get_params())
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.n_estimators < 1 or self.max_depth < 1:
+            raise ValueError("n_estimators and max_depth must be >= 1")
+        if not 0 < self.subsample <= 1 or not 0 < self.colsample_bytree <= 1:
+            raise ValueError("subsample and colsample_bytree must be in (0, 1]")
+        if self.max_delta_step is not None and not 0 <= self.max_delta_step < math.inf:
+            raise ValueError(f"max_delta_step must be a finite number >= 0, got {self.max_delta_step!r}")
+        if self.leaf_noise is not None:
+            _check_noise(self.leaf_noise, obj, self.reg_lambda, self.mode)
+        return obj
+
     @property
     def split_params(self) -> SplitParams:
+        # the trees' max_delta_step is XGBoost's: 0 unless set (count:poisson's 0.7 is the objective's own)
         return SplitParams(self.reg_lambda, self.reg_alpha, self.gamma, self.min_child_weight,
-                           self.learning_rate)
+                           self.learning_rate, float(self.max_delta_step or 0.0))
 
     def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in (
-            "n_estimators", "max_depth", "learning_rate", "reg_lambda", "reg_alpha", "gamma",
-            "min_child_weight", "max_bin", "subsample", "colsample_bytree", "objective", "base_score",
-            "early_stopping_rounds", "mode", "key_bits", "leaf_noise", "random_state")}
+        """The parameters ``sb.hello`` announces and the saved model records (:data:`secureboost_params.WIRE`)."""
+        return {k: getattr(self, k) for k in sb_params.WIRE}
 
     # -- training --------------------------------------------------------------
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
@@ -207,6 +233,7 @@ class SecureBoostLender:
         from fedacq.crypto.paillier import PrivateKey, generate_keypair
         from fedacq.learn.randomness import RandomnessAhead
 
+        self.objective_ = self._check_params()
         resumed = self.checkpoints.latest("tree") if self.checkpoints is not None else None
         if resumed is None:
             pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
@@ -223,28 +250,40 @@ class SecureBoostLender:
         finally:
             ahead.close()
 
+    def _labels(self, y: Any, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as float32 with 0 where missing, mask of labelled rows), after the objective's check."""
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (n,):
+            raise ValueError(f"{what} must have shape ({n},), got {y.shape}")
+        if np.isinf(y).any():
+            raise ValueError(f"{what} hold infinite values")
+        labelled = ~np.isnan(y)
+        if not labelled.any():
+            raise ValueError(f"{what}: no row has a label")
+        out = np.zeros(n, dtype=np.float32)
+        out[labelled] = self.objective_.check_labels(y[labelled])
+        return out, labelled
+
+    def _metrics(self, prefix: str, margin: np.ndarray, y: np.ndarray, labelled: np.ndarray) -> dict[str, float]:
+        return {metric_key(prefix, name): v
+                for name, v in self.objective_.evaluate(margin[labelled], y[labelled]).items()}
+
     def _fit(self, link: Link, X: np.ndarray, y: np.ndarray,
              eval_set: tuple[np.ndarray, np.ndarray] | None, ahead,
              resumed: tuple[int, dict, dict] | None) -> "SecureBoostLender":
-        from fedacq.crypto.paillier import EncryptedVector, decompress
-
         pk, sk = self.public_key_, self._private_key
+        obj = self.objective_
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"lender features must be a 2-D array, got shape {X.shape}")
-        y = np.asarray(y, dtype=np.float64)
         n = X.shape[0]
-        if y.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {y.shape}")
-        if not np.isfinite(y).all():
-            raise ValueError("labels hold NaN or infinite values")
-        if self.objective == "binary:logistic" and not np.isin(y, (0.0, 1.0)).all():
-            raise ValueError("binary:logistic needs labels 0/1")
+        y, labelled = self._labels(y, n, "labels")
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "wait": 0.0, "decrypt": 0.0, "split": 0.0}
         layout = PackingLayout.for_rows(n)
         codec = GradientCodec(layout)
         n_eval = 0 if eval_set is None else len(eval_set[1])
+        K = obj.n_groups
         first_tree = 0 if resumed is None else resumed[0] + 1
         config = {"params": self.get_params(), "public_key": pk.to_json(), "layout": layout.to_header(),
                   "n_rows": n, "n_eval_rows": n_eval, "first_tree": first_tree}
@@ -262,173 +301,71 @@ class SecureBoostLender:
         own = self.mode == "joint"
         self.binner_ = QuantileBinner(self.max_bin).fit(X if own else X[:, :0])
         bins_l = self.binner_.transform(X if own else X[:, :0])
-        d_l = bins_l.shape[1]
-        n_bins_l = self.binner_.n_bins
         self.n_features_in_ = X.shape[1]
-
-        if self.base_score is None:
-            base = float(np.mean(y))
-        else:
-            base = float(self.base_score)
-        if self.objective == "binary:logistic":
-            if not 0 < base < 1:
-                raise ValueError(f"base_score must be in (0, 1) for binary:logistic, got {base}")
-            self.base_margin_ = float(np.float32(math.log(base / (1 - base))))
-        else:
-            self.base_margin_ = float(np.float32(base))
-        margin = np.full(n, self.base_margin_, dtype=np.float32)
+        self.base_margin_ = obj.base_margin(y[labelled], self.base_score)
+        margin = _start_margin(self.base_margin_, n)
+        Xv = yv = labelled_v = margin_v = None
         if eval_set is not None:
             Xv = np.asarray(eval_set[0], dtype=np.float64)
-            yv = np.asarray(eval_set[1], dtype=np.float64)
             if Xv.shape != (n_eval, X.shape[1]):
                 raise ValueError(f"eval_set features must have shape ({n_eval}, {X.shape[1]}), got {Xv.shape}")
-            margin_v = np.full(n_eval, self.base_margin_, dtype=np.float32)
-        else:
-            margin_v = None
+            yv, labelled_v = self._labels(eval_set[1], n_eval, "eval_set labels")
+            margin_v = _start_margin(self.base_margin_, n_eval)
         rng = np.random.default_rng(self.random_state)
-        p = self.split_params
         self.trees_, self.history_ = [], []
-        best_score, best_iter, stopped = math.inf, -1, False
+        stopper = EarlyStopping(self.early_stopping_rounds)
+        watch = eval_set is not None and bool(self.early_stopping_rounds)
         if resumed is not None:
-            margin, margin_v, best_score, best_iter, stopped = self._restore(resumed, rng, n, n_eval, eval_set)
+            margin, margin_v, stopper = self._restore(resumed, rng, margin, margin_v)
+        grow = _TreeGrower(self, link, codec, pk, sk, ahead, bins_l, n_bins_p, d_p, timings,
+                           n_trees=self.n_estimators * K)
         from tqdm import tqdm
 
-        for t in tqdm(range(first_tree, self.n_estimators if not stopped else first_tree), desc="secureboost",
-                      unit="tree", leave=False, disable=None, initial=first_tree, total=self.n_estimators):
-            g, h = _gradients(self.objective, margin, y)
-            in_sample = (rng.random(n) < self.subsample) if self.subsample < 1 else np.ones(n, dtype=bool)
-            g = np.where(in_sample, g, np.float32(0))
-            h = np.where(in_sample, h, np.float32(0))
-            active = self._sample_features(rng, d_l, d_p)
-            active_l = [f for f in range(d_l) if active[f]]
-            active_p = [f for f in range(d_p) if active[d_l + f]]
-            platform_mask = np.array(active[d_l:], dtype=bool)
-
-            t0 = time.perf_counter()
-            plain = codec.encode(g, h, in_sample)
-            factors = ahead.take(more=t + 1 < self.n_estimators)  # the next tree's start computing now
-            cts = ahead.encrypt(plain, factors)
-            timings["encrypt"] += time.perf_counter() - t0
-            link.send(Message("sb.tree", {"tree": t}, {"gradients": BigInts(cts, pk.ciphertext_bytes),
-                                                       "features": platform_mask}, step=f"tree{t}"))
-            g64, h64 = g.astype(np.float64), h.astype(np.float64)
-            cnt = in_sample.astype(np.int64)
-            tree = Tree()
-            row_node = np.zeros(n, dtype=np.int32)
-            level = [0]
-            t0 = time.perf_counter()
-            msg = link.recv("sb.hist")
-            timings["wait"] += time.perf_counter() - t0
-            p_hists = self._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
-                                         EncryptedVector, decompress, timings)
-            depth = 0
-            eval_left = None
-            while True:
-                t0 = time.perf_counter()
-                kinds, feats, bins_, defaults, lender_rows, lender_bits = [], [], [], [], [], []
-                children: list[int] = []
-                for node in level:
-                    rows = np.nonzero(row_node == node)[0]
-                    G, H, C = g64[rows].sum(), h64[rows].sum(), int(cnt[rows].sum())
-                    hists = self._own_hists(rows, bins_l, n_bins_l, active_l, g64, h64, cnt) + p_hists[node]
-                    cand = best_split(G, H, C, hists, p)
-                    if not is_valid(cand, p):
-                        kinds.append(LEAF), feats.append(-1), bins_.append(-1), defaults.append(False)
-                        continue
-                    if cand.feature < d_l:
-                        f = cand.feature
-                        thr = self.binner_.threshold(f, cand.bin)
-                        kids = tree.split(node, 0, f, cand.bin, cand.default_left, thr, cand.loss_chg)
-                        kinds.append(LENDER_SPLIT), feats.append(-1), bins_.append(-1), defaults.append(False)
-                        b = bins_l[rows, f]
-                        go_left = np.where(b == MISSING, cand.default_left, b <= cand.bin)
-                        lender_rows.append(rows)
-                        lender_bits.append(go_left)
-                    else:
-                        f = cand.feature - d_l
-                        kids = tree.split(node, 1, f, cand.bin, cand.default_left, float("nan"), cand.loss_chg)
-                        kinds.append(PLATFORM_SPLIT), feats.append(f), bins_.append(cand.bin)
-                        defaults.append(cand.default_left)
-                    tree.hess[kids[0]], tree.hess[kids[1]] = cand.left_h, cand.right_h
-                    children.extend(kids)
-                timings["split"] += time.perf_counter() - t0
-                build = bool(children) and depth + 1 < self.max_depth
-                if lender_rows:
-                    order = np.argsort(np.concatenate(lender_rows), kind="stable")
-                    lrows = np.concatenate(lender_rows)[order]
-                    lbits = np.concatenate(lender_bits)[order].astype(bool)
-                else:
-                    lrows, lbits = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-                link.send(Message("sb.split", {"tree": t, "depth": depth, "build": build}, {
-                    "nodes": np.array(level, dtype=np.int32), "kind": np.array(kinds, dtype=np.int8),
-                    "feature": np.array(feats, dtype=np.int32), "bin": np.array(bins_, dtype=np.int32),
-                    "default_left": np.array(defaults, dtype=bool), "lender_left": lbits},
-                    step=f"tree{t}/depth{depth}"))
-                t0 = time.perf_counter()
-                msg = link.recv("sb.hist")
-                timings["wait"] += time.perf_counter() - t0
-                split_nodes = [nd for nd, k in zip(level, kinds) if k == PLATFORM_SPLIT]
-                prows = _rows_of(row_node, split_nodes)
-                pbits = msg.parts["platform_left"]
-                if len(pbits) != len(prows):
-                    raise ValueError(f"sb.hist: {len(pbits)} platform directions for {len(prows)} rows")
-                new_node = row_node.copy()
-                for rows_, bits in ((lrows, lbits), (prows, pbits)):
-                    cur = row_node[rows_]
-                    lefts = np.array(tree.left, dtype=np.int32)[cur]
-                    rights = np.array(tree.right, dtype=np.int32)[cur]
-                    new_node[rows_] = np.where(bits, lefts, rights)
-                row_node = new_node
-                if not build:
-                    eval_left = msg.parts.get("eval_left")
-                    break
-                level = children
-                depth += 1
-                p_hists = self._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
-                                             EncryptedVector, decompress, timings)
-            for leaf in tree.leaves():
-                rows = np.nonzero(row_node == leaf)[0]
-                w = calc_weight(g64[rows].sum(), h64[rows].sum(), p)
-                tree.value[leaf] = float(np.float32(w * self.learning_rate))
-                tree.hess[leaf] = float(h64[rows].sum())
-            values = np.array(tree.value, dtype=np.float32)
-            margin = (margin + values[row_node]).astype(np.float32)
-            self.trees_.append(tree)
-            metrics = {f"train_{k}": v for k, v in _eval_metrics(self.objective, margin, y).items()}
+        first_round = first_tree // K
+        for r in tqdm(range(first_round, self.n_estimators if not stopper.stopped else first_round),
+                      desc="secureboost", unit="round", leave=False, disable=None, initial=first_round,
+                      total=self.n_estimators):
+            g_all, h_all = obj.gradients(margin, y)  # every class's trees of a round start from the same margins
+            g_all = np.where(labelled.reshape((n,) + (1,) * (g_all.ndim - 1)), g_all, np.float32(0))
+            h_all = np.where(labelled.reshape((n,) + (1,) * (h_all.ndim - 1)), h_all, np.float32(0))
+            for k in range(K):
+                t = r * K + k
+                g = g_all if K == 1 else np.ascontiguousarray(g_all[:, k])
+                h = h_all if K == 1 else np.ascontiguousarray(h_all[:, k])
+                tree, row_node, eval_left = grow(t, g, h, labelled, rng)
+                values = np.array(tree.value, dtype=np.float32)
+                _add_tree(margin, t, values[row_node])
+                self.trees_.append(tree)
+                if eval_set is not None:
+                    _add_tree(margin_v, t, values[self._route_eval(tree, Xv, eval_left, n_eval)])
+            metrics = self._metrics("train", margin, y, labelled)
             if eval_set is not None:
-                margin_v = (margin_v + values[self._route_eval(tree, Xv, eval_left, n_eval)]).astype(np.float32)
-                metrics.update({f"valid_{k}": v for k, v in _eval_metrics(self.objective, margin_v, yv).items()})
-            metrics["tree"] = t
+                metrics.update(self._metrics("valid", margin_v, yv, labelled_v))
+            metrics["tree"] = r  # the boosting round (XGBoost's iteration)
             metrics["seconds"] = time.perf_counter() - t_start
             self.history_.append(metrics)
             if self.callback is not None:
-                self.callback(t, metrics)
-            stop = False
-            if eval_set is not None and self.early_stopping_rounds:
-                key = "valid_logloss" if self.objective == "binary:logistic" else "valid_rmse"
-                if metrics[key] < best_score:
-                    best_score, best_iter = metrics[key], t
-                elif t - best_iter >= self.early_stopping_rounds:
-                    stop = True
+                self.callback(r, metrics)
+            stop = watch and stopper.update(r, metrics[metric_key("valid", obj.stop_metric)])
             if self.checkpoints is not None:
-                self.checkpoints.save("tree", t, {
+                self.checkpoints.save("tree", len(self.trees_) - 1, {
                     "trees": [tr.to_dict() for tr in self.trees_], "history": self.history_,
-                    "rng": rng.bit_generator.state, "best_score": None if math.isinf(best_score) else best_score,
-                    "best_iter": best_iter, "stopped": stop, "private_key": sk.to_json()},
+                    "rng": rng.bit_generator.state, "early_stopping": stopper.state(),
+                    "private_key": sk.to_json()},
                     {"margin": margin} if margin_v is None else {"margin": margin, "margin_valid": margin_v})
             if stop:
                 break
-        if eval_set is not None and self.early_stopping_rounds:
-            self.best_iteration_ = best_iter
-            self.trees_ = self.trees_[:best_iter + 1]
+        if watch:
+            self.best_iteration_ = stopper.best_iteration
+            self.trees_ = self.trees_[:(stopper.best_iteration + 1) * K]
         self._send_finish(link)
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
 
-    def _restore(self, resumed: tuple[int, dict, dict], rng: np.random.Generator, n: int, n_eval: int,
-                 eval_set: Any) -> tuple[np.ndarray, np.ndarray | None, float, int, bool]:
-        """The training state after tree ``resumed[0]``, from this party's own checkpoint.
+    def _restore(self, resumed: tuple[int, dict, dict], rng: np.random.Generator, margin: np.ndarray,
+                 margin_v: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, EarlyStopping]:
+        """The training state after tree ``resumed[0]`` (the last of a round), from this party's own checkpoint.
 
         The trees, the margins of every row, the sampling generator's state and
         the early-stopping state are exactly those of the uninterrupted run, so
@@ -438,16 +375,17 @@ class SecureBoostLender:
         index, meta, arrays = resumed
         self.trees_ = [Tree.from_dict(d) for d in meta["trees"]]
         self.history_ = [dict(h) for h in meta["history"]]
-        margin = np.asarray(arrays["margin"])
-        margin_v = arrays.get("margin_valid")
-        if len(self.trees_) != index + 1 or margin.shape != (n,) or margin.dtype != np.float32 or \
-                (eval_set is not None) != (margin_v is not None) or \
-                (margin_v is not None and margin_v.shape != (n_eval,)):
+        got = np.asarray(arrays["margin"])
+        got_v = arrays.get("margin_valid")
+        if len(self.trees_) != index + 1 or (index + 1) % self.objective_.n_groups or \
+                got.shape != margin.shape or got.dtype != np.float32 or \
+                (margin_v is not None) != (got_v is not None) or \
+                (got_v is not None and got_v.shape != margin_v.shape):
             raise ValueError(f"tree checkpoint {index}: does not fit this job ({len(self.trees_)} trees, "
-                             f"margins {margin.shape} for {n} rows)")
+                             f"margins {got.shape} for {margin.shape})")
         rng.bit_generator.state = meta["rng"]
-        best = math.inf if meta["best_score"] is None else float(meta["best_score"])
-        return margin, margin_v, best, int(meta["best_iter"]), bool(meta["stopped"])
+        return got, got_v, EarlyStopping.from_state(meta["early_stopping"])
+
 
     def _sample_features(self, rng: np.random.Generator, d_l: int, d_p: int) -> np.ndarray:
         """Global feature mask of one tree (lender features first; prospect: platform only)."""
@@ -531,16 +469,16 @@ class SecureBoostLender:
             values = np.concatenate([np.array([tr.value[i] for i in tr.leaves()], dtype=np.float64)
                                      for tr in self.trees_])
             if self.leaf_noise is not None:
-                values = values + _leaf_noise(self.leaf_noise, self.objective, self.learning_rate,
-                                              self.reg_lambda, len(self.trees_), len(values))
+                values = values + _leaf_noise(self.leaf_noise, self.learning_rate, self.reg_lambda,
+                                              len(self.trees_), len(values))
             self.released_leaf_values_ = values
             parts["leaf_values"] = values
-            header["base_margin"] = self.base_margin_
+            parts["base_margin"] = np.asarray(self.base_margin_, dtype=np.float64)
         link.send(Message("sb.finish", header, parts, step="finish"))
 
     # -- inference -------------------------------------------------------------
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
-        """Federated margins for rows the platform holds in the same order (joint mode)."""
+        """Federated margins for rows the platform holds in the same order: (n,), or (n, num_class)."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"lender features must have {self.n_features_in_} columns, got shape {X.shape}")
@@ -552,25 +490,30 @@ class SecureBoostLender:
         if bits.shape != (n, len(pnodes)):
             raise ValueError(f"sb.predict_bits: shape {bits.shape}, expected {(n, len(pnodes))}")
         col = {key: j for j, key in enumerate(pnodes)}
-        margin = np.full(n, self.base_margin_, dtype=np.float32)
+        margin = _start_margin(self.base_margin_, n)
         Xown = X if self.mode == "joint" else X[:, :0]
         for t, tr in enumerate(self.trees_):
             decisions = {i: bits[:, col[(t, i)]] for i in range(tr.n_nodes) if tr.party[i] == 1}
             leaf = route(tr, Xown, decisions, owner=0)
-            margin = (margin + np.array(tr.value, dtype=np.float32)[leaf]).astype(np.float32)
+            _add_tree(margin, t, np.array(tr.value, dtype=np.float32)[leaf])
         return margin
 
+    def predict(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """The objective's prediction, as XGBoost's ``Booster.predict``: P(1), the value or mean, or (n, num_class)."""
+        return self.objective_.transform(self.decision_function(link, X)).astype(np.float64)
+
     def predict_proba(self, link: Link, X: np.ndarray) -> np.ndarray:
-        """Probabilities of class 1 (binary:logistic) or predictions (reg:squarederror)."""
-        margin = self.decision_function(link, X)
-        return _sigmoid(margin).astype(np.float64) if self.objective == "binary:logistic" else margin.astype(np.float64)
+        """Classifiers only: P(1) for binary:logistic (n,), class probabilities (n, num_class) for multi:softprob."""
+        if self.objective_.name not in ("binary:logistic", "multi:softprob"):
+            raise ValueError(f"predict_proba is for classifiers; {self.objective_.name} predicts values: use predict")
+        return self.predict(link, X)
 
     def save(self, directory: str | Path) -> Path:
         """The lender's model part as JSON: structure, its own thresholds, all leaf values."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         doc = {"format": "fedacq.secureboost.lender/1", "params": self.get_params(),
-               "base_margin": self.base_margin_, "n_features": self.n_features_in_,
+               "base_margin": [float(v) for v in self.base_margin_], "n_features": self.n_features_in_,
                "n_platform_features": self.n_platform_features_,
                "binner": self.binner_.to_dict(), "trees": [t.to_dict() for t in self.trees_],
                # the model, not the timing: the file is the same whenever the same data and seed train it
@@ -586,9 +529,11 @@ class SecureBoostLender:
         doc = json.loads(path.read_text())
         if doc.get("format") != "fedacq.secureboost.lender/1":
             raise ValueError(f"{path}: not a fedacq SecureBoost lender model")
-        model = cls(**{k: v for k, v in doc["params"].items() if k != "leaf_noise"})
-        model.leaf_noise = doc["params"].get("leaf_noise")
-        model.base_margin_ = float(doc["base_margin"])
+        model = cls(**{k: v for k, v in doc["params"].items() if k in sb_params.WIRE})
+        model.objective_ = model._check_params()
+        model.base_margin_ = np.atleast_1d(np.asarray(doc["base_margin"], dtype=np.float32))
+        if len(model.base_margin_) != model.objective_.n_groups:
+            raise ValueError(f"{path}: {len(model.base_margin_)} base margins for {model.objective_.name}")
         model.n_features_in_ = int(doc["n_features"])
         model.n_platform_features_ = int(doc["n_platform_features"])
         model.binner_ = QuantileBinner.from_dict(doc["binner"])
@@ -597,23 +542,148 @@ class SecureBoostLender:
         return model
 
 
+class _TreeGrower:
+    """The lender's side of one tree (steps 3 to 5 of the module docstring), for gradients ``g``, ``h``."""
+
+    def __init__(self, lender: SecureBoostLender, link: Link, codec: GradientCodec, pk, sk, ahead,
+                 bins_l: np.ndarray, n_bins_p: np.ndarray, d_p: int, timings: dict, n_trees: int) -> None:
+        self.lender, self.link, self.codec, self.pk, self.sk, self.ahead = lender, link, codec, pk, sk, ahead
+        self.bins_l, self.n_bins_l, self.n_bins_p, self.d_p = bins_l, lender.binner_.n_bins, n_bins_p, d_p
+        self.timings, self.n_trees = timings, n_trees
+
+    def __call__(self, t: int, g: np.ndarray, h: np.ndarray, labelled: np.ndarray,
+                 rng: np.random.Generator) -> tuple[Tree, np.ndarray, np.ndarray | None]:
+        """Grow tree ``t``; returns it, each training row's leaf, and the platform's validation-row decisions."""
+        from fedacq.crypto.paillier import EncryptedVector, decompress
+
+        lender, link, codec, pk, sk, timings = self.lender, self.link, self.codec, self.pk, self.sk, self.timings
+        bins_l, n_bins_l, n_bins_p, d_p = self.bins_l, self.n_bins_l, self.n_bins_p, self.d_p
+        d_l = bins_l.shape[1]
+        n = len(g)
+        p = lender.split_params
+        in_sample = (rng.random(n) < lender.subsample) if lender.subsample < 1 else np.ones(n, dtype=bool)
+        in_sample &= labelled
+        g = np.where(in_sample, g, np.float32(0))
+        h = np.where(in_sample, h, np.float32(0))
+        active = lender._sample_features(rng, d_l, d_p)
+        active_l = [f for f in range(d_l) if active[f]]
+        active_p = [f for f in range(d_p) if active[d_l + f]]
+        platform_mask = np.array(active[d_l:], dtype=bool)
+
+        t0 = time.perf_counter()
+        plain = codec.encode(g, h, in_sample)
+        factors = self.ahead.take(more=t + 1 < self.n_trees)  # the next tree's start computing now
+        cts = self.ahead.encrypt(plain, factors)
+        timings["encrypt"] += time.perf_counter() - t0
+        link.send(Message("sb.tree", {"tree": t}, {"gradients": BigInts(cts, pk.ciphertext_bytes),
+                                                   "features": platform_mask}, step=f"tree{t}"))
+        g64, h64 = g.astype(np.float64), h.astype(np.float64)
+        cnt = in_sample.astype(np.int64)
+        tree = Tree()
+        row_node = np.zeros(n, dtype=np.int32)
+        level = [0]
+        t0 = time.perf_counter()
+        msg = link.recv("sb.hist")
+        timings["wait"] += time.perf_counter() - t0
+        p_hists = lender._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
+                                       EncryptedVector, decompress, timings)
+        depth = 0
+        while True:
+            t0 = time.perf_counter()
+            kinds, feats, bins_, defaults, lender_rows, lender_bits = [], [], [], [], [], []
+            children: list[int] = []
+            for node in level:
+                rows = np.nonzero(row_node == node)[0]
+                G, H, C = g64[rows].sum(), h64[rows].sum(), int(cnt[rows].sum())
+                hists = lender._own_hists(rows, bins_l, n_bins_l, active_l, g64, h64, cnt) + p_hists[node]
+                cand = best_split(G, H, C, hists, p)
+                if not is_valid(cand, p):
+                    kinds.append(LEAF), feats.append(-1), bins_.append(-1), defaults.append(False)
+                    continue
+                if cand.feature < d_l:
+                    f = cand.feature
+                    thr = lender.binner_.threshold(f, cand.bin)
+                    kids = tree.split(node, 0, f, cand.bin, cand.default_left, thr, cand.loss_chg)
+                    kinds.append(LENDER_SPLIT), feats.append(-1), bins_.append(-1), defaults.append(False)
+                    b = bins_l[rows, f]
+                    go_left = np.where(b == MISSING, cand.default_left, b <= cand.bin)
+                    lender_rows.append(rows)
+                    lender_bits.append(go_left)
+                else:
+                    f = cand.feature - d_l
+                    kids = tree.split(node, 1, f, cand.bin, cand.default_left, float("nan"), cand.loss_chg)
+                    kinds.append(PLATFORM_SPLIT), feats.append(f), bins_.append(cand.bin)
+                    defaults.append(cand.default_left)
+                tree.hess[kids[0]], tree.hess[kids[1]] = cand.left_h, cand.right_h
+                children.extend(kids)
+            timings["split"] += time.perf_counter() - t0
+            build = bool(children) and depth + 1 < lender.max_depth
+            if lender_rows:
+                order = np.argsort(np.concatenate(lender_rows), kind="stable")
+                lrows = np.concatenate(lender_rows)[order]
+                lbits = np.concatenate(lender_bits)[order].astype(bool)
+            else:
+                lrows, lbits = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+            link.send(Message("sb.split", {"tree": t, "depth": depth, "build": build}, {
+                "nodes": np.array(level, dtype=np.int32), "kind": np.array(kinds, dtype=np.int8),
+                "feature": np.array(feats, dtype=np.int32), "bin": np.array(bins_, dtype=np.int32),
+                "default_left": np.array(defaults, dtype=bool), "lender_left": lbits},
+                step=f"tree{t}/depth{depth}"))
+            t0 = time.perf_counter()
+            msg = link.recv("sb.hist")
+            timings["wait"] += time.perf_counter() - t0
+            split_nodes = [nd for nd, k in zip(level, kinds) if k == PLATFORM_SPLIT]
+            prows = _rows_of(row_node, split_nodes)
+            pbits = msg.parts["platform_left"]
+            if len(pbits) != len(prows):
+                raise ValueError(f"sb.hist: {len(pbits)} platform directions for {len(prows)} rows")
+            new_node = row_node.copy()
+            for rows_, bits in ((lrows, lbits), (prows, pbits)):
+                cur = row_node[rows_]
+                lefts = np.array(tree.left, dtype=np.int32)[cur]
+                rights = np.array(tree.right, dtype=np.int32)[cur]
+                new_node[rows_] = np.where(bits, lefts, rights)
+            row_node = new_node
+            if not build:
+                eval_left = msg.parts.get("eval_left")
+                break
+            level = children
+            depth += 1
+            p_hists = lender._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
+                                           EncryptedVector, decompress, timings)
+        for leaf in tree.leaves():
+            rows = np.nonzero(row_node == leaf)[0]
+            w = calc_weight(g64[rows].sum(), h64[rows].sum(), p)
+            tree.value[leaf] = float(np.float32(w * lender.learning_rate))
+            tree.hess[leaf] = float(h64[rows].sum())
+        return tree, row_node, eval_left
+
+
 class SecureBoostPlatform:
     """The passive party: features, encrypted histograms, its own thresholds.
 
-    ``min_key_bits`` and ``mode`` are this party's own decisions (its node's
-    policy and the job it agreed to): an ``sb.hello`` with a shorter key or
-    another mode is refused, whatever it claims. ``mode=None`` accepts either
-    mode (for direct use of the class; a node always passes its mode).
+    ``min_key_bits``, ``mode``, ``objective`` and ``num_class`` are this
+    party's own decisions (its node's policy and the job it agreed to): an
+    ``sb.hello`` with a shorter key, another mode, objective or class count is
+    refused, whatever it claims. ``None`` accepts any value (for direct use of
+    the class; a node always passes what its job says). Whatever was agreed,
+    the lender's objective parameters must be valid ones (``num_class`` at most
+    :data:`fedacq.learn.objectives.MAX_NUM_CLASS`, since it sizes this party's
+    prediction arrays).
     """
 
     def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS,
-                 mode: str | None = None, checkpoints: Any = None,
-                 on_tree: Callable[[int], Any] | None = None) -> None:
+                 mode: str | None = None, objective: str | None = None, num_class: int | None = None,
+                 checkpoints: Any = None, on_tree: Callable[[int], Any] | None = None) -> None:
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
+        if objective is not None and objective not in objectives.OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(objectives.OBJECTIVES)} or None, got {objective!r}")
         self.n_jobs = n_jobs
         self.min_key_bits = int(min_key_bits)
         self.agreed_mode = mode
+        self.agreed_objective = objective
+        self.agreed_num_class = num_class
         #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its trees after each tree, resume
         self.checkpoints = checkpoints
         self.on_tree = on_tree
@@ -630,6 +700,8 @@ class SecureBoostPlatform:
         try:
             config = json.loads(hello.header["config"])
             params = config["params"]
+            if not isinstance(params, dict):
+                raise TypeError("params is not an object")
             pk = PublicKey.from_json(config["public_key"])
             layout = PackingLayout(**config["layout"])
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
@@ -647,9 +719,19 @@ class SecureBoostPlatform:
         if self.agreed_mode is not None and mode != self.agreed_mode:
             raise ValueError(f"sb.hello: the lender asks for mode {mode!r}; this party agreed to "
                              f"{self.agreed_mode!r}")
+        try:
+            obj = _objective_of(params)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"sb.hello: {exc}") from exc
+        if self.agreed_objective is not None and obj.name != self.agreed_objective:
+            raise ValueError(f"sb.hello: the lender asks for objective {obj.name!r}; this party agreed to "
+                             f"{self.agreed_objective!r}")
+        if self.agreed_num_class is not None and obj.num_class != self.agreed_num_class:
+            raise ValueError(f"sb.hello: the lender asks for num_class {obj.num_class}; this party agreed to "
+                             f"{self.agreed_num_class}")
         self.params_ = params
         self.mode = mode
-        self.objective = params["objective"]
+        self.objective, self.objective_ = obj.name, obj
         n = X.shape[0]
         n_eval_here = 0 if eval_X is None else np.asarray(eval_X).shape[0]
         self.binner_ = QuantileBinner(int(params["max_bin"])).fit(X)
@@ -799,16 +881,20 @@ class SecureBoostPlatform:
 
     def _finish(self, msg: Message) -> None:
         k = msg.header["n_trees"]
-        if not 0 <= k <= len(self.trees_):
-            raise ValueError(f"sb.finish: keeps {k} trees of {len(self.trees_)}")
+        groups = self.objective_.n_groups
+        if not 0 <= k <= len(self.trees_) or k % groups:
+            raise ValueError(f"sb.finish: keeps {k} trees of {len(self.trees_)} (a multiple of {groups} needed)")
         self.trees_ = self.trees_[:k]
         self.base_margin_ = None
         if self.mode == "prospect":
             values = msg.parts.get("leaf_values")
+            base = msg.parts.get("base_margin")
             leaves = [tr.leaves() for tr in self.trees_]
             total = sum(len(lv) for lv in leaves)
-            if values is None or len(values) != total or "base_margin" not in msg.header:
-                raise ValueError(f"sb.finish: prospect mode needs {total} leaf values and the base margin")
+            if values is None or len(values) != total or base is None or len(base) != groups:
+                raise ValueError(f"sb.finish: prospect mode needs {total} leaf values and {groups} base margin(s)")
+            if not (np.isfinite(values).all() and np.isfinite(base).all()):
+                raise ValueError("sb.finish: leaf values and base margins must be finite")
             if any(tr.party[i] == 0 for tr in self.trees_ for i in range(tr.n_nodes)):
                 raise ValueError("sb.finish: a prospect model holds a lender split")
             pos = 0
@@ -816,11 +902,16 @@ class SecureBoostPlatform:
                 for leaf in lv:
                     tr.value[leaf] = float(values[pos])
                     pos += 1
-            self.base_margin_ = float(msg.header["base_margin"])
+            self.base_margin_ = base.astype(np.float32)
 
     # -- inference -------------------------------------------------------------
-    def predict(self, link: Link, X: np.ndarray) -> None:
-        """Answer the lender's federated prediction for rows of ``X`` (same order as the lender's)."""
+    def serve_predict(self, link: Link, X: np.ndarray) -> None:
+        """Serve one federated prediction of the lender (``sb.predict``) for the rows of ``X``, in the lender's order.
+
+        The platform answers which branch each of its splits sends every row; the
+        scores are computed, and kept, by the lender. Returns nothing: this party
+        learns no score (in prospect mode it scores alone with :meth:`predict_local`).
+        """
         msg = link.recv("sb.predict")
         X = np.asarray(X, dtype=np.float64)
         if msg.header["n_rows"] != X.shape[0]:
@@ -833,19 +924,18 @@ class SecureBoostPlatform:
         link.send(Message("sb.predict_bits", {"n_rows": X.shape[0]}, {"left": bits}, step="predict"))
 
     def decision_function_local(self, X: np.ndarray) -> np.ndarray:
-        """Margins from the platform's complete model (prospect mode only)."""
+        """Margins from the platform's complete model (prospect mode only): (n,), or (n, num_class)."""
         if self.mode != "prospect" or self.base_margin_ is None:
             raise ValueError("only a prospect model can predict on the platform alone")
-        margin = np.full(np.asarray(X).shape[0], self.base_margin_, dtype=np.float32)
-        for tr in self.trees_:
+        margin = _start_margin(self.base_margin_, np.asarray(X).shape[0])
+        for t, tr in enumerate(self.trees_):
             leaf = route(tr, X, None, owner=1)
-            margin = (margin + np.array(tr.value, dtype=np.float32)[leaf]).astype(np.float32)
+            _add_tree(margin, t, np.array(tr.value, dtype=np.float32)[leaf])
         return margin
 
     def predict_local(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities (binary:logistic) or predictions from the prospect model, no lender needed."""
-        margin = self.decision_function_local(X)
-        return _sigmoid(margin).astype(np.float64) if self.objective == "binary:logistic" else margin.astype(np.float64)
+        """The prospect model's prediction, no lender needed (XGBoost's ``Booster.predict`` of the export)."""
+        return self.objective_.transform(self.decision_function_local(X)).astype(np.float64)
 
     def export_xgboost_json(self, path: str | Path, feature_names: list[str] | None = None) -> Path:
         from fedacq.learn.xgb_export import export_xgboost_json
@@ -857,7 +947,9 @@ class SecureBoostPlatform:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         doc = {"format": "fedacq.secureboost.platform/1", "mode": self.mode, "objective": self.objective,
-               "base_margin": self.base_margin_, "binner": self.binner_.to_dict(),
+               "objective_params": self.objective_.params,
+               "base_margin": None if self.base_margin_ is None else [float(v) for v in self.base_margin_],
+               "binner": self.binner_.to_dict(),
                "trees": [t.to_dict() for t in self.trees_]}
         out = path / "secureboost_platform.json"
         out.write_text(json.dumps(doc, allow_nan=False))
@@ -871,16 +963,22 @@ class SecureBoostPlatform:
         if doc.get("format") != "fedacq.secureboost.platform/1":
             raise ValueError(f"{path}: not a fedacq SecureBoost platform model")
         model = cls(n_jobs=n_jobs)
-        model.mode, model.objective = doc["mode"], doc["objective"]
-        model.base_margin_ = None if doc["base_margin"] is None else float(doc["base_margin"])
+        model.mode = doc["mode"]
+        model.objective_ = _objective_of({"objective": doc["objective"], **doc.get("objective_params", {})})
+        model.objective = model.objective_.name
+        model.base_margin_ = (None if doc["base_margin"] is None
+                              else np.atleast_1d(np.asarray(doc["base_margin"], dtype=np.float32)))
         model.binner_ = QuantileBinner.from_dict(doc["binner"])
         model.trees_ = [Tree.from_dict(t) for t in doc["trees"]]
         return model
 
 
-def _check_noise(noise: dict, objective: str, reg_lambda: float, mode: str) -> None:
+def _check_noise(noise: dict, obj: objectives.Objective, reg_lambda: float, mode: str) -> None:
+    """Refuse leaf noise whose sensitivity argument (:func:`_leaf_noise`) does not hold for this job."""
     if mode != "prospect":
         raise ValueError("leaf_noise applies to prospect mode (the released leaf values)")
+    if not isinstance(noise, dict):
+        raise ValueError(f"leaf_noise must be a dict, got {type(noise).__name__}")
     mech = noise.get("mechanism")
     if mech not in ("laplace", "gaussian"):
         raise ValueError(f"leaf_noise mechanism must be 'laplace' or 'gaussian', got {mech!r}")
@@ -890,23 +988,42 @@ def _check_noise(noise: dict, objective: str, reg_lambda: float, mode: str) -> N
         raise ValueError("gaussian leaf_noise needs 0 < delta < 1")
     if reg_lambda <= 0:
         raise ValueError("leaf_noise needs reg_lambda > 0 (it bounds the sensitivity)")
-    if objective != "binary:logistic" and "gradient_bound" not in noise:
-        raise ValueError("leaf_noise for reg:squarederror needs 'gradient_bound' (max |y - prediction|)")
+    if obj.name == "reg:tweedie":
+        raise ValueError("leaf_noise is not available for reg:tweedie: its hessian depends on the label, so one "
+                         "user's label moves both sums of its leaf and the leaf value's change has no bound "
+                         "independent of the data (the sensitivity argument of the noise does not hold)")
+    if obj.name in ("reg:squarederror", "count:poisson") and "gradient_bound" not in noise:
+        raise ValueError(f"leaf_noise for {obj.name} needs 'gradient_bound' (the most one user's label can move "
+                         f"its gradient: max |y - prediction| for reg:squarederror, the label range for count:poisson)")
+    bound = noise.get("gradient_bound", 1.0)
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < math.inf:
+        raise ValueError(f"leaf_noise gradient_bound must be a positive number, got {bound!r}")
 
 
-def _leaf_noise(noise: dict, objective: str, learning_rate: float, reg_lambda: float,
-                n_trees: int, size: int) -> np.ndarray:
+def _leaf_noise(noise: dict, learning_rate: float, reg_lambda: float, n_trees: int, size: int) -> np.ndarray:
     """Noise for the released leaf values, from the OS CSPRNG (:mod:`fedacq.crypto.dp_noise`).
 
     Never from ``random_state``: the platform holds that seed (it is part of
     the job), and noise drawn from it could be regenerated and subtracted.
 
     Changing one user's label moves its gradient by at most ``gradient_bound``
-    (1 for binary:logistic) and touches one leaf per tree, whose value moves by
-    at most ``learning_rate * gradient_bound / reg_lambda``. The budget is split
-    evenly over the trees (sequential composition). This protects the released
-    values given the tree structure; the structure itself (chosen on encrypted
-    gradients) is not covered.
+    and touches one leaf per tree, whose value ``-lr G / (H + reg_lambda)``
+    then moves by at most ``learning_rate * gradient_bound / reg_lambda`` -
+    provided the hessian does not depend on the label, so ``H`` stays put:
+
+    * ``binary:logistic``: ``g = p - y`` moves by at most 1, ``h = p (1 - p)``;
+    * ``multi:softprob``: each class's ``g = p_k - [y = k]`` moves by at most 1
+      (in two of the round's num_class trees), ``h = 2 p_k (1 - p_k)``;
+    * ``reg:squarederror``: ``g = p - y`` moves by at most ``gradient_bound``, ``h = 1``;
+    * ``count:poisson``: ``g = e^p - y`` moves by the label change, bounded by
+      ``gradient_bound``; ``h = e^(p + max_delta_step)``;
+    * ``reg:tweedie`` is refused (:func:`_check_noise`): ``h`` holds ``-y (1 - rho) e^((1-rho)p)``.
+
+    ``max_delta_step`` clipping can only shrink a change. The budget is split
+    evenly over every released tree (sequential composition; for multi-class
+    that counts all num_class trees of a round, although a label touches two).
+    This protects the released values given the tree structure; the structure
+    itself (chosen on encrypted gradients) is not covered.
     """
     bound = float(noise.get("gradient_bound", 1.0))
     sensitivity = learning_rate * bound / reg_lambda

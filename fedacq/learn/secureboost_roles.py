@@ -20,42 +20,31 @@ from __future__ import annotations
 
 from typing import Any
 
-
+from fedacq.learn import objectives
+from fedacq.learn import secureboost_params as sb_params
 from fedacq.learn.run import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint", "prospect")
 ITERATION = ("n_estimators", "tree")
+#: the lender's labels may have empty cells: such a row weighs 0 (see :class:`~fedacq.learn.secureboost.SecureBoostLender`)
+EMPTY_LABELS = True
 
-#: XGBoost-named parameters ``fedacq run`` accepts for SecureBoost, with their defaults.
-DEFAULTS: dict[str, Any] = {
-    "n_estimators": 30,
-    "max_depth": 3,
-    "learning_rate": 0.3,
-    "reg_lambda": 1.0,
-    "reg_alpha": 0.0,
-    "gamma": 0.0,
-    "min_child_weight": 1.0,
-    "max_bin": 32,
-    "subsample": 1.0,
-    "colsample_bytree": 1.0,
-    "objective": "binary:logistic",
-    "base_score": None,
-    "early_stopping_rounds": None,
-    "n_jobs": None,
-    "leaf_noise": None,
-}
+#: XGBoost-named parameters ``fedacq run`` accepts for SecureBoost, with their defaults (declared in
+#: :mod:`fedacq.learn.secureboost_params`)
+DEFAULTS: dict[str, Any] = sb_params.RUN
 
 
 def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The defaults overridden by ``params``; unknown names are an error that lists them."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"secureboost: unknown parameter(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(DEFAULTS)}")
-    out = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-    if out["objective"] != "binary:logistic":
-        raise ValueError("fedacq run evaluates binary classifiers: objective must be binary:logistic")
+    """The defaults overridden by ``params``; unknown names are an error that lists them.
+
+    The objective and its own parameters are checked here, before any work
+    (:func:`fedacq.learn.objectives.get`); every objective of
+    :data:`fedacq.learn.objectives.OBJECTIVES` is accepted.
+    """
+    out = sb_params.resolve(params)
+    objectives.get(out["objective"], tweedie_variance_power=out["tweedie_variance_power"],
+                   max_delta_step=out["max_delta_step"], num_class=out["num_class"])
     return out
 
 
@@ -75,10 +64,14 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostPlatform
 
-    # the key size and the mode are this party's own: what the lender's sb.hello claims is checked against them
+    # the key size, the mode and the objective are this party's own: what sb.hello claims is checked against them
+    objective = objectives.get(ctx.params["objective"], tweedie_variance_power=ctx.params["tweedie_variance_power"],
+                               max_delta_step=ctx.params["max_delta_step"], num_class=ctx.params["num_class"])
+    n_trees = ctx.params["n_estimators"] * objective.n_groups
     platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits, mode=ctx.mode,
+                                   objective=objective.name, num_class=ctx.params["num_class"],
                                    checkpoints=ctx.checkpoints,
-                                   on_tree=lambda t: ctx.progress("tree", t + 1, ctx.params["n_estimators"]))
+                                   on_tree=lambda t: ctx.progress("tree", t + 1, n_trees))
     serve_platform(platform, link, data, ctx)
     info: dict[str, Any] = {}
     if ctx.mode == "prospect":

@@ -17,7 +17,13 @@ for tree, the search mirrors ``src/tree/hist/evaluate_splits.h``:
   ascending, backward bins descending), as XGBoost's ``SplitEntry::Update``;
 * a node is split only when ``loss_chg > 1e-6``, ``loss_chg >= gamma`` and both
   children have positive hessian; leaf value ``-T(G) / (H + reg_lambda)`` times
-  ``learning_rate`` (0 when ``H < min_child_weight``).
+  ``learning_rate`` (0 when ``H < min_child_weight``);
+* with ``max_delta_step > 0`` the weight is clipped to ``[-max_delta_step,
+  max_delta_step]`` and a side's score becomes ``-(2 G w + (H + reg_lambda) w^2)``
+  at the clipped weight ``w``, in float32 (``CalcGainGivenWeight``). XGBoost
+  applies the tree's ``max_delta_step`` only when the user sets it (its default
+  is 0); ``count:poisson``'s own 0.7 damps the hessian instead
+  (:mod:`fedacq.learn.objectives`).
 
 Feature indices here are *global*: the lender's features first, then the
 platform's (the joined matrix ``[X_lender | X_platform]``), which is also the
@@ -41,6 +47,7 @@ class SplitParams:
     gamma: float = 0.0
     min_child_weight: float = 1.0
     learning_rate: float = 0.3
+    max_delta_step: float = 0.0
 
 
 def _threshold_l1(g: np.ndarray | float, alpha: float) -> np.ndarray | float:
@@ -49,10 +56,24 @@ def _threshold_l1(g: np.ndarray | float, alpha: float) -> np.ndarray | float:
     return np.where(g > alpha, g - alpha, np.where(g < -alpha, g + alpha, 0.0))
 
 
+def _weights(g: np.ndarray, h: np.ndarray, p: SplitParams) -> np.ndarray:
+    """Optimal weights (before the learning rate), clipped to ``max_delta_step``, float32; 0 where ``h`` is too small."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = -_threshold_l1(g, p.reg_alpha) / (h + p.reg_lambda)
+    if p.max_delta_step != 0.0:
+        w = np.clip(w, -p.max_delta_step, p.max_delta_step)
+    return np.where((h < p.min_child_weight) | (h <= 0.0), 0.0, w).astype(np.float32)
+
+
 def calc_gain(g: np.ndarray, h: np.ndarray, p: SplitParams) -> np.ndarray:
     """Per-side structure score, float32 (0 where ``h <= 0``)."""
     g = np.asarray(g, dtype=np.float64)
     h = np.asarray(h, dtype=np.float64)
+    if p.max_delta_step != 0.0:
+        w = _weights(g, h, p)
+        g32, h32 = g.astype(np.float32), h.astype(np.float32)
+        gain = -(np.float32(2.0) * g32 * w + (h32 + np.float32(p.reg_lambda)) * np.square(w))
+        return np.where(h > 0, gain, np.float32(0.0)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         gain = np.square(_threshold_l1(g, p.reg_alpha)) / (h + p.reg_lambda)
     return np.where(h > 0, gain, 0.0).astype(np.float32)
@@ -60,9 +81,7 @@ def calc_gain(g: np.ndarray, h: np.ndarray, p: SplitParams) -> np.ndarray:
 
 def calc_weight(g: float, h: float, p: SplitParams) -> float:
     """Optimal leaf weight (before the learning rate), float32 as in XGBoost."""
-    if h < p.min_child_weight or h <= 0.0:
-        return 0.0
-    return float(np.float32(-_threshold_l1(float(g), p.reg_alpha) / (h + p.reg_lambda)))
+    return float(_weights(np.array([float(g)]), np.array([float(h)]), p)[0])
 
 
 @dataclass

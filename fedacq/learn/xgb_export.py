@@ -8,6 +8,11 @@ score users with stock ``xgboost.Booster`` and no fedacq at all.
 What the file cannot contain: per-node hessian sums ("cover") and loss changes
 are the lender's; the platform never saw them, so they are written as 0.
 Predictions do not use them (only SHAP contributions would).
+
+Every objective of :mod:`fedacq.learn.objectives` exports: the intercept is
+written as XGBoost keeps it (``base_score`` in the objective's output space,
+a vector of ``num_class`` margins for ``multi:softprob``), and a multi-class
+model lists its trees round after round with ``tree_info[t] = t % num_class``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fedacq.learn.objectives import Objective
     from fedacq.learn.secureboost import SecureBoostPlatform
     from fedacq.learn.tree import Tree
 
@@ -46,6 +52,17 @@ def _tree_json(tree: "Tree", tree_id: int, n_features: int) -> dict:
     }
 
 
+def _objective_json(obj: "Objective") -> dict:
+    """The objective as XGBoost's JSON model names it, with its own parameters."""
+    if obj.name == "reg:tweedie":
+        return {"name": obj.name, "tweedie_regression_param": {"tweedie_variance_power": repr(obj.tweedie_variance_power)}}
+    if obj.name == "count:poisson":
+        return {"name": obj.name, "poisson_regression_param": {"max_delta_step": repr(obj.max_delta_step)}}
+    if obj.name == "multi:softprob":
+        return {"name": obj.name, "softmax_multiclass_param": {"num_class": str(obj.num_class)}}
+    return {"name": obj.name, "reg_loss_param": {"scale_pos_weight": "1"}}
+
+
 def export_xgboost_json(platform: "SecureBoostPlatform", path: str | Path,
                         feature_names: list[str] | None = None) -> Path:
     """Write ``platform``'s prospect model to ``path`` (XGBoost JSON); returns the path.
@@ -63,13 +80,11 @@ def export_xgboost_json(platform: "SecureBoostPlatform", path: str | Path,
         for i in range(tree.n_nodes):
             if tree.left[i] != -1 and (tree.party[i] != 1 or math.isnan(tree.threshold[i])):
                 raise ValueError(f"tree {t} node {i} is not a platform split with a known threshold")
-    margin = platform.base_margin_
-    if platform.objective == "binary:logistic":
-        base_score = 1.0 / (1.0 + math.exp(-margin))
-    else:
-        base_score = margin
+    obj = platform.objective_
+    base_score = obj.margin_to_prob(platform.base_margin_)
     trees = [_tree_json(tr, t, n_features) for t, tr in enumerate(platform.trees_)]
     k = len(trees)
+    groups = obj.n_groups
     model = {
         "learner": {
             "attributes": {}, "feature_names": list(feature_names or []),
@@ -77,19 +92,20 @@ def export_xgboost_json(platform: "SecureBoostPlatform", path: str | Path,
             "gradient_booster": {
                 "model": {
                     "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(k)},
-                    "iteration_indptr": list(range(k + 1)),
-                    "tree_info": [0] * k,
+                    # one boosting round = num_class trees, tree t serving class t % num_class
+                    "iteration_indptr": list(range(0, k + 1, groups)),
+                    "tree_info": [t % groups for t in range(k)],
                     "trees": trees,
                 },
                 "name": "gbtree",
             },
-            "learner_model_param": {"base_score": f"[{base_score:.9E}]", "boost_from_average": "1",
-                                    "num_class": "0", "num_feature": str(n_features), "num_target": "1"},
-            "objective": ({"name": "binary:logistic", "reg_loss_param": {"scale_pos_weight": "1"}}
-                          if platform.objective == "binary:logistic"
-                          else {"name": "reg:squarederror", "reg_loss_param": {"scale_pos_weight": "1"}}),
+            "learner_model_param": {"base_score": "[" + ",".join(f"{float(v):.9E}" for v in base_score) + "]",
+                                    "boost_from_average": "1",
+                                    "num_class": str(groups if obj.name == "multi:softprob" else 0),
+                                    "num_feature": str(n_features), "num_target": "1"},
+            "objective": _objective_json(obj),
         },
-        "version": [2, 1, 0],
+        "version": [3, 2, 0],
     }
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
