@@ -101,13 +101,13 @@ def request(link: Link, model: str, action: str, rows: "Rows", eval_rows: "Rows 
 
 
 class Rows:
-    """The ids of a request's rows: a DataFrame's index, or positions for a numpy array."""
+    """The ids of a request's rows: a DataFrame's index, or positions for anything else (``n`` rows)."""
 
-    def __init__(self, X: Any) -> None:
+    def __init__(self, X: Any, n: int) -> None:
         index = getattr(X, "index", None)
         if index is None or not hasattr(X, "columns"):
             self.positional = True
-            self.ids = np.arange(np.shape(X)[0] if np.ndim(X) else 0, dtype=np.int64)
+            self.ids = np.arange(n, dtype=np.int64)
             return
         self.positional = False
         if index.dtype.kind not in "iu":
@@ -137,7 +137,7 @@ class FederatedEstimator(BaseEstimator):
     _allow_nan: bool = False
 
     # -- what each model defines ----------------------------------------------------
-    def _role(self, n_classes: int) -> Any:
+    def _role(self) -> Any:
         """A lender role object built from the parameters (its constructor validates them)."""
         raise NotImplementedError
 
@@ -168,20 +168,24 @@ class FederatedEstimator(BaseEstimator):
 
     def _features(self, X: Any, reset: bool) -> tuple[np.ndarray, Rows]:
         """The lender's feature matrix (validated) and the rows' ids."""
-        rows = Rows(X)
-        X = validate_data(self, X, reset=reset, dtype=np.float64,
-                          ensure_all_finite="allow-nan" if self._allow_nan else True,
-                          ensure_min_features=self._min_features())
-        return X, rows
+        Xv = validate_data(self, X, reset=reset, dtype=np.float64,
+                           ensure_all_finite="allow-nan" if self._allow_nan else True,
+                           ensure_min_features=self._min_features())
+        return Xv, Rows(X, Xv.shape[0])
 
-    def _fit_role(self, X: Any, y: np.ndarray, eval_set: Any, y_eval: Callable[[Any], np.ndarray],
-                  n_classes: int) -> None:
-        """Validate, build the role, fit it with the peer; set the fitted attributes."""
+    def _fit_role(self, X: Any, y: Any, eval_set: Any, labels: Callable[[Any], np.ndarray],
+                  y_eval: Callable[[Any], np.ndarray]) -> None:
+        """Validate, build the role, fit it with the peer; set the fitted attributes.
+
+        ``labels(y)`` validates and encodes the training labels (a classifier sets ``classes_``),
+        ``y_eval`` the validation labels.
+        """
         peer = self._check_peer()
-        role = self._role(n_classes)
         Xl, rows = self._features(X, reset=True)
+        y = labels(y)
         if len(y) != len(Xl):
             raise ValueError(f"X has {len(Xl)} rows, y {len(y)}")
+        role = self._role()
         pair = eval_pair(eval_set)
         ev, ev_rows = None, None
         if pair is not None:
@@ -278,25 +282,43 @@ class FederatedEstimator(BaseEstimator):
 
 
 class FederatedClassifierMixin:
-    """Label encoding and XGBoost's probability shapes for the classifiers."""
+    """Label encoding, ``fit`` and XGBoost's probability shapes for the classifiers."""
 
-    def _encode(self, y: Any) -> tuple[np.ndarray, int]:
+    #: the most classes the model's protocol trains
+    _max_classes = 2
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = self._max_classes > 2
+        return tags
+
+    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> Any:
+        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``.
+
+        ``X``: a pandas DataFrame indexed by the joint user id (see :mod:`fedacq.learn.estimator_base`).
+        """
+        self._fit_role(X, y, eval_set, self._encode, self._encode_eval)
+        return self
+
+    def _encode(self, y: Any) -> np.ndarray:
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import column_or_1d
 
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         self.classes_, enc = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"y holds one class ({self.classes_[0]!r}): a classifier needs at least 2 classes")
-        return enc.astype(np.float64), len(self.classes_)
+        k = len(self.classes_)
+        if k < 2:
+            raise ValueError(f"y holds {k} class(es): a classifier needs at least 2 classes")
+        if k > self._max_classes:
+            raise ValueError(f"y holds {k} classes; {type(self).__name__} trains at most {self._max_classes}")
+        return enc.astype(np.float64)
 
     def _encode_eval(self, y: Any) -> np.ndarray:
         from sklearn.utils.validation import column_or_1d
 
         y = column_or_1d(y)
-        pos = np.searchsorted(self.classes_, y)
-        pos = np.clip(pos, 0, len(self.classes_) - 1)
+        pos = np.clip(np.searchsorted(self.classes_, y), 0, len(self.classes_) - 1)
         if not np.all(self.classes_[pos] == y):
             raise ValueError("eval_set: y holds a class absent from the training labels")
         return pos.astype(np.float64)
@@ -310,10 +332,36 @@ class FederatedClassifierMixin:
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class, as a label of ``classes_``."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is needed
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def _extra_state(self) -> dict[str, Any]:
         return {"classes": self.classes_.tolist()}
 
     def _set_extra_state(self, doc: dict[str, Any]) -> None:
         self.classes_ = np.asarray(doc["classes"])
+
+
+class FederatedRegressorMixin:
+    """``fit`` and ``predict`` for the regressors."""
+
+    #: the lender role's method giving the objective's prediction
+    _predict_method = "predict"
+
+    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> Any:
+        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``.
+
+        ``X``: a pandas DataFrame indexed by the joint user id (see :mod:`fedacq.learn.estimator_base`).
+        """
+        self._fit_role(X, y, eval_set, self._labels, self._labels)
+        return self
+
+    @staticmethod
+    def _labels(y: Any) -> np.ndarray:
+        from sklearn.utils.validation import column_or_1d
+
+        return column_or_1d(y, warn=True).astype(np.float64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The objective's prediction for each row of ``X`` (the mean: identity or exp of the margin)."""
+        return self._ask(X, self._predict_method)

@@ -15,10 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from fedacq.learn.estimator_base import FederatedClassifierMixin, FederatedEstimator
+from fedacq.learn.estimator_base import FederatedClassifierMixin, FederatedEstimator, FederatedRegressorMixin
 
 
 class _HeteroLR(FederatedEstimator):
@@ -59,7 +58,7 @@ class _HeteroLR(FederatedEstimator):
 
     _default_objective = ""
 
-    def _role(self, n_classes: int) -> Any:
+    def _role(self) -> Any:
         from fedacq.learn.hetero_lr import HeteroLRLender
 
         params = self.get_params(deep=False)
@@ -83,36 +82,14 @@ class HeteroLogisticRegression(FederatedClassifierMixin, ClassifierMixin, _Heter
     """Vertical logistic regression (``objective=None`` means ``binary:logistic``), two classes.
 
     ``coef_`` / ``intercept_`` are the lender's own weights, on its standardised
-    features; the platform's weights stay at the platform.
+    features; the platform's weights stay at the platform. ``multi:softprob`` is not in
+    the protocol (:data:`fedacq.learn.hetero_lr_objectives.REFUSED` says why).
     """
 
     _default_objective = "binary:logistic"
 
-    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> "HeteroLogisticRegression":
-        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``."""
-        y_enc, k = self._encode(y)
-        if k > 2:
-            raise ValueError(f"y holds {k} classes; hetero LR trains binary:logistic (two classes): "
-                             "multi:softprob is not in its protocol")
-        self._fit_role(X, y_enc, eval_set, self._encode_eval, k)
-        return self
 
-
-class HeteroLinearRegression(RegressorMixin, _HeteroLR):
+class HeteroLinearRegression(FederatedRegressorMixin, RegressorMixin, _HeteroLR):
     """Vertical generalised linear regression: ``reg:squarederror`` (default), ``count:poisson``, ``reg:tweedie``."""
 
     _default_objective = "reg:squarederror"
-
-    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> "HeteroLinearRegression":
-        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``."""
-        from sklearn.utils.validation import column_or_1d
-
-        def labels(v: Any) -> np.ndarray:
-            return column_or_1d(v, warn=True).astype(np.float64)
-
-        self._fit_role(X, labels(y), eval_set, labels, 0)
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The objective's mean for each row of ``X`` (identity, or exp of the margin)."""
-        return self._ask(X, "predict")

@@ -141,7 +141,7 @@ class PlatformPeer:
                 self._models[model_id] = (model, role)
         else:
             link.send(Message("est.accept", {"model_id": model_id}, step="accept"))
-            role.predict(link, X)
+            role.serve_predict(link, X)
         return model_id
 
     def _role_kwargs(self, model: str) -> dict[str, Any]:

@@ -19,23 +19,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from fedacq.learn.estimator_base import FederatedClassifierMixin, FederatedEstimator
+from fedacq.learn import objectives
+from fedacq.learn import secureboost_params as sb_params
+from fedacq.learn.estimator_base import FederatedClassifierMixin, FederatedEstimator, FederatedRegressorMixin
+
+
+#: the defaults, declared once (:mod:`fedacq.learn.secureboost_params`)
+_D = {**sb_params.TRAIN, **sb_params.JOB, **sb_params.LOCAL}
 
 
 class _SecureBoost(FederatedEstimator):
     _model = "secureboost"
     _allow_nan = True  # missing values take each split's learned default direction
 
-    def __init__(self, *, n_estimators: int = 30, max_depth: int = 3, learning_rate: float = 0.3,
-                 reg_lambda: float = 1.0, reg_alpha: float = 0.0, gamma: float = 0.0,
-                 min_child_weight: float = 1.0, max_bin: int = 32, subsample: float = 1.0,
-                 colsample_bytree: float = 1.0, objective: str | None = None, base_score: float | None = None,
-                 early_stopping_rounds: int | None = None, mode: str = "joint", key_bits: int = 2048,
-                 insecure_test_key: bool = False, leaf_noise: dict | None = None, random_state: int = 0,
-                 n_jobs: int | None = None, peer: Any = None) -> None:
+    def __init__(self, *, n_estimators: int = _D["n_estimators"], max_depth: int = _D["max_depth"],
+                 learning_rate: float = _D["learning_rate"], reg_lambda: float = _D["reg_lambda"],
+                 reg_alpha: float = _D["reg_alpha"], gamma: float = _D["gamma"],
+                 min_child_weight: float = _D["min_child_weight"], max_delta_step: float | None = _D["max_delta_step"],
+                 max_bin: int = _D["max_bin"], subsample: float = _D["subsample"],
+                 colsample_bytree: float = _D["colsample_bytree"], objective: str | None = None,
+                 tweedie_variance_power: float = _D["tweedie_variance_power"],
+                 base_score: float | None = _D["base_score"],
+                 early_stopping_rounds: int | None = _D["early_stopping_rounds"],
+                 leaf_noise: dict | None = _D["leaf_noise"], mode: str = _D["mode"], key_bits: int = _D["key_bits"],
+                 random_state: int = _D["random_state"], insecure_test_key: bool = _D["insecure_test_key"],
+                 n_jobs: int | None = _D["n_jobs"], peer: Any = None) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -43,17 +53,19 @@ class _SecureBoost(FederatedEstimator):
         self.reg_alpha = reg_alpha
         self.gamma = gamma
         self.min_child_weight = min_child_weight
+        self.max_delta_step = max_delta_step
         self.max_bin = max_bin
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
         self.objective = objective
+        self.tweedie_variance_power = tweedie_variance_power
         self.base_score = base_score
         self.early_stopping_rounds = early_stopping_rounds
+        self.leaf_noise = leaf_noise
         self.mode = mode
         self.key_bits = key_bits
-        self.insecure_test_key = insecure_test_key
-        self.leaf_noise = leaf_noise
         self.random_state = random_state
+        self.insecure_test_key = insecure_test_key
         self.n_jobs = n_jobs
         self.peer = peer
 
@@ -66,7 +78,7 @@ class _SecureBoost(FederatedEstimator):
         params["objective"] = params["objective"] or self._default_objective
         return params
 
-    def _role(self, n_classes: int) -> Any:
+    def _role(self) -> Any:
         from fedacq.learn.secureboost import SecureBoostLender
 
         return SecureBoostLender(**self._role_params())
@@ -85,35 +97,24 @@ class _SecureBoost(FederatedEstimator):
 class SecureBoostClassifier(FederatedClassifierMixin, ClassifierMixin, _SecureBoost):
     """Vertical XGBoost classifier: the lender's labels, both parties' features (see the module docstring).
 
-    ``objective=None`` means ``binary:logistic``. ``predict_proba`` returns (n, 2).
+    As XGBClassifier: ``objective=None`` means ``binary:logistic`` for two classes and
+    ``multi:softprob`` (with ``num_class`` the number of classes) for more;
+    ``predict_proba`` returns (n, 2) or (n, K).
     """
 
     _default_objective = "binary:logistic"
+    _max_classes = objectives.MAX_NUM_CLASS
 
-    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> "SecureBoostClassifier":
-        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``."""
-        y_enc, k = self._encode(y)
-        if k > 2:
-            raise ValueError(f"y holds {k} classes; SecureBoostClassifier trains binary:logistic (two classes)")
-        self._fit_role(X, y_enc, eval_set, self._encode_eval, k)
-        return self
+    def _role_params(self) -> dict[str, Any]:
+        params = super()._role_params()
+        k = len(self.classes_)
+        if k > 2 or params["objective"] == "multi:softprob":
+            params["objective"], params["num_class"] = "multi:softprob", k
+        return params
 
 
-class SecureBoostRegressor(RegressorMixin, _SecureBoost):
-    """Vertical XGBoost regressor (``objective=None`` means ``reg:squarederror``)."""
+class SecureBoostRegressor(FederatedRegressorMixin, RegressorMixin, _SecureBoost):
+    """Vertical XGBoost regressor: ``objective=None`` means ``reg:squarederror``; also ``reg:tweedie``
+    (``tweedie_variance_power``) and ``count:poisson``. ``predict`` is the objective's mean."""
 
     _default_objective = "reg:squarederror"
-
-    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> "SecureBoostRegressor":
-        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``."""
-        from sklearn.utils.validation import column_or_1d
-
-        def labels(v: Any) -> np.ndarray:
-            return column_or_1d(v, warn=True).astype(np.float64)
-
-        self._fit_role(X, labels(y), eval_set, labels, 0)
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The objective's prediction for each row of ``X``."""
-        return self._ask(X, "predict_proba")

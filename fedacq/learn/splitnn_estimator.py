@@ -53,7 +53,7 @@ class SplitNNClassifier(FederatedClassifierMixin, ClassifierMixin, FederatedEsti
         self.init_seed = init_seed
         self.peer = peer
 
-    def _role(self, n_classes: int) -> Any:
+    def _role(self) -> Any:
         from fedacq.learn.splitnn import SplitNNLender
 
         params = self.get_params(deep=False)
@@ -71,11 +71,3 @@ class SplitNNClassifier(FederatedClassifierMixin, ClassifierMixin, FederatedEsti
 
     def _from_role(self) -> None:
         self.n_iter_ = self.lender_.n_iter_
-
-    def fit(self, X: Any, y: Any, eval_set: list[tuple[Any, Any]] | None = None) -> "SplitNNClassifier":
-        """Train with the platform (``peer``) on the rows of ``X``; ``eval_set``: ``[(X_valid, y_valid)]``."""
-        y_enc, k = self._encode(y)
-        if k > 2:
-            raise ValueError(f"y holds {k} classes; the split NN trains binary labels")
-        self._fit_role(X, y_enc, eval_set, self._encode_eval, k)
-        return self
