@@ -66,7 +66,7 @@ def _fit(credit, record=False, **params):
 
     def platform_side():
         platform.fit(P, Xp[tr], Xp[~tr])
-        platform.predict(P, Xp[~tr])
+        platform.serve_predict(P, Xp[~tr])
 
     proba, _ = run_parties((lender_side,), (platform_side,))
     return lender, platform, proba, L, P

@@ -85,7 +85,7 @@ def federated_fit(Xl, Xp, y, tr, objective, **extra):
                             insecure_test_key=True, n_jobs=1, **{**PARAMS, **extra})
     platform = HeteroLRPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS)
     pred, _ = run_parties((lambda: lender.fit(L, Xl[tr], y[tr], eval_set=(Xl[~tr], y[~tr])).predict(L, Xl[~tr]),),
-                          (lambda: platform.fit(P, Xp[tr], Xp[~tr]).predict(P, Xp[~tr]),))
+                          (lambda: platform.fit(P, Xp[tr], Xp[~tr]).serve_predict(P, Xp[~tr]),))
     return lender, platform, pred
 
 

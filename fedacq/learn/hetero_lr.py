@@ -661,8 +661,8 @@ class HeteroLRLender:
     def load(cls, directory: str | Path, n_jobs: int | None = None) -> "HeteroLRLender":
         """A lender model part written by :meth:`save`, ready for federated prediction.
 
-        The platform answers with its own part (:meth:`HeteroLRPlatform.load`);
-        the Paillier key is not needed to predict and is not in the file.
+        The platform answers with its own part (:meth:`HeteroLRPlatform.load`, then
+        :meth:`~HeteroLRPlatform.serve_predict`); the Paillier key is not needed to predict and is not in the file.
         """
         path = Path(directory) / LENDER_FILE
         doc = _read_model(path, "fedacq.hetero_lr.lender/1")
@@ -833,8 +833,12 @@ class HeteroLRPlatform:
         self.timings_ = timings
         return self
 
-    def predict(self, link: Link, X: np.ndarray) -> None:
-        """Answer the lender's federated prediction for rows of ``X`` (same order as the lender's)."""
+    def serve_predict(self, link: Link, X: np.ndarray) -> None:
+        """Answer one federated prediction of the lender for rows of ``X`` (same order as the lender's).
+
+        Named for what it does (it returns nothing: the lender gets the prediction), as
+        ``SecureBoostPlatform.serve_predict``; one call per lender ``predict``/``decision_function``.
+        """
         msg = link.recv("hlr.predict")
         X = np.asarray(X, dtype=np.float64)
         if msg.header["n_rows"] != X.shape[0]:

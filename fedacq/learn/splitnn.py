@@ -156,6 +156,10 @@ DEFAULTS: dict[str, Any] = {
     "gradient_noise": 2.0,
 }
 
+#: each party's model part (:meth:`SplitNNLender.save`, :meth:`SplitNNPlatform.save`): weights, the rest
+LENDER_NPZ, LENDER_JSON = "splitnn_lender.npz", "splitnn_lender.json"
+PLATFORM_NPZ, PLATFORM_JSON = "splitnn_platform.npz", "splitnn_platform.json"
+
 #: seeds of the three networks, offsets from each party's own secret ``init_seed``.
 LENDER_BOTTOM, PLATFORM_BOTTOM, TOP = 1, 2, 3
 
@@ -265,6 +269,21 @@ class Columns:
         return {"categorical": self.categorical, "categories": [c.tolist() for c in self.categories],
                 "dense": self.dense, "scaler": self.scaler.to_dict()}
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "Columns":
+        """The inverse of :meth:`to_dict` (a model file): the columns partition 0..d-1, categories sorted."""
+        categorical, dense = [int(j) for j in doc["categorical"]], [int(j) for j in doc["dense"]]
+        categories = [np.asarray(c, dtype=np.float64) for c in doc["categories"]]
+        if sorted(categorical + dense) != list(range(len(categorical) + len(dense))) or \
+                len(categories) != len(categorical) or \
+                any(c.ndim != 1 or len(c) < 1 or (np.diff(c) <= 0).any() for c in categories):
+            raise ValueError("columns: categorical and dense must partition the columns, one sorted list of "
+                             "categories per categorical column")
+        scaler = Standardizer.from_dict(doc["scaler"])
+        if len(scaler.mean) != len(dense):
+            raise ValueError(f"columns: a scaler of {len(scaler.mean)} columns for {len(dense)} dense ones")
+        return cls(categorical, categories, dense, scaler)
+
 
 def _own_seed(init_seed: int | None) -> int:
     """The seed of a party's initial weights: its own secret from the OS CSPRNG unless given.
@@ -309,14 +328,16 @@ def _state_arrays(state: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in state.items()}
 
 
-def _state_from_arrays(module: Any, arrays: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
-    """A state dict for ``module`` from checkpoint arrays named ``prefix.<key>``: keys and shapes checked."""
+def _state_from_arrays(module: Any, arrays: dict[str, np.ndarray], prefix: str,
+                       source: str = "epoch checkpoint") -> dict[str, Any]:
+    """A state dict for ``module`` from arrays named ``prefix.<key>`` (a checkpoint or a model file):
+    keys and shapes checked."""
     import torch
 
     own = module.state_dict()
     got = {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(f"{prefix}.")}
     if set(got) != set(own) or any(tuple(got[k].shape) != tuple(own[k].shape) for k in own):
-        raise ValueError(f"epoch checkpoint: the {prefix!r} weights do not fit this party's network")
+        raise ValueError(f"{source}: the {prefix!r} weights do not fit this party's network")
     return {k: torch.as_tensor(got[k]).to(own[k].dtype) for k in own}
 
 
@@ -353,6 +374,27 @@ def _load_optimizer(opt: Any, arrays: dict[str, np.ndarray]) -> None:
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays :func:`_save_npz` wrote; ``allow_pickle=False``: an object array is refused, not unpickled."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the weights: {exc}") from exc
+
+
+def _read_doc(path: Path, fmt: str) -> dict[str, Any]:
+    """A model file's JSON document, checked to be of format ``fmt`` (name and version)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the model file: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ValueError(f"{path}: expected a model of format {fmt!r}, found {found!r}")
+    return doc
+
+
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` without its clock: members dated 1980-01-01, so equal weights give equal bytes."""
     import zipfile
@@ -379,10 +421,14 @@ class SplitNNLender:
         self.history_: list[dict[str, float]] = []
 
     def _build(self, X: np.ndarray) -> None:
+        self.columns_ = Columns.fit(X, self.params["categorical_features"], self.params["max_categories"])
+        self._networks()
+
+    def _networks(self) -> None:
+        """Both networks for the column encoding ``columns_``, initialised from this party's seed."""
         from fedacq.learn import splitnn_nets as nets
 
         p = self.params
-        self.columns_ = Columns.fit(X, p["categorical_features"], p["max_categories"])
         self.bottom_ = nets.bottom(len(self.columns_.dense), self.columns_.cardinalities, p,
                                    self.init_seed * 10 + LENDER_BOTTOM)
         lender_dim = p["embedding_dim"]
@@ -542,14 +588,18 @@ class SplitNNLender:
         """Probabilities of label 1 (one column, as SecureBoost's)."""
         return 1.0 / (1.0 + np.exp(-self.decision_function(link, X)))
 
+    def predict(self, link: Link, X: np.ndarray) -> np.ndarray:
+        """The model's prediction as XGBoost's ``Booster.predict`` for binary:logistic: probabilities of 1."""
+        return self.predict_proba(link, X)
+
     def save(self, directory: str | Path) -> list[Path]:
         """Weights as .npz (no pickle) and the column encoding, params and history as JSON."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        weights = path / "splitnn_lender.npz"
+        weights = path / LENDER_NPZ
         _save_npz(weights, {**_state_arrays(self.bottom_.state_dict(), "bottom"),
                             **_state_arrays(self.top_.state_dict(), "top")})
-        doc = path / "splitnn_lender.json"
+        doc = path / LENDER_JSON
         # the model, not the timing, keys sorted (a restored checkpoint's history is): the same weights
         # and data give the same bytes
         doc.write_text(json.dumps({"format": "fedacq.splitnn.lender/1", "params": self.params,
@@ -557,6 +607,28 @@ class SplitNNLender:
                                    "history": [{k: v for k, v in h.items() if k != "seconds"}
                                                for h in self.history_]}, sort_keys=True))
         return [weights, doc]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SplitNNLender":
+        """A lender model part written by :meth:`save`, ready for federated prediction (torch needed).
+
+        The networks are rebuilt from the saved parameters and column encoding,
+        then take the saved weights (names and shapes checked against them).
+        """
+        path = Path(directory)
+        doc = _read_doc(path / LENDER_JSON, "fedacq.splitnn.lender/1")
+        try:
+            model = cls(init_seed=0, **doc["params"])
+            model.columns_ = Columns.from_dict(doc["columns"])
+            model._networks()
+            arrays = _load_npz(path / LENDER_NPZ)
+            model.bottom_.load_state_dict(_state_from_arrays(model.bottom_, arrays, "bottom", str(path / LENDER_NPZ)))
+            model.top_.load_state_dict(_state_from_arrays(model.top_, arrays, "top", str(path / LENDER_NPZ)))
+            model.history_ = [dict(h) for h in doc["history"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path / LENDER_JSON}: not a valid split NN lender model: {exc}") from exc
+        model.n_iter_ = len(model.history_)
+        return model
 
 
 # -- platform ----------------------------------------------------------------------------
@@ -664,8 +736,9 @@ class SplitNNPlatform:
         self.bottom_.load_state_dict(best)
         return self
 
-    def predict(self, link: Link, X: np.ndarray) -> None:
-        """Answer the lender's federated prediction for rows of ``X`` (same order as the lender's)."""
+    def serve_predict(self, link: Link, X: np.ndarray) -> None:
+        """Answer one federated prediction of the lender for rows of ``X`` (same order as the lender's);
+        named as ``SecureBoostPlatform.serve_predict``: the lender gets the prediction, this returns nothing."""
         from fedacq.learn import splitnn_nets as nets
 
         msg = link.recv("snn.predict")
@@ -679,12 +752,34 @@ class SplitNNPlatform:
         """Its bottom network's weights (.npz) and column encoding (JSON)."""
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        weights = path / "splitnn_platform.npz"
+        weights = path / PLATFORM_NPZ
         _save_npz(weights, _state_arrays(self.bottom_.state_dict(), "bottom"))
-        doc = path / "splitnn_platform.json"
-        doc.write_text(json.dumps({"format": "fedacq.splitnn.platform/1", "columns": self.columns_.to_dict(),
-                                   "embedding_dim": self.params_["embedding_dim"]}))
+        doc = path / PLATFORM_JSON
+        # /2: the parameters (architecture, embedding noise) are recorded, so the part can be loaded
+        doc.write_text(json.dumps({"format": "fedacq.splitnn.platform/2", "columns": self.columns_.to_dict(),
+                                   "params": self.params_}, sort_keys=True))
         return [weights, doc]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "SplitNNPlatform":
+        """A platform model part written by :meth:`save` (format 2), ready to answer predictions.
+
+        With ``embedding_clip`` set, each answer carries fresh noise, as before saving.
+        """
+        from fedacq.learn import splitnn_nets as nets
+
+        path = Path(directory)
+        doc = _read_doc(path / PLATFORM_JSON, "fedacq.splitnn.platform/2")
+        model = cls(init_seed=0)
+        try:
+            model.params_ = resolve_params(doc["params"])
+            model.columns_ = Columns.from_dict(doc["columns"])
+            model.bottom_ = nets.bottom(len(model.columns_.dense), model.columns_.cardinalities, model.params_, 0)
+            arrays = _load_npz(path / PLATFORM_NPZ)
+            model.bottom_.load_state_dict(_state_from_arrays(model.bottom_, arrays, "bottom", str(path / PLATFORM_NPZ)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path / PLATFORM_JSON}: not a valid split NN platform model: {exc}") from exc
+        return model
 
 
 # -- the central reference ---------------------------------------------------------------
