@@ -76,7 +76,7 @@ def federated(Xl: np.ndarray, Xp: np.ndarray, y: np.ndarray, tr: np.ndarray, pen
 
     def platform_side() -> None:
         platform.fit(P, Xp[tr], Xp[~tr])
-        platform.predict(P, Xp[~tr])
+        platform.serve_predict(P, Xp[~tr])
 
     start = time.perf_counter()
     proba, _ = run_parties((lender_side,), (platform_side,))

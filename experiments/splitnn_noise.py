@@ -89,7 +89,7 @@ def federated(Xl, Xp, y, tr, seed: int, params: dict) -> dict:
 
     def platform_side() -> None:
         platform.fit(P, Xp[tr], Xp[~tr])
-        platform.predict(P, Xp[~tr])
+        platform.serve_predict(P, Xp[~tr])
 
     start = time.perf_counter()
     proba, _ = run_parties((lender_side,), (platform_side,))
