@@ -30,7 +30,9 @@ objective                 g, h (``p`` = margin)                      intercept (
 
 ``ρ`` is ``tweedie_variance_power`` (default 1.5, in ``[1, 2)``);
 ``max_delta_step`` of ``count:poisson`` defaults to 0.7 as in XGBoost (it
-damps the Newton step by inflating the hessian). XGBoost's own default metric
+damps the Newton step by inflating the hessian; XGBoost's learner also hands
+it to the trees, which clip leaf weights to it: :attr:`Objective.max_delta_step`
+is what a tree booster must use when the user sets none). XGBoost's own default metric
 of ``binary:logistic`` is ``logloss`` alone; ``auc`` is added because credit
 teams read it. The first metric of :attr:`Objective.metrics` is the one early
 stopping watches (XGBoost watches its default metric, which is that one).

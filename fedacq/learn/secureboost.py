@@ -160,7 +160,10 @@ class SecureBoostLender:
 
     Labels may hold NaN: such a row weighs 0 (XGBoost with sample weight 0: its
     gradient and hessian are 0, it still gets a ciphertext, so the platform
-    cannot tell it apart) and is left out of the intercept and the metrics.
+    cannot tell it apart) and is left out of the intercept and the metrics. It
+    still counts in the quantile cuts (XGBoost would leave it out of a weighted
+    sketch): the platform cuts its bins from every row, since it must not learn
+    which ones are labelled.
     """
 
     def __init__(self, n_estimators: int = 30, max_depth: int = 3, learning_rate: float = 0.3,
@@ -218,9 +221,10 @@ class SecureBoostLender:
 
     @property
     def split_params(self) -> SplitParams:
-        # the trees' max_delta_step is XGBoost's: 0 unless set (count:poisson's 0.7 is the objective's own)
+        # XGBoost's learner gives the trees the objective's max_delta_step too (0.7 for count:poisson), else 0
+        mds = self.max_delta_step if self.max_delta_step is not None else _objective_of(self.get_params()).max_delta_step
         return SplitParams(self.reg_lambda, self.reg_alpha, self.gamma, self.min_child_weight,
-                           self.learning_rate, float(self.max_delta_step or 0.0))
+                           self.learning_rate, float(mds))
 
     def get_params(self) -> dict[str, Any]:
         """The parameters ``sb.hello`` announces and the saved model records (:data:`secureboost_params.WIRE`)."""

@@ -39,7 +39,7 @@ SPEC: dict[str, Param] = {
     "reg_alpha": Param(0.0, float, "L1 regularisation on leaf weights"),
     "gamma": Param(0.0, float, "minimum loss reduction to split"),
     "min_child_weight": Param(1.0, float, "minimum hessian sum in a child"),
-    "max_delta_step": Param(None, float, "clip leaf weights to this (XGBoost: 0 = off; count:poisson damps with 0.7)"),
+    "max_delta_step": Param(None, float, "clip leaf weights to this (XGBoost: 0 = off, 0.7 for count:poisson)"),
     "max_bin": Param(32, int, "maximum number of bins per feature"),
     "subsample": Param(1.0, float, "row sampling ratio per tree"),
     "colsample_bytree": Param(1.0, float, "feature sampling ratio per tree"),

@@ -20,10 +20,9 @@ for tree, the search mirrors ``src/tree/hist/evaluate_splits.h``:
   ``learning_rate`` (0 when ``H < min_child_weight``);
 * with ``max_delta_step > 0`` the weight is clipped to ``[-max_delta_step,
   max_delta_step]`` and a side's score becomes ``-(2 G w + (H + reg_lambda) w^2)``
-  at the clipped weight ``w``, in float32 (``CalcGainGivenWeight``). XGBoost
-  applies the tree's ``max_delta_step`` only when the user sets it (its default
-  is 0); ``count:poisson``'s own 0.7 damps the hessian instead
-  (:mod:`fedacq.learn.objectives`).
+  at the clipped weight ``w``, in float32 (``CalcGainGivenWeight``). XGBoost's
+  default is 0 (off), except for ``count:poisson`` where its learner sets 0.7
+  for the trees as well as for the objective.
 
 Feature indices here are *global*: the lender's features first, then the
 platform's (the joined matrix ``[X_lender | X_platform]``), which is also the
