@@ -106,17 +106,20 @@ def test_kernel_level_keeps_parent_for_subtraction(keys):
     np.testing.assert_array_equal(C[18:24], pc)
 
 
-def test_compiled_path_gives_the_same_ciphertexts(keys):
-    # sf-heu's C++ bucket sum (Montgomery products mod n^2) against the gmpy2 kernel:
-    # identical ciphertexts, root and a level (missing values, empty bins, dominant bins).
-    pytest.importorskip("heu")
-    pk, sk, bins, g, h, in_sample, layout, codec, cts = _setup(keys, seed=3)
-    n_bins = np.full(4, 7)  # bin 6 stays empty
-    out = []
-    for compiled in (False, True):
-        kernel = BlockKernel(bins, n_bins, pk.nsquare, pk.n_bits, layout.entry_bits, compiled=compiled)
-        kernel.start_tree(cts, [0, 2, 3])
-        root = kernel.root()
-        left = np.nonzero(bins[:, 1] <= 2)[0]
-        out.append((root, kernel.level([(0, 1, 2, left)], [1, 2]), kernel.hists))
-    assert out[0] == out[1]
+
+def test_kernel_under_an_ou_key():
+    # The same kernel under an OU key: products mod n, compression within plaintext_bits.
+    from fedacq.crypto import ou
+
+    # Test-only 768-bit OU key (insecure_test_key=True): speed; same code path as 2048 bits.
+    keys = ou.generate_keypair(768, insecure_test_key=True)
+    pk, sk, bins, g, h, in_sample, layout, codec, cts = _setup(keys, n=200, seed=4)
+    kernel = BlockKernel(bins, np.full(4, 6), pk.ciphertext_modulus, pk.plaintext_bits + 1, layout.entry_bits)
+    kernel.start_tree(cts, [0, 1, 2, 3])
+    packed = kernel.root()
+    entries = decompress(sk.decrypt_raw(EncryptedVector(pk, packed), workers=1), layout.entry_bits, 24, pk)
+    G, H, C = codec.decode(entries)
+    for f in range(4):
+        pg, ph, pc = _plain(bins, np.arange(len(g)), g, h, in_sample, f, 6)
+        np.testing.assert_allclose(G[f * 6:(f + 1) * 6], np.cumsum(pg), atol=1e-9)
+        np.testing.assert_array_equal(C[f * 6:(f + 1) * 6], np.cumsum(pc))

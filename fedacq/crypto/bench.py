@@ -25,8 +25,8 @@ plaintexts against sf-heu's OU (same key size), and against fedacq's own
 Paillier (``ou_vs_paillier``: the choice :mod:`fedacq.crypto.scheme` offers).
 ``histogram_add`` is the SecureBoost workload: products of ciphertexts per
 (feature, bin) over rows x features with 32 bins, through
-:class:`fedacq.learn.histogram.BlockKernel` with its gmpy2 path and its
-compiled sf-heu path, under each scheme.
+:func:`fedacq.learn.histogram.build_histograms` under each fedacq scheme, and
+sf-heu's C++ ``feature_wise_bucket_sum`` on its own OU and ZPaillier keys.
 
 Command: ``fedacq bench-crypto --json FILE [--quick]`` (``benchmarks/crypto.py``
 runs the same code).
@@ -210,8 +210,9 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     for op in ("encrypt", "decrypt", "add"):
         ratios[f"ou_{op}_vs_heu_ou"] = best[op]["fedacq_ou"] / best[op]["heu_ou"]
     hist = best["histogram_add"]
-    ratios["histogram_ou_compiled_vs_paillier_gmpy2"] = hist["ou_compiled"] / hist["paillier_gmpy2"]
-    ratios["histogram_paillier_compiled_vs_gmpy2"] = hist["paillier_compiled"] / hist["paillier_gmpy2"]
+    ratios["histogram_ou_vs_paillier"] = hist["fedacq_ou"] / hist["fedacq_paillier"]
+    ratios["histogram_ou_vs_heu_ou"] = hist["fedacq_ou"] / hist["heu_ou"]
+    ratios["histogram_paillier_vs_heu_zpaillier"] = hist["fedacq_paillier"] / hist["heu_zpaillier"]
     return {
         "benchmark": "crypto",
         "key_bits": key_bits,
@@ -232,29 +233,33 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
 def _bench_histogram(rows: int, features: int, repeats: int, keys: dict, rng: random.Random) -> dict[str, float]:
     """(feature, bin) ciphertext additions per second per core: the SecureBoost root histogram.
 
-    Rows x features bin codes uniform over 32 bins (no dominant bin: the
-    worst case for the sparse path), through the kernel's gmpy2 and compiled
-    paths, per scheme; the compiled rate includes converting the tree's
-    ciphertexts in and the sums out.
+    Bin codes uniform over 32 bins (no dominant bin: the worst case for the
+    sparse shortcut); fedacq's kernel per scheme, sf-heu's bucket sum on its own keys.
     """
     import numpy as np
+    from heu import numpy as hnp
+    from heu import phe as hphe
 
-    from fedacq.learn.histogram import BlockKernel
+    from fedacq.learn.histogram import build_histograms
 
-    bins = np.array([[rng.randrange(32) for _ in range(features)] for _ in range(rows)], dtype=np.int16)
+    bins = np.array([[rng.randrange(32) for _ in range(features)] for _ in range(rows)], dtype=np.int8)
     n_bins = np.full(features, 32)
+    all_rows = np.arange(rows)
     out: dict[str, list[float]] = {}
     for name, pk in keys.items():
         cts = pk.encrypt_raw([rng.getrandbits(135) for _ in range(rows)], workers=1).ciphertexts
-        for compiled in (False, True):
-            kernel = BlockKernel(bins, n_bins, pk.ciphertext_modulus, pk.plaintext_bits + 1, 135, compiled=compiled)
-
-            def root() -> None:
-                kernel.start_tree(cts, list(range(features)))
-                kernel._build([np.arange(rows)])
-
-            label = f"{name}_{'compiled' if compiled else 'gmpy2'}"
-            out[label] = [_rate(rows * features, root) for _ in range(repeats)]
+        mod = pk.ciphertext_modulus
+        out[f"fedacq_{name}"] = [_rate(rows * features, lambda: build_histograms(cts, mod, bins, n_bins, all_rows))
+                                 for _ in range(repeats)]
+    mask = np.ones((1, rows), dtype=np.int8)
+    for schema in ("OU", "ZPaillier"):
+        kit = hnp.setup(getattr(hphe.SchemaType, schema), keys["paillier"].n_bits)
+        h_cts = kit.encryptor().encrypt(kit.array(np.array([[rng.getrandbits(40)] for _ in range(rows)]),
+                                                  hphe.BigintEncoderParams()))
+        ev = kit.evaluator()
+        out[f"heu_{schema.lower()}"] = [
+            _rate(rows * features, lambda: ev.feature_wise_bucket_sum(h_cts, mask, bins, 32, False))
+            for _ in range(repeats)]
     return _best(out)
 
 

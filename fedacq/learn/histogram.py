@@ -33,22 +33,19 @@ Any additive scheme
     ``ciphertext_modulus`` (Paillier ``n^2``, OU ``n``; the argument is still
     called ``nsq``) and compresses up to ``n_bits - 1`` plaintext bits, so an OU
     key runs through it with ``nsq = pk.ciphertext_modulus`` and ``n_bits =
-    pk.plaintext_bits + 1`` (:mod:`fedacq.crypto.scheme`).
+    pk.plaintext_bits + 1`` (:mod:`fedacq.crypto.scheme`). The cost is one
+    multiply-mod per (row, feature) of the smaller child, so it scales with the
+    modulus: ~3x cheaper under a 2048-bit OU key than under 2048-bit Paillier
+    (mod a 4096-bit ``n^2``).
 
-The compiled path (:class:`CompiledProducts`)
-    The bin products are one multiply-mod per (row, feature): ~10^8 per tree at
-    100k x 300. In Python each costs a gmpy2 multiply and a *division* (GMP
-    has no fixed-modulus reduction behind ``%``) plus interpreter overhead.
-    When ``sf-heu`` is installed the per-node histograms are instead computed
-    by its C++ ``batch_feature_wise_bucket_sum``, used purely as a Montgomery
-    product engine modulo our own modulus: heu's OU evaluator multiplies
-    Montgomery-form integers mod whatever ``n`` its public key names, so the
-    kernel loads a key object holding only our public modulus, converts the
-    tree's ciphertexts to Montgomery form once per tree (one multiply-mod per
-    row), and converts each bin sum back. heu sees public values only (the
-    ciphertexts and the modulus). A known-answer check at start refuses a heu
-    build whose conventions differ, and the kernel then falls back to gmpy2.
-    Measured: /work/notes/s3/figures_F.md.
+Why gmpy2 and not a compiled loop
+    Measured on this machine (/work/notes/s3/figures_F.md): the loop below runs
+    at the speed of a bare gmpy2 multiply-and-reduce (interpreter overhead is
+    lost in the 4096-bit division), and sf-heu's C++
+    ``batch_feature_wise_bucket_sum`` (libtommath Montgomery products), driven
+    on the same ciphertexts, was no faster per CPU-second. The levers that
+    matter are the modulus size (the scheme) and how many products and
+    decryptions a tree needs (subtraction, the dominant-bin shortcut).
 
 Workers get only public values (ciphertexts, the modulus, bin codes).
 """
@@ -57,7 +54,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import gmpy2
 import numpy as np
@@ -229,116 +225,6 @@ def n_compressed(count: int, entry_bits: int, n_bits: int) -> int:
     return math.ceil(count / capacity(entry_bits, n_bits))
 
 
-_MSGPACK_TAIL = b"\x01" + b"\x00" * 7  # what heu writes after each serialised big integer
-
-
-def _mp_uint(x: int) -> bytes:
-    if x < 128:
-        return bytes([x])
-    if x < 1 << 8:
-        return bytes([0xcc, x])
-    if x < 1 << 16:
-        return b"\xcd" + x.to_bytes(2, "big")
-    return b"\xce" + x.to_bytes(4, "big")
-
-
-def _mp_array(k: int) -> bytes:
-    if k < 16:
-        return bytes([0x90 + k])
-    if k < 1 << 16:
-        return b"\xdc" + k.to_bytes(2, "big")
-    return b"\xdd" + k.to_bytes(4, "big")
-
-
-def _mp_str(data: bytes) -> bytes:
-    k = len(data)
-    if k < 32:
-        return bytes([0xa0 + k]) + data
-    if k < 1 << 8:
-        return bytes([0xd9, k]) + data
-    if k < 1 << 16:
-        return b"\xda" + k.to_bytes(2, "big") + data
-    return b"\xdb" + k.to_bytes(4, "big") + data
-
-
-def _mp_read_len(b: bytes, i: int) -> tuple[int, int]:
-    t = b[i]
-    if t < 0x80:
-        return t, i + 1
-    if 0x90 <= t <= 0x9f:
-        return t - 0x90, i + 1
-    if 0xa0 <= t <= 0xbf:
-        return t - 0xa0, i + 1
-    if t in (0xcc, 0xd9, 0xc4):
-        return b[i + 1], i + 2
-    if t in (0xcd, 0xdc, 0xda, 0xc5):
-        return int.from_bytes(b[i + 1:i + 3], "big"), i + 3
-    if t in (0xce, 0xdd, 0xdb, 0xc6):
-        return int.from_bytes(b[i + 1:i + 5], "big"), i + 5
-    raise ValueError(f"unexpected byte {t:#x} at {i} in a heu ciphertext array")
-
-
-class CompiledProducts:
-    """Products of ciphertexts per (node, feature, bin) mod ``modulus``, in C++ through sf-heu.
-
-    See the module docstring. Raises ``ImportError`` without sf-heu and
-    ``RuntimeError`` when the known-answer check fails; callers fall back to
-    :func:`build_histograms`.
-    """
-
-    def __init__(self, modulus: int) -> None:
-        from heu import numpy as hnp
-        from heu import phe
-
-        self._hnp = hnp
-        self.modulus = mpz(modulus)
-        bits = int(self.modulus.bit_length())
-        self.width = bits // 8 + 1  # heu reads a set top bit as a sign
-        self.R = pow(mpz(2), 60 * -(-bits // 60), self.modulus)  # heu's Montgomery radix (60-bit digits)
-        self.R_inv = gmpy2.invert(self.R, self.modulus)
-        key = (b"\x94" + b"".join(_mp_str(int(v).to_bytes(self.width, "little")) for v in (self.modulus, 2, 4))
-               + _mp_uint(max(1, bits // 3)) + _MSGPACK_TAIL)
-        self._evaluator = hnp.setup(phe.PublicKey.load_from(key)).evaluator()
-        self._array = None
-        a, b = mpz(3), self.modulus - 2
-        got = self._products([a, b], np.zeros((2, 1), dtype=np.int8), 2, [np.ones(2, dtype=bool)])[0]
-        if got != [a * b % self.modulus, 1]:  # the product, and an empty bucket as the identity
-            raise RuntimeError("sf-heu's bucket sum does not follow the expected Montgomery convention")
-
-    def _pack(self, cts: Sequence[mpz]) -> bytes:
-        R, mod, width, tail = self.R, self.modulus, self.width, _MSGPACK_TAIL
-        body = b"".join(_mp_str(b"\x91" + _mp_str(int(c * R % mod).to_bytes(width, "little")) + tail) for c in cts)
-        return b"\x94" + _mp_uint(len(cts)) + _mp_uint(1) + _mp_uint(2) + _mp_array(len(cts)) + body
-
-    def _unpack(self, raw: bytes) -> list[mpz]:
-        _, i = _mp_read_len(raw, 1)
-        _, i = _mp_read_len(raw, i)
-        _, i = _mp_read_len(raw, i)
-        count, i = _mp_read_len(raw, i)
-        R_inv, mod = self.R_inv, self.modulus
-        out = []
-        for _ in range(count):
-            size, j = _mp_read_len(raw, i)
-            i = j + size
-            k, j = _mp_read_len(raw, j + 1)  # skip the one-element array marker
-            out.append(mpz(int.from_bytes(raw[j:j + k], "little")) * R_inv % mod)
-        return out
-
-    def load(self, cts: Sequence[mpz]) -> None:
-        """This tree's ciphertexts, converted to Montgomery form once."""
-        self._array = self._hnp.CiphertextArray.load_from(self._pack(cts))
-
-    def _products(self, cts, order_map, buckets, masks) -> list[list[mpz]]:
-        self.load(cts)
-        return self.bucket_products(order_map, buckets, masks)
-
-    def bucket_products(self, order_map: np.ndarray, buckets: int, masks: list[np.ndarray]) -> list[list[mpz]]:
-        """For each row mask: ``buckets`` products per feature (feature-major), empty ones = 1."""
-        groups = [np.ascontiguousarray(m, dtype=np.int8).reshape(1, -1) for m in masks]
-        out = self._evaluator.batch_feature_wise_bucket_sum(self._array, groups, order_map, buckets, False)
-        return [self._unpack(r.serialize()) for r in out]
-
-
 class BlockKernel:
     """Encrypted histograms of one block of the platform's features, kept across a tree's levels.
 
@@ -348,9 +234,7 @@ class BlockKernel:
     worker processes; it only ever sees public values.
     """
 
-    def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
-                 compiled: bool | None = None) -> None:
-        """``compiled``: True requires the sf-heu path, False forbids it, None uses it when it works."""
+    def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int) -> None:
         self.bins_all = np.asarray(bins)
         self.n_bins_all = np.asarray(n_bins)
         self.nsq = mpz(nsq)
@@ -358,54 +242,24 @@ class BlockKernel:
         self.entry_bits = entry_bits
         self.cts: list[mpz] = []
         self.hists: dict[int, list[list[mpz]]] = {}
-        self.compiled = compiled
-        self._engine: CompiledProducts | None = None
-        if compiled is not False:
-            try:
-                self._engine = CompiledProducts(self.nsq)
-            except (ImportError, RuntimeError):
-                if compiled:
-                    raise
 
     def start_tree(self, cts: list, columns: list[int]) -> None:
         self.cts = [mpz(c) for c in cts]
         self.bins = self.bins_all[:, columns]
         self.n_bins = self.n_bins_all[columns]
         self.hists = {}
-        # heu takes int8 bin codes; missing values (< 0) go to one extra bucket that is dropped
-        self._buckets = int(self.n_bins.max(initial=0)) + 1
-        self._use_engine = self._engine is not None and self._buckets <= 127 and self.bins.shape[1] > 0
-        if self._use_engine:
-            assert self._engine is not None
-            codes = np.where(self.bins < 0, self._buckets - 1, self.bins)
-            self._order = np.ascontiguousarray(codes, dtype=np.int8)
-            self._engine.load(self.cts)
-
-    def _build(self, row_sets: list[np.ndarray]) -> list[list[list[mpz]]]:
-        """Raw per-feature bin sums for each set of rows."""
-        if not self._use_engine:
-            return [build_histograms(self.cts, self.nsq, self.bins, self.n_bins, rows) for rows in row_sets]
-        assert self._engine is not None
-        masks = []
-        for rows in row_sets:
-            mask = np.zeros(len(self.cts), dtype=np.int8)
-            mask[rows] = 1
-            masks.append(mask)
-        b = self._buckets
-        flat = self._engine.bucket_products(self._order, b, masks)
-        return [[prods[f * b:f * b + int(nb)] for f, nb in enumerate(self.n_bins.tolist())] for prods in flat]
 
     def root(self) -> list[mpz]:
-        self.hists = {0: self._build([np.arange(len(self.cts))])[0]}
+        self.hists = {0: build_histograms(self.cts, self.nsq, self.bins, self.n_bins,
+                                          np.arange(len(self.cts)))}
         return self._emit([0])
 
     def level(self, jobs: list[tuple[int, int, int, np.ndarray]], nodes: list[int]) -> list[mpz]:
         """``jobs``: (parent, small child, big child, rows of the small child)."""
         new = {}
-        smalls = self._build([rows for _, _, _, rows in jobs]) if jobs else []
-        for (parent, small, big, _), hist in zip(jobs, smalls):
-            new[small] = hist
-            new[big] = subtract_histograms(self.hists[parent], hist, self.nsq)
+        for parent, small, big, rows in jobs:
+            new[small] = build_histograms(self.cts, self.nsq, self.bins, self.n_bins, rows)
+            new[big] = subtract_histograms(self.hists[parent], new[small], self.nsq)
         self.hists = new
         return self._emit(nodes)
 
@@ -414,9 +268,8 @@ class BlockKernel:
         return compress(flat, self.entry_bits, self.n_bits, self.nsq) if flat else []
 
 
-def _worker_main(conn, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
-                 compiled: bool | None) -> None:
-    kernel = BlockKernel(bins, n_bins, nsq, n_bits, entry_bits, compiled)
+def _worker_main(conn, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int) -> None:
+    kernel = BlockKernel(bins, n_bins, nsq, n_bits, entry_bits)
     while True:
         cmd, *args = conn.recv()
         if cmd == "stop":
@@ -443,11 +296,11 @@ class HistogramEngine:
     """
 
     def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
-                 n_jobs: int | None = None, compiled: bool | None = None) -> None:
+                 n_jobs: int | None = None) -> None:
         from fedacq.crypto.parallel import cpu_count
 
         self.bins, self.n_bins = bins, n_bins
-        self.args = (int(nsq), n_bits, entry_bits, compiled)
+        self.args = (int(nsq), n_bits, entry_bits)
         self.n_workers = max(1, min(n_jobs or cpu_count(), bins.shape[1] or 1))
         self._procs: list = []
         self._conns: list = []
