@@ -64,7 +64,8 @@ def test_missing_label_column_names_file_and_column(small_files, tmp_path):
 def test_bad_inputs_are_refused_with_file_and_column(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,y,x0\n1,0,0.5\n2,2,0.1\n")
-    with pytest.raises(ValueError, match=r"bad\.csv: label column 'y' must hold 0/1, found \[2\] \(row 3\)"):
+    with pytest.raises(ValueError, match=r"bad\.csv: label column 'y': binary:logistic cannot train on 2 \(row 3\): "
+                                         r".*needs labels 0/1"):
         load_table(bad, "id", "y")
     bad.write_text("id,x0,x1\n1,0.5,a\n2,0.1,b\n")
     with pytest.raises(ValueError, match=r"bad\.csv: feature column 'x1' is not numeric"):

@@ -1,8 +1,10 @@
 """``fedacq run``: PSI then federated training and evaluation, both parties on this machine.
 
 Only argument parsing lives here; the job is :func:`fedacq.learn.run.run`.
-Model parameters use XGBoost's names; models with other parameters (e.g.
-logistic regression) take them as ``--param NAME=VALUE``.
+Model parameters use XGBoost's names (``--objective reg:tweedie
+--tweedie-variance-power 1.3``), one flag per SecureBoost parameter as
+:mod:`fedacq.learn.secureboost_params` declares them; models with other
+parameters (e.g. logistic regression) take them as ``--param NAME=VALUE``.
 """
 
 from __future__ import annotations
@@ -13,20 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: XGBoost-named options: (flag, type, help).
-TREE_PARAMS: list[tuple[str, type, str]] = [
-    ("n_estimators", int, "number of trees"),
-    ("max_depth", int, "maximum tree depth"),
-    ("learning_rate", float, "shrinkage per tree (eta)"),
-    ("reg_lambda", float, "L2 regularisation on leaf weights"),
-    ("reg_alpha", float, "L1 regularisation on leaf weights"),
-    ("gamma", float, "minimum loss reduction to split"),
-    ("min_child_weight", float, "minimum hessian sum in a child"),
-    ("max_bin", int, "maximum number of bins per feature"),
-    ("subsample", float, "row sampling ratio per tree"),
-    ("colsample_bytree", float, "feature sampling ratio per tree"),
-    ("early_stopping_rounds", int, "stop after this many trees without validation improvement"),
-]
+#: parameter types a command-line flag reads (the others, e.g. SecureBoost's leaf_noise table, by --param).
+FLAG_TYPES = (int, float, str)
+
+
+def model_flags() -> dict[str, Any]:
+    """The model parameters with a flag of their own: SecureBoost's XGBoost-named training parameters,
+    as :mod:`fedacq.learn.secureboost_params` declares them (name -> its ``Param``: type, help)."""
+    from fedacq.learn.secureboost_params import SPEC
+
+    return {name: spec for name, spec in SPEC.items() if spec.type in FLAG_TYPES}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,12 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lender", required=True, type=Path, help="the lender's CSV (ids, label, features)")
     p.add_argument("--platform", required=True, type=Path, help="the platform's CSV (ids, features)")
     p.add_argument("--id-column", required=True, help="identifier column present in both files")
-    p.add_argument("--label-column", required=True, help="0/1 label column in the lender's file")
-    p.add_argument("--model", default="secureboost", help="model to train (see fedacq.learn.run.MODELS)")
+    p.add_argument("--label-column", required=True,
+                   help="label column in the lender's file (0/1, a value, a count or a class, as --objective needs)")
+    p.add_argument("--model", default="secureboost", help="model to train (see fedacq.learn.run_config.MODELS)")
     p.add_argument("--out", required=True, type=Path, help="output folder (metrics.json, plots, model parts)")
     tree = p.add_argument_group("model parameters (XGBoost names; default: the model's own)")
-    for name, typ, text in TREE_PARAMS:
-        tree.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    for name, spec in model_flags().items():
+        tree.add_argument("--" + name.replace("_", "-"), dest=name, type=spec.type, default=None, help=spec.help)
     tree.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="any other model parameter (value read as JSON when it parses, else as text)")
     p.add_argument("--mode", choices=("joint", "prospect"), default="joint",
@@ -66,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_params(args: argparse.Namespace) -> dict[str, Any]:
     """The model parameters given on the command line (unset ones are left to the model)."""
-    params = {name: getattr(args, name) for name, _, _ in TREE_PARAMS if getattr(args, name) is not None}
+    params = {name: getattr(args, name) for name in model_flags() if getattr(args, name) is not None}
     for item in args.param:
         name, sep, text = item.partition("=")
         if not sep or not name:

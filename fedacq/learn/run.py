@@ -38,6 +38,7 @@ checkpoints (:mod:`fedacq.learn.run_checkpoints`).
 from __future__ import annotations
 
 import time
+from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
@@ -45,9 +46,9 @@ import pandas as pd
 
 from fedacq.learn import run_report as report_
 from fedacq.learn.run_checkpoints import RunCheckpoints
-from fedacq.learn.run_config import LENDER, PLATFORM, TRANSPORTS, RunConfig, model_module
+from fedacq.learn.run_config import LENDER, PLATFORM, TRANSPORTS, RunConfig, model_module, objective_of
 from fedacq.learn.run_roles import PartyData, RoleContext, RoleResult
-from fedacq.learn.run_tables import PartyTable, check_evaluable, check_rows, load_table
+from fedacq.learn.run_tables import PartyTable, check_evaluable, check_labelled, check_rows, load_table
 from fedacq.link.link import Link
 from fedacq.node.checkpoint import Checkpoints
 
@@ -111,6 +112,7 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
     from fedacq.track import PartyRun
 
     module = model_module(cfg.model)
+    objective = objective_of(params)
     model_dir = cfg.out_dir / party / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     bar = None
@@ -161,6 +163,7 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
             data = _party_data(table, rows, train, valid)
             check_evaluable(party, data)
             if party == LENDER:
+                check_labelled(data, objective)
                 bar = report_.progress_bar(module, params, cfg)
             role = module.lender_role if party == LENDER else module.platform_role
             result: RoleResult = role(link, data, ctx)
@@ -184,9 +187,15 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
             "info": result.info,
         }
         if party == LENDER:
-            report.update(report_.evaluate(_scored_splits(data, result, cfg), result.history, cfg, run))
+            report.update(report_.evaluate(_scored_splits(data, result, cfg), result.history, objective, cfg, run))
         report_.log_party_run(run, report, ctx.timings, result.files)
     return report
+
+
+def empty_labels(module: ModuleType) -> bool:
+    """Whether the model trains on the labelled rows only (its role module sets ``EMPTY_LABELS``):
+    then an empty label cell means "not in this stage" rather than an error."""
+    return bool(getattr(module, "EMPTY_LABELS", False))
 
 
 def _scored_splits(data: PartyData, result: RoleResult,
@@ -226,7 +235,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     params = module.resolve_params(dict(cfg.params))
     if params.get("early_stopping_rounds") and cfg.validation_fraction == 0:
         raise ValueError("early_stopping_rounds needs a validation set: give a validation fraction above 0")
-    tables = {LENDER: load_table(cfg.lender_path, cfg.id_column, cfg.label_column, party=LENDER),
+    tables = {LENDER: load_table(cfg.lender_path, cfg.id_column, cfg.label_column, party=LENDER,
+                                 objective=objective_of(params), empty_labels=empty_labels(module)),
               PLATFORM: load_table(cfg.platform_path, cfg.id_column, party=PLATFORM)}
     for party, table in tables.items():
         check_rows(party, table, cfg.min_intersection)
@@ -255,7 +265,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "params": params,
         "inputs": {p: {"file": r["file"], "rows": r["rows"], "features": r["features"]}
                    for p, r in ((LENDER, lender), (PLATFORM, platform))},
-        "lift_by_decile": lender[lender["evaluated_on"]]["lift_by_decile"],
+        "lift_by_decile": lender[lender["evaluated_on"]].get("lift_by_decile"),
     })
     out["timings"]["total"] = round(wall, 4)
     report_.write_metrics(cfg.out_dir, out)

@@ -12,7 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedacq.learn.objectives import Objective
 
 #: model name -> module implementing the role interface (:mod:`fedacq.learn.run_roles`).
 MODELS: dict[str, str] = {
@@ -63,3 +66,12 @@ def model_module(name: str) -> ModuleType:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     return importlib.import_module(MODELS[name])
+
+
+def objective_of(params: dict[str, Any]) -> "Objective":
+    """The XGBoost objective a model's resolved ``params`` train (``binary:logistic`` for a model
+    without one, e.g. the split NN), with its own parameters (``num_class`` ...)."""
+    from fedacq.learn import objectives
+
+    return objectives.get(params.get("objective") or "binary:logistic",
+                          **{name: params.get(name) for name in objectives.PARAMS})

@@ -9,7 +9,8 @@ node's own MLflow store.
 
 Params (``[params]`` of the job; both nodes see them, so they hold names and
 settings, never data): ``id_column``, ``label_column``, ``model``,
-``model_params`` (a table of the model's parameters), ``mode``, ``scheme``,
+``model_params`` (a table of the model's parameters, XGBoost's ``objective``
+and its ``num_class`` / ``tweedie_variance_power`` among them), ``mode``, ``scheme``,
 ``key_bits``, ``insecure_test_key``, ``min_intersection``,
 ``validation_fraction``, ``seed``, ``experiment``.
 
@@ -51,7 +52,7 @@ def job_params(cfg: Any) -> dict[str, Any]:
 
 def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     """The run job's complete parameters, checked against ``policy`` (module docstring)."""
-    from fedacq.learn.run_config import model_module
+    from fedacq.learn.run_config import model_module, objective_of
 
     defaults = {"id_column": None, "label_column": None, "model": "secureboost", "model_params": {},
                 "mode": "joint", "scheme": "paillier", "key_bits": 2048, "insecure_test_key": False,
@@ -80,6 +81,7 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
         raise PolicyError("run: model_params must be a table")
     try:
         model = module.resolve_params(dict(out["model_params"]))
+        objective_of(model)  # the objective and its parameters (num_class ...) are valid
     except ValueError as exc:
         raise PolicyError(f"run: {exc}") from None
     out["model_params"] = json.loads(json.dumps(model))
@@ -105,8 +107,8 @@ def _label_protection(model: str, mode: str, p: dict[str, Any], policy: Policy) 
 
 
 def _role(party: str, ctx: JobContext) -> dict[str, Any]:
-    from fedacq.learn.run import party_job
-    from fedacq.learn.run_config import LENDER, RunConfig, model_module
+    from fedacq.learn.run import empty_labels, party_job
+    from fedacq.learn.run_config import LENDER, RunConfig, model_module, objective_of
     from fedacq.learn.run_report import json_default
     from fedacq.learn.run_tables import check_rows, load_table
 
@@ -121,8 +123,13 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
                     validation_fraction=float(p["validation_fraction"]),
                     transport="grpc", seed=p["seed"], tracking_dir=ctx.mlflow_store,
                     experiment=p["experiment"], job_id=ctx.job_id, progress=False)
-    params = model_module(cfg.model).resolve_params(dict(cfg.params))
-    table = load_table(path, cfg.id_column, cfg.label_column if party == LENDER else None, party=party)
+    module = model_module(cfg.model)
+    params = module.resolve_params(dict(cfg.params))
+    if party == LENDER:
+        table = load_table(path, cfg.id_column, cfg.label_column, party=party, objective=objective_of(params),
+                           empty_labels=empty_labels(module))
+    else:
+        table = load_table(path, cfg.id_column, party=party)
     check_rows(party, table, cfg.min_intersection)
     ctx.logger.info("run: %s loaded %s (%d rows), model %s", party, path, table.X.shape[0], cfg.model)
     report = party_job(party, ctx.link, table, cfg, params, log=ctx.logger.info, checkpoints=ctx.checkpoints,

@@ -14,8 +14,11 @@ it. Adding a model is one entry there plus a module that defines:
   ``ctx.phase("predict")``, report per-iteration metrics through
   ``ctx.on_iteration(i, metrics)``, save the party's model part under
   ``ctx.model_dir`` and list its files in ``RoleResult.files``. The lender's
-  result carries ``train_score`` and ``valid_score`` (probabilities of label 1
-  for ``data.X_train`` / ``data.X_valid`` rows, in order); the platform's never
+  result carries ``train_score`` and ``valid_score``: the objective's
+  predictions for ``data.X_train`` / ``data.X_valid`` rows, in order, as
+  XGBoost's ``Booster.predict`` gives them (probabilities of label 1 for
+  ``binary:logistic``, the predicted value or mean for a regression, ``(n,
+  num_class)`` class probabilities for ``multi:softprob``); the platform's never
   does. :func:`fit_lender` and :func:`serve_platform` do the fit/predict part of
   each side, so a role only builds its model and saves it.
 """
@@ -88,22 +91,17 @@ def model_files(ctx: RoleContext) -> list[Path]:
 
 def fit_lender(lender: Any, link: Link, data: PartyData,
                ctx: RoleContext) -> tuple[np.ndarray, np.ndarray | None]:
-    """The lender's side of every model: fit (with the validation rows as eval set), then
-    ask for probabilities of label 1 on the training and validation rows, in that order."""
+    """The lender's side of every model: fit (with the validation rows as eval set), then ask for
+    the objective's predictions (``predict``: what XGBoost's ``Booster.predict`` returns) on the
+    training and validation rows, in that order."""
     eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
     with ctx.phase("train"):
         lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
     with ctx.phase("predict"):
-        train_score = _positive_proba(lender.predict_proba(link, data.X_train))
-        valid_score = (_positive_proba(lender.predict_proba(link, data.X_valid))
+        train_score = np.asarray(lender.predict(link, data.X_train), dtype=np.float64)
+        valid_score = (np.asarray(lender.predict(link, data.X_valid), dtype=np.float64)
                        if data.X_valid is not None else None)
     return train_score, valid_score
-
-
-def _positive_proba(p: Any) -> np.ndarray:
-    """Probabilities of label 1, whether the model returns one column or scikit-learn's two."""
-    p = np.asarray(p, dtype=np.float64)
-    return p[:, 1] if p.ndim == 2 else p
 
 
 def serve_platform(platform: Any, link: Link, data: PartyData, ctx: RoleContext) -> None:
@@ -115,9 +113,9 @@ def serve_platform(platform: Any, link: Link, data: PartyData, ctx: RoleContext)
     with ctx.phase("train"):
         platform.fit(link, data.X_train, eval_X=data.X_valid)
     with ctx.phase("predict"):
-        platform.predict(link, data.X_train)
+        platform.serve_predict(link, data.X_train)
         if data.X_valid is not None:
-            platform.predict(link, data.X_valid)
+            platform.serve_predict(link, data.X_valid)
     platform.save(ctx.model_dir)
 
 
