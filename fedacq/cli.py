@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "score": "fedacq.activate.commands:add_score_parser",
     "boosts": "fedacq.activate.boost_commands",
     "boost-serve": "fedacq.activate.commands:add_serve_parser",
-    "bench-crypto": "fedacq.crypto.bench",
+    "bench-crypto": "fedacq.crypto.commands:add_bench_parser",
     "sim": "fedacq.sim.commands",
     "psi": "fedacq.psi.commands",
     "measure": "fedacq.measure.commands",

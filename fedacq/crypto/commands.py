@@ -8,11 +8,15 @@ Per party, each on its own machine::
 
 One machine, both parties (docker compose): ``fedacq certs init --per-party --out certs``.
 The shared dev CA of earlier versions: ``fedacq certs init --out certs``.
+
+``fedacq bench-crypto``: the crypto benchmark of :mod:`fedacq.crypto.bench`
+(``benchmarks/crypto.py`` builds its own parser with :func:`configure_bench`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from fedacq.crypto import tls
@@ -91,4 +95,36 @@ def _cmd_trust_peer(args: argparse.Namespace) -> int:
 def _cmd_issue(args: argparse.Namespace) -> int:
     files = tls.issue_cert(args.ca, args.party, out=args.out, days=args.days)
     print(f"{args.party}: {files.cert} {files.key}")
+    return 0
+
+
+# -- fedacq bench-crypto -------------------------------------------------------------
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    from fedacq.crypto import bench
+
+    configure_bench(sub.add_parser("bench-crypto", help="Paillier/OU/X25519 benchmark vs phe and sf-heu",
+                                   description=bench.__doc__.splitlines()[0]))
+
+
+def configure_bench(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The benchmark's options on ``parser`` (``fedacq bench-crypto`` or ``benchmarks/crypto.py``)."""
+    parser.add_argument("--json", metavar="FILE", help="write rates and ratios to FILE")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the benchmark runs")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per operation (best kept)")
+    parser.add_argument("--key-bits", type=int, default=2048, help="Paillier modulus size (>= 2048)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark plaintexts")
+    parser.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fedacq.crypto import bench
+
+    result = bench.run(key_bits=args.key_bits, quick=args.quick, repeats=args.repeats, seed=args.seed)
+    print(bench.format_table(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.json}")
     return 0
