@@ -14,6 +14,18 @@ Two cases, both with 2048-bit Paillier keys:
   aligned by construction, no PSI), against FATE's published 131 s per tree on
   16 cores and XGBoost ``hist`` per tree on the same data.
 
+* ``kernel`` - one tree's cryptographic work without the protocol around it,
+  per additive scheme (Paillier, OU; 2048-bit keys): the lender's encryption
+  of the packed gradients, the platform's histograms (root, then per level the
+  smaller child of each split from rows and its sibling by subtraction,
+  cumulative and compressed, through :class:`fedacq.learn.histogram.HistogramEngine`
+  with every core) and the lender's decryption and decoding of all of them.
+  Splits are random halves-ish (the smaller child 20-50% of its parent). Run on
+  ``--kernel-rows`` x ``--kernel-features`` and extrapolated to 100k x 300:
+  histogram products scale with rows x features, compression (timed apart on
+  one core) and decryption with features x nodes, encryption with rows. It says what the scheme choice
+  buys per tree before the protocols are wired to it.
+
 ``--quick`` runs tiny versions with a 1024-bit test-only key to check that the
 script works; its numbers mean nothing. Full run::
 
@@ -157,12 +169,103 @@ def bench_synthetic(quick: bool, key_bits: int, trees: int) -> dict[str, Any]:
     }
 
 
+def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: int) -> dict[str, Any]:
+    """One tree's encryption, histograms and decryption per scheme (see the module docstring)."""
+    from fedacq.crypto import scheme
+    from fedacq.crypto.paillier import EncryptedVector, decompress
+    from gmpy2 import mpz
+
+    from fedacq.crypto.parallel import cpu_count
+    from fedacq.learn.histogram import GradientCodec, HistogramEngine, PackingLayout, compress, n_compressed
+
+    if quick:
+        rows, features, depth = 600, 6, 3
+    rng = np.random.default_rng(0)
+    bins = rng.integers(0, 32, size=(rows, features)).astype(np.int16)
+    n_bins = np.full(features, 32)
+    g, h = rng.normal(size=rows), rng.random(rows)
+    target_rows, target_features = 100_000, 300
+    out: dict[str, Any] = {"case": "kernel", "rows": rows, "features": features, "max_depth": depth,
+                           "max_bin": 32, "key_bits": key_bits, "schemes": {}}
+    for name in ("paillier", "ou"):
+        pk, sk = scheme.generate_keypair(name, key_bits, insecure_test_key=key_bits < 2048)
+        layout = PackingLayout.for_rows(target_rows)  # the 100k-row layout: entry size as at scale
+        codec = GradientCodec(layout)
+        n_bits = pk.plaintext_bits + 1
+        t = {"encrypt": 0.0, "histograms": 0.0, "decrypt": 0.0}
+        t0 = time.perf_counter()
+        cts = sk.encrypt_raw(codec.encode(g, h, np.ones(rows, dtype=bool))).ciphertexts
+        t["encrypt"] = time.perf_counter() - t0
+        engine = HistogramEngine(bins, n_bins, pk.ciphertext_modulus, n_bits, layout.entry_bits)
+        decrypted = 0
+        try:
+            t0 = time.perf_counter()
+            engine.start_tree(cts, np.arange(features))
+            outputs = [(engine.root(), 1)]
+            blocks = [k for k in engine.block_features if k]
+            t["histograms"] += time.perf_counter() - t0
+            members = {0: np.arange(rows)}
+            next_id = 1
+            for _ in range(depth - 1):
+                jobs, nodes, new = [], [], {}
+                for node, rs in members.items():
+                    cut = int(len(rs) * rng.uniform(0.2, 0.5))
+                    perm = rng.permutation(rs)
+                    small, big = np.sort(perm[:cut]), np.sort(perm[cut:])
+                    jobs.append((node, next_id, next_id + 1, small))
+                    nodes += [next_id, next_id + 1]
+                    new[next_id], new[next_id + 1] = small, big
+                    next_id += 2
+                t0 = time.perf_counter()
+                outputs.append((engine.level(jobs, nodes), len(nodes)))
+                t["histograms"] += time.perf_counter() - t0
+                members = new
+        finally:
+            engine.close()
+        t0 = time.perf_counter()
+        for packed, n_nodes in outputs:  # each feature block's level output is compressed on its own
+            plain = sk.decrypt_raw(EncryptedVector(pk, packed))
+            pos = 0
+            for k in blocks:
+                count = k * 32 * n_nodes
+                n_ct = n_compressed(count, layout.entry_bits, n_bits)
+                codec.decode(decompress(plain[pos:pos + n_ct], layout.entry_bits, count, pk))
+                pos += n_ct
+            assert pos == len(plain)
+            decrypted += len(plain)
+        t["decrypt"] = time.perf_counter() - t0
+        # The histogram time is products (scale with rows x features) plus compression (features x
+        # nodes): compression is timed on its own, one core, and split off (the engine used every core).
+        entries = features * 32 * (2 ** depth - 1)
+        mod = pk.ciphertext_modulus
+        sample = [mpz(int.from_bytes(os.urandom(pk.ciphertext_bytes), "big")) % mod for _ in range(features * 32)]
+        t0 = time.perf_counter()
+        compress(sample, layout.entry_bits, n_bits, pk.ciphertext_modulus)
+        t["compress_estimate"] = (time.perf_counter() - t0) * entries / len(sample) / cpu_count()
+        products = max(t["histograms"] - t["compress_estimate"], 0.0)
+        extrapolated = {"encrypt": t["encrypt"] * target_rows / rows,
+                        "histogram_products": products * target_rows * target_features / (rows * features),
+                        "compress": t["compress_estimate"] * target_features / features,
+                        "decrypt": t["decrypt"] * target_features / features}
+        extrapolated["tree"] = sum(extrapolated.values())
+        out["schemes"][name] = {"seconds": t, "ciphertexts_decrypted": decrypted,
+                                "ciphertext_bytes": pk.ciphertext_bytes,
+                                "values_per_compressed_ciphertext": (n_bits - 1) // layout.entry_bits,
+                                "extrapolated_100k_x_300_seconds": extrapolated}
+    p_, o_ = (out["schemes"][k]["extrapolated_100k_x_300_seconds"] for k in ("paillier", "ou"))
+    out["ratios"] = {f"paillier_over_ou_{k}": p_[k] / o_[k] for k in p_ if o_[k] > 0}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True, type=Path, help="write the results here")
     p.add_argument("--quick", action="store_true", help="tiny sizes and a 1024-bit test key: checks the script only")
     p.add_argument("--cases", default="default_credit,synthetic", help="comma-separated cases to run")
     p.add_argument("--synthetic-trees", type=int, default=2, help="trees to time on the synthetic case")
+    p.add_argument("--kernel-rows", type=int, default=20_000, help="rows of the kernel case")
+    p.add_argument("--kernel-features", type=int, default=30, help="platform features of the kernel case")
+    p.add_argument("--kernel-depth", type=int, default=5, help="max_depth of the kernel case")
     args = p.parse_args(argv)
 
     # --quick is a smoke check of this script; 1024 bits keeps it fast and is never a result.
@@ -173,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("--quick: tiny sizes and a 1024-bit test key; the ratios below mean nothing")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(cases) - {"default_credit", "synthetic"}
+    unknown = set(cases) - {"default_credit", "synthetic", "kernel"}
     if unknown:
         p.error(f"unknown case(s): {', '.join(sorted(unknown))}")
     results: dict[str, Any] = {
@@ -202,6 +305,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"depth {r['params']['max_depth']}): fedacq {r['fedacq']['seconds_per_tree']:.1f} s/tree, "
                   f"xgboost hist {r['xgboost_hist']['seconds_per_tree']:.3f} s/tree; "
                   f"FATE (16 cores) / fedacq = {r['ratios']['fate_over_fedacq_per_tree']:.1f}x")
+        if "kernel" in cases:
+            r = bench_kernel(args.quick, key_bits, args.kernel_rows, args.kernel_features, args.kernel_depth)
+            results["cases"].append(r)
+            for name, sr in r["schemes"].items():
+                sec, ext = sr["seconds"], sr["extrapolated_100k_x_300_seconds"]
+                print(f"kernel {name} ({r['rows']} rows x {r['features']} features, depth {r['max_depth']}): "
+                      f"encrypt {sec['encrypt']:.2f} s, histograms {sec['histograms']:.2f} s, decrypt "
+                      f"{sec['decrypt']:.2f} s ({sr['ciphertexts_decrypted']} ciphertexts); at 100k x 300 "
+                      f"~{ext['tree']:.0f} s/tree ({', '.join(f'{k} {v:.0f}' for k, v in ext.items() if k != 'tree')})")
+            print("  " + json.dumps({k: round(v, 2) for k, v in r["ratios"].items()}))
+    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")

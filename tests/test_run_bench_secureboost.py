@@ -28,3 +28,16 @@ def test_quick_benchmark_writes_both_cases(tmp_path):
     assert abs(credit["ratios"]["auc_fedacq_minus_xgboost"]) < 0.01
     assert synthetic["case"] == "synthetic" and len(synthetic["fedacq"]["seconds_each_tree"]) == 1
     assert synthetic["fedacq"]["seconds_per_tree"] > 0 and synthetic["xgboost_hist"]["train_auc"] > 0.5
+
+
+def test_quick_kernel_case_compares_schemes(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_secureboost", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "kernel.json"
+    assert bench.main(["--quick", "--cases", "kernel", "--json", str(out)]) == 0
+    (kernel,) = json.loads(out.read_text())["cases"]
+    assert set(kernel["schemes"]) == {"paillier", "ou"}
+    for r in kernel["schemes"].values():
+        assert r["ciphertexts_decrypted"] > 0 and r["extrapolated_100k_x_300_seconds"]["tree"] > 0
+    assert kernel["schemes"]["ou"]["ciphertext_bytes"] * 2 == kernel["schemes"]["paillier"]["ciphertext_bytes"]
