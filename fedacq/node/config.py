@@ -29,6 +29,10 @@ folder can be moved (or mounted into a container) as a whole. Example::
     [policy]                       # the weakest job this node takes part in: fedacq.node.policy
     min_intersection = 1000
 
+    [compute]                      # where this node's heavy work runs: fedacq.compute
+    engine = "ray"                 # "local" (default: this machine's cores) or "ray"
+    address = "10.0.0.5:6379"      # this party's OWN Ray cluster; the peer never learns of it
+
 Registered data-set names follow :data:`fedacq.paths.NAME` (they may name a
 cache folder of this node's own).
 """
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedacq.compute.engine import ComputeConfig, load_compute
 from fedacq.crypto.tls import TlsFiles, check_party_name
 from fedacq.node.policy import Policy, load_policy
 from fedacq.paths import check_name
@@ -62,6 +67,7 @@ class NodeConfig:
     datasets: dict[str, Path] = field(default_factory=dict)
     control_socket: Path | None = None
     policy: Policy = field(default_factory=Policy)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     @property
     def socket_path(self) -> Path:
@@ -120,4 +126,5 @@ def load_config(path: str | Path) -> NodeConfig:
         allow=tuple(allow), datasets={k: resolve(v) for k, v in datasets.items()},
         control_socket=resolve(socket) if socket else None,
         policy=load_policy(doc.get("policy"), str(path), party),
+        compute=load_compute(doc.get("compute"), str(path)),
     )

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fedacq import compute
 from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
 from fedacq.paths import under
@@ -69,8 +70,14 @@ class PlatformCache:
     def build(cls, directory: str | Path, table: pd.DataFrame, id_columns: list[str], *,
               kinds: dict[str, str] | None = None, duplicates: str = "first",
               key: BlindingKey | None = None, salt: bytes | None = None,
-              workers: int | None = None, progress: bool = False) -> "PlatformCache":
-        """Blind every id of ``table`` once and write the cache to ``directory``."""
+              workers: int | None = None, engine: compute.Engine | None = None,
+              progress: bool = False) -> "PlatformCache":
+        """Blind every id of ``table`` once and write the cache to ``directory``.
+
+        Blinding runs on ``engine`` (default: the party's active engine, or a local one
+        with ``workers`` processes): the whole user base, so this is where a cluster pays.
+        """
+        engine = compute.choose(engine, workers)
         directory = Path(directory)
         key = key or BlindingKey.generate()
         salt = salt or os.urandom(32)
@@ -89,8 +96,7 @@ class PlatformCache:
             out = np.empty((len(values), POINT_BYTES), dtype=np.uint8)
             for start in range(0, len(values), CHUNK_IDS):
                 chunk = values[start:start + CHUNK_IDS]
-                out[start:start + len(chunk)] = key.blind_ids(chunk, salt, column_domain(c, col.kind),
-                                                              workers=workers)
+                out[start:start + len(chunk)] = engine.blind_ids(key, chunk, salt, column_domain(c, col.kind))
                 bar.update(len(chunk))
             points.append(out)
             tokens.append(toks[order])

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fedacq import compute
 from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
 from fedacq.link.link import Link
@@ -195,12 +196,16 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
                min_intersection: int = 1, reveal_to: str = "both", mode: str = "balanced",
                set_store: str | Path | LenderSetStore | None = None,
                kinds: dict[str, str] | None = None, duplicates: str = "first",
-               workers: int | None = None, progress: bool = False) -> PsiResult:
+               workers: int | None = None, engine: compute.Engine | None = None,
+               progress: bool = False) -> PsiResult:
     """The lender's side of ECDH-PSI; returns its rows of the intersection in shared order.
 
     ``mode="unbalanced"`` uses the platform's cached blinded set, kept by the lender in
-    ``set_store`` (a folder) between jobs.
+    ``set_store`` (a folder) between jobs. Blinding runs on ``engine`` (default: the
+    party's active engine, or a local one with ``workers`` processes); the lender's
+    blinding key goes to that engine's workers only (:mod:`fedacq.compute`).
     """
+    engine = compute.choose(engine, workers)
     if reveal_to not in REVEAL:
         raise ValueError(f"reveal_to must be one of {REVEAL}, got {reveal_to!r}")
     if mode not in MODES:
@@ -237,8 +242,8 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
     with timer.phase("blind_own"):
         for c, col in enumerate(prepared.columns):
             for start in range(0, len(col.values), CHUNK):
-                pts = key.blind_ids(col.values[start:start + CHUNK], salt_bytes,
-                                    column_domain(c, col.kind), workers=workers)
+                pts = engine.blind_ids(key, col.values[start:start + CHUNK], salt_bytes,
+                                       column_domain(c, col.kind))
                 _send_points(link, "lender_blinded", c, pts, offset=start, bar=bar)
     bar.close()
     if mode == "balanced":
@@ -246,7 +251,7 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
                    disable=not progress)
         with timer.phase("reblind_peer"):
             peer, peer_tokens = _recv_points(link, "platform_blinded", peer_sizes, with_tokens=True,
-                                             transform=lambda p: key.reblind(p, workers=workers), bar=bar)
+                                             transform=lambda p: engine.reblind(key, p), bar=bar)
         bar.close()
     else:
         fingerprint = ack["fingerprint"]
@@ -264,7 +269,7 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
                                f"{[len(p) for p in peer]}, platform says {peer_sizes}")
     bar = tqdm(total=total, desc="psi lender: receive own double-blinded", unit="id", disable=not progress)
     with timer.phase("receive_own"):
-        transform = (lambda p: key.unblind(p, workers=workers)) if mode == "unbalanced" else None
+        transform = (lambda p: engine.unblind(key, p)) if mode == "unbalanced" else None
         own, _ = _recv_points(link, "lender_reblinded", sizes, with_tokens=False, transform=transform, bar=bar)
     bar.close()
     with timer.phase("match"):
@@ -286,14 +291,16 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
 def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
                  cache: PlatformCache | str | Path | None = None, min_intersection: int = 1,
                  kinds: dict[str, str] | None = None, duplicates: str = "first",
-                 workers: int | None = None, progress: bool = False,
+                 workers: int | None = None, engine: compute.Engine | None = None, progress: bool = False,
                  expect: dict[str, str] | None = None) -> PsiResult:
     """The platform's side of ECDH-PSI; returns its rows in shared order (empty if not revealed).
 
     ``expect`` holds the ``mode`` and ``reveal_to`` the platform agreed to (a node's
     job); a ``psi.hello`` asking for anything else is refused before any work. The
     platform also stops at once when the lender's sets cannot reach ``min_intersection``.
+    Blinding runs on ``engine`` as in :func:`psi_lender`.
     """
+    engine = compute.choose(engine, workers)
     timer = _Timer()
     hello = link.recv("psi.hello").header
     if hello["version"] != PROTOCOL_VERSION:
@@ -347,8 +354,7 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
                 order = np.argsort(toks, kind="stable")
                 for start in range(0, len(order), CHUNK):
                     idx = order[start:start + CHUNK]
-                    pts = key.blind_ids([col.values[i] for i in idx], salt, column_domain(c, col.kind),
-                                        workers=workers)
+                    pts = engine.blind_ids(key, [col.values[i] for i in idx], salt, column_domain(c, col.kind))
                     _send_points(link, "platform_blinded", c, pts, toks[idx], offset=start, bar=bar)
         bar.close()
     elif send_set:
@@ -366,7 +372,7 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
             if h["phase"] != "lender_blinded" or not 0 <= c < len(got) or h["offset"] != got[c] \
                     or got[c] + len(pts) > lender_sizes[c]:
                 raise PsiError(f"psi.points out of order from the lender: {h}")
-            _send_points(link, "lender_reblinded", c, key.reblind(pts, workers=workers), offset=got[c])
+            _send_points(link, "lender_reblinded", c, engine.reblind(key, pts), offset=got[c])
             got[c] += len(pts)
             bar.update(len(pts))
     bar.close()
