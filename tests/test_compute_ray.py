@@ -135,7 +135,7 @@ def test_cluster_has_two_nodes_and_listens_on_loopback_only(ray_cluster, ray_eng
     assert ray_engine.cpus() == 2
     key = BlindingKey.generate()
     ray_engine.blind_ids(key, [b"warm-up"] * 3000, b"s" * 16, b"d")  # workers on both nodes now run
-    listening = listening_addresses(ray_cluster.pids())
+    listening = listening_addresses(ray_cluster.pids() | {os.getpid()})  # the driver's Ray worker too
     assert listening
     for entry in listening:
         host = ipaddress.ip_address(entry.rsplit(":", 1)[0])
@@ -259,3 +259,27 @@ def test_scoring_on_ray_equals_local(ray_engine, tmp_path):
     with pytest.raises(ValueError, match="missing feature column"):
         ray_engine.score_parquet(model, no_spend, tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_histograms_on_ray_equal_the_process_engine(ray_engine):
+    from fedacq.learn.histogram import HistogramEngine
+
+    rng = np.random.default_rng(5)
+    pk, _ = paillier.generate_keypair(1024, insecure_test_key=True)
+    n_rows, n_bins = 300, np.array([4, 3, 5, 2, 6])
+    bins = np.stack([rng.integers(-1, k, size=n_rows) for k in n_bins], axis=1)  # -1: missing
+    cts = pk.encrypt_raw([secrets.randbits(40) for _ in range(n_rows)], workers=1).ciphertexts
+    active = np.array([0, 2, 3, 4])                                              # feature 1 not sampled
+    small = np.flatnonzero(bins[:, 0] <= 0)
+    jobs = [(0, 1, 2, small)]
+    args = (bins, n_bins, pk.nsquare, pk.n_bits, 8 + 64)
+    local, on_ray = HistogramEngine(*args, n_jobs=2), ray_engine.histograms(*args)  # two blocks each
+    try:
+        replies = []
+        for engine in (local, on_ray):
+            engine.start_tree(cts, active)
+            replies.append((engine.block_features, engine.root(), engine.level(jobs, [1, 2])))
+    finally:
+        local.close()
+        on_ray.close()
+    assert replies[0] == replies[1] and replies[1][0] == [2, 2] and len(replies[1][2]) > 0

@@ -1,7 +1,8 @@
 """The engine interface, the ``[compute]`` configuration and the party's active engine.
 
 An engine runs the embarrassingly parallel work of one party: blinding ids for PSI,
-Paillier / OU encryption and decryption, and scoring the whole user base. Two exist:
+Paillier / OU encryption and decryption, the platform's SecureBoost histograms, and
+scoring the whole user base. Two exist:
 ``local`` (worker processes on this machine; today's behaviour) and ``ray`` (tasks on
 the party's own Ray cluster). Both give the same results; which one runs is a property
 of the party's deployment, never of the protocol, so nothing about it crosses to the peer.
@@ -66,6 +67,10 @@ class Engine(Protocol):
 
     def decrypt(self, private_key: Any, ciphertexts: Sequence["mpz"]) -> list[int]:
         """Plaintexts of ciphertexts already checked by the key (range, key match)."""
+
+    def histograms(self, bins: "np.ndarray", n_bins: "np.ndarray", nsq: int, n_bits: int, entry_bits: int) -> Any:
+        """The platform's SecureBoost histogram builder: ``HistogramEngine``'s interface
+        (``start_tree``, ``root``, ``level``, ``block_features``, ``close``)."""
 
     def score_parquet(self, model: "str | os.PathLike", users: "str | os.PathLike", out: "str | os.PathLike",
                       id_column: str = "user_id", batch_size: int = 262_144,

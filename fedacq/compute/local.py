@@ -2,7 +2,8 @@
 
 Each method hands the batch to the implementation it names (``BlindingKey`` for PSI,
 the key's ``encrypt_raw`` / ``decrypt_raw`` with their process pool for Paillier and
-OU, ``activate.scoring`` for scoring), so choosing the local engine changes nothing.
+OU, ``learn.histogram.HistogramEngine`` for the platform's histograms,
+``activate.scoring`` for scoring), so choosing the local engine changes nothing.
 What crosses to the worker processes is said where the pools live
 (:mod:`fedacq.crypto.ecdh`, :mod:`fedacq.crypto.parallel`): key material only to the
 key owner's own child processes, over local pipes.
@@ -55,6 +56,11 @@ class LocalEngine:
 
         return private_key.decrypt_raw(EncryptedVector(private_key.public_key, list(ciphertexts)),
                                        workers=self.workers)
+
+    def histograms(self, bins: "np.ndarray", n_bins: "np.ndarray", nsq: int, n_bits: int, entry_bits: int):
+        from fedacq.learn.histogram import HistogramEngine
+
+        return HistogramEngine(bins, n_bins, nsq, n_bits, entry_bits, self.workers)
 
     def score_parquet(self, model: "str | os.PathLike", users: "str | os.PathLike", out: "str | os.PathLike",
                       id_column: str = "user_id", batch_size: int = 262_144,

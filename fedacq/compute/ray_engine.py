@@ -19,6 +19,9 @@ crosses from the node to the Ray workers, per batch:
 * the key owner's encryption and decryption: the private key's ``spec()`` (adding
   ``p``, ``q``) and the plaintexts or ciphertexts; the lender's private key therefore
   only ever reaches the lender's cluster, and the platform's node never holds it;
+* SecureBoost histograms (the platform): its bin codes, once per job, and the lender's
+  ciphertexts with ``n^2`` (public values), once per tree
+  (:mod:`fedacq.compute.ray_histogram`);
 * scoring: the model (XGBoost JSON bytes) and the path of the users' Parquet file,
   which every Ray node reads itself (a path on storage the whole cluster mounts); the
   scores come back to the node, which writes the one output file.
@@ -259,6 +262,13 @@ class RayEngine:
         self.connect()
         spec_ref = ray.put(spec)
         return [x for part in self._map(kind, task, items, CRYPTO_CHUNK, spec_ref) for x in part]
+
+    # SecureBoost histograms (the platform) ---------------------------------------------------------
+    def histograms(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int):
+        """Feature blocks in Ray actors (:class:`~fedacq.compute.ray_histogram.RayHistogramEngine`)."""
+        from fedacq.compute.ray_histogram import RayHistogramEngine
+
+        return RayHistogramEngine(self, bins, n_bins, nsq, n_bits, entry_bits)
 
     # scoring ------------------------------------------------------------------------------------
     def score_parquet(self, model: "str | os.PathLike", users: "str | os.PathLike", out: "str | os.PathLike",
