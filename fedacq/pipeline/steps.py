@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fedacq.pipeline.parties import LENDER, PLATFORM, Parties
+
+if TYPE_CHECKING:  # activation's imports are heavy; the lender's steps do not need them
+    from fedacq.activate.value import Stage, ValueModel
 
 #: registered data-set names of the parties' inputs (``[datasets]`` of each node).
 INPUTS = {LENDER: "customers", PLATFORM: "users"}
@@ -18,19 +21,35 @@ INPUTS = {LENDER: "customers", PLATFORM: "users"}
 
 # -- the parties' files ------------------------------------------------------------------
 
-def write_party_files(market: Any, root: Path) -> dict[str, Path]:
+def stage_dataset(stage: str) -> str:
+    """The lender's registered name of a value stage's training table (:func:`write_party_files`)."""
+    return f"{INPUTS[LENDER]}-{stage}"
+
+
+def write_party_files(market: Any, root: Path, stages: tuple[Stage, ...] = ()) -> dict[str, Path]:
     """Each party's own input files from a simulated market: the lender's customers with labels
     and its features (``lender_csv``), the platform's users with features (``platform_csv`` for
-    training, ``platform_parquet`` for scoring), under ``root/<party>/data``."""
+    training, ``platform_parquet`` for scoring), under ``root/<party>/data``.
+
+    Each value stage (:class:`fedacq.activate.value.Stage`) gets its own lender table, keyed
+    :func:`stage_dataset`: every customer, the stage's label (empty outside the stage) and the
+    lender's features. One label per table, so no outcome is ever read as a feature.
+    """
     for party in (LENDER, PLATFORM):
         (root / party / "data").mkdir(parents=True, exist_ok=True)
-    lender = market.lender_customers[["user_id", market.label_column, *market.lender_feature_columns]].copy()
+    customers = market.lender_customers
+    features = list(market.lender_feature_columns)
+    lender = customers[["user_id", market.label_column, *features]].copy()
     lender[market.label_column] = lender[market.label_column].astype(np.int8)
     users = market.platform_users[["user_id", *market.platform_feature_columns]]
     paths = {"lender_csv": root / LENDER / "data" / "customers.csv",
              "platform_csv": root / PLATFORM / "data" / "users.csv",
              "platform_parquet": root / PLATFORM / "data" / "users.parquet"}
     lender.to_csv(paths["lender_csv"], index=False)
+    for stage in stages:
+        table = pd.DataFrame({"user_id": customers["user_id"], stage.label_column: stage.labels(customers)})
+        path = paths[stage_dataset(stage.name)] = root / LENDER / "data" / f"{stage_dataset(stage.name)}.csv"
+        pd.concat([table, customers[features]], axis=1).to_csv(path, index=False)
     users.to_csv(paths["platform_csv"], index=False)
     users.to_parquet(paths["platform_parquet"], index=False)
     return paths
@@ -51,8 +70,10 @@ def campaign_files(root: Path, layer: str) -> dict[str, dict[str, Path]]:
 
 
 def registry(paths: dict[str, Path], root: Path, layers: tuple[str, ...] = ()) -> dict[str, dict[str, Path]]:
-    """Each party's data-set registry for a run: its input and the campaign files of ``layers``."""
+    """Each party's data-set registry for a run: its inputs (the value stages' tables among
+    them) and the campaign files of ``layers``."""
     out = {LENDER: {INPUTS[LENDER]: paths["lender_csv"]}, PLATFORM: {INPUTS[PLATFORM]: paths["platform_csv"]}}
+    out[LENDER].update({name: path for name, path in paths.items() if name.startswith(stage_dataset(""))})
     for layer in layers:
         for party, names in campaign_files(root, layer).items():
             out[party].update(names)
@@ -79,8 +100,9 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
           model: str = "secureboost", mode: str = "prospect", model_params: dict[str, Any] | None = None,
           key_bits: int = 2048, insecure_test_key: bool = False, min_intersection: int = 100,
           validation_fraction: float = 0.2, seed: int = 0, experiment: str = "fedacq-pipeline",
-          progress: bool = False) -> dict[str, Any]:
-    """PSI then federated training and the lender's evaluation (a ``run`` job).
+          lender_table: str = INPUTS[LENDER], progress: bool = False) -> dict[str, Any]:
+    """PSI then federated training and the lender's evaluation (a ``run`` job) on the lender's
+    registered table ``lender_table`` and the platform's users.
 
     Returns the run's metrics as the two parties' results hold them: ``intersection_size``,
     ``train`` / ``validation`` (AUC, KS, gains; the lender's evaluation), ``history``,
@@ -89,7 +111,7 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
     party's MLflow store) and ``job_id``.
     """
     job = {"job": {"protocol": "run", "id": job_id},
-           "datasets": {party: {"table": name} for party, name in INPUTS.items()},
+           "datasets": {LENDER: {"table": lender_table}, PLATFORM: {"table": INPUTS[PLATFORM]}},
            "params": {"id_column": id_column, "label_column": label_column, "model": model,
                       "model_params": dict(model_params or {}), "mode": mode, "key_bits": key_bits,
                       "insecure_test_key": insecure_test_key, "min_intersection": min_intersection,
@@ -106,6 +128,17 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
             "tracking": {party: parties.store(party) for party in (LENDER, PLATFORM)}}
 
 
+def train_stages(parties: Parties, value: ValueModel, *, job_id: str, model_params: dict[str, Any] | None = None,
+                 **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """One prospect ``run`` job per stage of ``value`` (job ``<job_id>-<stage>``, on the lender's
+    :func:`stage_dataset` table, with the stage's objective); ``{stage: metrics}`` as :func:`train`
+    returns them. ``kwargs`` go to :func:`train`."""
+    return {stage.name: train(parties, job_id=f"{job_id}-{stage.name}", label_column=stage.label_column,
+                              mode="prospect", model_params={**(model_params or {}), "objective": stage.objective},
+                              lender_table=stage_dataset(stage.name), **kwargs)
+            for stage in value.stages}
+
+
 def prospect_model_path(metrics: dict[str, Any]) -> Path:
     """The platform's exported XGBoost model of a prospect run."""
     return next(Path(f) for f in metrics["files"][PLATFORM] if f.endswith("prospect_xgboost.json"))
@@ -120,6 +153,20 @@ def score(model_path: Path, users_parquet: Path, scores_path: Path, progress: bo
     scores_path.parent.mkdir(parents=True, exist_ok=True)
     score_parquet(load_booster(model_path), users_parquet, scores_path, id_column="user_id", progress=progress)
     return pd.read_parquet(scores_path)
+
+
+def value_scores(value: ValueModel, stages: dict[str, dict[str, Any]], users_parquet: Path, out_dir: Path,
+                 progress: bool = False) -> pd.DataFrame:
+    """The platform scores its whole user base with each stage's released model and combines the
+    scores into ``value``'s expected-value score (:func:`fedacq.activate.value.combine`); each
+    stage's scores and the value go to ``out_dir`` (``scores-<stage>.parquet``, ``value-<name>.parquet``)."""
+    from fedacq.activate.value import combine
+
+    scores = {name: score(prospect_model_path(metrics), users_parquet, out_dir / f"scores-{name}.parquet", progress)
+              for name, metrics in stages.items()}
+    combined = combine(value, scores)
+    combined.to_parquet(out_dir / f"value-{value.name}.parquet", index=False)
+    return combined
 
 
 def activity_scores(users: pd.DataFrame) -> pd.DataFrame:
@@ -220,12 +267,24 @@ def measure(parties: Parties, *, job_id: str, layer: str, min_cohort: int, epsil
     return Measured(report, view, results)
 
 
-HEADLINE_KPIS = ("cost_per_credit_user", "drawdown_per_user")
+#: the business KPIs a campaign is judged by (:data:`fedacq.measure.kpis.KPIS` defines them).
+HEADLINE_KPIS = ("cost_per_credit_user", "drawdown_per_user", "loan_fee_rate")
 
 
 def headline(report: dict[str, Any], layer: str) -> dict[str, Any]:
     """Lift (relative, with interval) of the headline KPIs of one measured layer."""
     lifts = report["layers"][layer]["lift"]
+    return {k: lifts.get(k) for k in HEADLINE_KPIS}
+
+
+def compare(report: dict[str, Any], layer: str, other: dict[str, Any], other_layer: str,
+            arm: str = "treatment") -> dict[str, Any]:
+    """The headline KPIs of ``arm`` of one measured campaign over the same arm of another (two
+    independent randomisations at equal budget per user), with intervals
+    (:func:`fedacq.measure.report.compare_arms`)."""
+    from fedacq.measure.report import compare_arms
+
+    lifts = compare_arms(report, layer, other, other_layer, arm)
     return {k: lifts.get(k) for k in HEADLINE_KPIS}
 
 
