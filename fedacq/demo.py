@@ -13,19 +13,26 @@ crosses); the demo plays both operators and the simulated world:
    step below is a job between them. ``inproc`` runs the same jobs in threads.
 3. **align + train** - a ``run`` job: ECDH PSI on ``user_id``, then a *prospect*
    SecureBoost model (splits on platform features only, 2048-bit Paillier
-   gradients); the lender releases the leaf values, so the platform holds a
-   complete XGBoost model.
+   gradients) of the lender's ``high_value`` label; the lender releases the leaf
+   values, so the platform holds a complete XGBoost model. For value targeting
+   (``--value``, on by default) one more ``run`` job per stage of the value
+   (:mod:`fedacq.activate.value`): P(credit granted) and E[drawdown | credit] with
+   ``reg:tweedie``.
 4. **score** and **activate** - the platform scores its whole user base, builds
    tiers and boosts in a versioned boost table, with experiment buckets (treatment
-   gets the boost, control 1.0). A label-free *baseline* table targets by activity
-   alone (what the platform could do without the lender), on its own campaign with
-   the same budget.
+   gets the boost, control 1.0). Three targetings, each on its own campaign
+   (experiment layer) with the same budget per user: *conversion* (the
+   probability of a high-value conversion), *value* (the stages' expected value)
+   and a label-free *baseline* by activity alone (what the platform could do
+   without the lender).
 5. **campaign** - :func:`fedacq.sim.simulate_campaign` runs the auctions, clicks,
    applications and the credit funnel; the platform gets its ad log and spend, the
    lender its applicants' funnel and the click events reported to it.
 6. **measure** - a ``measure`` job per campaign: the lender's KPIs and lifts with
    intervals; the platform learns per-bucket aggregates only, via private
-   intersection-sum with a minimum cohort size and Laplace noise.
+   intersection-sum with a minimum cohort size and Laplace noise. Value targeting
+   is also compared head to head with conversion targeting (treatment arm over
+   treatment arm, and the two control arms as a placebo).
 7. **report** - one HTML page (``report.html``), ``demo.json``, and MLflow runs in
    each party's own store (``<out>/<party>/mlruns``).
 """
@@ -63,6 +70,9 @@ class DemoConfig:
     #: the platform's traffic; the scarcer it is, the more it matters where it goes (see the
     #: README's "What the demo shows" for the measured trade-off).
     budget_per_user_day: float = 0.005
+    #: the value targeting's business value (a key of :data:`fedacq.activate.value.VALUE_MODELS`),
+    #: or ``None`` for conversion targeting and the baseline only.
+    value: str | None = "drawdown"
     tier_cuts: tuple[float, ...] = (0.2, 0.5, 0.8)
     tier_boosts: tuple[float, ...] = (0.3, 1.0, 1.6, 3.0)
     treatment_share: float = 0.5
@@ -91,22 +101,29 @@ class _Steps:
         return result
 
 
-#: the demo's two campaigns: name -> (experiment layer, label).
-ARMS = {"model": ("prospect", "jointly built prospect model"),
+#: the demo's campaigns: name -> (experiment layer, label). "value" runs when ``DemoConfig.value`` is set.
+ARMS = {"conversion": ("prospect", "conversion targeting (P(high-value) prospect model)"),
+        "value": ("value", "value targeting (expected value of staged prospect models)"),
         "baseline": ("activity", "activity targeting (no lender input)")}
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the whole loop and write ``report.html`` and ``demo.json`` under ``cfg.out_dir``."""
+    from fedacq.activate.value import VALUE_MODELS
     from fedacq.sim import generate_market
 
+    if cfg.value is not None and cfg.value not in VALUE_MODELS:
+        raise ValueError(f"value must be one of {', '.join(VALUE_MODELS)} (or None), got {cfg.value!r}")
+    value = VALUE_MODELS[cfg.value] if cfg.value is not None else None
+    names = [n for n in ARMS if n != "value" or value is not None]
     out = _fresh_out_dir(Path(cfg.out_dir).resolve())
     step = _Steps(cfg.progress)
     demo_id = f"demo-{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}"
 
     market = step("generate market", lambda: generate_market(cfg.n_users, seed=cfg.seed))
-    paths = step("write each party's files", lambda: pipeline.write_party_files(market, out))
-    datasets = pipeline.registry(paths, out, tuple(layer for layer, _ in ARMS.values()))
+    paths = step("write each party's files", lambda: pipeline.write_party_files(
+        market, out, value.stages if value is not None else ()))
+    datasets = pipeline.registry(paths, out, tuple(ARMS[n][0] for n in names))
     policy = pipeline.one_operator_policy(cfg.key_bits, cfg.insecure_test_key, min_intersection=100)
     how = "two nodes, mutual TLS" if cfg.transport == "grpc" else "in-process"
     with contextlib.ExitStack() as stack:
@@ -114,21 +131,31 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             pipeline.start_parties(cfg.transport, out, datasets, {LENDER: policy, PLATFORM: policy})))
         params = {"n_estimators": cfg.n_estimators, "max_depth": cfg.max_depth,
                   "learning_rate": cfg.learning_rate, "max_bin": cfg.max_bin}
+        job = {"key_bits": cfg.key_bits, "insecure_test_key": cfg.insecure_test_key, "seed": cfg.seed,
+               "experiment": "fedacq-demo", "progress": cfg.progress}
         metrics = step(f"PSI + prospect SecureBoost ({how})",
                        lambda: pipeline.train(parties, job_id=f"{demo_id}-run", label_column=market.label_column,
-                                              mode="prospect", model_params=params, key_bits=cfg.key_bits,
-                                              insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
-                                              experiment="fedacq-demo", progress=cfg.progress))
-        scores = step("score the platform's whole user base",
-                      lambda: pipeline.score(pipeline.prospect_model_path(metrics), paths["platform_parquet"],
-                                             out / PLATFORM / "scores.parquet", cfg.progress))
-        targeting = {"model": scores, "baseline": pipeline.activity_scores(market.platform_users)}
+                                              mode="prospect", model_params=params, **job))
+        scores_dir = out / PLATFORM / "scores"
+        targeting = {"conversion": step("score the platform's whole user base", lambda: pipeline.score(
+            pipeline.prospect_model_path(metrics), paths["platform_parquet"], scores_dir / "scores.parquet",
+            cfg.progress)), "baseline": pipeline.activity_scores(market.platform_users)}
+        versions = {"conversion": metrics["job_id"], "baseline": metrics["job_id"]}
+        stages: dict[str, Any] = {}
+        if value is not None:
+            stages = step(f"value stages: {', '.join(s.name for s in value.stages)} ({how})",
+                          lambda: pipeline.train_stages(parties, value, job_id=f"{demo_id}-value",
+                                                        model_params=params, **job))
+            targeting["value"] = step(f"value scores: {value.description}", lambda: pipeline.value_scores(
+                value, stages, paths["platform_parquet"], scores_dir, cfg.progress))
+            versions["value"] = "+".join(m["job_id"] for m in stages.values())
         tiers = pipeline.tier_config(cfg.tier_cuts, cfg.tier_boosts)
         arms: dict[str, Any] = {}
-        for name, (layer, label) in ARMS.items():
+        for name in names:
+            layer, label = ARMS[name]
             experiment = pipeline.experiment_config(layer, f"fedacq-demo-{cfg.seed}-{layer}", cfg.treatment_share)
             table = step(f"boost table: {label}", lambda: pipeline.activate(
-                targeting[name], layer=layer, tiers=tiers, experiment=experiment, model_version=metrics["job_id"],
+                targeting[name], layer=layer, tiers=tiers, experiment=experiment, model_version=versions[name],
                 table_root=out / PLATFORM / "boost_tables", store=parties.store(PLATFORM), job_id=demo_id,
                 tracking="fedacq-demo"))
             camp = step(f"bidding days: {label}", lambda: pipeline.campaign(
@@ -144,14 +171,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                        min_bucket_size=cfg.min_bucket_size, key_bits=cfg.key_bits,
                                        insecure_test_key=cfg.insecure_test_key, experiment="fedacq-demo",
                                        progress=cfg.progress))
-    summary = _summary(cfg, demo_id, metrics, arms, step.timings)
+    summary = _summary(cfg, demo_id, metrics, value, stages, arms, step.timings)
     (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
     step("report", lambda: pipeline.report(out, summary, metrics, arms))
     if cfg.progress:
         print(f"[fedacq demo] report: {out / 'report.html'}")
         for name, res in summary["results"].items():
             for kpi, lift in res["headline"].items():
-                print(f"[fedacq demo]   {name:8s} {kpi}: {_lift_text(lift)}")
+                print(f"[fedacq demo]   {name:10s} {kpi}: {_lift_text(lift)}")
+        for name, comparison in summary["comparisons"].items():
+            for kpi, lift in comparison["headline"].items():
+                print(f"[fedacq demo]   {name} {kpi}: {_lift_text(lift)}")
     return summary
 
 
@@ -182,16 +212,27 @@ def _lift_text(lift: dict[str, Any] | None) -> str:
     return f"{rel['value']:+.1%} [{rel['ci_low']:+.1%}, {rel['ci_high']:+.1%}]"
 
 
-def _summary(cfg: DemoConfig, demo_id: str, metrics: dict[str, Any], arms: dict[str, Any],
-             timings: dict[str, float]) -> dict[str, Any]:
+def _model_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A model's job, sizes, evaluation (the lender's scalar metrics, whichever its objective has)
+    and traffic, as ``demo.json`` keeps them."""
+    sets = {name: {k: v for k, v in (metrics.get(name) or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for name in ("train", "validation")}
+    return {"job_id": metrics["job_id"], "intersection_size": metrics["intersection_size"], **sets,
+            "bytes": metrics["bytes"], "timings": metrics["timings"]}
+
+
+def _summary(cfg: DemoConfig, demo_id: str, metrics: dict[str, Any], value: Any, stages: dict[str, Any],
+             arms: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
     settings = asdict(cfg)
     settings["out_dir"] = str(cfg.out_dir)
     out: dict[str, Any] = {"job_id": demo_id, "settings": settings, "timings": timings,
-                           "model": {"job_id": metrics["job_id"], "intersection_size": metrics["intersection_size"],
-                                     "train": {k: metrics["train"][k] for k in ("auc", "ks")},
-                                     "validation": {k: metrics["validation"][k] for k in ("auc", "ks")},
-                                     "bytes": metrics["bytes"], "timings": metrics["timings"]},
-                           "results": {}}
+                           "model": _model_summary(metrics), "results": {}, "comparisons": {}}
+    if value is not None:
+        out["value"] = {"name": value.name, "description": value.description,
+                        "stages": {s.name: {"label_column": s.label_column, "objective": s.objective,
+                                            "given": s.given, **_model_summary(stages[s.name])}
+                                   for s in value.stages}}
     for name, arm in arms.items():
         measured = arm["measured"]
         out["results"][name] = {"label": arm["label"], "layer": arm["layer"],
@@ -199,32 +240,18 @@ def _summary(cfg: DemoConfig, demo_id: str, metrics: dict[str, Any], arms: dict[
                                 "measure_report": measured.results[LENDER]["report"],
                                 "headline": pipeline.headline(measured.report, arm["layer"]),
                                 "truth": arm["campaign"].summary.to_dict(orient="index")}
+    if "value" in arms:
+        v, c = arms["value"], arms["conversion"]
+        for arm, label in (("treatment", "value over conversion targeting (treatment arms)"),
+                           ("control", "placebo: value campaign's control over conversion campaign's control")):
+            out["comparisons"][f"value_vs_conversion_{arm}"] = {
+                "label": label, "headline": pipeline.compare(v["measured"].report, v["layer"],
+                                                             c["measured"].report, c["layer"], arm)}
     return out
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("demo", help="the whole pipeline, both parties, on a simulated market",
-                              description=__doc__.splitlines()[0])
-    d = DemoConfig()
-    p.add_argument("--out", type=Path, default=d.out_dir, help="output folder (default: %(default)s)")
-    p.add_argument("--users", type=int, default=d.n_users, help="platform users in the market (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--days", type=int, default=d.days, help="bidding days per campaign (default: %(default)s)")
-    p.add_argument("--n-estimators", type=int, default=d.n_estimators)
-    p.add_argument("--max-depth", type=int, default=d.max_depth)
-    p.add_argument("--key-bits", type=int, default=d.key_bits)
-    p.add_argument("--insecure-test-key", action="store_true",
-                   help="allow a key under 2048 bits (tests only: the result is not a result)")
-    p.add_argument("--transport", choices=("grpc", "inproc"), default=d.transport,
-                   help="grpc: two real node processes with mutual TLS (default); inproc: threads")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cli)
+    """Registers ``fedacq demo`` until :mod:`fedacq.cli` names :mod:`fedacq.demo_commands` itself."""
+    from fedacq.demo_commands import add_parser as register
 
-
-def _cli(args: Any) -> int:
-    cfg = DemoConfig(out_dir=args.out, n_users=args.users, seed=args.seed, days=args.days,
-                     n_estimators=args.n_estimators, max_depth=args.max_depth, key_bits=args.key_bits,
-                     insecure_test_key=args.insecure_test_key, transport=args.transport,
-                     progress=not args.quiet)
-    run_demo(cfg)
-    return 0
+    register(subparsers)

@@ -1,9 +1,10 @@
 """The one-page HTML report of ``fedacq demo``.
 
 It answers, in order, what a lender and a platform would ask of the run: did the
-boost pay (headline lifts against control, for the jointly built model and for
-a label-free baseline), what did each party learn from the other, how good is
-the model, and what did the platform see of the lender's outcomes. Built from
+boost pay (headline lifts against control, for conversion targeting, value
+targeting and a label-free baseline), did targeting value beat targeting
+conversion (head to head, with a placebo), what did each party learn from the
+other, how good are the models, and what did the platform see of the lender's outcomes. Built from
 the reusable pieces of :mod:`fedacq.measure.html`, with the figures the parties' jobs drew.
 """
 
@@ -31,6 +32,12 @@ LEARNED = [
                         "assignment to nodes, and at the end the released leaf values",
      "neither learns": "labels or gradients in plaintext (platform); platform feature values or "
                        "thresholds (lender)"},
+    {"step": "value stages (prospect SecureBoost, one job per stage)",
+     "lender learns": "as for the prospect model, per stage",
+     "platform learns": "as for the prospect model, per stage, and the stage's label column name and objective; "
+                        "a conditional stage (E[drawdown | credit]) runs on the same intersection with zero "
+                        "gradients outside the stage, so every row still carries a ciphertext",
+     "neither learns": "which customers are in a conditional stage (platform)"},
     {"step": "score, boost, buckets",
      "lender learns": "nothing (runs at the platform)",
      "platform learns": "its own users' scores, tiers and buckets",
@@ -65,16 +72,27 @@ def _interval(lift: dict[str, Any] | None, kind: str) -> tuple[str, bool | None]
     return text, bool(low > 0 or high < 0)
 
 
-def _headline_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def _headline_rows(results: dict[str, Any], column: str) -> list[dict[str, Any]]:
+    """One row per (result, headline KPI): the lift with its intervals."""
     rows = []
-    for res in summary["results"].values():
+    for res in results.values():
         for kpi, lift in res["headline"].items():
             rel, excludes = _interval(lift, "relative")
             absolute, _ = _interval(lift, "absolute")
-            rows.append({"targeting": res["label"], "KPI": kpi.replace("_", " "),
+            rows.append({column: res["label"], "KPI": kpi.replace("_", " "),
                          "relative lift [95% CI]": rel, "absolute lift [95% CI]": absolute,
                          "interval excludes 0": "n/a" if excludes is None else ("yes" if excludes else "no")})
     return rows
+
+
+def _model_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each trained model's evaluation by the lender: the conversion model, then each value stage."""
+    models = {"conversion (high_value, binary:logistic)": summary["model"]}
+    for name, stage in summary.get("value", {}).get("stages", {}).items():
+        given = f" | {stage['given']}" if stage["given"] else ""
+        models[f"value stage {name} ({stage['label_column']}{given}, {stage['objective']})"] = stage
+    return [{"model": label, "set": name, **model[name]} for label, model in models.items()
+            for name in ("train", "validation") if model.get(name)]
 
 
 def _egress_rows(out_dir: Path) -> list[dict[str, Any]]:
@@ -103,21 +121,33 @@ def demo_report_html(summary: dict[str, Any], metrics: dict[str, Any], arms: dic
     sections: list[tuple[str, list[str]]] = [("Did the boost pay?", [
         paragraph("Treatment users were served the boost of their tier; control users were served 1.0, at equal "
                   "budget per user. Lift is treatment over control, measured by the lender on its own funnel "
-                  "(delta-method 95% intervals). Lower cost per credit user and higher drawdown per user are "
-                  "better. The baseline targets by platform activity alone, with no lender input."),
-        table_html(_headline_rows(summary), caption="Headline KPIs"),
+                  "(delta-method 95% intervals). Lower cost per credit user, higher drawdown per credit user and "
+                  "a lower loan fee rate (spend over drawdown) are better. Conversion targeting boosts by the "
+                  "probability of a high-value conversion; value targeting by the expected value of the lender's "
+                  "staged models; the baseline by platform activity alone, with no lender input."),
+        table_html(_headline_rows(summary["results"], "targeting"), caption="Headline KPIs"),
     ])]
+    if summary.get("comparisons"):
+        value = summary["value"]
+        sections.append(("Value or conversion targeting?", [
+            paragraph(f"Value: {value['description']}. Each targeting ran its own campaign with its own random "
+                      "split of users and the same budget per user, so their treatment arms compare head to head "
+                      "(relative difference of the KPI, 95% interval from both arms' standard errors). The control "
+                      "arms were served no boost in either campaign: their comparison is a placebo whose interval "
+                      "should contain 0."),
+            table_html(_headline_rows(summary["comparisons"], "comparison"),
+                       caption="Value targeting over conversion targeting"),
+        ]))
     sections.append(("What each party learned", [
         table_html(LEARNED, caption="Per step (see each protocol module's docstring for the exact messages)"),
         table_html(_egress_rows(out_dir), caption="Everything each party sent, from its egress ledgers "
                                                   "(types, counts, bytes; the ledgers never hold payloads)"),
     ]))
-    quality = [table_html([{"set": name, "AUC": model[name]["auc"], "KS": model[name]["ks"]}
-                           for name in ("train", "validation")],
-                          caption=f"Prospect model on the intersection ({model['intersection_size']:,} users; "
-                                  f"{summary['settings']['key_bits']}-bit Paillier)")]
+    quality = [table_html(_model_rows(summary),
+                          caption=f"Prospect models on the intersection ({model['intersection_size']:,} users; "
+                                  f"{summary['settings']['key_bits']}-bit Paillier); the lender's evaluation")]
     quality += [png_img_tag(p, Path(p).stem) for p in metrics["files"]["plots"]]
-    sections.append(("Model quality", quality))
+    sections.append(("Model quality", quality))  # the plots are the conversion model's
     for arm in arms.values():
         # the figures the lender's measure job drew for its report
         figs = {Path(f).name: f for f in arm["measured"].results["lender"]["figures"]}
@@ -134,4 +164,4 @@ def demo_report_html(summary: dict[str, Any], metrics: dict[str, Any], arms: dic
         ]))
     sections.append(("Timings (seconds)", [table_html([{"step": k, "seconds": v}
                                                         for k, v in summary["timings"].items()])]))
-    return page("fedacq demo: joint prospect model, boosts and measured lift", sections)
+    return page("fedacq demo: jointly built prospect models, boosts and measured lift", sections)

@@ -1,6 +1,6 @@
 """``fedacq demo`` end to end at test size: every step runs and leaves what a user looks at.
 
-A 1024-bit test key and a small market keep it under a minute (the key size is a test-only
+A 1024-bit test key and a small market keep it around a minute (the key size is a test-only
 choice; the demo's default is 2048 bits), and the in-process transport runs the same node jobs
 (``run``, ``measure``) over memory links; tests/test_pipeline.py runs them between two node
 processes.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from fedacq.demo import DemoConfig, run_demo
@@ -18,24 +19,38 @@ from fedacq.track import store_uri
 
 
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
-    cfg = DemoConfig(out_dir=tmp_path, n_users=60_000, days=7, n_estimators=3, key_bits=1024,
+    cfg = DemoConfig(out_dir=tmp_path, n_users=40_000, days=5, n_estimators=3, key_bits=1024,
                      insecure_test_key=True, transport="inproc", budget_per_user_day=0.02, progress=False)
     summary = run_demo(cfg)
 
     saved = json.loads((tmp_path / "demo.json").read_text())
     assert saved["job_id"] == summary["job_id"]
-    assert set(saved["results"]) == {"model", "baseline"}
+    assert set(saved["results"]) == {"conversion", "value", "baseline"}
     assert saved["model"]["intersection_size"] > 0 and 0.5 < saved["model"]["validation"]["auc"] <= 1
-    for result in saved["results"].values():
-        assert set(result["headline"]) == {"cost_per_credit_user", "drawdown_per_user"}
+    headline = {"cost_per_credit_user", "drawdown_per_user", "loan_fee_rate"}
+    for result in [*saved["results"].values(), *saved["comparisons"].values()]:
+        assert set(result["headline"]) == headline
+    assert set(saved["comparisons"]) == {"value_vs_conversion_treatment", "value_vs_conversion_control"}
+    # the value's stages: P(credit) on every customer, E[drawdown | credit] on the same intersection
+    stages = saved["value"]["stages"]
+    assert [stages[s]["objective"] for s in ("credit", "drawdown")] == ["binary:logistic", "reg:tweedie"]
+    assert stages["drawdown"]["intersection_size"] == stages["credit"]["intersection_size"] \
+        == saved["model"]["intersection_size"]
+    drawdown = pd.read_csv(tmp_path / "lender" / "data" / "customers-drawdown.csv")
+    granted = pd.read_csv(tmp_path / "lender" / "data" / "customers-credit.csv")["credit_granted"] == 1
+    assert drawdown["drawdown_amount"].isna().equals(~granted)
+    value = pd.read_parquet(tmp_path / "platform" / "scores" / "value-drawdown.parquet")
+    assert len(value) == cfg.n_users and (value["score"] >= 0).all()
     page = (tmp_path / "report.html").read_text()
-    for section in ("Did the boost pay?", "What each party learned", "Model quality"):
+    for section in ("Did the boost pay?", "Value or conversion targeting?", "What each party learned",
+                    "Model quality", "value stage drawdown"):
         assert section in page
-    assert page.count("data:image/png;base64,") >= 5   # model plots and lift plots, inlined
+    assert page.count("data:image/png;base64,") >= 8   # model plots and lift plots, inlined
 
     # each party's own store holds its own runs of this demo's jobs, and only its own
-    for party, prefixes in (("lender", ("secureboost", "measure-prospect", "measure-activity")),
-                            ("platform", ("secureboost", "activate", "measure-prospect", "measure-activity"))):
+    measures = ("measure-prospect", "measure-value", "measure-activity")
+    for party, prefixes in (("lender", ("secureboost", *measures)),
+                            ("platform", ("secureboost", "activate", *measures))):
         client = MlflowClient(tracking_uri=store_uri(tmp_path / party / "mlruns"))
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   filter_string=f"tags.`fedacq.job_id` LIKE '{summary['job_id']}%'")
