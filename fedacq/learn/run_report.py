@@ -222,7 +222,8 @@ def _plot_confusion(matrix: np.ndarray, title: str) -> Any:
     fig, (ax,) = _figure()
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8)
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                color="white" if count > matrix.max() / 2 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("actual class")
     ax.set_xticks(range(matrix.shape[1]))
