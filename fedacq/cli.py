@@ -15,7 +15,7 @@ import sys
 
 #: sub-command name -> ``module`` defining ``add_parser``, or ``module:function``.
 COMMANDS: dict[str, str] = {
-    "demo": "fedacq.demo",
+    "demo": "fedacq.demo_commands",
     "certs": "fedacq.crypto.commands",
     "node": "fedacq.node.commands:add_node_parser",
     "job": "fedacq.node.commands:add_job_parser",
