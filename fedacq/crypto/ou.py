@@ -4,8 +4,8 @@ Why: a SecureBoost tree is ~10^8 homomorphic additions at the platform. An
 OU ciphertext lives mod ``n`` (2048 bits) where a Paillier one lives mod
 ``n^2`` (4096 bits), so an addition (a multiply-mod) costs ~2-3x less, a
 ciphertext is half the bytes, and decryption is one exponentiation mod ``p^2``
-(~1365 bits). Measured on this machine: /work/notes/s3/figures_F.md and
-``benchmarks/crypto.py``. SecretFlow's HEU makes OU its default for the same
+(~1365 bits): ``benchmarks/crypto.py`` and ``benchmarks/secureboost.py --cases
+kernel`` measure it against Paillier and sf-heu's OU. SecretFlow's HEU makes OU its default for the same
 reason. The API mirrors :mod:`fedacq.crypto.paillier` so that
 :class:`~fedacq.crypto.paillier.EncryptedVector`, ``Packing``, ``FixedPoint``,
 ``compress`` and the histogram kernel work on either key unchanged.
@@ -66,6 +66,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from typing import Sequence
 
 import gmpy2
@@ -125,6 +126,7 @@ class PublicKey:
         self.exponent_bits = _exponent_bits(self.n_bits)
         self._g_table: list[list[mpz]] = []
         self._h_table: list[list[mpz]] | None = None
+        self._table_lock = threading.Lock()  # g's table grows in place: one grower at a time
 
     @property
     def fingerprint(self) -> str:
@@ -172,8 +174,10 @@ class PublicKey:
         """The first ``rows`` rows of g's table, grown on demand (small plaintexts need few)."""
         table = self._g_table
         if len(table) < rows:
-            base = table[-1][-1] * table[-1][1] % self.n if table else self.g
-            table.extend(_window_table(base, self.n, rows - len(table)))
+            with self._table_lock:
+                if len(table) < rows:
+                    base = table[-1][-1] * table[-1][1] % self.n if table else self.g
+                    table.extend(_window_table(base, self.n, rows - len(table)))
         return table[:rows]
 
     def _h_rows(self) -> list[list[mpz]]:

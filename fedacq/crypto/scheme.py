@@ -17,7 +17,7 @@ sizes are modulus bits, and equal sizes give the same security level in both
 (2048 bits ~112-bit, 3072 ~128-bit: factoring ``n = pq`` or ``n = p^2 q``, see
 each module's docstring), so a node's one ``min_key_bits`` serves both.
 
-Which to choose (measured: /work/notes/s3/figures_F.md): OU makes
+Which to choose (``benchmarks/secureboost.py --cases kernel``): OU makes
 ciphertexts half the size and homomorphic additions ~2-4x cheaper, so it wins
 where the peer adds many ciphertexts (SecureBoost histograms). Its plaintext
 space is a third of the key (553 bits at 2048), so compression packs ~4x fewer

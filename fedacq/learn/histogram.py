@@ -39,7 +39,7 @@ Any additive scheme
     (mod a 4096-bit ``n^2``).
 
 Why gmpy2 and not a compiled loop
-    Measured on this machine (/work/notes/s3/figures_F.md): the loop below runs
+    Measured on the project's 2-core machine (issue 15): the loop below runs
     at the speed of a bare gmpy2 multiply-and-reduce (interpreter overhead is
     lost in the 4096-bit division), and sf-heu's C++
     ``batch_feature_wise_bucket_sum`` (libtommath Montgomery products), driven
