@@ -16,6 +16,7 @@ bookkeeping around the protocol, and the ciphertexts' size changes none of it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from pathlib import Path
@@ -24,8 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedacq.learn.run import (LENDER, PLATFORM, CHECKPOINTS_MESSAGE, RunCheckpoints, RunConfig, _parse_held,
-                              load_table, model_module, party_job)
+from fedacq.learn.run import LENDER, PLATFORM, RunConfig, load_table, model_module, party_job
+from fedacq.learn.run_checkpoints import CHECKPOINTS_MESSAGE, RunCheckpoints, _parse_held
 from fedacq.link.link import LinkError
 from fedacq.link.memory import MemoryLink, memory_pair, run_parties
 from fedacq.link.message import Message
@@ -83,17 +84,20 @@ class CutLink(MemoryLink):
 
 def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = None,
             model: str = "secureboost", model_params: dict = PARAMS, tracking: Path | None = None) -> dict | None:
-    """One attempt of the job at both parties; None if the cut ended it. ``tracking``: one MLflow store
-    for every attempt (a new store per attempt costs seconds on a loaded machine)."""
+    """One attempt of the job at both parties; None if the cut ended it. ``tracking``: an MLflow store per
+    party under it, the same for every attempt (a new store per attempt costs seconds on a loaded machine;
+    one store for both parties would have their two threads write one SQLite file at once, which a party's
+    node never does and which, under load, can outlast SQLite's lock timeout)."""
     cfg = RunConfig(lender_path=tables[LENDER].path, platform_path=tables[PLATFORM].path, id_column="id",
                     label_column="y", out_dir=out, model=model, params=model_params, key_bits=512,
-                    insecure_test_key=True, min_intersection=10, validation_fraction=0.25, seed=7, progress=False,
-                    tracking_dir=None if tracking is None else str(tracking))
+                    insecure_test_key=True, min_intersection=10, validation_fraction=0.25, seed=7, progress=False)
+    cfgs = {party: cfg if tracking is None else dataclasses.replace(cfg, tracking_dir=str(tracking / party))
+            for party in (LENDER, PLATFORM)}
     params = model_module(model).resolve_params(dict(model_params))
     cut = Cut(cut_at)
     links = [CutLink(link, cut) for link in memory_pair(LENDER, PLATFORM, job="j")]
     steps: dict[str, list] = {LENDER: [], PLATFORM: []}
-    calls = [(party_job, party, link, tables[party], cfg, params, None, Checkpoints(root / party), resume,
+    calls = [(party_job, party, link, tables[party], cfgs[party], params, None, Checkpoints(root / party), resume,
               lambda step, done, total=None, p=party: steps[p].append((step, done, total)))
              for party, link in zip((LENDER, PLATFORM), links)]
     results: dict[int, object] = {}
@@ -112,7 +116,7 @@ def attempt(tables, root: Path, out: Path, resume: bool, cut_at: int | None = No
         assert not t.is_alive(), "a party never ended"
     errors = [r for r in results.values() if isinstance(r, Exception)]
     if errors:
-        assert cut_at is not None and cut.sent >= cut_at, f"failed without a cut: {errors[0]!r}"
+        assert cut_at is not None and cut.sent >= cut_at, f"failed without a cut: {errors!r}"  # both sides
         return None
     return {"lender": results[0], "platform": results[1], "steps": steps, "messages": cut.sent}
 

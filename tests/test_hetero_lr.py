@@ -170,3 +170,18 @@ def test_fedacq_run_hetero_lr(tmp_path, capsys):
     assert 1 <= len(m["history"]) <= 3
     assert (out / "lender" / "model" / "hetero_lr_lender.json").is_file()
     assert (out / "platform" / "model" / "hetero_lr_platform.json").is_file()
+
+
+def test_a_platform_without_feature_columns_gets_no_residuals():
+    """A featureless platform (scikit-learn's estimator checks run one) trains nothing; the lender fits alone
+    and sends no ciphertext at all: there is no platform gradient to compute."""
+    rng = np.random.default_rng(0)
+    Xl = rng.normal(size=(200, 2))
+    y = (Xl[:, 0] > 0).astype(float)
+    L, P = memory_pair("lender", "platform", record=True)
+    lender = HeteroLRLender(max_iter=2, batch_size=50, key_bits=TEST_KEY_BITS, insecure_test_key=True, n_jobs=1)
+    platform = HeteroLRPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS)
+    proba, _ = run_parties((lambda: lender.fit(L, Xl, y).predict_proba(L, Xl),),
+                           (lambda: platform.fit(P, np.zeros((200, 0))).serve_predict(P, np.zeros((200, 0))),))
+    assert lender.history_[-1]["train_auc"] > 0.95 and proba.shape == (200,)
+    assert {m.type for m in P.received} == {"hlr.hello", "hlr.epoch_done", "hlr.predict"}

@@ -25,7 +25,9 @@ import json
 import numpy as np
 import pytest
 
-from fedacq.learn import hetero_lr_objectives as objectives
+from fedacq.learn import hetero_lr_objectives
+from fedacq.learn import objectives
+from fedacq.learn.metrics import metric_key
 from fedacq.learn.hetero_lr import (HeteroLRLender, HeteroLRPlatform, Optimizer, Standardizer, batches,
                                     step_size)
 from fedacq.link.memory import memory_pair, run_parties
@@ -47,7 +49,7 @@ def make_data(objective: str, n: int = 500, seed: int = 0):
     elif objective == "reg:tweedie":  # zero-inflated amounts: a conversion, then a gamma amount
         y = (rng.random(n) < 0.4) * rng.gamma(2.0, np.exp(1.0 + eta) / 2.0)
     else:
-        y = (rng.random(n) < objectives.sigmoid(eta)).astype(float)
+        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
     tr = np.arange(n) < int(0.8 * n)
     return Xl, Xp, y, tr
 
@@ -58,8 +60,9 @@ def plaintext_descent(Xl, Xp, y, objective, params, epochs):
     frac = params["feature_frac_bits"]
     Zp = np.ldexp(np.rint(np.ldexp(Standardizer.fit(Xp).transform(Xp), frac)), -frac)  # as the platform
     n = len(y)
-    b = objectives.base_margin(objective, y)
-    bound = params.get("residual_bound") or objectives.residual_bound(objective, y, b, TWEEDIE_POWER)
+    obj = objectives.get(objective, tweedie_variance_power=TWEEDIE_POWER)
+    b = float(obj.base_margin(y)[0])
+    bound = params.get("residual_bound") or hetero_lr_objectives.residual_bound(obj, y, b)
     opt_l = Optimizer(Zl.shape[1] + 1, params["penalty"], 1.0, n, 0.9, intercept_last=True)
     opt_p = Optimizer(Zp.shape[1], params["penalty"], 1.0, n, 0.9)
     w, wp, out = np.zeros(Zl.shape[1]), np.zeros(Zp.shape[1]), []
@@ -67,7 +70,7 @@ def plaintext_descent(Xl, Xp, y, objective, params, epochs):
         lr = step_size(params["learning_rate"], params["eta0"], 0.5, epoch, params["eta0"])
         for rows in batches(n, params["batch_size"], 0, epoch):
             z = Zl[rows] @ w + b + Zp[rows] @ wp
-            r = np.clip(objectives.gradient(objective, y[rows], z, TWEEDIE_POWER), -bound, bound)
+            r = np.clip(obj.gradients(z, y[rows])[0].astype(np.float64), -bound, bound)
             wb = opt_l.step(np.append(w, b), np.append(Zl[rows].T @ r / len(rows), r.mean()), lr)
             w, b = wb[:-1], float(wb[-1])
             wp = opt_p.step(wp, Zp[rows].T @ r / len(rows), lr)
@@ -89,7 +92,7 @@ def federated_fit(Xl, Xp, y, tr, objective, **extra):
     return lender, platform, pred
 
 
-@pytest.mark.parametrize("objective", objectives.OBJECTIVES)
+@pytest.mark.parametrize("objective", hetero_lr_objectives.OBJECTIVES)
 def test_federated_fit_equals_plaintext_descent(objective):
     Xl, Xp, y, tr = make_data(objective)
     lender, platform, pred = federated_fit(Xl, Xp, y, tr, objective)
@@ -99,10 +102,11 @@ def test_federated_fit_equals_plaintext_descent(objective):
     np.testing.assert_allclose(platform.coef_, wp, rtol=0, atol=1e-6)
     assert lender.intercept_ == pytest.approx(b, abs=1e-6)
     # the history carries XGBoost's default metric of the objective, train and valid
-    name = objectives.metric_names(objective)[0]
-    assert all(f"train_{name}" in h and f"valid_{name}" in h for h in lender.history_)
+    stop = objectives.get(objective, tweedie_variance_power=TWEEDIE_POWER).stop_metric
+    train, valid = metric_key("train", stop), metric_key("valid", stop)
+    assert all(train in h and valid in h for h in lender.history_)
     assert len(lender.history_) == PARAMS["max_iter"]
-    assert lender.history_[-1][f"train_{name}"] < lender.history_[0][f"train_{name}"]  # it learns
+    assert lender.history_[-1][train] < lender.history_[0][train]  # it learns
     assert pred.shape == (int((~tr).sum()),)
     if objective == "binary:logistic":
         assert lender.residual_bound_ == 1.0
@@ -127,7 +131,8 @@ def test_plaintext_descent_reaches_the_sklearn_optimum(objective, reference):
     params = {**PARAMS, "feature_frac_bits": 16, "learning_rate": "invscaling", "eta0": 0.3, "batch_size": 1000}
     w, b, wp = plaintext_descent(Xl, Xp, y, objective, params, 300)[-1]
     Z = np.hstack([Standardizer.fit(Xl).transform(Xl), Standardizer.fit(Xp).transform(Xp)])
-    ours = objectives.transform(objective, Z @ np.r_[w, wp] + b)
+    ours = Z @ np.r_[w, wp] + b
+    ours = ours if objective == "reg:squarederror" else np.exp(ours)
     theirs = reference().fit(Z, y).predict(Z)
     assert np.max(np.abs(ours - theirs) / np.abs(theirs)) < 1e-4
 
@@ -137,19 +142,22 @@ def test_multiclass_is_refused_with_the_reason():
         HeteroLRLender(objective="multi:softprob")
     with pytest.raises(ValueError, match="tweedie_variance_power must be in"):
         HeteroLRLender(objective="reg:tweedie", tweedie_variance_power=2.5)
+    with pytest.raises(ValueError, match="hetero_lr: objective 'multi:softprob' is not available"):
+        __import__("fedacq.learn.hetero_lr_roles").learn.hetero_lr_roles.resolve_params(
+            {"objective": "multi:softprob", "num_class": 3})
     with pytest.raises(ValueError, match="residual_bound must be None or 1"):
         HeteroLRLender(residual_bound=4.0)
 
 
 @pytest.mark.parametrize("objective,y,error", [
-    ("binary:logistic", [0.0, 2.0], "0/1 labels"),
-    ("count:poisson", [1.0, -1.0], "non-negative"),
-    ("reg:tweedie", [0.0, 0.0], "not all zero"),
-    ("reg:squarederror", [1.0, np.nan], "finite"),
+    ("binary:logistic", [0.0, 2.0], "binary:logistic needs labels 0/1"),
+    ("count:poisson", [1.0, -1.0], "count:poisson needs non-negative labels"),
+    ("reg:tweedie", [0.0, 0.0], "every label is 0"),
+    ("reg:squarederror", [1.0, np.nan], "NaN"),
 ])
-def test_labels_each_objective_is_defined_for(objective, y, error):
+def test_the_lender_refuses_labels_outside_the_objective(objective, y, error):
     with pytest.raises(ValueError, match=error):
-        objectives.check_labels(objective, np.array(y))
+        HeteroLRLender(objective=objective).fit(None, np.zeros((2, 1)), np.array(y))  # before any message
 
 
 @pytest.mark.parametrize("bound", [3.0, 2.0 ** 50, -1.0, "1"])

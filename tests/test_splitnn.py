@@ -168,3 +168,15 @@ def test_initial_weights_are_each_partys_secret():
     secret = nets.bottom(5, [], p, a.init_seed * 10 + PLATFORM_BOTTOM).state_dict()
     assert not any(torch.equal(by_seed[k], secret[k]) for k in by_seed)
     assert SplitNNLender(random_state=4).init_seed != SplitNNLender(random_state=4).init_seed
+
+
+def test_a_platform_without_feature_columns_trains_a_constant_embedding():
+    """A featureless platform (scikit-learn's estimator checks run one): its bottom network is its biases."""
+    rng = np.random.default_rng(0)
+    Xl = rng.normal(size=(200, 2))
+    y = (Xl[:, 0] > 0).astype(float)
+    L, P = memory_pair("lender", "platform")
+    lender = SplitNNLender(max_iter=2, batch_size=50, hidden_layer_sizes=[4], embedding_dim=2, top_layer_sizes=[4])
+    proba, _ = run_parties((lambda: lender.fit(L, Xl, y).predict(L, Xl),),
+                           (lambda: SplitNNPlatform().fit(P, np.zeros((200, 0))).serve_predict(P, np.zeros((200, 0))),))
+    assert proba.shape == (200,) and len(lender.history_) == 2

@@ -107,6 +107,8 @@ from gmpy2 import mpz
 
 from fedacq.crypto.paillier import MIN_KEY_BITS
 from fedacq.learn import hetero_lr_objectives as objectives
+from fedacq.learn.objectives import Objective
+from fedacq.learn.metrics import metric_key
 from fedacq.link.link import Link
 from fedacq.link.message import BigInts, Message, MessageSpec, PartSpec, register
 
@@ -270,7 +272,7 @@ def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int,
                   residual_frac_bits: int, feature_frac_bits: int, mask_bits: int, solver: str = "adam",
                   objective: str = "binary:logistic", tweedie_variance_power: float = 1.5,
                   residual_bound: float | None = None) -> None:
-    objectives.check_objective(objective, tweedie_variance_power)
+    objectives.get(objective, tweedie_variance_power)
     if residual_bound is not None:
         if objective == "binary:logistic" and residual_bound != 1:
             raise ValueError("binary:logistic residuals are below 1 in size: residual_bound must be None or 1")
@@ -444,7 +446,7 @@ class HeteroLRLender:
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.callback = callback
-        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each epoch, resume
+        #: a :class:`fedacq.learn.run_checkpoints.RunCheckpoints` (node jobs): save after each epoch, resume
         self.checkpoints = checkpoints
         self.history_: list[dict[str, float]] = []
         self.timings_: dict[str, float] = {}
@@ -467,10 +469,10 @@ class HeteroLRLender:
         n = X.shape[0]
         if y.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {y.shape}")
-        objectives.check_labels(self.objective, y)
-        b0 = objectives.base_margin(self.objective, y) if self.fit_intercept else 0.0
-        bound = self.residual_bound if self.residual_bound is not None else \
-            objectives.residual_bound(self.objective, y, b0, self.tweedie_variance_power)
+        obj = self._objective()
+        obj.check_labels(y)
+        b0 = float(obj.base_margin(y)[0]) if self.fit_intercept else 0.0
+        bound = self.residual_bound if self.residual_bound is not None else objectives.residual_bound(obj, y, b0)
         self.residual_bound_ = float(bound)
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "decrypt": 0.0, "wait": 0.0}
@@ -525,16 +527,19 @@ class HeteroLRLender:
                 u = msg.parts["logits"]
                 if msg.header["epoch"] != epoch or msg.header["batch"] != bi or len(u) != len(rows):
                     raise ValueError(f"hlr.logits: expected epoch {epoch} batch {bi} with {len(rows)} rows")
-                r = objectives.gradient(self.objective, y[rows], Z[rows] @ w + b + u, self.tweedie_variance_power)
+                r = objectives.residual(obj, y[rows], Z[rows] @ w + b + u)
                 clipped += int(np.count_nonzero(np.abs(r) > bound))
                 r = np.clip(r, -bound, bound)  # what the platform's slots hold; both parties step on it
-                t0 = time.perf_counter()
-                enc = sk.encrypt_raw(fp.encode(r / bound, pk), workers=self.n_jobs)
-                timings["encrypt"] += time.perf_counter() - t0
-                link.send(Message("hlr.residuals", {"epoch": epoch, "batch": bi, "step_size": float(lr)},
-                                  {"residuals": enc.to_bigints()}, step=f"epoch{epoch}/batch{bi}"))
+                if d_p:  # a platform without feature columns has no gradient: no residual is sent
+                    t0 = time.perf_counter()
+                    enc = sk.encrypt_raw(fp.encode(r / bound, pk), workers=self.n_jobs)
+                    timings["encrypt"] += time.perf_counter() - t0
+                    link.send(Message("hlr.residuals", {"epoch": epoch, "batch": bi, "step_size": float(lr)},
+                                      {"residuals": enc.to_bigints()}, step=f"epoch{epoch}/batch{bi}"))
                 wb = opt.step(np.append(w, b), np.append(Z[rows].T @ r / len(rows), r.mean()), lr)
                 w, b = wb[:-1], (float(wb[-1]) if self.fit_intercept else 0.0)
+                if not d_p:
+                    continue
                 t0 = time.perf_counter()
                 g = link.recv("hlr.gradient")
                 timings["wait"] += time.perf_counter() - t0
@@ -561,8 +566,8 @@ class HeteroLRLender:
                 if u_eval is None or len(u_eval) != n_eval:
                     raise ValueError(f"hlr.epoch: expected {n_eval} validation logits")
                 metrics.update(self._metrics("valid", yv, Zv @ w + b + u_eval))
-            monitor = objectives.metric_names(self.objective)[0]
-            loss = metrics[f"valid_{monitor}" if Zv is not None and self.early_stopping else f"train_{monitor}"]
+            monitor = metric_key("valid" if Zv is not None and self.early_stopping else "train", obj.stop_metric)
+            loss = metrics[monitor]
             improved = loss < best_loss
             if improved:
                 best = (w.copy(), b)
@@ -596,8 +601,11 @@ class HeteroLRLender:
         self.timings_ = timings
         return self
 
+    def _objective(self) -> Objective:
+        return objectives.get(self.objective, self.tweedie_variance_power)
+
     def _metrics(self, prefix: str, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:
-        return objectives.metrics(self.objective, prefix, y, margin, self.tweedie_variance_power)
+        return objectives.history(self._objective(), prefix, y, margin)
 
     def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, d: int) -> tuple:
         """The training state after epoch ``resumed[0]``, from this party's own checkpoint.
@@ -635,14 +643,14 @@ class HeteroLRLender:
 
     def predict(self, link: Link, X: np.ndarray) -> np.ndarray:
         """The objective's prediction, as XGBoost's ``Booster.predict``: probability of 1 or the mean."""
-        return objectives.transform(self.objective, self.decision_function(link, X))
+        return self._objective().transform(self.decision_function(link, X)).astype(np.float64)
 
     def predict_proba(self, link: Link, X: np.ndarray) -> np.ndarray:
         """Probabilities of label 1 (one column, as SecureBoost's); ``binary:logistic`` only."""
         if self.objective != "binary:logistic":
             raise ValueError(f"predict_proba is for binary:logistic; this model's objective is {self.objective} "
                              "(use predict)")
-        return objectives.sigmoid(self.decision_function(link, X))
+        return self.predict(link, X)
 
     def save(self, directory: str | Path) -> Path:
         """The lender's model part: its scaler, weights and intercept (never the platform's)."""
@@ -696,7 +704,7 @@ class HeteroLRPlatform:
                  on_epoch: Callable[[int], Any] | None = None) -> None:
         self.n_jobs = n_jobs
         self.min_key_bits = int(min_key_bits)
-        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its weights after each epoch, resume
+        #: a :class:`fedacq.learn.run_checkpoints.RunCheckpoints` (node jobs): its weights after each epoch, resume
         self.checkpoints = checkpoints
         self.on_epoch = on_epoch
         self.timings_: dict[str, float] = {}
@@ -757,7 +765,7 @@ class HeteroLRPlatform:
         w = np.zeros(d)
         best = w.copy()
         opt = Optimizer(d, penalty, C, n, float(params["momentum"]), solver=params["solver"])
-        from fedacq.learn.run import resume_point
+        from fedacq.learn.run_checkpoints import resume_point
 
         resumed = resume_point(self.checkpoints, "epoch", first_epoch, "hlr.hello")
         held = 0 if resumed is None else resumed[0] + 1
@@ -775,6 +783,8 @@ class HeteroLRPlatform:
             for bi, rows in enumerate(batches(n, batch_size, seed, epoch)):
                 link.send(Message("hlr.logits", {"epoch": epoch, "batch": bi}, {"logits": Xq[rows] @ w},
                                   step=f"epoch{epoch}/batch{bi}"))
+                if not d:  # no feature column, no weight to update: the lender sends no residuals
+                    continue
                 t0 = time.perf_counter()
                 msg = link.recv("hlr.residuals")
                 timings["wait"] += time.perf_counter() - t0

@@ -11,7 +11,7 @@ Scores for evaluation come from federated inference: the platform sends its
 partial logits of the rows asked for.
 
 Checkpoints (node jobs): each party saves its own state after every epoch and
-resumes from the last epoch both hold (:class:`fedacq.learn.run.RunCheckpoints`;
+resumes from the last epoch both hold (:class:`fedacq.learn.run_checkpoints.RunCheckpoints`;
 what each side stores is listed in ``protocols/hetero_lr.md``).
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
+from fedacq.learn.run_roles import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint",)
@@ -52,8 +52,12 @@ DEFAULTS: dict[str, Any] = {
 
 def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     """The defaults overridden by ``params``; unknown names and bad values are errors."""
+    from fedacq.learn import hetero_lr_objectives
     from fedacq.learn.hetero_lr import _check_params
 
+    if params.get("objective") in hetero_lr_objectives.REFUSED:  # the reason, before its parameters' names
+        raise ValueError(f"hetero_lr: objective {params['objective']!r} is not available for hetero LR: "
+                         f"{hetero_lr_objectives.REFUSED[params['objective']]}")
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"hetero_lr: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")

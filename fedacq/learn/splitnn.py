@@ -298,13 +298,11 @@ def _own_seed(init_seed: int | None) -> int:
 
 
 def _metrics(prefix: str, y: np.ndarray, logit: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+    """binary:logistic's metrics (logloss, AUC) of logits, as every fedacq model keys them (``train_logloss``)."""
+    from fedacq.learn import objectives
+    from fedacq.learn.hetero_lr_objectives import history
 
-    p = np.clip(1.0 / (1.0 + np.exp(-logit.astype(np.float64))), 1e-12, 1 - 1e-12)
-    out = {f"{prefix}_logloss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
-    if 0 < y.sum() < len(y):
-        out[f"{prefix}_auc"] = float(roc_auc_score(y, p))
-    return out
+    return history(objectives.get("binary:logistic"), prefix, y, logit)
 
 
 class _EarlyStopping:
@@ -416,7 +414,7 @@ class SplitNNLender:
         self.random_state = random_state
         self.init_seed = _own_seed(init_seed)
         self.callback = callback
-        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): save after each epoch, resume
+        #: a :class:`fedacq.learn.run_checkpoints.RunCheckpoints` (node jobs): save after each epoch, resume
         self.checkpoints = checkpoints
         self.history_: list[dict[str, float]] = []
 
@@ -639,7 +637,7 @@ class SplitNNPlatform:
     def __init__(self, init_seed: int | None = None, checkpoints: Any = None,
                  on_epoch: Callable[[int], Any] | None = None) -> None:
         self.init_seed = _own_seed(init_seed)
-        #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its network after each epoch, resume
+        #: a :class:`fedacq.learn.run_checkpoints.RunCheckpoints` (node jobs): its network after each epoch, resume
         self.checkpoints = checkpoints
         self.on_epoch = on_epoch
 
@@ -687,7 +685,7 @@ class SplitNNPlatform:
         if eval_X is not None:
             dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_X))
         best = copy.deepcopy(self.bottom_.state_dict())
-        from fedacq.learn.run import resume_point
+        from fedacq.learn.run_checkpoints import resume_point
 
         resumed = resume_point(self.checkpoints, "epoch", first_epoch, "snn.hello")
         stopped = False

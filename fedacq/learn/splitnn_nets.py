@@ -74,7 +74,8 @@ def init_(module: nn.Module, seed: int) -> nn.Module:
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.in_features)
+                # torch's own rule, 0 for a layer without inputs (a party with no feature columns)
+                bound = 1.0 / math.sqrt(m.in_features) if m.in_features > 0 else 0.0
                 m.weight.uniform_(-bound, bound, generator=gen)
                 m.bias.uniform_(-bound, bound, generator=gen)
             elif isinstance(m, nn.Embedding):

@@ -10,7 +10,7 @@ torch (the ``nn`` extra) is needed only when this model runs.
 
 Checkpoints (node jobs): each party saves its own networks and optimiser state
 after every epoch and resumes from the last epoch both hold
-(:class:`fedacq.learn.run.RunCheckpoints`; what each side stores is listed in
+(:class:`fedacq.learn.run_checkpoints.RunCheckpoints`; what each side stores is listed in
 ``protocols/splitnn.md``).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedacq.learn.run import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
+from fedacq.learn.run_roles import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
 MODES = ("joint",)
