@@ -114,3 +114,60 @@ def test_plots_render_to_png(tmp_path):
         path = tmp_path / f"{name}.png"
         fig.savefig(path)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("objective, params, metric_names", [
+    ("binary:logistic", {}, ["logloss", "auc"]),
+    ("reg:squarederror", {}, ["rmse"]),
+    ("count:poisson", {}, ["poisson-nloglik"]),
+    ("reg:tweedie", {"tweedie_variance_power": 1.2}, ["tweedie-nloglik@1.2"]),
+    ("multi:softprob", {"num_class": 3}, ["mlogloss", "merror"]),
+])
+def test_xgboost_metrics_by_name_equal_xgboost(objective, params, metric_names):
+    """evaluate_metric(name, ...) gives what XGBoost reports under that name, for its own predictions."""
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = {"binary:logistic": (X[:, 0] + rng.normal(size=200) > 0).astype(float),
+         "reg:squarederror": X[:, 0] * 3 + rng.normal(size=200),
+         "count:poisson": rng.poisson(np.exp(0.5 * X[:, 0])).astype(float),
+         "reg:tweedie": np.where(rng.random(200) < 0.5, 0.0, rng.gamma(2.0, 40.0, 200)),
+         "multi:softprob": np.digitize(X[:, 0] + rng.normal(size=200), [-0.5, 0.5]).astype(float)}[objective]
+    dm = xgboost.DMatrix(X, label=y)
+    booster = xgboost.train({"objective": objective, "eval_metric": metric_names, "max_depth": 2, **params}, dm, 3)
+    reported = dict(item.split(":") for item in booster.eval(dm).split()[1:])
+    pred = booster.predict(dm)
+    for name in metric_names:
+        assert metrics.evaluate_metric(name, y, pred) == pytest.approx(float(reported[f"eval-{name}"]), rel=1e-5)
+
+
+def test_metric_names_and_keys():
+    assert metrics.metric_key("valid", "tweedie-nloglik@1.5") == "valid_tweedie-nloglik_1.5"
+    assert metrics.format_rho(1.2) == "1.2" and metrics.format_rho(1.5) == "1.5"
+    with pytest.raises(ValueError, match="unknown metric 'mae'"):
+        metrics.evaluate_metric("mae", np.zeros(2), np.zeros(2))
+    with pytest.raises(ValueError, match=r"Tweedie power must be in \[1, 2\)"):
+        metrics.evaluate_metric("tweedie-nloglik@2.5", np.zeros(2), np.ones(2))
+    assert metrics.merror(np.array([0, 1]), np.array([[0.5, 0.5], [0.5, 0.5]])) == 0.5  # ties: the first class
+
+
+def test_early_stopping_as_xgboost():
+    from fedacq.learn.early_stopping import EarlyStopping
+
+    stopper = EarlyStopping(rounds=2)
+    stops = []
+    for i, score in enumerate([0.5, 0.4, 0.4, 0.45, 0.3]):
+        stops.append(stopper.update(i, score))
+        if stops[-1]:
+            break
+    assert stops == [False, False, False, True] and stopper.best_iteration == 1  # a tie is no improvement
+    again = EarlyStopping.from_state(stopper.state())
+    assert again == stopper
+    auc = EarlyStopping(rounds=1, maximize=True)
+    assert [auc.update(i, s) for i, s in enumerate([0.6, 0.7, 0.65])] == [False, False, True]
+    assert EarlyStopping(rounds=None).update(10, 1.0) is False
+    with pytest.raises(ValueError, match="early_stopping_rounds"):
+        EarlyStopping(rounds=-1)
+    with pytest.raises(ValueError, match="scored nan"):
+        EarlyStopping(rounds=1).update(0, float("nan"))
