@@ -673,7 +673,7 @@ class HeteroLRLender:
         :meth:`~HeteroLRPlatform.serve_predict`); the Paillier key is not needed to predict and is not in the file.
         """
         path = Path(directory) / LENDER_FILE
-        doc = _read_model(path, "fedacq.hetero_lr.lender/1")
+        doc = read_model_file(path, "fedacq.hetero_lr.lender/1")
         try:
             model = cls(**doc["params"], n_jobs=n_jobs)
             model.scaler_ = Standardizer.from_dict(doc["scaler"])
@@ -871,7 +871,7 @@ class HeteroLRPlatform:
              min_key_bits: int = MIN_KEY_BITS) -> "HeteroLRPlatform":
         """A platform model part written by :meth:`save`, ready to answer the lender's predictions."""
         path = Path(directory) / PLATFORM_FILE
-        doc = _read_model(path, "fedacq.hetero_lr.platform/1")
+        doc = read_model_file(path, "fedacq.hetero_lr.platform/1")
         model = cls(n_jobs=n_jobs, min_key_bits=min_key_bits)
         try:
             model.scaler_ = Standardizer.from_dict(doc["scaler"])
@@ -885,8 +885,9 @@ class HeteroLRPlatform:
         return model
 
 
-def _read_model(path: Path, fmt: str) -> dict[str, Any]:
-    """A model file's JSON document, checked to be of format ``fmt`` (name and version)."""
+def read_model_file(path: Path, fmt: str) -> dict[str, Any]:
+    """A model file's JSON document, checked to be of format ``fmt`` (name and version); hetero LR and
+    split NN read their parts with it."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

@@ -115,7 +115,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fedacq.learn.hetero_lr import Standardizer, batches
+from fedacq.learn.hetero_lr import Standardizer, batches, read_model_file
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 
@@ -381,18 +381,6 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: cannot read the weights: {exc}") from exc
 
 
-def _read_doc(path: Path, fmt: str) -> dict[str, Any]:
-    """A model file's JSON document, checked to be of format ``fmt`` (name and version)."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the model file: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        found = doc.get("format") if isinstance(doc, dict) else None
-        raise ValueError(f"{path}: expected a model of format {fmt!r}, found {found!r}")
-    return doc
-
-
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` without its clock: members dated 1980-01-01, so equal weights give equal bytes."""
     import zipfile
@@ -614,7 +602,7 @@ class SplitNNLender:
         then take the saved weights (names and shapes checked against them).
         """
         path = Path(directory)
-        doc = _read_doc(path / LENDER_JSON, "fedacq.splitnn.lender/1")
+        doc = read_model_file(path / LENDER_JSON, "fedacq.splitnn.lender/1")
         try:
             model = cls(init_seed=0, **doc["params"])
             model.columns_ = Columns.from_dict(doc["columns"])
@@ -767,7 +755,7 @@ class SplitNNPlatform:
         from fedacq.learn import splitnn_nets as nets
 
         path = Path(directory)
-        doc = _read_doc(path / PLATFORM_JSON, "fedacq.splitnn.platform/2")
+        doc = read_model_file(path / PLATFORM_JSON, "fedacq.splitnn.platform/2")
         model = cls(init_seed=0)
         try:
             model.params_ = resolve_params(doc["params"])
