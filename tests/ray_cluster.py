@@ -4,8 +4,10 @@ Why a launcher process: the cluster is started by ``python tests/ray_cluster.py 
 child of the test process that owns every Ray process of the cluster (``ray.cluster_utils``,
 Ray's own multi-node-on-one-machine helper). It prints the cluster address, then waits
 for its stdin to close: the fixture closes it at teardown, and if the test process dies
-the pipe closes all the same, so the cluster never outlives the tests. Nothing here
-stops Ray by name (``ray stop`` would stop other people's clusters too).
+the pipe closes all the same, so the cluster never outlives the tests. The launcher
+leads its own process group, which holds every Ray process of the cluster; what a
+graceful shutdown leaves is killed by that group. Nothing here stops Ray by name
+(``ray stop`` would stop other people's clusters too).
 
 Why loopback takes care: Ray replaces ``127.0.0.1`` by the address of the machine's
 default route ("remotely reachable") unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, and
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+PROJECT = Path(__file__).resolve().parent.parent
 #: generous: two Ray nodes take 10-20 s on a loaded 2-core machine.
 START_DEADLINE_S = 180.0
 
@@ -37,43 +41,49 @@ def cluster_env(directory: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(directory),
                 "RAY_USAGE_STATS_ENABLED": "0"})
+    # Ray workers import fedacq by name: this checkout's, whatever the working directory
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
 @dataclass
 class LocalRayCluster:
-    """A running launcher: ``address`` for ``ray.init``; ``close()`` stops every node."""
+    """A running launcher: ``address`` for ``ray.init``; ``close()`` stops every node.
+
+    The launcher leads its own process group, and every Ray process of the cluster
+    stays in it: that group, and nothing else, is what :meth:`pids` reports and what
+    :meth:`close` kills if a graceful shutdown does not finish.
+    """
 
     address: str
     directory: Path
     process: subprocess.Popen
 
     def pids(self) -> set[int]:
-        """The launcher and every process below it (Ray's servers and workers)."""
-        children: dict[int, list[int]] = {}
+        """The launcher and every process of its group (Ray's servers and workers)."""
+        found = {self.process.pid}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
+            except OSError:  # the process ended meanwhile
                 continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        found, todo = set(), [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            if pid not in found:
-                found.add(pid)
-                todo.extend(children.get(pid, []))
+            if int(fields[2]) == self.process.pid:  # field 5 of stat: the process group
+                found.add(int(stat.parent.name))
         return found
 
     def close(self, deadline_s: float = 60.0) -> None:
-        """Ask the launcher to shut the cluster down; kill what is left of it at the deadline."""
+        """Ask the launcher to shut the cluster down; then kill whatever is left in its group."""
         if self.process.poll() is None and self.process.stdin is not None:
             self.process.stdin.close()
         try:
             self.process.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is empty: the graceful shutdown did it all
+            pass
+        self.process.wait()
 
 
 def listening_addresses(pids: set[int]) -> list[str]:
@@ -111,27 +121,37 @@ def listening_addresses(pids: set[int]) -> list[str]:
     return out
 
 
-def start_cluster(directory: Path) -> LocalRayCluster:
-    """Start the launcher and wait (with a deadline, no sleeps) for the cluster's address."""
+def start_cluster(directory: Path, attempts: int = 3) -> LocalRayCluster:
+    """Start the launcher and wait (with a deadline, no sleeps) for the cluster's address.
+
+    Ray gives a starting node 30 s to register, a limit a heavily loaded machine can
+    miss; a launcher that fails is cleaned up and started again, up to ``attempts``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, __file__, str(directory)], env=cluster_env(directory),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=open(directory / "launcher.log", "wb"), text=True)
     deadline = time.monotonic() + START_DEADLINE_S
-    line = ""
-    while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            break
-    cluster = LocalRayCluster(address=line.strip(), directory=directory, process=proc)
-    if not line.startswith("address "):
+    logs = []
+    for attempt in range(attempts):
+        log_path = directory / f"launcher-{attempt}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, __file__, str(directory)], env=cluster_env(directory),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                    start_new_session=True)
+        line = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                line = proc.stdout.readline()
+                break
+        cluster = LocalRayCluster(address="", directory=directory, process=proc)
+        if line.startswith("address "):
+            cluster.address = line.split(" ", 1)[1].strip()
+            return cluster
         cluster.close()
-        log = (directory / "launcher.log").read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"the test Ray cluster did not start (deadline {START_DEADLINE_S:.0f} s); "
-                           f"launcher log:\n{log}")
-    cluster.address = line.split(" ", 1)[1].strip()
-    return cluster
+        logs.append(log_path.read_text(errors="replace")[-3000:])
+        if time.monotonic() >= deadline:
+            break
+    raise RuntimeError(f"the test Ray cluster did not start ({len(logs)} attempt(s), deadline "
+                       f"{START_DEADLINE_S:.0f} s); last launcher log:\n{logs[-1]}")
 
 
 def _serve(directory: str) -> None:
