@@ -129,12 +129,14 @@ def _metric_key(split: str, name: str) -> str:
     return metric_key(split, name)
 
 
-def value_by_decile(y: np.ndarray, pred: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
+def value_by_decile(y: np.ndarray, pred: np.ndarray, n_bins: int = 10) -> list[dict[str, Any]]:
     """Rows ranked by prediction, highest first, cut in ``n_bins`` equal groups: per group the mean
     prediction, the mean actual value, and the cumulative share of the total actual value captured
-    (what value targeting acts on: how much drawdown the top deciles hold)."""
+    (what value targeting acts on: how much drawdown the top deciles hold). The share is None for a
+    target that can be negative or sums to 0: a share of such a total means nothing."""
     order = np.argsort(-pred, kind="stable")
     total = float(y.sum())
+    shares = total > 0 and not (y < 0).any()
     out, captured = [], 0.0
     for i, rows in enumerate(np.array_split(order, n_bins)):
         if rows.size == 0:
@@ -142,7 +144,7 @@ def value_by_decile(y: np.ndarray, pred: np.ndarray, n_bins: int = 10) -> list[d
         captured += float(y[rows].sum())
         out.append({"decile": i + 1, "rows": int(rows.size), "mean_prediction": float(pred[rows].mean()),
                     "mean_actual": float(y[rows].mean()),
-                    "cum_value_share": captured / total if total else float("nan")})
+                    "cum_value_share": captured / total if shares else None})
     return out
 
 
@@ -197,9 +199,12 @@ def _plot_predicted_vs_actual(splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     return fig
 
 
-def _plot_value_by_decile(table: list[dict[str, float]], title: str) -> Any:
-    """Two panels: mean actual and predicted value per decile of the prediction; cumulative share captured."""
-    fig, (ax_mean, ax_share) = _figure(2)
+def _plot_value_by_decile(table: list[dict[str, Any]], title: str) -> Any:
+    """Mean actual and predicted value per decile of the prediction; beside it the cumulative share of
+    the total captured, when the target has one."""
+    with_share = all(row["cum_value_share"] is not None for row in table)
+    fig, axes = _figure(2 if with_share else 1)
+    ax_mean = axes[0]
     deciles = [row["decile"] for row in table]
     ax_mean.bar(np.array(deciles) - 0.2, [row["mean_actual"] for row in table], width=0.4, label="actual")
     ax_mean.bar(np.array(deciles) + 0.2, [row["mean_prediction"] for row in table], width=0.4, label="predicted")
@@ -207,6 +212,9 @@ def _plot_value_by_decile(table: list[dict[str, float]], title: str) -> Any:
     ax_mean.set_ylabel("mean value")
     ax_mean.set_title(title)
     ax_mean.legend()
+    if not with_share:
+        return fig
+    ax_share = axes[1]
     rows = np.cumsum([row["rows"] for row in table]) / sum(row["rows"] for row in table)
     ax_share.plot(np.r_[0.0, rows], np.r_[0.0, [row["cum_value_share"] for row in table]], marker="o",
                   label="model")
