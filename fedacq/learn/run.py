@@ -52,10 +52,8 @@ from fedacq.learn.run_tables import PartyTable, check_evaluable, check_labelled,
 from fedacq.link.link import Link
 from fedacq.node.checkpoint import Checkpoints
 
-# Thin re-exports for importers this module's owner does not edit (listed for the lead):
-# the model role modules import the role interface from here, hetero_lr/splitnn import
-# resume_point, and tests/test_checkpoint_run.py imports _parse_held and CHECKPOINTS_MESSAGE.
-from fedacq.learn.run_checkpoints import CHECKPOINTS_MESSAGE, _parse_held, resume_point  # noqa: F401
+# Thin re-export for secureboost_roles.py, which imports the role interface from here
+# (to go once it imports from fedacq.learn.run_roles).
 from fedacq.learn.run_roles import fit_lender, model_files, serve_platform  # noqa: F401
 
 
