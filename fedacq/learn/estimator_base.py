@@ -20,20 +20,30 @@ The peer
 Row alignment (why X is indexed by the joint user id)
     The platform holds its features for the users both parties share, keyed by the
     joint user id (the PSI intersection's id, an integer both sides hold). The
-    lender's ``X`` is a pandas DataFrame indexed by the same id. Every request
-    names its rows by those ids, and the platform takes its rows by them, in the
-    lender's order. This is what survives GridSearchCV and cross-validation:
-    scikit-learn subsets a DataFrame with ``.iloc`` and keeps its index, so each
-    fold's rows still name their users. A numpy ``X`` carries no ids: it is read
-    as *all* the platform's rows in the platform's order, and refused when its
-    length differs (a subset of a numpy array cannot be aligned). A platform
-    with no features (``LocalPlatform()``) accepts any rows.
+    lender's ``X`` is a pandas DataFrame indexed by the same id, a *named* index
+    (``X.set_index("user_id")``). Every request names its rows by those ids, and
+    the platform takes its rows by them, in the lender's order. This is what
+    survives GridSearchCV and cross-validation: scikit-learn subsets a DataFrame
+    with ``.iloc`` and keeps its index, so each fold's rows still name their users.
+    A numpy ``X``, or a DataFrame whose index has no name (pandas' own row
+    numbering, most likely an id column never made the index), carries no ids:
+    it is read as *all* the platform's rows in the platform's order, and refused
+    when its length differs (a subset cannot be aligned). A platform with no
+    features (``LocalPlatform()``) accepts any rows.
 
 What the platform learns from a request
     The model kind, the action (fit or predict), and the ids of the rows of the
     request: which of the shared users are in this fit's training / validation
     rows, or are scored. It already knows the intersection; the split is what
     ``fedacq run`` shares too. Never a label, a lender feature or a score.
+
+scikit-learn's estimator checks (``tests/test_estimators_checks.py``)
+    Against a platform without features every check passes (SecureBoost; hetero LR
+    and split NN wait for their platform sides to accept zero features). Against a
+    platform holding features, the checks that fit cannot pass: they generate numpy
+    ``X`` of their own sizes with no joint user ids, which nothing can align with the
+    platform's users, so the platform refuses them ("cannot be aligned"). They are the
+    test's expected failures (``NEED_ALIGNMENT`` there), not skips.
 
 Request protocol (one round trip before the model's own protocol)
     ``est.request`` L->P: model, action, the platform's model id (predict),
@@ -101,21 +111,30 @@ def request(link: Link, model: str, action: str, rows: "Rows", eval_rows: "Rows 
 
 
 class Rows:
-    """The ids of a request's rows: a DataFrame's index, or positions for anything else (``n`` rows)."""
+    """The ids of a request's rows (see "Row alignment" above).
+
+    A DataFrame whose index has a name (``set_index('user_id')`` gives it one) names its
+    rows by that index, the joint user id. Anything else, numpy or a DataFrame with an
+    unnamed index (pandas' row numbering), is positional: rows 0..n-1 of the platform.
+    """
 
     def __init__(self, X: Any, n: int) -> None:
         index = getattr(X, "index", None)
-        if index is None or not hasattr(X, "columns"):
-            self.positional = True
+        self.positional = index is None or not hasattr(X, "columns") or index.name is None
+        if self.positional:
             self.ids = np.arange(n, dtype=np.int64)
             return
-        self.positional = False
-        if index.dtype.kind not in "iu":
-            raise ValueError(f"X must be indexed by the joint user id as integers (the PSI intersection's id), "
-                             f"got an index of dtype {index.dtype}: set it with X.set_index('<id column>')")
-        if not index.is_unique:
-            raise ValueError("X's index (the joint user id) holds duplicates: each row must name one user")
+        check_joint_index(index, "X")
         self.ids = np.asarray(index, dtype=np.int64)
+
+
+def check_joint_index(index: Any, what: str) -> None:
+    """Refuse an index that cannot be the joint user id (ValueError saying how to set it)."""
+    if index.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be indexed by the joint user id as integers (the PSI intersection's id), "
+                         f"got an index {index.name!r} of dtype {index.dtype}")
+    if not index.is_unique:
+        raise ValueError(f"{what}'s index (the joint user id) holds duplicates: each row must name one user")
 
 
 def eval_pair(eval_set: Any) -> tuple[Any, Any] | None:
@@ -310,6 +329,9 @@ class FederatedClassifierMixin:
         k = len(self.classes_)
         if k < 2:
             raise ValueError(f"y holds {k} class(es): a classifier needs at least 2 classes")
+        if k > self._max_classes == 2:
+            raise ValueError(f"Only binary classification is supported (y holds {k} classes): "
+                             f"{type(self).__name__}'s protocol trains one margin per row")
         if k > self._max_classes:
             raise ValueError(f"y holds {k} classes; {type(self).__name__} trains at most {self._max_classes}")
         return enc.astype(np.float64)

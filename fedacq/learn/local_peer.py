@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fedacq.crypto.paillier import MIN_KEY_BITS
-from fedacq.learn.estimator_base import ACTIONS, MODEL_ID, MODELS
+from fedacq.learn.estimator_base import ACTIONS, MODEL_ID, MODELS, check_joint_index
 from fedacq.link.link import Link
 from fedacq.link.message import Message
 
@@ -57,7 +57,7 @@ class PlatformPeer:
     """The platform's features, served to the lender's estimators (see the module docstring).
 
     ``features``: a pandas DataFrame of numeric columns indexed by the joint user id
-    (integers), or ``None`` for a platform without features (the lender's model then
+    (integers; a positional request takes its rows in this frame's order), or ``None`` for a platform without features (the lender's model then
     uses its own only; useful to test the estimator contract). ``models``: the model
     kinds this party serves. ``min_key_bits``: the smallest Paillier key it accepts
     from the lender (below 2048 only for tests with insecure test keys).
@@ -74,11 +74,9 @@ class PlatformPeer:
         if features is None:
             self._X, self._index = None, None
         else:
-            if not hasattr(features, "columns") or features.index.dtype.kind not in "iu":
-                raise ValueError("platform features must be a pandas DataFrame indexed by the joint user id "
-                                 "(integers)")
-            if not features.index.is_unique:
-                raise ValueError("platform features: the joint user id index holds duplicates")
+            if not hasattr(features, "columns"):
+                raise ValueError("platform features must be a pandas DataFrame indexed by the joint user id")
+            check_joint_index(features.index, "platform features")
             bad = [c for c in features.columns if features[c].dtype.kind not in "biuf"]
             if bad:
                 raise ValueError(f"platform features: non-numeric column(s) {bad[:5]}")
