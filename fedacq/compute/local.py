@@ -11,10 +11,11 @@ key owner's own child processes, over local pipes.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
+    import os
+
     import numpy as np
     from gmpy2 import mpz
 
