@@ -248,6 +248,9 @@ class PrivateKey:
         p, q = mpz(p), mpz(q)
         if p * p * q != public_key.n or p == q:
             raise ValueError("OU private key: p^2 * q does not equal the public modulus n")
+        if p.bit_length() < public_key.p_bits:  # the plaintext bound assumes p >= 2^(p_bits - 1)
+            raise ValueError(f"OU private key: p has {p.bit_length()} bits, fewer than the {public_key.p_bits} "
+                             "its public key's size implies")
         self.public_key = public_key
         self.p, self.q = p, q
         self.psquare = p * p
