@@ -51,6 +51,19 @@ def test_grid_search_cv_with_the_local_platform(data) -> None:
     assert search.best_estimator_.predict_proba(lender.iloc[:10]).shape == (10, 2)
 
 
+def test_pipeline_keeps_the_index_with_pandas_output(data) -> None:
+    """In a Pipeline, transformers must output DataFrames (set_output) so the joint id reaches the model."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    platform, lender, y, _ = data
+    pipe = make_pipeline(StandardScaler(), fedacq.SecureBoostClassifier(n_estimators=2, peer=_platform(platform),
+                                                                        **TEST_KEY))
+    assert pipe.set_output(transform="pandas").fit(lender, y).score(lender, y) > 0.8
+    with pytest.raises(PeerRefused, match="cannot be aligned"):
+        pipe.set_output(transform="default").fit(lender, y)
+
+
 def test_rows_follow_the_index_not_the_order(data) -> None:
     """Shuffling the lender's rows shuffles the predictions the same way: alignment is by id."""
     platform, lender, y, _ = data
