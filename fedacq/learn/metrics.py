@@ -34,15 +34,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 __all__ = [
-    "XGBOOST_METRICS", "evaluate_metric", "logloss", "rmse", "poisson_nloglik", "tweedie_nloglik", "mlogloss",
-    "merror", "format_rho", "metric_key", "Curve", "check_binary", "roc_curve", "roc_auc", "ks_curve", "ks_statistic", "gains_table",
-    "evaluate", "plot_roc", "plot_ks", "plot_gains",
+    "XGBOOST_METRICS", "evaluate_metric", "logloss", "rmse", "poisson_nloglik", "tweedie_nloglik",
+    "mlogloss", "merror", "format_rho", "metric_key", "Curve", "check_binary", "roc_curve", "roc_auc",
+    "ks_curve", "ks_statistic", "gains_table", "evaluate", "plot_roc", "plot_ks", "plot_gains",
 ]
 
 
 # -- XGBoost's evaluation metrics ---------------------------------------------------------
 
-#: XGBoost metric names understood by :func:`evaluate_metric` (``tweedie-nloglik@<rho>`` with any rho in [1, 2)).
+#: XGBoost metric names :func:`evaluate_metric` knows (``tweedie-nloglik@<rho>``: any rho in [1, 2)).
 XGBOOST_METRICS = ("logloss", "auc", "rmse", "poisson-nloglik", "tweedie-nloglik@<rho>", "mlogloss", "merror")
 
 _EPS = 1e-16  # XGBoost's floor of probabilities and Poisson means

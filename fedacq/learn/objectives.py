@@ -15,18 +15,24 @@ float32, and the intercept XGBoost 3.2 estimates (``learner_model_param.base_sco
 in its saved config: the label mean for the regression losses and the logistic
 loss, centred log class frequencies for ``multi:softprob``).
 
-========================  =========================================  =======================================  ============================
-objective                 g, h (``p`` = margin)                      intercept (``base_score`` → margin)      default metrics
-========================  =========================================  =======================================  ============================
-``binary:logistic``       ``s - y``, ``max(s (1 - s), 1e-16)``,      mean(y) → ``-log(1/b - 1)``             ``logloss``, ``auc``
-                          ``s = 1 / (1 + e^-p)``
-``reg:squarederror``      ``p - y``, ``1``                           mean(y) → ``b``                          ``rmse``
-``count:poisson``         ``e^p - y``, ``e^(p + max_delta_step)``    mean(y) → ``log b``                      ``poisson-nloglik``
-``reg:tweedie``           ``-y e^((1-ρ)p) + e^((2-ρ)p)``,            mean(y) → ``log b``                      ``tweedie-nloglik@ρ``
-                          ``-y (1-ρ) e^((1-ρ)p) + (2-ρ) e^((2-ρ)p)``
-``multi:softprob``        ``s_k - [y = k]``, ``max(2 s_k (1 - s_k),  ``log(f_k + 1e-6) - mean_k(...)``,        ``mlogloss``, ``merror``
-                          1e-16)``, ``s = softmax(p)``               ``f_k`` = share of class ``k``
-========================  =========================================  =======================================  ============================
+Per objective (``p`` the margin; ``g``, ``h`` the gradient and hessian; the
+intercept as ``base_score`` and then in margin space; the default metrics):
+
+``binary:logistic``
+    ``s = 1 / (1 + e^-p)``, ``g = s - y``, ``h = max(s (1 - s), 1e-16)``;
+    ``b = mean(y)``, margin ``-log(1/b - 1)``; ``logloss``, ``auc``.
+``reg:squarederror``
+    ``g = p - y``, ``h = 1``; ``b = mean(y)``, margin ``b``; ``rmse``.
+``count:poisson``
+    ``g = e^p - y``, ``h = e^(p + max_delta_step)``; ``b = mean(y)``, margin
+    ``log b``; ``poisson-nloglik``.
+``reg:tweedie``
+    ``g = -y e^((1-ρ)p) + e^((2-ρ)p)``, ``h = -y (1-ρ) e^((1-ρ)p) + (2-ρ) e^((2-ρ)p)``;
+    ``b = mean(y)``, margin ``log b``; ``tweedie-nloglik@ρ``.
+``multi:softprob``
+    ``s = softmax(p)``, ``g_k = s_k - [y = k]``, ``h_k = max(2 s_k (1 - s_k), 1e-16)``;
+    margin ``log(f_k + 1e-6) - mean_k log(f_k + 1e-6)`` with ``f_k`` the share of
+    class ``k`` (``base_score`` is that margin); ``mlogloss``, ``merror``.
 
 ``ρ`` is ``tweedie_variance_power`` (default 1.5, in ``[1, 2)``);
 ``max_delta_step`` of ``count:poisson`` defaults to 0.7 as in XGBoost (it
@@ -128,7 +134,8 @@ class Objective:
         if not np.isfinite(y64).all():
             raise ValueError(f"{self.name}: labels hold NaN or infinite values")
         if self.name == "binary:logistic" and not np.isin(y64, (0.0, 1.0)).all():
-            raise ValueError(f"{self.name} needs labels 0/1, found {np.unique(y64[~np.isin(y64, (0, 1))])[:5].tolist()}")
+            bad = np.unique(y64[~np.isin(y64, (0.0, 1.0))])[:5].tolist()
+            raise ValueError(f"{self.name} needs labels 0/1, found {bad}")
         if self.name in ("count:poisson", "reg:tweedie"):
             if (y64 < 0).any():
                 raise ValueError(f"{self.name} needs non-negative labels, found {float(y64.min())}")

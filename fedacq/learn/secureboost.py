@@ -222,7 +222,9 @@ class SecureBoostLender:
     @property
     def split_params(self) -> SplitParams:
         # XGBoost's learner gives the trees the objective's max_delta_step too (0.7 for count:poisson), else 0
-        mds = self.max_delta_step if self.max_delta_step is not None else _objective_of(self.get_params()).max_delta_step
+        mds = self.max_delta_step
+        if mds is None:
+            mds = _objective_of(self.get_params()).max_delta_step
         return SplitParams(self.reg_lambda, self.reg_alpha, self.gamma, self.min_child_weight,
                            self.learning_rate, float(mds))
 
@@ -733,9 +735,14 @@ class SecureBoostPlatform:
         if self.agreed_num_class is not None and obj.num_class != self.agreed_num_class:
             raise ValueError(f"sb.hello: the lender asks for num_class {obj.num_class}; this party agreed to "
                              f"{self.agreed_num_class}")
+        n_estimators = params.get("n_estimators")
+        if isinstance(n_estimators, bool) or not isinstance(n_estimators, int) or n_estimators < 1:
+            raise ValueError(f"sb.hello: n_estimators must be a positive integer, got {n_estimators!r}")
         self.params_ = params
         self.mode = mode
         self.objective, self.objective_ = obj.name, obj
+        #: the most trees this job may grow (sb.tree beyond it is refused)
+        self.max_trees_ = n_estimators * obj.n_groups
         n = X.shape[0]
         n_eval_here = 0 if eval_X is None else np.asarray(eval_X).shape[0]
         self.binner_ = QuantileBinner(int(params["max_bin"])).fit(X)
@@ -771,8 +778,9 @@ class SecureBoostPlatform:
             if msg.type == "sb.finish":
                 self._finish(msg)
                 break
-            if msg.header["tree"] != len(self.trees_):
-                raise ValueError(f"sb.tree: tree {msg.header['tree']}, expected {len(self.trees_)}")
+            if msg.header["tree"] != len(self.trees_) or len(self.trees_) >= self.max_trees_:
+                raise ValueError(f"sb.tree: tree {msg.header['tree']}, expected {len(self.trees_)} "
+                                 f"(of {self.max_trees_} announced)")
             cts = pk.vector_from_bigints(msg.parts["gradients"]).ciphertexts
             if len(cts) != n:
                 raise ValueError(f"sb.tree: {len(cts)} ciphertexts for {n} rows")

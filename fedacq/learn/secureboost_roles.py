@@ -27,7 +27,7 @@ from fedacq.link.link import Link
 
 MODES = ("joint", "prospect")
 ITERATION = ("n_estimators", "tree")
-#: the lender's labels may have empty cells: such a row weighs 0 (see :class:`~fedacq.learn.secureboost.SecureBoostLender`)
+#: the lender's labels may have empty cells: such a row weighs 0 (:class:`~fedacq.learn.secureboost.SecureBoostLender`)
 EMPTY_LABELS = True
 
 #: XGBoost-named parameters ``fedacq run`` accepts for SecureBoost, with their defaults (declared in

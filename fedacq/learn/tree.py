@@ -56,7 +56,7 @@ def _threshold_l1(g: np.ndarray | float, alpha: float) -> np.ndarray | float:
 
 
 def _weights(g: np.ndarray, h: np.ndarray, p: SplitParams) -> np.ndarray:
-    """Optimal weights (before the learning rate), clipped to ``max_delta_step``, float32; 0 where ``h`` is too small."""
+    """Optimal weights (before the learning rate), clipped to ``max_delta_step``, float32; 0 where ``h`` is small."""
     with np.errstate(divide="ignore", invalid="ignore"):
         w = -_threshold_l1(g, p.reg_alpha) / (h + p.reg_lambda)
     if p.max_delta_step != 0.0:

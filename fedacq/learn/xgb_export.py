@@ -55,7 +55,8 @@ def _tree_json(tree: "Tree", tree_id: int, n_features: int) -> dict:
 def _objective_json(obj: "Objective") -> dict:
     """The objective as XGBoost's JSON model names it, with its own parameters."""
     if obj.name == "reg:tweedie":
-        return {"name": obj.name, "tweedie_regression_param": {"tweedie_variance_power": repr(obj.tweedie_variance_power)}}
+        rho = repr(obj.tweedie_variance_power)
+        return {"name": obj.name, "tweedie_regression_param": {"tweedie_variance_power": rho}}
     if obj.name == "count:poisson":
         return {"name": obj.name, "poisson_regression_param": {"max_delta_step": repr(obj.max_delta_step)}}
     if obj.name == "multi:softprob":
