@@ -37,7 +37,7 @@ CASES = {
 }
 
 
-def data(objective: str, n: int = 240, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def data(objective: str, n: int = 160, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lender features (2), platform features (3, one integer-valued), a target fit for ``objective``; 10 % missing."""
     rng = np.random.default_rng(seed)
     Xl = rng.normal(size=(n, 2))
@@ -156,13 +156,14 @@ def test_poisson_max_delta_step_also_clips_the_trees_when_set():
     """XGBoost applies a max_delta_step the user sets to the objective and to every leaf weight."""
     Xl, Xp, y = data("count:poisson", seed=5)
     la, pa = memory_pair("lender", "platform")
-    params = {"objective": "count:poisson", "max_delta_step": 0.05, "reg_lambda": 0.1}
+    params = {"objective": "count:poisson", "max_delta_step": 0.2}
     lender, _, pred = train(la, pa, Xl, Xp, y, "joint", **params)
     X = np.hstack([Xl, Xp])
     booster, want = xgb_train(X, y, **params)
     assert lender.history_[-1]["train_poisson-nloglik"] == pytest.approx(want["poisson-nloglik"], rel=1e-4)
     np.testing.assert_allclose(pred, booster.predict(xgboost.DMatrix(X)), rtol=1e-5)
-    assert max(abs(v) for tr in lender.trees_ for v in tr.value) <= 0.05 * TREE["learning_rate"] + 1e-7
+    top = np.float32(0.2 * TREE["learning_rate"])
+    assert max(abs(v) for tr in lender.trees_ for v in tr.value) == pytest.approx(top)  # the clip binds
 
 
 def test_multiclass_early_stopping_keeps_whole_rounds():
