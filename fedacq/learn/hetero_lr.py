@@ -209,6 +209,42 @@ class Standardizer:
         return cls(mean, scale)
 
 
+class PatienceStopping:
+    """scikit-learn's early stopping (``tol``, ``n_iter_no_change``), for hetero LR and split NN epochs.
+
+    An epoch is the best so far when its loss is strictly lower (both parties then
+    keep its weights); the patience count restarts only when the loss beats the
+    best by more than ``tol``; training stops after ``patience`` epochs without
+    that, or at ``max_iter``. With ``tol = 0`` this is
+    :class:`fedacq.learn.early_stopping.EarlyStopping` (XGBoost's rule, which has
+    no tolerance); it stays separate only for ``tol``, which scikit-learn's
+    ``MLPClassifier``/``SGDClassifier`` names and these models follow.
+    """
+
+    def __init__(self, tol: float, patience: int, max_iter: int) -> None:
+        self.tol, self.patience, self.max_iter = tol, patience, max_iter
+        self.best, self.no_change, self.best_epoch = math.inf, 0, -1
+
+    def update(self, epoch: int, loss: float) -> tuple[bool, bool]:
+        """Record ``epoch``'s loss; (is it the best so far, stop now)."""
+        improved = loss < self.best
+        if improved:
+            self.best_epoch = epoch
+        self.no_change = 0 if loss < self.best - self.tol else self.no_change + 1
+        self.best = min(self.best, loss)
+        return improved, epoch == self.max_iter - 1 or self.no_change >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        """For a checkpoint (JSON)."""
+        return {"best_loss": None if math.isinf(self.best) else self.best, "no_change": self.no_change,
+                "best_epoch": self.best_epoch}
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        """The state :meth:`state` gave, from this party's own checkpoint."""
+        self.best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
+        self.no_change, self.best_epoch = int(meta["no_change"]), int(meta["best_epoch"])
+
+
 class Optimizer:
     """Mini-batch Adam or SGD with momentum, with scikit-learn's penalty scaled per row.
 
@@ -508,12 +544,12 @@ class HeteroLRLender:
         w = np.zeros(X.shape[1])
         b = b0
         best = (w.copy(), b)
-        best_loss, no_change = math.inf, 0
+        stopper = PatienceStopping(self.tol, self.n_iter_no_change, self.max_iter)
         adaptive_eta = self.eta0
         self.history_ = []
         stopped = False
         if resumed is not None:
-            w, b, best, best_loss, no_change, adaptive_eta, stopped = self._restore(resumed, opt, X.shape[1])
+            w, b, best, adaptive_eta, stopped = self._restore(resumed, opt, stopper, X.shape[1])
         from tqdm import tqdm
 
         for epoch in tqdm(range(first_epoch, first_epoch if stopped else self.max_iter), desc="hetero LR",
@@ -567,19 +603,11 @@ class HeteroLRLender:
                     raise ValueError(f"hlr.epoch: expected {n_eval} validation logits")
                 metrics.update(self._metrics("valid", yv, Zv @ w + b + u_eval))
             monitor = metric_key("valid" if Zv is not None and self.early_stopping else "train", obj.stop_metric)
-            loss = metrics[monitor]
-            improved = loss < best_loss
+            improved, stop = stopper.update(epoch, metrics[monitor])
             if improved:
                 best = (w.copy(), b)
-                self.best_epoch_ = epoch
-            if loss < best_loss - self.tol:
-                no_change = 0
-            else:
-                no_change += 1
-                if self.learning_rate == "adaptive":
-                    adaptive_eta /= 5.0
-            best_loss = min(best_loss, loss)
-            stop = epoch == self.max_iter - 1 or no_change >= self.n_iter_no_change
+            if stopper.no_change and self.learning_rate == "adaptive":  # not better by tol: as scikit-learn
+                adaptive_eta /= 5.0
             metrics["seconds"] = time.perf_counter() - t_start
             self.history_.append(metrics)
             if self.callback is not None:
@@ -587,15 +615,15 @@ class HeteroLRLender:
             if self.checkpoints is not None:  # before epoch_done: the platform saves this epoch after it
                 opt_meta, opt_arrays = opt.state()
                 self.checkpoints.save("epoch", epoch, {
-                    **opt_meta, "intercept": b, "best_intercept": best[1], "history": self.history_,
-                    "best_loss": None if math.isinf(best_loss) else best_loss, "no_change": no_change,
-                    "adaptive_eta": adaptive_eta, "best_epoch": getattr(self, "best_epoch_", None), "stop": stop},
+                    **opt_meta, **stopper.state(), "intercept": b, "best_intercept": best[1],
+                    "history": self.history_, "adaptive_eta": adaptive_eta, "stop": stop},
                     {**opt_arrays, "coef": w, "best_coef": best[0]})
             link.send(Message("hlr.epoch_done", {"epoch": epoch, "improved": improved, "stop": stop},
                               step=f"epoch{epoch}"))
             if stop:
                 break
         self.coef_, self.intercept_ = best
+        self.best_epoch_ = stopper.best_epoch
         self.n_iter_ = len(self.history_)
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
@@ -607,7 +635,8 @@ class HeteroLRLender:
     def _metrics(self, prefix: str, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:
         return objectives.history(self._objective(), prefix, y, margin)
 
-    def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, d: int) -> tuple:
+    def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, stopper: PatienceStopping,
+                 d: int) -> tuple:
         """The training state after epoch ``resumed[0]``, from this party's own checkpoint.
 
         Weights, intercept, optimiser moments, the best weights so far and the
@@ -624,11 +653,9 @@ class HeteroLRLender:
             raise ValueError(f"epoch checkpoint {index}: does not fit this job ({w.shape[0]} weights for {d} "
                              f"features, {len(self.history_)} epochs of history)")
         opt.restore(meta, arrays)
-        if meta["best_epoch"] is not None:
-            self.best_epoch_ = int(meta["best_epoch"])
-        best_loss = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
-        return (w, float(meta["intercept"]), (best_w, float(meta["best_intercept"])), best_loss,
-                int(meta["no_change"]), float(meta["adaptive_eta"]), bool(meta["stop"]))
+        stopper.restore(meta)
+        return (w, float(meta["intercept"]), (best_w, float(meta["best_intercept"])),
+                float(meta["adaptive_eta"]), bool(meta["stop"]))
 
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
         """Federated logits for rows the platform holds in the same order."""

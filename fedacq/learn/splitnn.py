@@ -115,7 +115,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fedacq.learn.hetero_lr import Standardizer, batches, read_model_file
+from fedacq.learn.hetero_lr import PatienceStopping, Standardizer, batches, read_model_file
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 
@@ -305,22 +305,6 @@ def _metrics(prefix: str, y: np.ndarray, logit: np.ndarray) -> dict[str, float]:
     return history(objectives.get("binary:logistic"), prefix, y, logit)
 
 
-class _EarlyStopping:
-    """Best-so-far and patience bookkeeping shared by the federated and the central training."""
-
-    def __init__(self, tol: float, patience: int, max_iter: int) -> None:
-        self.tol, self.patience, self.max_iter = tol, patience, max_iter
-        self.best, self.no_change, self.best_epoch = math.inf, 0, -1
-
-    def update(self, epoch: int, loss: float) -> tuple[bool, bool]:
-        improved = loss < self.best
-        if improved:
-            self.best_epoch = epoch
-        self.no_change = 0 if loss < self.best - self.tol else self.no_change + 1
-        self.best = min(self.best, loss)
-        return improved, epoch == self.max_iter - 1 or self.no_change >= self.patience
-
-
 def _state_arrays(state: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
     """A network's state dict as numpy arrays named ``prefix.<key>`` (for .npz files and checkpoints)."""
     return {f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in state.items()}
@@ -474,7 +458,7 @@ class SplitNNLender:
             dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_set[0]))
             yv = np.asarray(eval_set[1], dtype=np.float64)
         opt = self._optimizer()
-        stopper = _EarlyStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
+        stopper = PatienceStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
         best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
         self.history_ = []
         stopped = False
@@ -516,8 +500,7 @@ class SplitNNLender:
                 self.callback(epoch, metrics)
             if self.checkpoints is not None:  # before epoch_done: the platform saves this epoch after it
                 self.checkpoints.save("epoch", epoch, {
-                    "history": self.history_, "best_loss": None if math.isinf(stopper.best) else stopper.best,
-                    "no_change": stopper.no_change, "best_epoch": stopper.best_epoch, "stop": stop}, {
+                    "history": self.history_, **stopper.state(), "stop": stop}, {
                     **_state_arrays(self.bottom_.state_dict(), "bottom"),
                     **_state_arrays(self.top_.state_dict(), "top"),
                     **_state_arrays(best[0], "best_bottom"), **_state_arrays(best[1], "best_top"),
@@ -533,7 +516,7 @@ class SplitNNLender:
         self.seconds_ = time.perf_counter() - t_start
         return self
 
-    def _restore(self, resumed: tuple[int, dict, dict], opt: Any, stopper: "_EarlyStopping") -> tuple[tuple, bool]:
+    def _restore(self, resumed: tuple[int, dict, dict], opt: Any, stopper: "PatienceStopping") -> tuple[tuple, bool]:
         """The training state after epoch ``resumed[0]`` from this party's own checkpoint; (best, stopped).
 
         Both networks, Adam's moments, the best weights so far and the
@@ -551,8 +534,7 @@ class SplitNNLender:
         best = (_state_from_arrays(self.bottom_, arrays, "best_bottom"),
                 _state_from_arrays(self.top_, arrays, "best_top"))
         _load_optimizer(opt, arrays)
-        stopper.best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
-        stopper.no_change, stopper.best_epoch = int(meta["no_change"]), int(meta["best_epoch"])
+        stopper.restore(meta)
         return best, bool(meta["stop"])
 
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
@@ -798,7 +780,7 @@ def fit_central(X_lender: np.ndarray, X_platform: np.ndarray, y: np.ndarray, eva
         dlv, clv = nets.tensors(*lender.columns_.transform(eval_set[0]))
         dpv, cpv = nets.tensors(*cols_p.transform(eval_set[1]))
         yv = np.asarray(eval_set[2], dtype=np.float64)
-    stopper = _EarlyStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
+    stopper = PatienceStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
     history: list[dict[str, float]] = []
     best_valid = None
     for epoch in range(p["max_iter"]):
