@@ -248,10 +248,3 @@ def _summary(cfg: DemoConfig, demo_id: str, metrics: dict[str, Any], value: Any,
                 "label": label, "headline": pipeline.compare(v["measured"].report, v["layer"],
                                                              c["measured"].report, c["layer"], arm)}
     return out
-
-
-def add_parser(subparsers: Any) -> None:
-    """Registers ``fedacq demo`` until :mod:`fedacq.cli` names :mod:`fedacq.demo_commands` itself."""
-    from fedacq.demo_commands import add_parser as register
-
-    register(subparsers)

@@ -104,12 +104,14 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
     """PSI then federated training and the lender's evaluation (a ``run`` job) on the lender's
     registered table ``lender_table`` and the platform's users.
 
-    Returns the run's metrics as the two parties' results hold them: ``intersection_size``,
-    ``train`` / ``validation`` (AUC, KS, gains; the lender's evaluation), ``history``,
-    ``timings`` (lender) and ``platform_timings``, ``bytes`` (the lender's count per phase),
-    ``files`` (each party's model part, and the lender's ``plots``), ``tracking`` (each
-    party's MLflow store) and ``job_id``.
+    Returns the job's metrics as ``fedacq run`` reports them
+    (:func:`fedacq.learn.run_report.job_metrics`): ``intersection_size``, ``train`` /
+    ``validation`` (the lender's evaluation with the objective's metrics), ``history``,
+    ``timings`` and ``platform_timings``, ``bytes`` each way, ``files`` (each party's model
+    part, and the lender's ``plots``), ``tracking`` (each party's MLflow store) and ``job_id``.
     """
+    from fedacq.learn.run_report import job_metrics
+
     job = {"job": {"protocol": "run", "id": job_id},
            "datasets": {LENDER: {"table": lender_table}, PLATFORM: {"table": INPUTS[PLATFORM]}},
            "params": {"id_column": id_column, "label_column": label_column, "model": model,
@@ -117,15 +119,8 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
                       "insecure_test_key": insecure_test_key, "min_intersection": min_intersection,
                       "validation_fraction": validation_fraction, "seed": seed, "experiment": experiment}}
     results = parties.run(job, progress)
-    lender, platform = results[LENDER], results[PLATFORM]
-    return {"job_id": job_id, "model": model, "mode": mode, "transport": parties.transport,
-            "intersection_size": lender["intersection_size"], "train_rows": lender["train_rows"],
-            "validation_rows": lender["validation_rows"], "train": lender["train"],
-            "validation": lender.get("validation"), "evaluated_on": lender["evaluated_on"],
-            "history": lender["history"], "timings": lender["timings"], "platform_timings": platform["timings"],
-            "bytes": lender["bytes"], "model_info": {LENDER: lender["info"], PLATFORM: platform["info"]},
-            "files": {LENDER: lender["files"], PLATFORM: platform["files"], "plots": lender["plots"]},
-            "tracking": {party: parties.store(party) for party in (LENDER, PLATFORM)}}
+    return job_metrics(results[LENDER], results[PLATFORM], job_id=job_id, model=model, mode=mode,
+                       transport=parties.transport, tracking={p: parties.store(p) for p in (LENDER, PLATFORM)})
 
 
 def train_stages(parties: Parties, value: ValueModel, *, job_id: str, model_params: dict[str, Any] | None = None,
