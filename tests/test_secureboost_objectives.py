@@ -102,7 +102,8 @@ def xgb_train(X, y, weight=None, **params):
     cuts = xgboost.QuantileDMatrix(X, max_bin=TREE["max_bin"])
     dm = xgboost.QuantileDMatrix(X, label=y, weight=weight, max_bin=TREE["max_bin"], ref=cuts)
     evals: dict = {}
-    booster = xgboost.train(p, dm, TREE["n_estimators"], evals=[(dm, "train")], evals_result=evals)
+    booster = xgboost.train(p, dm, TREE["n_estimators"], evals=[(dm, "train")], evals_result=evals,
+                            verbose_eval=False)
     return booster, {name: values[-1] for name, values in evals["train"].items()}
 
 
@@ -202,6 +203,25 @@ def test_objective_parameters_are_checked():
     with pytest.raises(ValueError, match="leaf_noise is not available for reg:tweedie"):
         SecureBoostLender(objective="reg:tweedie", mode="prospect",
                           leaf_noise={"mechanism": "laplace", "epsilon": 1.0}).fit(la, np.zeros((3, 1)), np.ones(3))
+
+
+def test_leaf_noise_per_objective():
+    """Noise where the sensitivity argument holds (multi-class: every class's tree), a bound asked where needed."""
+    la, pa = memory_pair("lender", "platform")
+    with pytest.raises(ValueError, match="leaf_noise for count:poisson needs 'gradient_bound'"):
+        SecureBoostLender(objective="count:poisson", mode="prospect",
+                          leaf_noise={"mechanism": "laplace", "epsilon": 1.0}).fit(la, np.zeros((3, 1)), np.ones(3))
+    Xl, Xp, y = data("multi:softprob", seed=9)
+    lender = SecureBoostLender(**{**TREE, "n_estimators": 1}, objective="multi:softprob", num_class=3,
+                               mode="prospect", leaf_noise={"mechanism": "laplace", "epsilon": 1.0},
+                               key_bits=KEY_BITS, insecure_test_key=True, n_jobs=1)
+    platform = SecureBoostPlatform(n_jobs=1, min_key_bits=KEY_BITS, mode="prospect")
+    run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=300)
+    exact = np.concatenate([[tr.value[i] for i in tr.leaves()] for tr in lender.trees_])
+    held = np.concatenate([[tr.value[i] for i in tr.leaves()] for tr in platform.trees_])
+    assert len(platform.trees_) == 3
+    np.testing.assert_array_equal(held, lender.released_leaf_values_)
+    assert np.all(held != exact)
 
 
 def _hello(**params) -> Message:
