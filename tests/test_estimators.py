@@ -137,6 +137,10 @@ def test_evals_result_best_iteration_multiclass_and_regression(data) -> None:
                                                                                  eval_set=[(valid, score[200:])])
     assert reg.predict(valid).shape == (100,) and reg.score(valid, score[200:]) > 0.5
     assert "rmse" in reg.evals_result_["validation_0"]
+    tweedie = fedacq.SecureBoostRegressor(objective="reg:tweedie", n_estimators=2, peer=peer, **TEST_KEY)
+    tweedie.fit(train, np.exp(score[:200]), eval_set=[(valid, np.exp(score[200:]))])
+    assert list(tweedie.evals_result_["validation_0"]) == ["tweedie-nloglik@1.5"]  # XGBoost's name
+    assert (tweedie.predict(valid) > 0).all()
 
 
 def _save_load_roundtrip(est, peer, platform, X, tmp_path, method: str) -> None:

@@ -68,7 +68,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 
-#: model kinds a platform can serve; each names its role classes in local_peer.ROLES
+#: model kinds a platform can serve (local_peer._role_class maps each to its platform role class)
 MODELS = ("secureboost", "hetero_lr", "splitnn")
 ACTIONS = ("fit", "predict")
 #: the platform's model ids: lowercase hex (never a path; checked on receipt)
@@ -222,12 +222,21 @@ class FederatedEstimator(BaseEstimator):
         self._from_role()
 
     def _set_results(self, history: list[dict], best_iteration: int | None) -> None:
-        """XGBoost's ``evals_result_`` (validation metrics per iteration) and ``best_iteration_``."""
-        valid = {}
+        """XGBoost's ``evals_result_`` (validation metrics per iteration, XGBoost's metric names) and
+        ``best_iteration_``."""
+        from fedacq.learn import objectives
+        from fedacq.learn.metrics import metric_key
+
+        role = self.lender_
+        obj = objectives.get(role.objective, tweedie_variance_power=getattr(role, "tweedie_variance_power", None),
+                             num_class=getattr(role, "num_class", None))
+        # history keys write XGBoost's "@" as "_" (metrics.metric_key): name them as XGBoost does
+        names = {metric_key("valid", m): m for m in obj.metrics}
+        valid: dict[str, list[float]] = {}
         for h in history:
             for k, v in h.items():
                 if k.startswith("valid_"):
-                    valid.setdefault(k[len("valid_"):], []).append(float(v))
+                    valid.setdefault(names.get(k, k[len("valid_"):]), []).append(float(v))
         self.evals_result_ = {"validation_0": valid} if valid else {}
         if best_iteration is not None:
             self.best_iteration_ = int(best_iteration)
