@@ -222,3 +222,15 @@ def test_grpc_transport_refuses_a_shared_tracking_store(toy_registry, small_file
     with pytest.raises(ValueError, match="tracking-dir is not used with --transport grpc"):
         run_mod.run(RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy",
                                       transport="grpc", tracking_dir=str(tmp_path / "ml"), progress=False))
+
+
+def test_engine_options_are_checked(toy_registry, small_files, tmp_path, capsys):
+    from fedacq.compute import ComputeConfig
+
+    lender, platform, _ = small_files
+    code = main(["run", "--lender", str(lender), "--platform", str(platform), "--id-column", "id",
+                 "--label-column", "y", "--model", "toy", "--engine", "ray", "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 2 and "needs address" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--engine is for --transport inproc"):
+        run_mod.run(RunConfig(lender, platform, "id", "y", tmp_path / "o", model="toy", transport="grpc",
+                              compute=ComputeConfig(engine="ray", address="127.0.0.1:6379"), progress=False))

@@ -6,17 +6,8 @@ scored with ``xgboost.Booster.inplace_predict`` (no DMatrix copy) and appended w
 ``ParquetWriter``, so memory is bounded by the row-group and batch sizes, not the population.
 
 ``score_batch(booster, batch, id_column)`` is a pure function from a record batch to a
-scored record batch (``user_id, score``), so the same code scales out unchanged when one
-machine is not enough:
-
-- Spark: broadcast the model bytes (``booster.save_raw("json")``), rebuild the booster once
-  per task and run ``users_df.mapInArrow(lambda it: (score_batch(b, rb, "user_id") for rb in
-  it), "user_id string, score float")``.
-- Ray Data: ``ray.data.read_parquet(path).map_batches(Scorer, batch_format="pyarrow",
-  concurrency=N)`` where ``Scorer.__init__`` loads the booster and ``__call__`` wraps
-  ``score_batch`` on ``pa.Table.to_batches()``; then ``write_parquet``.
-
-Each worker then reads, scores and writes its own files; nothing else is shared.
+scored record batch (``user_id, score``). To score on a Ray cluster, use :mod:`fedacq.compute`
+(``RayEngine.score_parquet``: one task per row group, tested equal to this module's output).
 """
 
 from __future__ import annotations

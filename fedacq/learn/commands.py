@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedacq.compute.engine import ENGINES
+
 #: parameter types a command-line flag reads (the others, e.g. SecureBoost's leaf_noise table, by --param).
 FLAG_TYPES = (int, float, str)
 
@@ -55,6 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="share of the intersection held out for validation (0: none)")
     p.add_argument("--transport", choices=("inproc", "grpc"), default="inproc",
                    help="inproc: both parties in this process; grpc: two local node processes")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="where the heavy work runs (--transport inproc): local (this machine's cores) or ray "
+                        "(a Ray cluster both parties share: a trial by one operator)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="the Ray cluster for --engine ray (what `ray start --head` prints)")
     p.add_argument("--seed", type=int, default=0, help="seed shared by both parties (split, model)")
     p.add_argument("--tracking-dir", default=None,
                    help="MLflow store for both parties (default: OUT/lender/mlruns and OUT/platform/mlruns)")
@@ -80,6 +87,7 @@ def parse_params(args: argparse.Namespace) -> dict[str, Any]:
 def _handle(args: argparse.Namespace) -> int:
     import logging
 
+    from fedacq.compute import ComputeConfig
     from fedacq.learn.run import run
     from fedacq.learn.run_config import RunConfig
     from fedacq.learn.run_report import METRICS_FILE, headline
@@ -92,7 +100,7 @@ def _handle(args: argparse.Namespace) -> int:
                     insecure_test_key=args.insecure_test_key, min_intersection=args.min_intersection,
                     validation_fraction=args.validation_fraction, transport=args.transport,
                     seed=args.seed, tracking_dir=args.tracking_dir, experiment=args.experiment,
-                    progress=not args.quiet)
+                    progress=not args.quiet, compute=ComputeConfig(engine=args.engine, address=args.ray_address))
     summary = headline(run(cfg))
     print(json.dumps(summary), file=sys.stdout)
     print(f"wrote {args.out / METRICS_FILE}", file=sys.stderr)

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from fedacq.compute.engine import ComputeConfig
+
 if TYPE_CHECKING:
     from fedacq.learn.objectives import Objective
 
@@ -50,6 +52,9 @@ class RunConfig:
     experiment: str = "fedacq-run"
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     progress: bool = True
+    #: where the parties' heavy work runs (``inproc``: one engine both parties share, a single
+    #: operator's trial; a node job uses its node's own ``[compute]``, never this).
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def store(self, party: str) -> str:
         """The party's MLflow store: its own folder under the output, or the shared one given."""

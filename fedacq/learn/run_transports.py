@@ -28,14 +28,25 @@ PartyJob = Callable[..., dict[str, Any]]
 
 def run_inproc(cfg: RunConfig, party_job: PartyJob, tables: dict[str, PartyTable],
                params: dict[str, Any]) -> tuple[dict, dict]:
-    """Both parties in threads of this process over a memory link; (lender, platform) reports."""
+    """Both parties in threads of this process over a memory link; (lender, platform) reports.
+
+    Both run on the engine ``cfg.compute`` names (one process talks to one Ray
+    cluster): a trial by one operator, where both parties' work shares the cluster.
+    """
+    from fedacq.compute import make_engine, using
     from fedacq.link.ledger import PartyLedger
     from fedacq.link.memory import memory_pair, run_parties
 
+    engine = make_engine(cfg.compute)
+
+    def on_engine(*args: Any) -> dict[str, Any]:
+        with using(engine):  # the active engine is per thread: entered in each party's own
+            return party_job(*args)
+
     ledgers = {p: PartyLedger(cfg.out_dir / p, p) for p in (LENDER, PLATFORM)}
     lender_link, platform_link = memory_pair(LENDER, PLATFORM, job=cfg.job_id, ledgers=ledgers)
-    return run_parties((party_job, LENDER, lender_link, tables[LENDER], cfg, params),
-                       (party_job, PLATFORM, platform_link, tables[PLATFORM], cfg, params))
+    return run_parties((on_engine, LENDER, lender_link, tables[LENDER], cfg, params),
+                       (on_engine, PLATFORM, platform_link, tables[PLATFORM], cfg, params))
 
 
 def run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
@@ -50,6 +61,9 @@ def run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
 
     if cfg.tracking_dir is not None:
         raise ValueError("--tracking-dir is not used with --transport grpc: each node logs to its own store")
+    if cfg.compute.engine != "local":
+        raise ValueError("--engine is for --transport inproc: with --transport grpc each node runs on the "
+                         "engine of its own party.toml ([compute])")
     cfg.say(LENDER, "starting a lender node and a platform node (gRPC, mutual TLS)")
     job = {"job": {"protocol": "run", "id": f"run-{cfg.job_id}"},
            "datasets": {LENDER: {DATASET: "table"}, PLATFORM: {DATASET: "table"}},

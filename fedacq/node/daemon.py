@@ -25,7 +25,8 @@ check. Every file the node writes is created under umask 0077 (its party's
 alone, the control socket included). Accepted jobs run in a thread per job;
 their state persists, and a restarted node marks jobs it was running as
 interrupted (``fedacq job resume ID`` at the submitting node continues them)
-and takes new ones. Checkpoints stay in the job's folder (this party's own disk,
+and takes new ones. A job's heavy work (PSI blinding, encryption, histograms)
+runs on the node's own compute engine (``[compute]``: :mod:`fedacq.compute`). Checkpoints stay in the job's folder (this party's own disk,
 0600; the lender's hold its Paillier key pair) until the operator removes it.
 """
 
@@ -44,6 +45,7 @@ from typing import Any
 
 import grpc
 
+from fedacq.compute import make_engine, using
 from fedacq.link.grpc_link import GrpcLink, PeerEndpoint
 from fedacq.link.ledger import PartyLedger
 from fedacq.link._pb import fedacq_pb2 as pb
@@ -86,6 +88,9 @@ class Node:
         self.control.add_secure_port(f"unix:{socket}", grpc.local_server_credentials(grpc.LocalConnectionType.UDS))
         self._accept = threading.Lock()
         self._threads: dict[str, threading.Thread | None] = {}
+        # this node's own compute engine ([compute] in party.toml; a Ray engine connects on first use,
+        # so a node whose cluster is down starts and fails its first job with the reason)
+        self.engine = make_engine(cfg.compute)
 
     def start(self) -> None:
         for job_id in self.store.recover():
@@ -249,7 +254,8 @@ class Node:
                 mlflow_store=self.cfg.mlflow, policy=self.cfg.policy, registered=dict(mine), logger=logger,
                 checkpoints=Checkpoints(self.store.checkpoint_dir(spec.id)), resume=spec.attempt > 0,
                 progress=progress)
-            result = protocol.roles[self.cfg.role](ctx)
+            with using(self.engine):  # the job's heavy work runs on this node's engine, never the peer's choice
+                result = protocol.roles[self.cfg.role](ctx)
             json.dumps(result, allow_nan=False)
         except Exception as exc:  # noqa: BLE001 - any protocol failure becomes the job's error
             logger.exception("job failed")
