@@ -34,7 +34,6 @@ runs the same code).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -313,28 +312,3 @@ def format_table(result: dict) -> str:
                  ", ".join(f"{k} {v:,.0f}" for k, v in r["histogram_add"].items()))
     lines.append("ratios: " + json.dumps({k: round(v, 2) for k, v in result["ratios"].items()}))
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    result = run(key_bits=args.key_bits, quick=args.quick, repeats=args.repeats, seed=args.seed)
-    print(format_table(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
-        print(f"wrote {args.json}")
-    return 0
-
-
-def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--json", metavar="FILE", help="write rates and ratios to FILE")
-    parser.add_argument("--quick", action="store_true", help="small sizes: checks the benchmark runs")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per operation (best kept)")
-    parser.add_argument("--key-bits", type=int, default=2048, help="Paillier modulus size (>= 2048)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark plaintexts")
-    parser.set_defaults(func=main)
-    return parser
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    configure(subparsers.add_parser("bench-crypto", help="Paillier/OU/X25519 benchmark vs phe and sf-heu",
-                                    description=__doc__.splitlines()[0]))
