@@ -235,7 +235,7 @@ class PublicKey:
         return EncryptedVector(self, parallel.encrypt(self, plaintexts, nworkers))
 
     def vector_from_bigints(self, b: BigInts) -> EncryptedVector:
-        """Ciphertexts received from a peer, checked: right width, units in (0, n)."""
+        """Ciphertexts received from a peer, checked: right width, in (0, n)."""
         return vector_from_bigints(self, b)
 
 
