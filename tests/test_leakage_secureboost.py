@@ -35,7 +35,7 @@ def _prospect(leaf_noise):
 def _attack(platform, Xp, received):
     """Label counts per leaf from the platform's own routing and what it received."""
     finish = next(m for m in received if m.type == "sb.finish")
-    p0 = 1.0 / (1.0 + np.exp(-np.float32(finish.header["base_margin"])))
+    p0 = 1.0 / (1.0 + np.exp(-np.float32(finish.parts["base_margin"][0])))
     h0 = float(np.float32(p0) * (np.float32(1) - np.float32(p0)))
     tree = platform.trees_[0]
     leaf_of_row = route(tree, Xp, None, owner=1)
