@@ -170,6 +170,14 @@ class FederatedEstimator(BaseEstimator):
     def _from_role(self) -> None:
         """Fitted attributes read from the role (after fit and load_model)."""
 
+    def _objective(self) -> Any:
+        """The fitted role's :class:`fedacq.learn.objectives.Objective` (its metric names)."""
+        from fedacq.learn import objectives
+
+        role = self.lender_
+        return objectives.get(role.objective, tweedie_variance_power=role.tweedie_variance_power,
+                              num_class=getattr(role, "num_class", None))
+
     # -- shared machinery -------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -224,12 +232,9 @@ class FederatedEstimator(BaseEstimator):
     def _set_results(self, history: list[dict], best_iteration: int | None) -> None:
         """XGBoost's ``evals_result_`` (validation metrics per iteration, XGBoost's metric names) and
         ``best_iteration_``."""
-        from fedacq.learn import objectives
         from fedacq.learn.metrics import metric_key
 
-        role = self.lender_
-        obj = objectives.get(role.objective, tweedie_variance_power=getattr(role, "tweedie_variance_power", None),
-                             num_class=getattr(role, "num_class", None))
+        obj = self._objective()
         # history keys write XGBoost's "@" as "_" (metrics.metric_key): name them as XGBoost does
         names = {metric_key("valid", m): m for m in obj.metrics}
         valid: dict[str, list[float]] = {}

@@ -69,5 +69,10 @@ class SplitNNClassifier(FederatedClassifierMixin, ClassifierMixin, FederatedEsti
 
         return SplitNNLender.load(directory)
 
+    def _objective(self) -> Any:
+        from fedacq.learn import objectives
+
+        return objectives.get("binary:logistic")  # the split NN's one objective
+
     def _from_role(self) -> None:
         self.n_iter_ = self.lender_.n_iter_
