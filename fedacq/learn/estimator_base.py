@@ -38,8 +38,9 @@ What the platform learns from a request
     ``fedacq run`` shares too. Never a label, a lender feature or a score.
 
 scikit-learn's estimator checks (``tests/test_estimators_checks.py``)
-    Against a platform without features every check passes (SecureBoost; hetero LR
-    and split NN wait for their platform sides to accept zero features). Against a
+    Against a platform without features every check passes (the split NN's but two
+    that expect two fits to agree: its platform's initial weights and gradient noise
+    come from the OS CSPRNG, by design). Against a
     platform holding features, the checks that fit cannot pass: they generate numpy
     ``X`` of their own sizes with no joint user ids, which nothing can align with the
     platform's users, so the platform refuses them ("cannot be aligned"). They are the
