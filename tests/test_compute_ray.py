@@ -283,3 +283,33 @@ def test_histograms_on_ray_equal_the_process_engine(ray_engine):
         local.close()
         on_ray.close()
     assert replies[0] == replies[1] and replies[1][0] == [2, 2] and len(replies[1][2]) > 0
+
+
+@pytest.mark.parametrize("scheme", [paillier, ou])
+def test_key_batches_go_to_the_active_ray_engine(ray_engine, scheme):
+    """Inside ``compute.using(ray)`` a large batch at ``workers=None`` runs on the cluster; ``workers=1`` stays here."""
+    pk, sk = scheme.generate_keypair(1024, insecure_test_key=True)
+    plaintexts = [secrets.randbits(64) for _ in range(paillier.PARALLEL_THRESHOLD)]
+    before = dict(ray_engine.tasks)
+
+    def ran(kind: str) -> int:
+        return ray_engine.tasks.get(kind, 0) - before.get(kind, 0)
+
+    with compute.using(ray_engine):
+        public = pk.encrypt_raw(plaintexts)
+        private = sk.encrypt_raw(plaintexts)
+        assert ran("encrypt") >= 2 and ran("encrypt_private") >= 2
+        assert sk.decrypt_raw(public) == sk.decrypt_raw(private) == plaintexts and ran("decrypt") >= 2
+        done = dict(ray_engine.tasks)
+        assert sk.decrypt_raw(pk.encrypt_raw(plaintexts[:600], workers=1), workers=1) == plaintexts[:600]
+        assert sk.decrypt_raw(pk.encrypt_raw(plaintexts[:10])) == plaintexts[:10]  # small: in-process
+        assert ray_engine.tasks == done
+
+
+def test_an_ou_decryption_refused_on_ray_fails_with_the_reason(ray_engine):
+    """A forged OU ciphertext is refused on the cluster as it is locally (no residue comes back)."""
+    pk, sk = ou.generate_keypair(1024, insecure_test_key=True)
+    honest = pk.encrypt_raw(list(range(600)), workers=1).ciphertexts
+    forged = honest[:599] + [secrets.randbelow(int(pk.n) - 2) + 2]   # not an encryption of a small value
+    with compute.using(ray_engine), pytest.raises(ValueError, match="outside the OU plaintext bound"):
+        sk.decrypt_raw(paillier.EncryptedVector(pk, forged))

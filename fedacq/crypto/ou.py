@@ -74,7 +74,8 @@ from gmpy2 import mpz
 
 from fedacq.crypto.paillier import (PARALLEL_THRESHOLD, WINDOW_BITS, EncryptedVector, _b64, _check_range,
                                     _exponent_bits, _fixed_base_powers, _random_digits, _random_prime,
-                                    _table_rows, _unb64, _window_table, vector_from_bigints)
+                                    _table_rows, _unb64, _window_table, distributed_engine,
+                                    vector_from_bigints)
 from fedacq.link.message import BigInts
 
 #: minimum modulus size accepted for real keys (~112-bit security, see the module docstring).
@@ -229,6 +230,9 @@ class PublicKey:
         from fedacq.crypto import parallel
 
         plaintexts = list(plaintexts)
+        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
+        if engine is not None:
+            return EncryptedVector(self, engine.encrypt(self, plaintexts))
         nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
         if nworkers <= 1:
             return EncryptedVector(self, self.encrypt_raw_local(plaintexts))
@@ -320,6 +324,9 @@ class PrivateKey:
         from fedacq.crypto import parallel
 
         plaintexts = list(plaintexts)
+        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
+        if engine is not None:
+            return EncryptedVector(self.public_key, engine.encrypt_private(self, plaintexts))
         nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
         if nworkers <= 1:
             return EncryptedVector(self.public_key, self.encrypt_raw_local(plaintexts))
@@ -354,6 +361,9 @@ class PrivateKey:
             raise ValueError(f"ciphertexts are under key {v.public_key.fingerprint}, "
                              f"not this private key's {self.public_key.fingerprint}")
         _check_range(self.public_key, v.ciphertexts)
+        engine = distributed_engine(workers, len(v), PARALLEL_THRESHOLD // 8)
+        if engine is not None:
+            return engine.decrypt(self, v.ciphertexts)
         nworkers = parallel.resolve_workers(workers, len(v), PARALLEL_THRESHOLD // 8)
         if nworkers <= 1:
             return self.decrypt_raw_local(v.ciphertexts)

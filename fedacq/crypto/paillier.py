@@ -56,7 +56,11 @@ Batches and cores
     process pool (:mod:`fedacq.crypto.parallel`). Encryption workers receive only
     the public ``n``. Decryption workers receive ``p`` and ``q``: they are the
     key owner's own child processes on the same machine, reached over a local
-    pipe; key material never goes anywhere else.
+    pipe. When the party's compute engine is distributed (``[compute] engine =
+    "ray"``, :mod:`fedacq.compute`), a large batch left at ``workers=None`` runs
+    as tasks on the party's *own* Ray cluster instead: decryption then hands
+    ``p`` and ``q`` to that cluster's workers, which only the key owner's node
+    ever connects to. Key material goes nowhere else.
 
 Encoding, packing, compression
     :class:`FixedPoint` maps signed floats/ints to plaintexts (negatives as
@@ -78,7 +82,7 @@ import math
 import os
 import secrets
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import gmpy2
 import numpy as np
@@ -280,6 +284,9 @@ class PublicKey:
         from fedacq.crypto import parallel
 
         plaintexts = list(plaintexts)
+        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
+        if engine is not None:
+            return EncryptedVector(self, engine.encrypt(self, plaintexts))
         nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
         if nworkers <= 1:
             return EncryptedVector(self, self.encrypt_raw_local(plaintexts))
@@ -325,6 +332,22 @@ def vector_from_bigints(public_key, b: BigInts) -> "EncryptedVector":
     cs = [mpz(v) for v in b.values]
     _check_range(public_key, cs)
     return EncryptedVector(public_key, cs)
+
+
+def distributed_engine(workers: int | None, count: int, threshold: int) -> Any:
+    """The party's distributed compute engine (:mod:`fedacq.compute`) if this batch goes to it, else None.
+
+    A batch goes to the party's cluster only when its engine is distributed (Ray),
+    the batch is at least ``threshold`` long (smaller ones cost more to ship than to
+    compute) and the caller left ``workers`` unset: an explicit ``workers`` keeps
+    meaning this machine's processes (``workers=1``: this process).
+    """
+    if workers is not None or count < threshold:
+        return None
+    from fedacq import compute
+
+    engine = compute.active()
+    return engine if engine.distributed else None
 
 
 def _check_range(public_key, cs: Sequence[mpz]) -> None:
@@ -534,6 +557,9 @@ class PrivateKey:
         from fedacq.crypto import parallel
 
         plaintexts = list(plaintexts)
+        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
+        if engine is not None:
+            return EncryptedVector(self.public_key, engine.encrypt_private(self, plaintexts))
         nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
         if nworkers <= 1:
             return EncryptedVector(self.public_key, self.encrypt_raw_local(plaintexts))
@@ -578,6 +604,9 @@ class PrivateKey:
             raise ValueError(f"ciphertexts are under key {v.public_key.fingerprint}, "
                              f"not this private key's {self.public_key.fingerprint}")
         _check_range(self.public_key, v.ciphertexts)
+        engine = distributed_engine(workers, len(v), PARALLEL_THRESHOLD // 8)
+        if engine is not None:
+            return engine.decrypt(self, v.ciphertexts)
         nworkers = parallel.resolve_workers(workers, len(v), PARALLEL_THRESHOLD // 8)
         if nworkers <= 1:
             return self.decrypt_raw_local(v.ciphertexts)
