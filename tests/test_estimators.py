@@ -89,6 +89,10 @@ def test_refusals_name_the_cause_and_change_nothing(data) -> None:
     with pytest.raises(PeerRefused, match="cannot be aligned"):  # an unnamed index is pandas' row numbering
         clf.fit(lender.reset_index(drop=True), y)
     assert peer.server.model_ids() == []
+    strict = fedacq.LocalPlatform(platform)  # its own policy: keys of 2048 bits at least
+    with pytest.raises(ValueError, match="accepts at least 2048"):
+        fedacq.SecureBoostClassifier(n_estimators=2, peer=strict, **TEST_KEY).fit(lender, y)
+    assert strict.server.model_ids() == []
     with pytest.raises(ValueError, match="peer is None"):
         fedacq.SecureBoostClassifier(**TEST_KEY).fit(lender, y)
     # numpy X is read as all the platform's users, in its order
