@@ -600,6 +600,20 @@ def _secureboost_platform(adv: Adversary, spec: Any, link: GrpcLink, args: dict[
             "config_keys": sorted(config), "param_keys": sorted(params)}
 
 
+def read_row_above_slots(value: int, n: int, T: int, slot_bits: int, count: int) -> list[int]:
+    """The attack of a lender that encrypted ``2^T`` for one row t and 0 for the others: read the
+    row's quantised features off what it decrypted, ``low + 2^T * sum_j K_tj 2^(j * slot_bits)``
+    (``low`` below ``2^T``: the masked sums), as signed digits of the part above ``2^T``."""
+    signed = value - n if value > n // 2 else value  # a negative total wraps to n - |total|
+    high, out = signed >> T, []
+    for _ in range(count):
+        digit = high % (1 << slot_bits)
+        digit -= (1 << slot_bits) if digit >= 1 << (slot_bits - 1) else 0
+        out.append(int(digit))
+        high = (high - digit) >> slot_bits
+    return out
+
+
 class _RecordingSecrets:
     """The platform's own masks, recorded: this side is the adversary, its randomness is its own."""
 

@@ -8,14 +8,17 @@ the same at 2048 bits. The key refusal test uses a short key because refusing it
 from __future__ import annotations
 
 import json
+import secrets
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
+from gmpy2 import mpz
 
 from fedacq.crypto.paillier import FixedPoint, generate_keypair
-from fedacq.learn.hetero_lr import HeteroLRLender, HeteroLRPlatform, encrypted_dot
+from fedacq.learn.hetero_lr import (HeteroLRLender, HeteroLRPlatform, encrypted_dot, gradient_layout,
+                                   mask_gradient, unmask_gradient)
 from fedacq.link.message import BigInts
 from fedacq.link.memory import memory_pair, run_parties
 
@@ -52,6 +55,83 @@ def test_encrypted_dot_matches_plaintext(keypair):
     out = encrypted_dot(pk, cts, K, n_jobs=1)
     got = fp.decode_ints(sk.decrypt_raw(pk.vector_from_bigints(BigInts(out, pk.ciphertext_bytes)), workers=1), pk)
     assert got == [int(v) for v in (K.astype(object).T @ m.astype(object))]
+
+
+def _masked_round(keypair, K, residuals):
+    """The platform's masked gradient of ``[[residuals]]`` (any integers, honest or not), what the
+    lender decrypts from it, and the masks and layout the platform keeps."""
+    pk, sk = keypair
+    offset_bits, slot_bits = gradient_layout(K, len(K), 24)
+    cts = pk.encrypt_raw([int(r) % int(pk.n) for r in residuals], workers=1).ciphertexts
+    packed, masks = mask_gradient(pk, encrypted_dot(pk, cts, K, n_jobs=1), offset_bits, slot_bits)
+    return sk.decrypt_raw(packed, workers=1), masks, offset_bits, slot_bits
+
+
+def test_masked_gradient_unmasks_exactly_at_the_platform(keypair):
+    """Honest residuals (|R| <= 2^24): the platform gets exactly K^T R back from the lender's answer."""
+    pk, _ = keypair
+    rng = np.random.default_rng(2)
+    K = rng.integers(-900, 900, size=(50, 7))
+    R = rng.integers(-2**24, 2**24 + 1, size=50)
+    R[:3] = [2**24, -2**24, 0]
+    decrypted, masks, offset_bits, slot_bits = _masked_round(keypair, K, R)
+    got = unmask_gradient(pk, BigInts(decrypted, (pk.n_bits + 7) // 8), masks, offset_bits, slot_bits, 7)
+    assert got == [int(v) for v in (K.astype(object).T @ R.astype(object))]
+
+
+def test_a_lender_pushing_a_row_above_the_slots_decrypts_noise(keypair):
+    """The attack: ``[[2^T]]`` for one row and ``[[0]]`` for the others, T above the slots.
+
+    With a mask per slot (``mask_bits`` wider than a sum: the protocol before) the lender decrypted
+    ``sum_j (K_tj 2^T + m_j) 2^(j s)`` and read row t's features above the masks: the control below
+    shows the same reader recovering them from that plaintext. With one mask uniform in Z_n per
+    packed ciphertext, two decryptions of the same attack on the same features share nothing, the
+    reader gets no feature right, and the platform refuses the answer."""
+    from adversary_peer import read_row_above_slots
+
+    pk, _ = keypair
+    K = np.random.default_rng(3).integers(-900, 900, size=(40, 4))
+    d, t = K.shape[1], 7
+    offset_bits, slot_bits = gradient_layout(K, len(K), 24)
+    T = d * (offset_bits + 65)  # above the old protocol's masked slots (and the new, narrower ones)
+    R = np.zeros(40, dtype=object)
+    R[t] = 1 << T
+    old_masks = [(1 << offset_bits) + secrets.randbits(offset_bits + 64) for _ in range(d)]
+    old_plaintext = sum((int(K[t, j]) * 2**T + m) << (j * (offset_bits + 65)) for j, m in enumerate(old_masks))
+    assert read_row_above_slots(old_plaintext, int(pk.n), T, offset_bits + 65, d) == K[t].tolist()
+    first, masks, _, _ = _masked_round(keypair, K, R)
+    second, _, _, _ = _masked_round(keypair, K, R)
+    assert len(first) == len(second) == 1 and first != second
+    for value in first + second:
+        assert value.bit_length() > pk.n_bits - 64  # uniform in [0, n), not a small sum
+        read = read_row_above_slots(value, int(pk.n), T, slot_bits, d)
+        assert not np.equal(read, K[t]).any(), read
+    with pytest.raises(ValueError, match="hlr.unmask: value 0 does not unmask to 4 sums of honest residuals"):
+        unmask_gradient(pk, BigInts(first, (pk.n_bits + 7) // 8), masks, offset_bits, slot_bits, d)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda vals, pk: BigInts(vals, 8), "hlr.unmask: values of 8 bytes, expected"),
+    (lambda vals, pk: BigInts(vals + vals, (pk.n_bits + 7) // 8), "hlr.unmask: 2 values for 1 packed"),
+    (lambda vals, pk: BigInts([int(pk.n)], (pk.n_bits + 7) // 8), "hlr.unmask: value 0 is not below the key's n"),
+    (lambda vals, pk: BigInts([(vals[0] - (1 << 400)) % int(pk.n)], (pk.n_bits + 7) // 8),
+     "hlr.unmask: value 0 does not unmask to 5 sums of honest residuals"),
+], ids=["width", "count", "not-below-n", "wrong-decryption"])
+def test_unmask_refuses_answers_an_honest_lender_never_sends(keypair, change, message):
+    pk, _ = keypair
+    K = np.random.default_rng(4).integers(-900, 900, size=(30, 5))
+    decrypted, masks, offset_bits, slot_bits = _masked_round(keypair, K, np.full(30, 1 << 20))
+    with pytest.raises(ValueError, match=message):
+        unmask_gradient(pk, change(decrypted, pk), masks, offset_bits, slot_bits, 5)
+
+
+def test_a_residual_ciphertext_that_is_not_a_unit_is_refused(keypair):
+    """``[[r]]`` with ``gcd(c, n) > 1`` decrypts mod p the same whatever mask multiplies it."""
+    from fedacq.learn.hetero_lr import _check_units
+
+    pk, sk = keypair
+    with pytest.raises(ValueError, match="hlr.residuals: ciphertext 1 is not invertible"):
+        _check_units(pk, [pk.encrypt_raw([1], workers=1).ciphertexts[0], mpz(sk.p)])
 
 
 def _fit(credit, record=False, **params):
@@ -109,9 +189,12 @@ def test_what_each_side_receives(credit):
     # residual ciphertexts are fresh: no two equal, even for equal plaintexts
     first = [int(v) for v in cts[0].parts["residuals"].values]
     assert len(set(first)) == len(first)
-    # the masked sums the lender returns are far larger than any true gradient sum (mask_bits of noise)
-    values = [int(v) for m in P.received if m.type == "hlr.unmask" for v in m.parts["values"].values]
-    assert min(v.bit_length() for v in values) > 64
+    # what the lender decrypts and returns is P + M mod n, M uniform in Z_n: n-byte integers spread over
+    # [0, n), not sums of a few dozen bits (each is below n / 2^64 with probability 2^-64)
+    unmasks = [m.parts["values"] for m in P.received if m.type == "hlr.unmask"]
+    assert all(v.width == (pk.n_bits + 7) // 8 for v in unmasks)
+    values = [int(v) for part in unmasks for v in part.values]
+    assert all(v < pk.n for v in values) and min(v.bit_length() for v in values) > pk.n_bits - 64
     # the lender gets partial logits (documented) and compressed ciphertexts, never the features or w_p
     for msg in L.received:
         for name, part in msg.parts.items():

@@ -125,7 +125,7 @@ register(
                 parts={"logits": PartSpec(dtypes=("float64",), ndim=1)}),
     MessageSpec("hlr.residuals", header={"epoch": int, "batch": int, "step_size": float},
                 parts={"residuals": PartSpec(kind="bigints")}),
-    MessageSpec("hlr.gradient", header={"epoch": int, "batch": int, "slot_bits": int, "count": int},
+    MessageSpec("hlr.gradient", header={"epoch": int, "batch": int},
                 parts={"gradient": PartSpec(kind="bigints")}),
     MessageSpec("hlr.unmask", header={"epoch": int, "batch": int},
                 parts={"values": PartSpec(kind="bigints")}),
@@ -429,6 +429,97 @@ def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray,
     return parallel._gather(workers, futures)
 
 
+# -- the platform's one mask per packed ciphertext ------------------------------------------
+
+def gradient_layout(K: np.ndarray, max_rows: int, residual_frac_bits: int) -> tuple[int, int]:
+    """``(offset_bits, slot_bits)`` of the platform's packed gradient sums, for a whole job.
+
+    An honest sum ``g = sum_i K_ij R_i`` over at most ``max_rows`` rows, with
+    ``|R_i| <= 2^residual_frac_bits`` (the lender encodes ``r / residual_bound``
+    in [-1, 1]), has ``|g| < 2^offset_bits``, so ``g + 2^offset_bits`` lies in
+    ``[0, 2^(offset_bits + 1))``. A slot is one bit wider than that: the top
+    bit of every slot is a guard an honest lender never sets (see
+    :func:`unmask_gradient`).
+    """
+    top = int(np.abs(K).max()) if K.size else 0
+    offset_bits = (max_rows * max(top, 1) << residual_frac_bits).bit_length()
+    return offset_bits, offset_bits + 2
+
+
+def mask_gradient(public_key: Any, sums: Sequence[mpz], offset_bits: int,
+                  slot_bits: int) -> tuple[Any, list[int]]:
+    """Pack ``[[g_j + 2^offset_bits]]`` into slots and add ONE mask per packed ciphertext.
+
+    Each mask ``M`` is uniform in ``Z_n`` (``secrets.randbelow``), so what the
+    lender decrypts, ``P + M mod n``, is uniform whatever ``P`` is, i.e. whatever
+    it encrypted as residuals: a lender that sends out-of-range residuals to
+    push one row's features above the slots (or anywhere else) decrypts noise.
+    (A mask per slot, only ``mask_bits`` wider than an honest sum, hid nothing
+    above the masked slots.) The ciphertexts are then re-randomised, so their
+    randomness says nothing about the features either. Returns the packed
+    ciphertexts and their masks, which :func:`unmask_gradient` takes back.
+    """
+    from fedacq.crypto.paillier import compress_ciphertexts
+
+    n, nsq = public_key.n, public_key.nsquare
+    shift = (mpz(1) << offset_bits) * n + 1  # [[x]] * (1 + k n) = [[x + k]]
+    packed = compress_ciphertexts([c * shift % nsq for c in sums], slot_bits, public_key)
+    masks = [secrets.randbelow(int(n)) for _ in packed]
+    masked = [c * (m * n + 1) % nsq for c, m in zip(packed, masks)]
+    return public_key.vector_from_bigints(BigInts(masked, public_key.ciphertext_bytes)).obfuscate(), masks
+
+
+def unmask_gradient(public_key: Any, values: BigInts, masks: Sequence[int], offset_bits: int, slot_bits: int,
+                    count: int) -> list[int]:
+    """The ``count`` gradient sums from the lender's decryptions ``P + M mod n`` (``hlr.unmask``).
+
+    The values are checked against the key (as many as packed ciphertexts,
+    ``n``-byte integers below ``n``); then ``P = value - M mod n`` is unpacked
+    here, at the platform. A slot out of the honest range (bits above the last
+    slot, or a guard bit set) can only come from a lender that encrypted
+    residuals beyond ``[-1, 1]`` or returned a wrong decryption: that is refused,
+    and the job stops. Whatever such a lender does, it changes only this
+    party's own gradient (as in-range but wrong residuals would, undetectably).
+    """
+    from fedacq.crypto.paillier import compress_capacity
+
+    n = int(public_key.n)
+    width = (public_key.n_bits + 7) // 8
+    if values.width != width:
+        raise ValueError(f"hlr.unmask: values of {values.width} bytes, expected {width} (the key's n)")
+    if len(values) != len(masks):
+        raise ValueError(f"hlr.unmask: {len(values)} values for {len(masks)} packed ciphertexts")
+    capacity = compress_capacity(public_key, slot_bits)
+    slot, guard, offset = (1 << slot_bits) - 1, 1 << (offset_bits + 1), 1 << offset_bits
+    out: list[int] = []
+    for i, (v, m) in enumerate(zip(values.values, masks)):
+        if not 0 <= v < n:
+            raise ValueError(f"hlr.unmask: value {i} is not below the key's n")
+        p = (v - m) % n
+        k = min(capacity, count - i * capacity)
+        sums = [(p >> (slot_bits * j)) & slot for j in range(k)]
+        if p >> (slot_bits * k) or any(s >= guard for s in sums):
+            raise ValueError(f"hlr.unmask: value {i} does not unmask to {k} sums of honest residuals "
+                             "(|r| <= residual_bound): the lender encrypted residuals out of range or "
+                             "returned a wrong decryption")
+        out.extend(s - offset for s in sums)
+    return out
+
+
+def _check_units(public_key: Any, ciphertexts: Sequence[mpz]) -> None:
+    """Refuse a residual ciphertext that is not a unit mod ``n^2`` (``gcd(c, n) > 1``).
+
+    Its decryption mod ``p`` (or ``q``) is the same whatever it is multiplied
+    by, mask included: a lender sending one would learn from the decrypted
+    gradient whether that row's features are zero. An honest encryption is
+    always a unit.
+    """
+    n = public_key.n
+    for i, c in enumerate(ciphertexts):
+        if gmpy2.gcd(c, n) != 1:
+            raise ValueError(f"hlr.residuals: ciphertext {i} is not invertible under the lender's key")
+
+
 # -- lender ------------------------------------------------------------------------------
 
 class HeteroLRLender:
@@ -496,7 +587,7 @@ class HeteroLRLender:
 
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
             eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "HeteroLRLender":
-        from fedacq.crypto.paillier import FixedPoint, decompress, generate_keypair
+        from fedacq.crypto.paillier import FixedPoint, generate_keypair
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
@@ -579,15 +670,16 @@ class HeteroLRLender:
                 t0 = time.perf_counter()
                 g = link.recv("hlr.gradient")
                 timings["wait"] += time.perf_counter() - t0
-                slot_bits, count = g.header["slot_bits"], g.header["count"]
-                if count != d_p or not 1 <= slot_bits < pk.n_bits:
-                    raise ValueError(f"hlr.gradient: {count} sums of {slot_bits} bits, expected {d_p}")
-                t0 = time.perf_counter()
+                if g.header["epoch"] != epoch or g.header["batch"] != bi:
+                    raise ValueError(f"hlr.gradient: expected epoch {epoch} batch {bi}")
                 vec = pk.vector_from_bigints(g.parts["gradient"])
-                values = decompress(sk.decrypt_raw(vec, workers=self.n_jobs), slot_bits, count, pk)
+                if not 1 <= len(vec) <= d_p:  # several sums per ciphertext, at least one sum in each
+                    raise ValueError(f"hlr.gradient: {len(vec)} ciphertexts for {d_p} sums")
+                t0 = time.perf_counter()
+                values = sk.decrypt_raw(vec, workers=self.n_jobs)  # P + M mod n: uniform, the platform unpacks
                 timings["decrypt"] += time.perf_counter() - t0
                 link.send(Message("hlr.unmask", {"epoch": epoch, "batch": bi},
-                                  {"values": BigInts(values, (slot_bits + 7) // 8)},
+                                  {"values": BigInts(values, (pk.n_bits + 7) // 8)},
                                   step=f"epoch{epoch}/batch{bi}"))
             msg = link.recv("hlr.epoch")
             u_train = msg.parts["train_logits"]
@@ -744,7 +836,7 @@ class HeteroLRPlatform:
         return np.ldexp(self._quantize(X).astype(np.float64), -self.feature_frac_bits) @ self.coef_
 
     def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "HeteroLRPlatform":
-        from fedacq.crypto.paillier import PublicKey, compress_ciphertexts
+        from fedacq.crypto.paillier import PublicKey
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
@@ -782,13 +874,15 @@ class HeteroLRPlatform:
         _check_batch(batch_size, n, d, "hlr.hello")
         penalty, C = params["penalty"], float(params["C"])
         frac = int(params["residual_frac_bits"]) + self.feature_frac_bits
-        mask_bits = int(params["mask_bits"])
         self.scaler_ = Standardizer.fit(X)
         K = self._quantize(X)
+        # one slot layout for the whole job: its width (hence the number of packed ciphertexts the
+        # lender sees) does not follow the largest feature of each batch
+        offset_bits, slot_bits = gradient_layout(
+            K, max(map(len, batches(n, batch_size, seed, 0))), int(params["residual_frac_bits"]))
         Xq = np.ldexp(K.astype(np.float64), -self.feature_frac_bits)
         Xe = None if eval_X is None else np.ldexp(self._quantize(eval_X).astype(np.float64),
                                                  -self.feature_frac_bits)
-        nsq = pk.nsquare
         w = np.zeros(d)
         best = w.copy()
         opt = Optimizer(d, penalty, C, n, float(params["momentum"]), solver=params["solver"])
@@ -821,32 +915,23 @@ class HeteroLRPlatform:
                 cts = pk.vector_from_bigints(msg.parts["residuals"]).ciphertexts
                 if len(cts) != len(rows):
                     raise ValueError(f"hlr.residuals: {len(cts)} ciphertexts for {len(rows)} rows")
+                _check_units(pk, cts)
                 t0 = time.perf_counter()
                 Kb = K[rows]
                 sums = encrypted_dot(pk, cts, Kb, self.n_jobs)
                 timings["gradient"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                # |sum_i K_ij R_i| < 2^L with |R_i| <= 2^residual_frac_bits
-                L = (len(rows) * max(int(np.abs(Kb).max()), 1) << int(params["residual_frac_bits"])).bit_length()
-                slot_bits = L + mask_bits + 1
-                masks = [(1 << L) + secrets.randbits(L + mask_bits) for _ in range(d)]
-                masked = [c * (m * pk.n + 1) % nsq for c, m in zip(sums, masks)]
-                packed = pk.vector_from_bigints(BigInts(compress_ciphertexts(masked, slot_bits, pk),
-                                                        pk.ciphertext_bytes)).obfuscate()
+                packed, masks = mask_gradient(pk, sums, offset_bits, slot_bits)
                 timings["mask"] += time.perf_counter() - t0
-                link.send(Message("hlr.gradient", {"epoch": epoch, "batch": bi, "slot_bits": slot_bits,
-                                                   "count": d}, {"gradient": packed.to_bigints()},
+                link.send(Message("hlr.gradient", {"epoch": epoch, "batch": bi}, {"gradient": packed.to_bigints()},
                                   step=f"epoch{epoch}/batch{bi}"))
                 t0 = time.perf_counter()
                 back = link.recv("hlr.unmask")
                 timings["wait"] += time.perf_counter() - t0
-                if back.parts["values"].width != (slot_bits + 7) // 8:
-                    raise ValueError(f"hlr.unmask: values of {back.parts['values'].width} bytes, "
-                                     f"expected {(slot_bits + 7) // 8}")
-                values = back.parts["values"].values
-                if len(values) != d:
-                    raise ValueError(f"hlr.unmask: {len(values)} values for {d} features")
-                grad = np.array([float(int(v) - m) for v, m in zip(values, masks)])
+                if back.header["epoch"] != epoch or back.header["batch"] != bi:
+                    raise ValueError(f"hlr.unmask: expected epoch {epoch} batch {bi}")
+                grad = np.array([float(g) for g in unmask_gradient(pk, back.parts["values"], masks, offset_bits,
+                                                                    slot_bits, d)])
                 grad = np.ldexp(grad, -frac) * bound / len(rows)  # the lender sent r / bound
                 w = opt.step(w, grad, lr)
             parts = {"train_logits": Xq @ w}
