@@ -85,6 +85,14 @@ def test_an_epsilon_cap_in_the_policy_requires_noise_within_it():
             resolve({"layer": "boost", "epsilon": epsilon}, policy)
 
 
+def test_the_proposer_fills_the_scheme_from_its_policy_and_the_peer_checks_its_own():
+    ou_first = Policy(party="lender", schemes=("ou", "paillier"))
+    params = resolve({"layer": "boost"}, ou_first)
+    assert params["scheme"] == "ou" and resolve({"layer": "boost"}, Policy(party="lender"))["scheme"] == "paillier"
+    with pytest.raises(PolicyError, match=r"policy schemes: proposed scheme='ou', platform allows one of \['paillier'\]"):
+        resolve(dict(params), Policy(party="platform"))
+
+
 # -- both sides' outputs ------------------------------------------------------------------
 
 def test_exact_release_matches_the_truth_and_the_lenders_own_report(files, tmp_path):
@@ -341,3 +349,23 @@ def test_a_platform_holding_a_release_the_lender_never_saved_is_refused(files, t
     _, errors = attempt(files, root, "m-lost", 1, crossed, epsilon=1.0, min_cohort=10)
     assert "refusing to release" in str(errors["lender"]) and "would not release again" in str(errors["platform"])
     assert [m.type for m in crossed] == ["measure.checkpoints"] * 2
+
+
+def test_an_ou_measurement_releases_the_exact_aggregates(files, tmp_path):
+    """Both nodes list OU: the job runs under it and the platform's view holds the true per-bucket sums
+    (equality with Paillier's release: tests/test_psi_intersection_sum.py)."""
+    ou_policy = {**TEST_POLICY, "schemes": ["paillier", "ou"]}
+    parties = InProcessParties(tmp_path, files, {"lender": ou_policy, "platform": ou_policy})
+    try:
+        results = parties.run(_job("m-ou", epsilon=0, min_cohort=10, scheme="ou"))
+    finally:
+        parties.close()
+    view = pd.read_parquet(results["platform"]["view"]).set_index("bucket")
+    funnel, events = (pd.read_parquet(files["lender"][n]) for n in ("funnel-boost", "events-boost"))
+    clicks = events[events["event_type"] == "click"].drop_duplicates("user_id").merge(funnel, on="user_id")
+    truth = clicks.groupby("bucket").agg(applicants=("user_id", "size"), credit=("credit_granted", "sum"),
+                                         drawdown=("drawdown_amount", "sum"))
+    assert not view["suppressed"].any()
+    np.testing.assert_array_equal(view.loc[truth.index, "applicants"], truth["applicants"])
+    np.testing.assert_array_equal(view.loc[truth.index, "credit_granted_sum"], truth["credit"])
+    np.testing.assert_allclose(view.loc[truth.index, "drawdown_amount_sum"], truth["drawdown"], atol=1e-3)

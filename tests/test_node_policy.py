@@ -18,7 +18,22 @@ def test_policy_defaults_are_the_safe_ones():
     assert p.leaf_noise_max_epsilon is None and p.max_concurrent_jobs == 4
 
 
+def test_ou_is_opt_in():
+    assert load_policy(None, "party.toml", "platform").schemes == ("paillier",)
+    both = load_policy({"schemes": ["ou", "paillier"]}, "party.toml", "lender")
+    assert both.schemes == ("ou", "paillier")
+    measure = load_protocol("measure")
+    proposed = measure.resolve({"layer": "boost"}, both)  # the proposer's first scheme
+    assert proposed["scheme"] == "ou"
+    with pytest.raises(PolicyError, match=r"^policy schemes: proposed scheme='ou', platform allows one of \['paillier'\]"):
+        measure.resolve(dict(proposed), Policy(party="platform"))
+    with pytest.raises(PolicyError, match=r"^policy schemes: proposed scheme='ou', platform allows"):
+        load_protocol("run").resolve(run_params(scheme="ou"), Policy(party="platform"))
+
+
 @pytest.mark.parametrize("table, words", [
+    ({"schemes": []}, "schemes must name at least one scheme"),
+    ({"schemes": ["paillier", "rsa"]}, "unknown value(s) ['rsa']"),
     ({"min_intersection": 0}, "min_intersection must be a positive integer"),
     ({"min_key_bits": 1024}, "needs test_mode"),
     ({"models": ["secureboost", "gbm"]}, "unknown value(s) ['gbm']"),

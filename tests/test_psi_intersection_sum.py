@@ -1,8 +1,11 @@
 """Private intersection-sum: per-group counts and sums, minimum group size, noise, privacy."""
 
+import secrets
+
 import numpy as np
 import pytest
 
+from fedacq.crypto import ou
 from fedacq.crypto.paillier import generate_keypair
 from fedacq.link.memory import memory_pair, run_parties
 from fedacq.link.message import BigInts
@@ -91,7 +94,7 @@ def test_platform_refuses_a_key_under_its_own_minimum():
     from fedacq.psi.ecdh_psi import PsiError
 
     link_l, link_p = memory_pair("lender", "platform", record=True)
-    with pytest.raises(PsiError, match="isum.hello: the lender's key has 1024 bits; this party accepts at least 2048"):
+    with pytest.raises(PsiError, match="isum.hello: the paillier key has 1024 bits; this party accepts at least 2048"):
         run_parties((lambda: intersection_sum_lender(link_l, ["a"], [1.0], private_key=PRIV, workers=1),),
                     (lambda: intersection_sum_platform(link_p, ["a"], ["g"], workers=1),), timeout=60)
     assert link_l.received == []  # the platform answered nothing
@@ -219,3 +222,60 @@ def test_messages_carry_many_points_whatever_the_number_of_groups():
     assert got_l.count("psi.points") == 1 and got_p.count("psi.points") == 1
     assert got_p.count("isum.values") == 2
     assert 1 << 20 <= rows_per_message(512) * (32 + 512) <= MESSAGE_TARGET_BYTES  # 2048-bit key: ~2 MiB
+
+
+# -- Okamoto-Uchiyama: the same protocol under the other additive scheme ---------------------------
+# Test-only 1024-bit OU key, for the same reason as PUB/PRIV (its 212 plaintext bits hold the 3 packed columns).
+OU_PUB, OU_PRIV = ou.generate_keypair(1024, insecure_test_key=True)
+
+
+def run_ou(data, platform_kw, lender_link_hook=None):
+    lender_ids, values, platform_ids, groups = data
+    link_l, link_p = memory_pair("lender", "platform", record=True)
+    if lender_link_hook is not None:
+        lender_link_hook(link_p)
+    return run_parties(
+        (lambda: intersection_sum_lender(link_l, lender_ids, values, private_key=OU_PRIV, min_group_size=3,
+                                         workers=1),),
+        (lambda: intersection_sum_platform(link_p, platform_ids, groups, min_group_size=1, workers=1,
+                                           min_key_bits=OU_PUB.n_bits, **platform_kw),),
+        timeout=120)
+
+
+def test_ou_gives_the_same_release_as_paillier():
+    data = make_columns()
+    _, paillier_p, _, _ = run({"min_group_size": 3}, {"min_group_size": 1}, data)
+    ou_l, ou_p = run_ou(data, {"schemes": ("paillier", "ou")})
+    assert ou_p.groups == paillier_p.groups and not all(a.suppressed for a in ou_p.groups.values())
+    assert ou_l.stats["n"] == len(data[0])
+
+
+def test_platform_refuses_a_scheme_it_does_not_accept_naming_it():
+    from fedacq.psi.ecdh_psi import PsiError
+
+    with pytest.raises(PsiError, match=r"isum.hello: scheme 'ou' is not in this node's policy schemes \['paillier'\]"):
+        run_ou(make_columns(), {})  # the platform's default: Paillier only
+
+
+def test_a_forged_ou_sum_is_refused_by_the_lender_and_nothing_is_released():
+    """A platform answering with a ciphertext that decrypts outside OU's bound (a factoring-oracle
+    attempt) fails the lender's job with the reason; the lender releases nothing."""
+    from fedacq.crypto.paillier import EncryptedVector
+    from fedacq.link.message import Message
+    from fedacq.psi.ecdh_psi import PsiError
+
+    def forge(link_p):
+        send = link_p.send
+
+        def forged_send(msg):
+            if msg.type == "isum.sums":
+                fake = [secrets.randbelow(int(OU_PUB.n) - 2) + 2 for _ in range(len(msg.parts["sums"]))]
+                msg = Message("isum.sums", parts={"sums": EncryptedVector(OU_PUB, fake).to_bigints()})
+            send(msg)
+        link_p.send = forged_send
+        forge.link = link_p
+
+    with pytest.raises(PsiError, match=r"isum.sums: ciphertext \d+ decrypts outside the OU plaintext bound"
+                                       r".*the platform did not follow the protocol"):
+        run_ou(make_columns(), {"schemes": ("ou",)}, forge)
+    assert not any(m.type == "isum.release" for m in forge.link.received)

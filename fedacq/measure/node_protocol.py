@@ -31,13 +31,14 @@ Params (both nodes see them): ``layer``; ``outcomes`` (shared with the platform,
 default :data:`fedacq.measure.private.DEFAULT_OUTCOMES`); ``min_cohort`` (the
 intersection-sum minimum group size); ``epsilon`` (Laplace epsilon per outcome;
 0 = no noise); ``value_bounds`` (clipping bound of each amount outcome, needed
-with noise); ``scheme``, ``key_bits``, ``insecure_test_key``; the lender's own
+with noise); ``scheme`` (``"paillier"`` or ``"ou"``; the proposer's default is its
+policy's first scheme), ``key_bits``, ``insecure_test_key``; the lender's own
 report settings ``min_bucket_size``, ``min_events``, ``confidence``; ``experiment``
 (MLflow).
 
 Policy (:mod:`fedacq.node.policy`), checked by each node: ``schemes``,
 ``min_key_bits`` and ``test_mode`` (key size; the platform also checks the key
-it receives), ``measure_min_cohort`` (``min_cohort`` may not be lower) and
+it receives, parsed only as the agreed scheme), ``measure_min_cohort`` (``min_cohort`` may not be lower) and
 ``measure_max_epsilon`` (when set, ``epsilon`` must be above 0 and at most it).
 Both guard the lender's outcomes, and the lender enforces them after decryption,
 where the platform cannot skip them.
@@ -112,7 +113,7 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     cap = policy.measure_max_epsilon
     defaults = {"layer": None, "outcomes": list(DEFAULT_OUTCOMES), "min_cohort": policy.measure_min_cohort,
                 "epsilon": DEFAULT_EPSILON if cap is None else min(DEFAULT_EPSILON, cap),
-                "value_bounds": {"drawdown_amount": DEFAULT_DRAWDOWN_BOUND}, "scheme": "paillier",
+                "value_bounds": {"drawdown_amount": DEFAULT_DRAWDOWN_BOUND}, "scheme": policy.schemes[0],
                 "key_bits": 2048, "insecure_test_key": False, "min_bucket_size": 100, "min_events": 10,
                 "confidence": 0.95, "experiment": "fedacq-measure"}
     out = complete(params, defaults, "measure")
@@ -250,7 +251,7 @@ class _CommitBeforeRelease(Link):
 def run_lender(ctx: JobContext) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
-    from fedacq.crypto.paillier import generate_keypair
+    from fedacq.crypto.scheme import generate_keypair
     from fedacq.measure.commands import flat_metrics
     from fedacq.measure.private import recv_spend, share_outcomes_lender, spend_parts, spend_table
     from fedacq.measure.render import figures, report_html
@@ -290,7 +291,7 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
             release.update(parts)
             _save(ctx, RELEASE, {"layer": layer}, release)
 
-        _, private_key = generate_keypair(p["key_bits"], insecure_test_key=p["insecure_test_key"])
+        _, private_key = generate_keypair(p["scheme"], p["key_bits"], insecure_test_key=p["insecure_test_key"])
         shared = share_outcomes_lender(_CommitBeforeRelease(ctx.link, commit), funnel, private_key=private_key,
                                        layer=layer, outcomes=p["outcomes"], min_group_size=p["min_cohort"],
                                        epsilon=p["epsilon"] or None, value_bounds=p["value_bounds"])
@@ -359,7 +360,7 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
             ctx.logger.info("measure: private intersection-sum over %d events", len(events))
             agreed = {"layer": layer, "outcomes": list(p["outcomes"]), "epsilon": epsilon}
             view = share_outcomes_platform(ctx.link, events, min_group_size=p["min_cohort"], spend=spend,
-                                           min_key_bits=_key_floor(ctx), expect=agreed)
+                                           min_key_bits=_key_floor(ctx), schemes=(p["scheme"],), expect=agreed)
         columns = [str(c) for c in view.buckets.columns]
         _save(ctx, RELEASE, {"layer": layer, "columns": columns, "epsilon": view.epsilon,
                              "dtypes": {c: str(view.buckets[c].dtype) for c in columns}},

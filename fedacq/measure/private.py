@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from fedacq.activate.events import validate_events
-from fedacq.crypto.paillier import MIN_KEY_BITS, PrivateKey
+from fedacq.crypto.paillier import MIN_KEY_BITS
+from fedacq.crypto.scheme import AdditivePrivateKey
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 from fedacq.measure.kpis import validate_funnel, validate_spend
@@ -99,7 +100,7 @@ def spend_table(layer: str, p: dict[str, np.ndarray], source: str) -> pd.DataFra
 
 
 # -- outcome aggregates: lender -> platform ----------------------------------------------------
-def share_outcomes_lender(link: Link, funnel: pd.DataFrame, *, private_key: PrivateKey, layer: str,
+def share_outcomes_lender(link: Link, funnel: pd.DataFrame, *, private_key: AdditivePrivateKey, layer: str,
                           outcomes: Sequence[str] = DEFAULT_OUTCOMES, min_group_size: int = 100,
                           epsilon: float | None = None, value_bounds: dict[str, float] | None = None,
                           workers: int | None = None, progress: bool = False) -> IntersectionSumResult:
@@ -167,12 +168,13 @@ class PlatformView:
 
 def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size: int = 100,
                             spend: pd.DataFrame | None = None, workers: int | None = None,
-                            min_key_bits: int = MIN_KEY_BITS,
+                            min_key_bits: int = MIN_KEY_BITS, schemes: Sequence[str] = ("paillier",),
                             expect: dict[str, Any] | None = None) -> PlatformView:
     """Platform: run the lender's plan over its exposed users grouped by bucket.
 
-    ``min_key_bits`` is the platform's own floor for the lender's Paillier key
-    (refused in ``isum.hello`` whatever the lender says). ``expect`` holds the
+    ``min_key_bits`` is the platform's own floor for the lender's key and
+    ``schemes`` the schemes it accepts (a node job: the one agreed); both are
+    checked in ``isum.hello`` whatever the lender says. ``expect`` holds the
     ``layer``, ``outcomes`` and per-outcome ``epsilon`` the platform agreed to
     (a node's job): a ``measure.plan`` asking for anything else is refused before
     the platform touches its events.
@@ -192,7 +194,8 @@ def share_outcomes_platform(link: Link, events: pd.DataFrame, *, min_group_size:
                              f"the job agreed {agreed!r}")
     exposed = _exposed(events, layer)
     res = intersection_sum_platform(link, exposed["user_id"].tolist(), exposed["bucket"].astype(int).tolist(),
-                                    min_group_size=min_group_size, workers=workers, min_key_bits=min_key_bits)
+                                    min_group_size=min_group_size, workers=workers, min_key_bits=min_key_bits,
+                                    schemes=schemes)
     if res.stats["columns"] != len(outcomes):
         raise ValueError(f"the lender summed {res.stats['columns']} columns, its plan named {len(outcomes)}")
     return _view(exposed, res.groups, layer, outcomes, [float(e) for e in plan["epsilon"]], spend)

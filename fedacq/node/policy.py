@@ -15,8 +15,8 @@ safe ones)::
 
     [policy]
     test_mode = false                 # only a test node takes insecure_test_key / keys < 2048 bits
-    min_key_bits = 2048               # smallest Paillier key; the received public key is checked too
-    schemes = ["paillier"]            # additive HE schemes
+    min_key_bits = 2048               # smallest HE key (modulus bits, either scheme); the received key is checked too
+    schemes = ["paillier"]            # additive HE schemes accepted, preferred first: "paillier", "ou"
     models = ["secureboost", "hetero_lr", "splitnn"]
     modes = ["joint", "prospect"]     # prospect releases leaf values to the platform
     psi_modes = ["balanced", "unbalanced"]
@@ -34,6 +34,13 @@ floor, the hetero LR batch floor and the split NN noise floor, and its outcomes 
 measurement with the minimum cohort and the epsilon cap; the platform's
 node guards its users and features with the minimum intersection,
 ``reveal_to`` and the models and modes it allows; both guard the key size.
+
+``schemes``: the additive homomorphic schemes (:mod:`fedacq.crypto.scheme`) this
+node takes part in; a job it proposes uses the first one unless the job names
+another. Okamoto–Uchiyama (``"ou"``) is opt-in: faster SecureBoost histograms,
+but newer in fedacq and not interoperable with ``phe``, so a node operator turns
+it on (``schemes = ["paillier", "ou"]``) rather than finding it on. One
+``min_key_bits`` serves both: equal modulus sizes give equal security.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Iterable
 
-SCHEMES = ("paillier",)
+SCHEMES = ("paillier", "ou")
+#: what a node without ``[policy] schemes`` accepts: OU is opt-in (module docstring).
+DEFAULT_SCHEMES = ("paillier",)
 MODELS = ("secureboost", "hetero_lr", "splitnn")
 MODES = ("joint", "prospect")
 PSI_MODES = ("balanced", "unbalanced")
@@ -60,7 +69,7 @@ class Policy:
     party: str = ""
     test_mode: bool = False
     min_key_bits: int = 2048
-    schemes: tuple[str, ...] = SCHEMES
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES
     models: tuple[str, ...] = MODELS
     modes: tuple[str, ...] = MODES
     psi_modes: tuple[str, ...] = PSI_MODES
@@ -140,6 +149,8 @@ def load_policy(table: Any, source: str, party: str) -> Policy:
     for key, value in table.items():
         if key in lists:
             out[key] = _names(value, key, source, lists[key])
+            if key == "schemes" and not value:
+                raise ValueError(f"{source}: [policy] schemes must name at least one scheme of {list(SCHEMES)}")
         elif key == "test_mode":
             if not isinstance(value, bool):
                 raise ValueError(f"{source}: [policy] test_mode must be true or false")
@@ -159,4 +170,5 @@ def load_policy(table: Any, source: str, party: str) -> Policy:
     return policy
 
 
-__all__ = ["Policy", "PolicyError", "complete", "load_policy", "MODELS", "MODES", "PSI_MODES", "REVEAL_TO", "SCHEMES"]
+__all__ = ["Policy", "PolicyError", "complete", "load_policy", "MODELS", "MODES", "PSI_MODES", "REVEAL_TO", "SCHEMES",
+           "DEFAULT_SCHEMES"]

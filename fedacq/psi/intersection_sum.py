@@ -2,16 +2,18 @@
 
 The platform holds ids with a group label (an experiment bucket); the lender holds ids
 with ``k >= 1`` non-negative values each (e.g. credit granted, drawdown amount) and the
-Paillier private key. The platform should learn, per group, the number of its ids the
+private key of an additive homomorphic scheme (Paillier, or Okamoto–Uchiyama where
+both nodes' policies list ``"ou"``: :mod:`fedacq.crypto.scheme`). The platform should learn, per group, the number of its ids the
 lender also has and the sum of each value column over them — and nothing about any
 single user. One run serves every column: the ids are blinded and matched once, and
-each lender id's count and ``k`` values travel packed in *one* Paillier plaintext.
+each lender id's count and ``k`` values travel packed in *one* plaintext.
 
 Steps (ECDH blinding as in :mod:`fedacq.psi.ecdh_psi`, fresh keys ``a``, ``b`` per job):
 
-1. lender -> platform ``isum.hello``: salt, Paillier public key, the lender's set
-   size ``n``, the number of value columns ``k``, its ``min_group_size`` and the
-   ``epsilon`` of each column. The platform refuses a public key under its own
+1. lender -> platform ``isum.hello``: salt, the scheme and public key, the lender's
+   set size ``n``, the number of value columns ``k``, its ``min_group_size`` and the
+   ``epsilon`` of each column. The platform parses the key only as a scheme it
+   accepts (for a node job: the one the job agreed) and refuses a key under its own
    ``min_key_bits``. Platform -> lender ``isum.hello_ack``: group sizes
    (by group index; labels stay with the platform) and its own requested minimum.
 2. Platform -> lender ``psi.points`` (phase ``isum_platform``): ``H(y)^b`` for all its
@@ -28,7 +30,9 @@ Steps (ECDH blinding as in :mod:`fedacq.psi.ecdh_psi`, fresh keys ``a``, ``b`` p
 5. Platform: raises the lender's points to ``b``, finds which of them equal a
    ``H(y)^ba`` of group g, homomorphically sums those ciphertexts per group,
    re-randomises, sends ``isum.sums``: one ciphertext per group.
-6. Lender decrypts, unpacks, checks the counts, and, if ``epsilon`` is set, adds
+6. Lender decrypts (an OU sum outside the plaintext bound, which only a forged or
+   overflowed ciphertext gives, is refused: the job fails and nothing is released),
+   unpacks, checks the counts, and, if ``epsilon`` is set, adds
    Laplace noise (:func:`release`); it then **enforces** the minimum group size
    (``max`` of both sides' minimum) *on the noisy count*, and sends
    ``isum.release``: per group the count, the ``k`` sums and a *suppressed*
@@ -82,7 +86,8 @@ from tqdm import tqdm
 
 from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
-from fedacq.crypto.paillier import MIN_KEY_BITS, EncryptedVector, Packing, PrivateKey, PublicKey
+from fedacq.crypto.paillier import MIN_KEY_BITS, EncryptedVector, Packing
+from fedacq.crypto.scheme import AdditivePrivateKey, AdditivePublicKey, peer_public_key
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 from fedacq.psi.ecdh_psi import CHUNK, MESSAGE_TARGET_BYTES, PsiError, _recv_points, _send_points
@@ -96,7 +101,7 @@ MAX_COLUMNS = 64
 MAX_VALUES_BYTES = 4 * MESSAGE_TARGET_BYTES
 
 register(
-    MessageSpec("isum.hello", header={"salt": str, "public_key": str, "n": int, "columns": int,
+    MessageSpec("isum.hello", header={"salt": str, "scheme": str, "public_key": str, "n": int, "columns": int,
                                       "min_group_size": int, "epsilon": list}),
     MessageSpec("isum.hello_ack", header={"group_sizes": list, "min_group_size": int}),
     MessageSpec("isum.values", header={"offset": int},
@@ -196,7 +201,7 @@ def release(counts: np.ndarray, sums: np.ndarray, minimum: int, epsilon: np.ndar
 
 
 def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[float] | np.ndarray, *,
-                            private_key: PrivateKey, min_group_size: int = 10,
+                            private_key: AdditivePrivateKey, min_group_size: int = 10,
                             epsilon: float | Sequence[float] | None = None,
                             value_bound: float | Sequence[float] | None = None,
                             id_kind: str = "text", workers: int | None = None,
@@ -206,6 +211,7 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
     ``values`` is one value per id (shape ``(n,)``) or a matrix ``(n, k)``: ``k``
     columns summed in the same run. ``epsilon`` and ``value_bound`` are one number
     for all columns or one per column (see the module docstring for the noise).
+    The scheme is the private key's (``private_key.public_key.scheme``).
     """
     matrix = np.asarray(values, dtype=np.float64)
     if matrix.ndim == 1:
@@ -225,7 +231,7 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
         matrix = np.minimum(matrix, bounds)
     encoded = _normalised(ids, id_kind, "lender")
     n = len(encoded)
-    pk: PublicKey = private_key.public_key
+    pk: AdditivePublicKey = private_key.public_key
     scaled = np.rint(np.ldexp(matrix, FRAC_BITS))
     if scaled.size and scaled.max() >= 2.0 ** 62:
         raise ValueError(f"values up to {matrix.max():g} are too large for {FRAC_BITS} fractional bits")
@@ -235,9 +241,10 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
         Packing(slot_bits, k + 1, max(1, n)).check_key(pk)
     except ValueError as exc:
         raise ValueError(f"{n} ids with {k} value column(s) of up to {slot_bits} bits do not fit "
-                         f"one plaintext of this Paillier key: {exc}") from None
+                         f"one plaintext of this {pk.scheme} key: {exc}") from None
     salt = os.urandom(32)
-    link.send(Message("isum.hello", {"salt": salt.hex(), "public_key": pk.to_json(), "n": n, "columns": k,
+    link.send(Message("isum.hello", {"salt": salt.hex(), "scheme": pk.scheme, "public_key": pk.to_json(),
+                                     "n": n, "columns": k,
                                      "min_group_size": int(min_group_size),
                                      "epsilon": [0.0] * k if eps is None else eps.tolist()},
                       step="isum/hello"))
@@ -299,11 +306,15 @@ def intersection_sum_lender(link: Link, ids: Sequence[object], values: Sequence[
 
 def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequence[object], *,
                               min_group_size: int = 10, id_kind: str = "text",
-                              workers: int | None = None, min_key_bits: int = MIN_KEY_BITS) -> IntersectionSumResult:
+                              workers: int | None = None, min_key_bits: int = MIN_KEY_BITS,
+                              schemes: Sequence[str] = ("paillier",)) -> IntersectionSumResult:
     """The platform's side: learns per group only the released count and sums (or suppression).
 
-    ``min_key_bits`` is this party's own floor for the lender's Paillier key:
-    a shorter key in ``isum.hello`` is refused before anything is sent.
+    ``schemes`` are the schemes this party accepts (its policy's, or for a node
+    job the one scheme the job agreed) and ``min_key_bits`` its own floor for
+    the lender's key: ``isum.hello`` announcing another scheme, or a key that
+    does not parse as the announced scheme or is shorter, is refused before
+    anything is sent.
     """
     if len(ids) != len(groups):
         raise ValueError(f"{len(ids)} ids but {len(groups)} group labels")
@@ -316,13 +327,14 @@ def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequenc
     sizes = [len(m) for m in members]
     hello = link.recv("isum.hello").header
     try:
-        pk = PublicKey.from_json(hello["public_key"])
+        pk = peer_public_key(hello["public_key"], scheme=hello["scheme"], allowed=tuple(schemes),
+                             min_bits=min_key_bits, what="isum.hello")
+    except ValueError as exc:
+        raise PsiError(str(exc)) from None
+    try:
         salt = bytes.fromhex(hello["salt"])
     except ValueError as exc:
-        raise PsiError(f"isum.hello: malformed public key or salt: {exc}") from None
-    if pk.n_bits < min_key_bits:
-        raise PsiError(f"isum.hello: the lender's key has {pk.n_bits} bits; this party accepts at least "
-                       f"{min_key_bits}")
+        raise PsiError(f"isum.hello: malformed salt: {exc}") from None
     k = hello["columns"]
     if not 1 <= k <= MAX_COLUMNS or len(hello["epsilon"]) != k or hello["n"] < 0:
         raise PsiError(f"isum.hello: {k} columns with {len(hello['epsilon'])} epsilons and {hello['n']} ids")
@@ -341,7 +353,7 @@ def intersection_sum_platform(link: Link, ids: Sequence[object], groups: Sequenc
     table = np.ascontiguousarray(double).view(f"V{POINT_BYTES}").ravel()
     by_value = np.argsort(table, kind="stable")
     table, group_of_row = table[by_value], group_of_row[by_value]
-    nsq = pk.nsquare
+    nsq = pk.ciphertext_modulus
     acc = [gmpy2.mpz(1)] * len(labels)  # 1 is a (trivial) encryption of 0; obfuscated below
     got = 0
     while got < hello["n"]:
