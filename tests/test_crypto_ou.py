@@ -138,3 +138,22 @@ def test_randomness_from_os_csprng(keys, monkeypatch):
         return pk, pk.encrypt_raw([1, 2], workers=1).ciphertexts
 
     assert run() == run()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_randomness_ahead_encrypts_under_an_ou_key(keys, workers):
+    """SecureBoost's precomputed randomness (learn.randomness) builds OU factors and OU ciphertexts,
+    in this process and in its background workers, that decrypt to the plaintexts."""
+    from fedacq.learn.randomness import RandomnessAhead
+
+    pk, sk = keys
+    plaintexts = [secrets.randbits(100) for _ in range(8)]
+    ahead = RandomnessAhead(pk, len(plaintexts), workers=workers)
+    try:
+        for _ in range(2):  # the second batch was computed in the background while the first was used
+            factors = ahead.take()
+            ciphertexts = ahead.encrypt(plaintexts, factors)
+            assert len(set(ciphertexts)) == len(plaintexts)
+            assert sk.decrypt_raw(EncryptedVector(pk, ciphertexts), workers=1) == plaintexts
+    finally:
+        ahead.close()

@@ -1,7 +1,8 @@
 """Encryption randomness computed ahead, so the lender encrypts a tree almost instantly.
 
-A Paillier ciphertext is ``(1 + m*n) * r mod n^2`` where ``r`` (an encryption
-of zero, ``h_s^x`` in :mod:`fedacq.crypto.paillier`) costs ~95% of the work and
+A ciphertext is a plaintext factor times a random factor ``r``: Paillier
+``(1 + m*n) * r mod n^2`` with ``r = h_s^x``, Okamoto–Uchiyama ``g^m * r mod n``
+with ``r = h^x``. ``r`` (an encryption of zero) costs most of the work and
 does not depend on ``m``. The next tree's gradients are only known when the
 current tree is finished, but its randomness can be computed at any time: this
 module keeps one tree's worth being computed in background processes while the
@@ -21,25 +22,20 @@ from typing import TYPE_CHECKING
 from gmpy2 import mpz
 
 if TYPE_CHECKING:
-    from fedacq.crypto.paillier import PublicKey
-
-_keys: dict[int, "PublicKey"] = {}
+    from fedacq.crypto.scheme import AdditivePublicKey
 
 
-def _factors(n: int, count: int) -> list[int]:
-    """Worker side: ``count`` fresh random factors for the key with modulus ``n``."""
-    from fedacq.crypto.paillier import PublicKey
+def _factors(spec: tuple, count: int) -> list[int]:
+    """Worker side: ``count`` fresh random factors for the public key ``spec`` describes (either scheme)."""
+    from fedacq.crypto.parallel import key_from_spec
 
-    key = _keys.get(n)
-    if key is None:
-        key = _keys[n] = PublicKey(n)
-    return [int(r) for r in key.random_factors(count)]
+    return [int(r) for r in key_from_spec(spec).random_factors(count)]
 
 
 class RandomnessAhead:
     """Batches of ``count`` random factors; the next batch is computed in the background."""
 
-    def __init__(self, public_key: "PublicKey", count: int, workers: int | None = None) -> None:
+    def __init__(self, public_key: "AdditivePublicKey", count: int, workers: int | None = None) -> None:
         from fedacq.crypto.parallel import cpu_count
 
         self.public_key = public_key
@@ -56,8 +52,8 @@ class RandomnessAhead:
     def _submit(self) -> list[Future]:
         assert self._pool is not None
         size = max(1, math.ceil(self.count / (2 * self.workers)))
-        n = int(self.public_key.n)
-        return [self._pool.submit(_factors, n, min(size, self.count - start))
+        spec = self.public_key.spec()
+        return [self._pool.submit(_factors, spec, min(size, self.count - start))
                 for start in range(0, self.count, size)]
 
     def take(self, more: bool = True) -> list[mpz]:
@@ -69,17 +65,8 @@ class RandomnessAhead:
         return factors
 
     def encrypt(self, plaintexts: list[int], factors: list[mpz]) -> list[mpz]:
-        """Ciphertexts of ``plaintexts`` (ints in [0, n)) with one fresh factor each."""
-        pk = self.public_key
-        n, nsq = pk.n, pk.nsquare
-        if len(factors) != len(plaintexts):
-            raise ValueError(f"{len(factors)} random factors for {len(plaintexts)} plaintexts")
-        out = []
-        for i, (m, r) in enumerate(zip(plaintexts, factors)):
-            if not 0 <= m < n:
-                raise ValueError(f"plaintext {i} is outside [0, n)")
-            out.append((m * n + 1) * r % nsq)
-        return out
+        """Ciphertexts of ``plaintexts`` with one fresh factor each (the key's own ``encrypt_with_factors``)."""
+        return self.public_key.encrypt_with_factors(plaintexts, factors)
 
     def close(self) -> None:
         if self._pool is not None:
