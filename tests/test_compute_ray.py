@@ -82,6 +82,17 @@ def test_ray_engine_without_ray_names_the_extra(monkeypatch):
         make_engine(ComputeConfig("ray", "127.0.0.1:6379"))
 
 
+def test_score_command_checks_its_engine_options(tmp_path, capsys):
+    from fedacq.cli import main
+
+    args = ["score", "--model", str(tmp_path / "m.json"), "--users", str(tmp_path / "u.parquet"),
+            "--out", str(tmp_path / "o.parquet")]
+    assert main([*args, "--engine", "ray"]) == 2
+    assert "needs address" in capsys.readouterr().err
+    assert main([*args, "--engine", "ray", "--ray-address", "127.0.0.1:1", "--n-jobs", "2"]) == 2
+    assert "workers is for engine" in capsys.readouterr().err
+
+
 def test_active_engine_is_per_context():
     engine = LocalEngine(workers=1)
     assert isinstance(compute.active(), LocalEngine) and compute.active() is not engine
@@ -253,6 +264,12 @@ def test_scoring_on_ray_equals_local(ray_engine, tmp_path):
     assert local.rows == on_ray.rows == n and ray_engine.tasks["score"] == 8  # one task per row group
     assert pq.read_table(on_ray.out).equals(pq.read_table(local.out))
     assert not list(tmp_path.glob("*.partial"))
+
+    from fedacq.cli import main  # `fedacq score --engine ray`: the same file, through the command line
+    cli_out = tmp_path / "cli.parquet"
+    assert main(["score", "--model", str(model), "--users", str(path), "--out", str(cli_out), "--batch-size", "256",
+                 "--engine", "ray", "--ray-address", ray_engine.address]) == 0
+    assert pq.read_table(cli_out).equals(pq.read_table(local.out))
 
     no_spend = tmp_path / "users-no-spend.parquet"
     pq.write_table(pq.read_table(path).drop_columns(["spend"]), no_spend)

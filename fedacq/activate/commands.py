@@ -2,7 +2,8 @@
 (serve boost tables over gRPC).
 
 Only argument parsing and console output live here; the work is
-:mod:`fedacq.activate.scoring` and :func:`fedacq.activate.service.serve`.
+:mod:`fedacq.activate.scoring` (through the chosen :mod:`fedacq.compute` engine: this
+machine, or a Ray cluster with ``--engine ray``) and :func:`fedacq.activate.service.serve`.
 ``fedacq boosts`` has its own module, :mod:`fedacq.activate.boost_commands`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from fedacq import compute
 from fedacq.activate import scoring, service
 
 
@@ -23,15 +25,23 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output Parquet file (user_id, score)")
     p.add_argument("--id-column", default="user_id")
     p.add_argument("--batch-size", type=int, default=262_144, help="rows per record batch (bounds memory)")
-    p.add_argument("--n-jobs", type=int, default=None, help="XGBoost threads (default: all cores)")
+    p.add_argument("--n-jobs", type=int, default=None, help="XGBoost threads (default: all cores; --engine local)")
+    p.add_argument("--engine", choices=compute.ENGINES, default="local",
+                   help="local (this machine) or ray (one task per Parquet row group on a Ray cluster; --users "
+                        "must be at the same path on every Ray node)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="the Ray cluster for --engine ray (what `ray start --head` prints)")
     p.set_defaults(func=_cmd_score)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
-    booster = scoring.load_booster(args.model, args.n_jobs)
-    rep = scoring.score_parquet(booster, args.users, args.out, args.id_column, args.batch_size)
+    engine = compute.make_engine(compute.ComputeConfig(engine=args.engine, address=args.ray_address,
+                                                       workers=args.n_jobs))
+    with compute.using(engine):
+        rep = compute.active().score_parquet(args.model, args.users, args.out, id_column=args.id_column,
+                                             batch_size=args.batch_size)
     print(f"scored {rep.rows:,} users in {rep.seconds:.1f} s ({rep.rows_per_s:,.0f} rows/s) -> {rep.out}")
     return 0
 
