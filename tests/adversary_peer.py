@@ -385,6 +385,58 @@ def run_lender_hello(adv: Adversary, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def hetero_lr_lender_rows(adv: Adversary, args: dict[str, Any]) -> dict[str, Any]:
+    """Propose a valid hetero LR ``run`` job, run the PSI honestly, then play a lender that encrypts
+    ``2^T`` for the first row of the first batch and 0 for the others: with a mask per slot, that
+    row's quantised features came back above the masks. Returns what it decrypted (hex), the
+    training ids in order and the row's position, ``T`` and how the honest platform reacted to the
+    honest decryption it sends back."""
+    from fedacq.crypto.paillier import generate_keypair
+    from fedacq.learn.hetero_lr import batches
+    from fedacq.learn.run import split_positions
+    from fedacq.link.message import BigInts
+    from fedacq.psi import psi_lender as run_psi
+
+    job, T = args["job"], int(args["T"])
+    p = job["params"]
+    decision = adv.propose(job)
+    if not decision["accepted"]:
+        return {"decision": decision}
+    link = adv.link(job["id"])
+    out: dict[str, Any] = {"decision": decision, "T": T}
+    try:
+        table = pd.read_csv(args["ids_csv"], dtype={p["id_column"]: str})
+        rows = run_psi(link, table[[p["id_column"]]], [p["id_column"]],
+                       min_intersection=p["min_intersection"]).rows
+        train, valid = split_positions(len(rows), p["validation_fraction"], p["seed"])
+        ids = table[p["id_column"]].to_numpy()[np.asarray(rows)[train]]
+        pk, sk = generate_keypair(int(p["key_bits"]))
+        params = {**p["model_params"], "mode": p["mode"], "key_bits": int(p["key_bits"]), "random_state": p["seed"]}
+        config = {"params": params, "public_key": pk.to_json(), "n_rows": len(train), "n_eval_rows": len(valid)}
+        link.send(Message("hlr.hello", {"config": json.dumps(config)}, step="hello"))
+        d_p = link.recv("hlr.hello_reply").header["n_features"]
+        batch = batches(len(train), int(params["batch_size"]), int(p["seed"]), 0)[0]
+        link.recv("hlr.logits")
+        plain = [1 << T] + [0] * (len(batch) - 1)  # the attack: one row far beyond |r| <= 1
+        link.send(Message("hlr.residuals", {"epoch": 0, "batch": 0, "step_size": 0.1},
+                          {"residuals": pk.encrypt_raw(plain).to_bigints()}, step="epoch0/batch0"))
+        gradient = link.recv("hlr.gradient")
+        decrypted = sk.decrypt_raw(pk.vector_from_bigints(gradient.parts["gradient"]))
+        out.update({"d_p": d_p, "train_ids": ids.tolist(), "target": int(batch[0]), "n_hex": format(int(pk.n), "x"),
+                    "decrypted": [format(v, "x") for v in decrypted],
+                    "gradient_header": gradient.header})
+        link.send(Message("hlr.unmask", {"epoch": 0, "batch": 0},
+                          {"values": BigInts(decrypted, (pk.n_bits + 7) // 8)}, step="epoch0/batch0"))
+        out.update(adv.drain(link, timeout=30))
+    except Exception as exc:  # noqa: BLE001
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["traceback"] = traceback.format_exc()
+    finally:
+        adv.router.close(job["id"])
+    out["gone"] = adv.wait_job_gone(job["id"])
+    return out
+
+
 # -- scenarios: crafted messages --------------------------------------------------------------
 
 def _crafted(case: str, job: str, adv: Adversary) -> list[bytes]:
@@ -621,11 +673,11 @@ class _RecordingSecrets:
         import secrets
 
         self._secrets = secrets
-        self.draws: list[tuple[int, int]] = []
+        self.draws: list[int] = []
 
-    def randbits(self, k: int) -> int:
-        value = self._secrets.randbits(k)
-        self.draws.append((k, value))
+    def randbelow(self, n: int) -> int:
+        value = self._secrets.randbelow(n)
+        self.draws.append(value)
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -633,10 +685,13 @@ class _RecordingSecrets:
 
 
 def _hetero_lr_platform(adv: Adversary, spec: Any, link: GrpcLink, args: dict[str, Any]) -> dict[str, Any]:
-    """Play the platform of a hetero LR job honestly, keeping its masks and its training rows; then
-    solve each batch's gradient ``K_B^T r = g`` for the residuals and read labels off their sign."""
+    """Play the platform of a hetero LR job honestly, keeping its masks (one uniform in Z_n per packed
+    gradient ciphertext) and its training rows; then unmask each batch's gradient as the platform
+    does, solve ``K_B^T r = g`` for the residuals and read labels off their sign."""
     import fedacq.psi
+    from fedacq.crypto.paillier import PublicKey, compress_capacity
     from fedacq.learn import hetero_lr
+    from fedacq.link.message import BigInts
     from fedacq.learn.run_node import PROTOCOL
 
     recorder = _RecordingSecrets()
@@ -662,20 +717,25 @@ def _hetero_lr_platform(adv: Adversary, spec: Any, link: GrpcLink, args: dict[st
     ids = table[spec.params["id_column"]].to_numpy()[seen["psi"].rows]
     if spec.params["validation_fraction"] != 0:
         raise ValueError("this attack maps rows to ids only without a validation split")
-    K = model._quantize(X).astype(np.float64)
+    Kq = model._quantize(X)
+    K = Kq.astype(np.float64)
     n, d = K.shape
     config = json.loads(next(m for m in adv.received(spec.id) if m.env.type == "hlr.hello").header()["config"])
-    p = config["params"]
-    mask_bits = int(p["mask_bits"])
+    p, pk = config["params"], PublicKey.from_json(config["public_key"])
+    batch_size, seed = int(p["batch_size"]), int(p["random_state"])
+    offset_bits, slot_bits = hetero_lr.gradient_layout(Kq, max(map(len, hetero_lr.batches(n, batch_size, seed, 0))),
+                                                       int(p["residual_frac_bits"]))
+    per_batch = -(-d // compress_capacity(pk, slot_bits))  # packed ciphertexts, one mask each
     residuals = [m for m in adv.received(spec.id) if m.env.type == "hlr.residuals"]
     unmasks = [m for m in adv.received(spec.id) if m.env.type == "hlr.unmask"]
     draws = iter(recorder.draws)
     out_batches = []
     for res, unmask in zip(residuals, unmasks):
         h = res.header()
-        rows = hetero_lr.batches(n, int(p["batch_size"]), int(p["random_state"]), h["epoch"])[h["batch"]]
-        masks = [(1 << (k - mask_bits)) + v for k, v in (next(draws) for _ in range(d))]
-        g = np.array([float(v - m) for v, m in zip(unmask.bigints("values"), masks)])
+        rows = hetero_lr.batches(n, batch_size, seed, h["epoch"])[h["batch"]]
+        masks = [next(draws) for _ in range(per_batch)]
+        values = BigInts(unmask.bigints("values"), (pk.n_bits + 7) // 8)
+        g = np.array(hetero_lr.unmask_gradient(pk, values, masks, offset_bits, slot_bits, d), dtype=np.float64)
         KB = K[rows]
         r, *_ = np.linalg.lstsq(KB.T, g, rcond=None)
         out_batches.append({"epoch": h["epoch"], "batch": h["batch"], "ciphertexts": len(res.bigints("residuals")),
@@ -696,6 +756,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "propose": propose,
     "psi_lender": psi_lender,
     "run_lender_hello": run_lender_hello,
+    "hetero_lr_lender_rows": hetero_lr_lender_rows,
     "crafted_message": crafted_message,
     "fuzz_envelopes": fuzz_envelopes,
 }

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -395,6 +396,56 @@ def test_hetero_lr_never_sends_a_batch_the_platform_can_solve(lender: Side, data
     assert len(hits) == 2 * n and np.mean(hits) < 0.85, np.mean(hits)
     check_wire_matches_ledger(lender, job, out["received"])
     assert changes(before, lender.snapshot(), (lender.job_dir(job), lender.honest.dir / "mlruns")) == []
+
+
+def test_hetero_lr_lender_cannot_push_a_platform_row_above_the_masks(platform: Side, data: dict[str, Path]) -> None:
+    """The adversarial lender encrypts ``2^T`` for one row of the first batch and 0 for the others.
+    With a mask per slot (``mask_bits`` wider than an honest sum) the platform's row came back in
+    the clear above the masks; now one mask uniform in Z_n covers each packed ciphertext, so what
+    the lender decrypts is uniform: reading the row off it gives nothing near the row's quantised
+    features (not even feature-sized numbers), though the same reader recovers them from the
+    plaintext the old masks left. The platform refuses the out-of-range answer and stops, naming
+    hlr.unmask. Two jobs on the same data: the decryptions differ. 2048-bit keys (the honest
+    platform has no test_mode); one batch per job."""
+    from adversary_peer import read_row_above_slots
+    from fedacq.learn.hetero_lr import Standardizer, batches, gradient_layout
+
+    T, outs = 1024, []
+    for _ in range(2):
+        job = run_job("hetero_lr", {"batch_size": 64, "max_iter": 1}, validation_fraction=0.0)
+        before = platform.snapshot()
+        out = platform.adversary.run("hetero_lr_lender_rows", job=job, T=T,
+                                     ids_csv=str(platform.adversary_dir / "outcomes.csv"))
+        assert out["decision"]["accepted"], out
+        assert "error" not in out, out.get("traceback", out)
+        assert out["gradient_header"] == {"epoch": 0, "batch": 0}  # no slot layout crosses any more
+        record = platform.honest.job(job["id"])
+        assert record["status"] == "failed", record
+        assert "hlr.unmask: value 0 does not unmask to 5 sums of honest residuals" in record["error"], record
+        assert changes(before, platform.snapshot(), (platform.job_dir(job["id"]), platform.honest.dir / "mlruns")) == []
+        outs.append(out)
+    params = job["params"]["model_params"]
+    # the platform's quantised features of its training rows (every intersection row: no validation split)
+    users = pd.read_csv(data["users"], dtype={"id": str}).set_index("id")
+    X = users.loc[outs[0]["train_ids"]].to_numpy(np.float64)
+    K = np.rint(np.ldexp(Standardizer.fit(X).transform(X), params["feature_frac_bits"])).astype(np.int64)
+    n_rows, d = K.shape
+    offset_bits, slot_bits = gradient_layout(K, max(map(len, batches(n_rows, 64, job["params"]["seed"], 0))),
+                                             params["residual_frac_bits"])
+    old_slot = offset_bits + params["mask_bits"] + 1
+    assert T >= d * old_slot  # above every old masked slot: the attack worked on this data
+    decrypted = [int(v, 16) for out in outs for v in out["decrypted"]]
+    assert len(decrypted) == 2 and decrypted[0] != decrypted[1]
+    for out, value in zip(outs, decrypted):
+        n, row = int(out["n_hex"], 16), K[out["target"]]
+        masks = [(1 << offset_bits) + secrets.randbits(offset_bits + params["mask_bits"]) for _ in range(d)]
+        old = sum((int(row[j]) * 2**T + m) << (j * old_slot) for j, m in enumerate(masks))
+        assert read_row_above_slots(old, n, T, old_slot, d) == row.tolist()  # before: the row in the clear
+        assert value.bit_length() > n.bit_length() - 64  # uniform in [0, n), not a packed sum
+        for width in (slot_bits, old_slot):
+            read = np.array(read_row_above_slots(value, n, T, width, d), dtype=object)
+            assert not (read == row).any(), (read, row)
+            assert max(abs(v) for v in read) > 2**20 > np.abs(K).max()
 
 
 # -- 6. messages -------------------------------------------------------------------------------------

@@ -45,13 +45,15 @@ Steps (every step is one message over a :class:`~fedacq.link.link.Link`)
           quantised to ``feature_frac_bits`` fractional bits are small signed
           integers, so each of the d_p sums is one multi-exponentiation
           (:func:`encrypted_dot`: bucket method, about one ciphertext multiply
-          per row and feature). It adds a fresh random mask ``m_j`` per feature
-          (``mask_bits`` of statistical hiding), compresses several masked sums
-          into each ciphertext, re-randomises (``obfuscate``) and sends
-          ``hlr.gradient``.
-       d. The lender decrypts and returns the masked sums ``g_j + m_j`` in
-          ``hlr.unmask``; the platform subtracts its masks, scales, adds its
-          penalty term and updates ``w_p``.
+          per row and feature). It packs the sums, offset to be non-negative,
+          into slots of a few ciphertexts, adds ONE mask ``M`` uniform in
+          ``Z_n`` to each packed ciphertext (:func:`mask_gradient`),
+          re-randomises (``obfuscate``) and sends ``hlr.gradient``.
+       d. The lender decrypts and returns ``P + M mod n`` in ``hlr.unmask``;
+          the platform subtracts ``M`` mod n, unpacks the slots itself
+          (refusing any outside the range honest residuals give:
+          :func:`unmask_gradient`), scales, adds its penalty term and updates
+          ``w_p``.
     3. End of epoch: ``hlr.epoch`` P->L: the platform's partial logits of all
        training (and validation) rows, so the lender can compute the loss and
        AUC; ``hlr.epoch_done`` L->P: whether this epoch is the best so far
@@ -69,10 +71,12 @@ What each party learns
     partial logits between steps is ``-lr/|B| X_p X_p[B]^T r``, so it can
     learn inner products between platform rows (the Gram matrix of the
     platform's features, i.e. the features up to a rotation), but not the
-    features, their names or ``w_p``. The masked sums it decrypts are
-    statistically hidden (``2^-mask_bits``); the ciphertexts it receives are
-    re-randomised, so it cannot learn the platform's quantised features from
-    their randomness.
+    features, their names or ``w_p``. What it decrypts is uniform in ``Z_n``
+    whatever it encrypted (one uniform mask per packed ciphertext): a lender
+    that encrypts residuals far beyond ``[-1, 1]`` to lift a platform row's
+    features above the slots reads noise, and the platform refuses its answer
+    (the job stops). The ciphertexts it receives are re-randomised, so it
+    cannot learn the platform's quantised features from their randomness.
     Platform: ciphertexts of residuals only, never a label or residual in
     plaintext; the row count, the step sizes and the early-stopping decisions;
     the objective and ``residual_bound`` (for regression objectives one power
@@ -534,7 +538,10 @@ class HeteroLRLender:
     exponent the platform learns; give it yourself to reveal nothing
     data-dependent). Residuals beyond it are clipped, for both parties' updates.
     Early stopping watches the objective's first metric (logloss, rmse,
-    poisson_nloglik, tweedie_nloglik).
+    poisson_nloglik, tweedie_nloglik). ``mask_bits`` no longer does anything
+    (the platform's mask is uniform in ``Z_n``, see :func:`mask_gradient`); it is
+    still accepted and checked so that configurations and model files that name
+    it stay valid.
     """
 
     def __init__(self, objective: str = "binary:logistic", tweedie_variance_power: float = 1.5,

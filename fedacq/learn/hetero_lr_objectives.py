@@ -17,8 +17,9 @@ the clear need one). Each is then a generalised linear model:
 ``count:poisson`` and ``reg:tweedie`` (log link).
 
 What the encrypted gradient does need is a bound on ``|r|``: the platform
-sizes the slots it packs the masked sums into from it, so the lender encodes
-``r / residual_bound`` and clips ``r`` to the bound (:func:`residual_bound`).
+sizes the slots it packs the gradient sums into from it (and refuses an answer
+whose slots overflow), so the lender encodes ``r / residual_bound`` and clips
+``r`` to the bound (:func:`residual_bound`).
 """
 
 from __future__ import annotations
