@@ -514,9 +514,9 @@ def _check_units(public_key: Any, ciphertexts: Sequence[mpz]) -> None:
     """Refuse a residual ciphertext that is not a unit mod ``n^2`` (``gcd(c, n) > 1``).
 
     Its decryption mod ``p`` (or ``q``) is the same whatever it is multiplied
-    by, mask included: a lender sending one would learn from the decrypted
-    gradient whether that row's features are zero. An honest encryption is
-    always a unit.
+    by, mask included: a lender sending one for a row would learn from the
+    decrypted gradient whether that row's features packed in a ciphertext are
+    all zero. An honest encryption is always a unit.
     """
     n = public_key.n
     for i, c in enumerate(ciphertexts):
