@@ -400,7 +400,7 @@ def test_hetero_lr_never_sends_a_batch_the_platform_can_solve(lender: Side, data
 
 def test_hetero_lr_lender_cannot_push_a_platform_row_above_the_masks(platform: Side, data: dict[str, Path]) -> None:
     """The adversarial lender encrypts ``2^T`` for one row of the first batch and 0 for the others.
-    With a mask per slot (``mask_bits`` wider than an honest sum) the platform's row came back in
+    With a mask per slot (64 bits wider than an honest sum: the protocol before) the platform's row came back in
     the clear above the masks; now one mask uniform in Z_n covers each packed ciphertext, so what
     the lender decrypts is uniform: reading the row off it gives nothing near the row's quantised
     features (not even feature-sized numbers), though the same reader recovers them from the
@@ -432,13 +432,14 @@ def test_hetero_lr_lender_cannot_push_a_platform_row_above_the_masks(platform: S
     n_rows, d = K.shape
     offset_bits, slot_bits = gradient_layout(K, max(map(len, batches(n_rows, 64, job["params"]["seed"], 0))),
                                              params["residual_frac_bits"])
-    old_slot = offset_bits + params["mask_bits"] + 1
+    old_mask_bits = 64  # the per-slot mask width of the protocol before
+    old_slot = offset_bits + old_mask_bits + 1
     assert T >= d * old_slot  # above every old masked slot: the attack worked on this data
     decrypted = [int(v, 16) for out in outs for v in out["decrypted"]]
     assert len(decrypted) == 2 and decrypted[0] != decrypted[1]
     for out, value in zip(outs, decrypted):
         n, row = int(out["n_hex"], 16), K[out["target"]]
-        masks = [(1 << offset_bits) + secrets.randbits(offset_bits + params["mask_bits"]) for _ in range(d)]
+        masks = [(1 << offset_bits) + secrets.randbits(offset_bits + old_mask_bits) for _ in range(d)]
         old = sum((int(row[j]) * 2**T + m) << (j * old_slot) for j, m in enumerate(masks))
         assert read_row_above_slots(old, n, T, old_slot, d) == row.tolist()  # before: the row in the clear
         assert value.bit_length() > n.bit_length() - 64  # uniform in [0, n), not a packed sum

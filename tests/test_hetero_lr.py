@@ -82,7 +82,7 @@ def test_masked_gradient_unmasks_exactly_at_the_platform(keypair):
 def test_a_lender_pushing_a_row_above_the_slots_decrypts_noise(keypair):
     """The attack: ``[[2^T]]`` for one row and ``[[0]]`` for the others, T above the slots.
 
-    With a mask per slot (``mask_bits`` wider than a sum: the protocol before) the lender decrypted
+    With a mask per slot (64 bits wider than a sum: the protocol before) the lender decrypted
     ``sum_j (K_tj 2^T + m_j) 2^(j s)`` and read row t's features above the masks: the control below
     shows the same reader recovering them from that plaintext. With one mask uniform in Z_n per
     packed ciphertext, two decryptions of the same attack on the same features share nothing, the

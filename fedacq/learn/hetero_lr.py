@@ -309,7 +309,7 @@ class Optimizer:
 
 def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int, learning_rate: Any,
                   eta0: float, power_t: float, momentum: float, n_iter_no_change: int,
-                  residual_frac_bits: int, feature_frac_bits: int, mask_bits: int, solver: str = "adam",
+                  residual_frac_bits: int, feature_frac_bits: int, solver: str = "adam",
                   objective: str = "binary:logistic", tweedie_variance_power: float = 1.5,
                   residual_bound: float | None = None) -> None:
     objectives.get(objective, tweedie_variance_power)
@@ -335,8 +335,6 @@ def _check_params(penalty: str | None, C: float, max_iter: int, batch_size: int,
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not 4 <= residual_frac_bits <= 40 or not 0 <= feature_frac_bits <= 16:
         raise ValueError("residual_frac_bits must be in [4, 40] and feature_frac_bits in [0, 16]")
-    if not 20 <= mask_bits <= 256:
-        raise ValueError(f"mask_bits must be in [20, 256], got {mask_bits}")
 
 
 def _check_batch(batch_size: int, n_rows: int, n_platform_features: int, who: str) -> None:
@@ -458,7 +456,7 @@ def mask_gradient(public_key: Any, sums: Sequence[mpz], offset_bits: int,
     lender decrypts, ``P + M mod n``, is uniform whatever ``P`` is, i.e. whatever
     it encrypted as residuals: a lender that sends out-of-range residuals to
     push one row's features above the slots (or anywhere else) decrypts noise.
-    (A mask per slot, only ``mask_bits`` wider than an honest sum, hid nothing
+    (A mask per slot, only 64 bits wider than an honest sum, hid nothing
     above the masked slots.) The ciphertexts are then re-randomised, so their
     randomness says nothing about the features either. Returns the packed
     ciphertexts and their masks, which :func:`unmask_gradient` takes back.
@@ -538,10 +536,8 @@ class HeteroLRLender:
     exponent the platform learns; give it yourself to reveal nothing
     data-dependent). Residuals beyond it are clipped, for both parties' updates.
     Early stopping watches the objective's first metric (logloss, rmse,
-    poisson_nloglik, tweedie_nloglik). ``mask_bits`` no longer does anything
-    (the platform's mask is uniform in ``Z_n``, see :func:`mask_gradient`); it is
-    still accepted and checked so that configurations and model files that name
-    it stay valid.
+    poisson_nloglik, tweedie_nloglik). The platform's mask is uniform in ``Z_n``
+    (see :func:`mask_gradient`), so it has no width to choose.
     """
 
     def __init__(self, objective: str = "binary:logistic", tweedie_variance_power: float = 1.5,
@@ -550,11 +546,11 @@ class HeteroLRLender:
                  learning_rate: str = "invscaling", solver: str = "adam", eta0: float = 0.05, power_t: float = 0.5,
                  momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
                  early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
-                 mask_bits: int = 64, key_bits: int = 2048, insecure_test_key: bool = False,
+                 key_bits: int = 2048, insecure_test_key: bool = False,
                  random_state: int = 0, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         _check_params(penalty, C, max_iter, batch_size, learning_rate, eta0, power_t, momentum,
-                      n_iter_no_change, residual_frac_bits, feature_frac_bits, mask_bits, solver,
+                      n_iter_no_change, residual_frac_bits, feature_frac_bits, solver,
                       objective, tweedie_variance_power, residual_bound)
         self.objective = objective
         self.tweedie_variance_power = tweedie_variance_power
@@ -574,7 +570,6 @@ class HeteroLRLender:
         self.early_stopping = early_stopping
         self.residual_frac_bits = residual_frac_bits
         self.feature_frac_bits = feature_frac_bits
-        self.mask_bits = mask_bits
         self.key_bits = key_bits
         self.insecure_test_key = insecure_test_key
         self.random_state = random_state
@@ -590,7 +585,7 @@ class HeteroLRLender:
         return {k: getattr(self, k) for k in (
             "objective", "tweedie_variance_power", "residual_bound", "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "solver", "eta0", "power_t",
             "momentum", "tol", "n_iter_no_change", "early_stopping", "residual_frac_bits", "feature_frac_bits",
-            "mask_bits", "key_bits", "random_state")}
+            "key_bits", "random_state")}
 
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
             eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "HeteroLRLender":
@@ -860,7 +855,7 @@ class HeteroLRPlatform:
             _check_params(params["penalty"], params["C"], params["max_iter"], params["batch_size"],
                           params["learning_rate"], params["eta0"], params["power_t"],
                           params["momentum"], params["n_iter_no_change"], params["residual_frac_bits"],
-                          params["feature_frac_bits"], params["mask_bits"], params["solver"],
+                          params["feature_frac_bits"], params["solver"],
                           params.get("objective", "binary:logistic"), params.get("tweedie_variance_power", 1.5),
                           bound)
         except (ValueError, KeyError, TypeError) as exc:

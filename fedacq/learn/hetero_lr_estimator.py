@@ -29,7 +29,7 @@ class _HeteroLR(FederatedEstimator):
                  learning_rate: str = "invscaling", solver: str = "adam", eta0: float = 0.05,
                  power_t: float = 0.5, momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
                  early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
-                 mask_bits: int = 64, key_bits: int = 2048, insecure_test_key: bool = False,
+                 key_bits: int = 2048, insecure_test_key: bool = False,
                  random_state: int = 0, n_jobs: int | None = None, peer: Any = None) -> None:
         self.objective = objective
         self.tweedie_variance_power = tweedie_variance_power
@@ -49,7 +49,6 @@ class _HeteroLR(FederatedEstimator):
         self.early_stopping = early_stopping
         self.residual_frac_bits = residual_frac_bits
         self.feature_frac_bits = feature_frac_bits
-        self.mask_bits = mask_bits
         self.key_bits = key_bits
         self.insecure_test_key = insecure_test_key
         self.random_state = random_state

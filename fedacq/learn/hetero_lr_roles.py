@@ -45,7 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "early_stopping": True,
     "residual_frac_bits": 24,
     "feature_frac_bits": 8,
-    "mask_bits": 64,
     "n_jobs": None,
 }
 
@@ -67,7 +66,7 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     try:
         _check_params(out["penalty"], out["C"], out["max_iter"], out["batch_size"], out["learning_rate"],
                       out["eta0"], out["power_t"], out["momentum"], out["n_iter_no_change"],
-                      out["residual_frac_bits"], out["feature_frac_bits"], out["mask_bits"], out["solver"],
+                      out["residual_frac_bits"], out["feature_frac_bits"], out["solver"],
                       out["objective"], out["tweedie_variance_power"], out["residual_bound"])
     except ValueError as exc:
         raise ValueError(f"hetero_lr: {exc}") from exc
