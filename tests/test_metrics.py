@@ -171,3 +171,29 @@ def test_early_stopping_as_xgboost():
         EarlyStopping(rounds=-1)
     with pytest.raises(ValueError, match="scored nan"):
         EarlyStopping(rounds=1).update(0, float("nan"))
+
+
+def test_early_stopping_tol_restarts_the_patience_only_on_an_improvement_by_more_than_tol():
+    """scikit-learn's ``tol``/``n_iter_no_change`` (hetero LR, split NN): the best is still the strictly best."""
+    from fedacq.learn.early_stopping import EarlyStopping
+
+    losses = [1.0, 0.95, 0.8, 0.75, 0.85, 0.5]  # 0.95 and 0.75 are better than the best, but by less than 0.1
+
+    def run(stopper):
+        seen = []
+        for i, loss in enumerate(losses):
+            seen.append((stopper.update(i, loss), stopper.best_iteration, stopper.last_reset))
+            if seen[-1][0]:
+                break
+            stopper = EarlyStopping.from_state(stopper.state())  # a checkpoint between any two iterations
+        return seen
+
+    assert run(EarlyStopping(rounds=2, tol=0.1)) == [
+        (False, 0, 0), (False, 1, 0), (False, 2, 2), (False, 3, 2), (True, 3, 2)]
+    assert run(EarlyStopping(rounds=2)) == [  # tol = 0, XGBoost's rule: every new best restarts the patience
+        (False, 0, 0), (False, 1, 1), (False, 2, 2), (False, 3, 3), (False, 3, 3), (False, 5, 5)]
+    auc = EarlyStopping(rounds=1, maximize=True, tol=0.05)
+    assert [auc.update(i, s) for i, s in enumerate([0.6, 0.62])] == [False, True] and auc.best_iteration == 1
+    for tol in (-0.1, float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match="tol must be a finite number >= 0"):
+            EarlyStopping(rounds=1, tol=tol)

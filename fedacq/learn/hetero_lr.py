@@ -111,6 +111,7 @@ from gmpy2 import mpz
 
 from fedacq.crypto.paillier import MIN_KEY_BITS
 from fedacq.learn import hetero_lr_objectives as objectives
+from fedacq.learn.early_stopping import EarlyStopping
 from fedacq.learn.objectives import Objective
 from fedacq.learn.metrics import metric_key
 from fedacq.link.link import Link
@@ -211,42 +212,6 @@ class Standardizer:
                 not (np.isfinite(scale) & (scale > 0)).all():
             raise ValueError("scaler: mean and scale must be finite lists of one length, scales > 0")
         return cls(mean, scale)
-
-
-class PatienceStopping:
-    """scikit-learn's early stopping (``tol``, ``n_iter_no_change``), for hetero LR and split NN epochs.
-
-    An epoch is the best so far when its loss is strictly lower (both parties then
-    keep its weights); the patience count restarts only when the loss beats the
-    best by more than ``tol``; training stops after ``patience`` epochs without
-    that, or at ``max_iter``. With ``tol = 0`` this is
-    :class:`fedacq.learn.early_stopping.EarlyStopping` (XGBoost's rule, which has
-    no tolerance); it stays separate only for ``tol``, which scikit-learn's
-    ``MLPClassifier``/``SGDClassifier`` names and these models follow.
-    """
-
-    def __init__(self, tol: float, patience: int, max_iter: int) -> None:
-        self.tol, self.patience, self.max_iter = tol, patience, max_iter
-        self.best, self.no_change, self.best_epoch = math.inf, 0, -1
-
-    def update(self, epoch: int, loss: float) -> tuple[bool, bool]:
-        """Record ``epoch``'s loss; (is it the best so far, stop now)."""
-        improved = loss < self.best
-        if improved:
-            self.best_epoch = epoch
-        self.no_change = 0 if loss < self.best - self.tol else self.no_change + 1
-        self.best = min(self.best, loss)
-        return improved, epoch == self.max_iter - 1 or self.no_change >= self.patience
-
-    def state(self) -> dict[str, Any]:
-        """For a checkpoint (JSON)."""
-        return {"best_loss": None if math.isinf(self.best) else self.best, "no_change": self.no_change,
-                "best_epoch": self.best_epoch}
-
-    def restore(self, meta: dict[str, Any]) -> None:
-        """The state :meth:`state` gave, from this party's own checkpoint."""
-        self.best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
-        self.no_change, self.best_epoch = int(meta["no_change"]), int(meta["best_epoch"])
 
 
 class Optimizer:
@@ -637,12 +602,12 @@ class HeteroLRLender:
         w = np.zeros(X.shape[1])
         b = b0
         best = (w.copy(), b)
-        stopper = PatienceStopping(self.tol, self.n_iter_no_change, self.max_iter)
+        stopper = EarlyStopping(self.n_iter_no_change, tol=self.tol)
         adaptive_eta = self.eta0
         self.history_ = []
         stopped = False
         if resumed is not None:
-            w, b, best, adaptive_eta, stopped = self._restore(resumed, opt, stopper, X.shape[1])
+            w, b, best, adaptive_eta, stopper, stopped = self._restore(resumed, opt, X.shape[1])
         from tqdm import tqdm
 
         for epoch in tqdm(range(first_epoch, first_epoch if stopped else self.max_iter), desc="hetero LR",
@@ -697,10 +662,11 @@ class HeteroLRLender:
                     raise ValueError(f"hlr.epoch: expected {n_eval} validation logits")
                 metrics.update(self._metrics("valid", yv, Zv @ w + b + u_eval))
             monitor = metric_key("valid" if Zv is not None and self.early_stopping else "train", obj.stop_metric)
-            improved, stop = stopper.update(epoch, metrics[monitor])
+            stop = stopper.update(epoch, metrics[monitor]) or epoch == self.max_iter - 1
+            improved = stopper.best_iteration == epoch
             if improved:
                 best = (w.copy(), b)
-            if stopper.no_change and self.learning_rate == "adaptive":  # not better by tol: as scikit-learn
+            if stopper.last_reset != epoch and self.learning_rate == "adaptive":  # not better by tol: as sklearn
                 adaptive_eta /= 5.0
             metrics["seconds"] = time.perf_counter() - t_start
             self.history_.append(metrics)
@@ -709,7 +675,7 @@ class HeteroLRLender:
             if self.checkpoints is not None:  # before epoch_done: the platform saves this epoch after it
                 opt_meta, opt_arrays = opt.state()
                 self.checkpoints.save("epoch", epoch, {
-                    **opt_meta, **stopper.state(), "intercept": b, "best_intercept": best[1],
+                    **opt_meta, "early_stopping": stopper.state(), "intercept": b, "best_intercept": best[1],
                     "history": self.history_, "adaptive_eta": adaptive_eta, "stop": stop},
                     {**opt_arrays, "coef": w, "best_coef": best[0]})
             link.send(Message("hlr.epoch_done", {"epoch": epoch, "improved": improved, "stop": stop},
@@ -717,7 +683,7 @@ class HeteroLRLender:
             if stop:
                 break
         self.coef_, self.intercept_ = best
-        self.best_epoch_ = stopper.best_epoch
+        self.best_epoch_ = stopper.best_iteration
         self.n_iter_ = len(self.history_)
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
@@ -729,8 +695,7 @@ class HeteroLRLender:
     def _metrics(self, prefix: str, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:
         return objectives.history(self._objective(), prefix, y, margin)
 
-    def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, stopper: PatienceStopping,
-                 d: int) -> tuple:
+    def _restore(self, resumed: tuple[int, dict, dict], opt: Optimizer, d: int) -> tuple:
         """The training state after epoch ``resumed[0]``, from this party's own checkpoint.
 
         Weights, intercept, optimiser moments, the best weights so far and the
@@ -747,9 +712,12 @@ class HeteroLRLender:
             raise ValueError(f"epoch checkpoint {index}: does not fit this job ({w.shape[0]} weights for {d} "
                              f"features, {len(self.history_)} epochs of history)")
         opt.restore(meta, arrays)
-        stopper.restore(meta)
+        stopper = EarlyStopping.from_state(meta["early_stopping"])
+        if (stopper.rounds, stopper.maximize, stopper.tol) != (self.n_iter_no_change, False, self.tol):
+            raise ValueError(f"epoch checkpoint {index}: early stopping with n_iter_no_change={stopper.rounds}, "
+                             f"tol={stopper.tol}, not this job's {self.n_iter_no_change}, {self.tol}")
         return (w, float(meta["intercept"]), (best_w, float(meta["best_intercept"])),
-                float(meta["adaptive_eta"]), bool(meta["stop"]))
+                float(meta["adaptive_eta"]), stopper, bool(meta["stop"]))
 
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
         """Federated logits for rows the platform holds in the same order."""

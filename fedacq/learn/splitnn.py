@@ -115,7 +115,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fedacq.learn.hetero_lr import PatienceStopping, Standardizer, batches, read_model_file
+from fedacq.learn.early_stopping import EarlyStopping
+from fedacq.learn.hetero_lr import Standardizer, batches, read_model_file
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 
@@ -458,12 +459,12 @@ class SplitNNLender:
             dense_v, cats_v = nets.tensors(*self.columns_.transform(eval_set[0]))
             yv = np.asarray(eval_set[1], dtype=np.float64)
         opt = self._optimizer()
-        stopper = PatienceStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
+        stopper = EarlyStopping(p["n_iter_no_change"], tol=p["tol"])
         best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
         self.history_ = []
         stopped = False
         if resumed is not None:
-            best, stopped = self._restore(resumed, opt, stopper)
+            best, stopper, stopped = self._restore(resumed, opt)
         from tqdm import tqdm
 
         for epoch in tqdm(range(first_epoch, first_epoch if stopped else p["max_iter"]), desc="split NN",
@@ -491,7 +492,8 @@ class SplitNNLender:
                         raise ValueError(f"snn.epoch: expected {n_eval} validation embeddings")
                     metrics.update(_metrics("valid", yv, self._logits(dense_v, cats_v, torch.as_tensor(he)).numpy()))
             monitor = "valid_logloss" if eval_set is not None and p["early_stopping"] else "train_logloss"
-            improved, stop = stopper.update(epoch, metrics[monitor])
+            stop = stopper.update(epoch, metrics[monitor]) or epoch == p["max_iter"] - 1
+            improved = stopper.best_iteration == epoch
             if improved:
                 best = copy.deepcopy((self.bottom_.state_dict(), self.top_.state_dict()))
             metrics["seconds"] = time.perf_counter() - t_start
@@ -500,7 +502,7 @@ class SplitNNLender:
                 self.callback(epoch, metrics)
             if self.checkpoints is not None:  # before epoch_done: the platform saves this epoch after it
                 self.checkpoints.save("epoch", epoch, {
-                    "history": self.history_, **stopper.state(), "stop": stop}, {
+                    "history": self.history_, "early_stopping": stopper.state(), "stop": stop}, {
                     **_state_arrays(self.bottom_.state_dict(), "bottom"),
                     **_state_arrays(self.top_.state_dict(), "top"),
                     **_state_arrays(best[0], "best_bottom"), **_state_arrays(best[1], "best_top"),
@@ -511,13 +513,13 @@ class SplitNNLender:
                 break
         self.bottom_.load_state_dict(best[0])
         self.top_.load_state_dict(best[1])
-        self.best_epoch_ = stopper.best_epoch
+        self.best_epoch_ = stopper.best_iteration
         self.n_iter_ = len(self.history_)
         self.seconds_ = time.perf_counter() - t_start
         return self
 
-    def _restore(self, resumed: tuple[int, dict, dict], opt: Any, stopper: "PatienceStopping") -> tuple[tuple, bool]:
-        """The training state after epoch ``resumed[0]`` from this party's own checkpoint; (best, stopped).
+    def _restore(self, resumed: tuple[int, dict, dict], opt: Any) -> tuple[tuple, EarlyStopping, bool]:
+        """The training state after epoch ``resumed[0]`` from this party's own checkpoint; (best, stopper, stopped).
 
         Both networks, Adam's moments, the best weights so far and the
         early-stopping state are the first attempt's, and the batches come
@@ -534,8 +536,11 @@ class SplitNNLender:
         best = (_state_from_arrays(self.bottom_, arrays, "best_bottom"),
                 _state_from_arrays(self.top_, arrays, "best_top"))
         _load_optimizer(opt, arrays)
-        stopper.restore(meta)
-        return best, bool(meta["stop"])
+        p, stopper = self.params, EarlyStopping.from_state(meta["early_stopping"])
+        if (stopper.rounds, stopper.maximize, stopper.tol) != (p["n_iter_no_change"], False, p["tol"]):
+            raise ValueError(f"epoch checkpoint {index}: early stopping with n_iter_no_change={stopper.rounds}, "
+                             f"tol={stopper.tol}, not this job's {p['n_iter_no_change']}, {p['tol']}")
+        return best, stopper, bool(meta["stop"])
 
     def decision_function(self, link: Link, X: np.ndarray) -> np.ndarray:
         """Federated logits for rows the platform holds in the same order."""
@@ -780,7 +785,7 @@ def fit_central(X_lender: np.ndarray, X_platform: np.ndarray, y: np.ndarray, eva
         dlv, clv = nets.tensors(*lender.columns_.transform(eval_set[0]))
         dpv, cpv = nets.tensors(*cols_p.transform(eval_set[1]))
         yv = np.asarray(eval_set[2], dtype=np.float64)
-    stopper = PatienceStopping(p["tol"], p["n_iter_no_change"], p["max_iter"])
+    stopper = EarlyStopping(p["n_iter_no_change"], tol=p["tol"])
     history: list[dict[str, float]] = []
     best_valid = None
     for epoch in range(p["max_iter"]):
@@ -801,8 +806,8 @@ def fit_central(X_lender: np.ndarray, X_platform: np.ndarray, y: np.ndarray, eva
                 metrics.update(_metrics("valid", yv, valid))
         history.append(metrics)
         monitor = "valid_logloss" if eval_set is not None and p["early_stopping"] else "train_logloss"
-        improved, stop = stopper.update(epoch, metrics[monitor])
-        if improved:
+        stop = stopper.update(epoch, metrics[monitor])  # the loop ends at max_iter by itself
+        if stopper.best_iteration == epoch:
             best_valid = valid
         if stop:
             break
