@@ -94,7 +94,7 @@ def test_platform_refuses_a_key_under_its_own_minimum():
     from fedacq.psi.ecdh_psi import PsiError
 
     link_l, link_p = memory_pair("lender", "platform", record=True)
-    with pytest.raises(PsiError, match="isum.hello: the paillier key has 1024 bits; this party accepts at least 2048"):
+    with pytest.raises(PsiError, match="isum.hello: the lender's key has 1024 bits; this party accepts at least 2048"):
         run_parties((lambda: intersection_sum_lender(link_l, ["a"], [1.0], private_key=PRIV, workers=1),),
                     (lambda: intersection_sum_platform(link_p, ["a"], ["g"], workers=1),), timeout=60)
     assert link_l.received == []  # the platform answered nothing

@@ -100,7 +100,8 @@ def peer_public_key(text: str, *, scheme: str, allowed: Sequence[str], min_bits:
 
     ``scheme`` is what the job announced, ``allowed`` this node's ``[policy]
     schemes``, ``min_bits`` its ``min_key_bits``; ``key_bits``, when given, is
-    the size the job announced and must match. The key is parsed only as the
+    the size the job announced and must match (the key's owner is the lender in
+    every fedacq protocol, and the errors say so). The key is parsed only as the
     announced scheme (a Paillier key announced as OU is refused, not guessed),
     and its own constructor validates it (OU: ``h = g^n mod n``). ``what``
     names the message for the error.
@@ -120,7 +121,7 @@ def peer_public_key(text: str, *, scheme: str, allowed: Sequence[str], min_bits:
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from exc
     if key.n_bits < min_bits:
-        raise ValueError(f"{what}: the {scheme} key has {key.n_bits} bits; this party accepts at least {min_bits}")
+        raise ValueError(f"{what}: the lender's key has {key.n_bits} bits; this party accepts at least {min_bits}")
     if key_bits is not None and key.n_bits != key_bits:
         raise ValueError(f"{what}: key of {key.n_bits} bits, announced {key_bits}")
     return key
