@@ -232,6 +232,22 @@ def test_learning_rate_is_a_schedule_name():
         HeteroLRLender(learning_rate=0.1)
 
 
+def test_an_epoch_checkpoint_of_other_stopping_settings_is_refused():
+    """A resumed job continues the stopper it saved, with its own n_iter_no_change and tol, or not at all."""
+    from fedacq.learn.early_stopping import EarlyStopping
+    from fedacq.learn.hetero_lr import Optimizer
+
+    d = 2
+    opt = Optimizer(d + 1, "l2", 1.0, 10, 0.9, intercept_last=True)
+    opt_meta, opt_arrays = opt.state()
+    meta = {**opt_meta, "history": [{"epoch": 0}], "intercept": 0.0, "best_intercept": 0.0, "adaptive_eta": 0.05,
+            "stop": False, "early_stopping": EarlyStopping(3, tol=1e-4).state()}
+    arrays = {**opt_arrays, "coef": np.zeros(d), "best_coef": np.zeros(d)}
+    assert HeteroLRLender()._restore((0, meta, arrays), opt, d)[4] == EarlyStopping(3, tol=1e-4)
+    with pytest.raises(ValueError, match="epoch checkpoint 0: early stopping with n_iter_no_change=3, tol=0.0001"):
+        HeteroLRLender(tol=1e-3)._restore((0, meta, arrays), opt, d)
+
+
 def test_fedacq_run_hetero_lr(tmp_path, capsys):
     from fedacq.cli import main
 
