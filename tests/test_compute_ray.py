@@ -330,3 +330,29 @@ def test_an_ou_decryption_refused_on_ray_fails_with_the_reason(ray_engine):
     forged = honest[:599] + [secrets.randbelow(int(pk.n) - 2) + 2]   # not an encryption of a small value
     with compute.using(ray_engine), pytest.raises(ValueError, match="outside the OU plaintext bound"):
         sk.decrypt_raw(paillier.EncryptedVector(pk, forged))
+
+
+def test_secureboost_histograms_on_ray_give_the_local_trees(ray_engine):
+    """The platform's histograms in Ray actors (its active engine) under an OU key: the same trees."""
+    from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
+
+    rng = np.random.default_rng(11)
+    Xl, Xp = rng.normal(size=(300, 2)), rng.normal(size=(300, 3))
+    y = (Xl[:, 0] - Xp[:, 1] + rng.normal(size=300) > 0).astype(float)
+
+    def train(platform_engine):
+        la, pa = memory_pair("lender", "platform")
+        lender = SecureBoostLender(scheme="ou", key_bits=1024, insecure_test_key=True, n_jobs=1, n_estimators=2,
+                                   max_depth=3, max_bin=8)
+        platform = SecureBoostPlatform(n_jobs=1, min_key_bits=1024, schemes=("ou",))
+
+        def platform_side():
+            with compute.using(platform_engine):
+                platform.fit(pa, Xp)
+
+        run_parties((lender.fit, la, Xl, y), (platform_side,), timeout=300)
+        return [t.to_dict() for t in lender.trees_], [t.to_dict() for t in platform.trees_]
+
+    before = ray_engine.tasks.get("histogram_actors", 0)
+    assert train(ray_engine) == train(LocalEngine(workers=1))
+    assert ray_engine.tasks["histogram_actors"] > before

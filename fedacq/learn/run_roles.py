@@ -67,6 +67,8 @@ class RoleContext:
     checkpoints: "RunCheckpoints | None" = None
     #: ``progress(step, done, total)``: shown by ``fedacq job status`` with an ETA.
     progress: Callable[[str, int, int | None], None] = lambda step, done, total=None: None
+    #: the additive HE scheme the job agreed (each node's policy checked it): the only one accepted from the peer.
+    scheme: str = "paillier"
 
     @property
     def min_key_bits(self) -> int:

@@ -172,7 +172,7 @@ class SecureBoostLender:
                  subsample: float = 1.0, colsample_bytree: float = 1.0, objective: str = "binary:logistic",
                  tweedie_variance_power: float = 1.5, num_class: int | None = None,
                  base_score: float | list[float] | None = None, early_stopping_rounds: int | None = None,
-                 leaf_noise: dict | None = None, mode: str = "joint", key_bits: int = 2048,
+                 leaf_noise: dict | None = None, mode: str = "joint", scheme: str = "paillier", key_bits: int = 2048,
                  random_state: int = 0, insecure_test_key: bool = False, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         self.n_estimators = n_estimators
@@ -193,6 +193,7 @@ class SecureBoostLender:
         self.early_stopping_rounds = early_stopping_rounds
         self.leaf_noise = leaf_noise
         self.mode = mode
+        self.scheme = scheme
         self.key_bits = key_bits
         self.random_state = random_state
         self.insecure_test_key = insecure_test_key
@@ -236,15 +237,15 @@ class SecureBoostLender:
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
             eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "SecureBoostLender":
         """Train with the platform on the other end of ``link`` (rows aligned on both sides)."""
-        from fedacq.crypto.paillier import PrivateKey, generate_keypair
+        from fedacq.crypto import scheme
         from fedacq.learn.randomness import RandomnessAhead
 
         self.objective_ = self._check_params()
         resumed = self.checkpoints.latest("tree") if self.checkpoints is not None else None
         if resumed is None:
-            pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+            pk, sk = scheme.generate_keypair(self.scheme, self.key_bits, insecure_test_key=self.insecure_test_key)
         else:  # the key pair of the first attempt, from this party's own checkpoint
-            sk = PrivateKey.from_json(resumed[1]["private_key"])
+            sk = scheme.private_key_from_json(self.scheme, resumed[1]["private_key"])
             pk = sk.public_key
             if pk.n_bits != self.key_bits:
                 raise ValueError(f"tree checkpoint: a {pk.n_bits}-bit key, the job's is {self.key_bits} bits")
@@ -287,6 +288,9 @@ class SecureBoostLender:
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "wait": 0.0, "decrypt": 0.0, "split": 0.0}
         layout = PackingLayout.for_rows(n)
+        if layout.entry_bits > pk.plaintext_bits:
+            raise ValueError(f"secureboost: {n} rows need {layout.entry_bits} plaintext bits; the {pk.scheme} key "
+                             f"has {pk.plaintext_bits}")
         codec = GradientCodec(layout)
         n_eval = 0 if eval_set is None else len(eval_set[1])
         K = obj.n_groups
@@ -437,7 +441,8 @@ class SecureBoostLender:
             feats = active_p[start:start + k]
             start += k
             count = len(nodes) * int(sum(n_bins_p[f] for f in feats))
-            groups.append((feats, count, n_compressed(count, codec.layout.entry_bits, pk.n_bits) if count else 0))
+            n_ct = n_compressed(count, codec.layout.entry_bits, pk.plaintext_bits + 1) if count else 0
+            groups.append((feats, count, n_ct))
         if len(vec) != sum(g[2] for g in groups):
             raise ValueError(f"sb.hist: {len(vec)} compressed ciphertexts, expected {sum(g[2] for g in groups)}")
         t0 = time.perf_counter()
@@ -668,18 +673,20 @@ class _TreeGrower:
 class SecureBoostPlatform:
     """The passive party: features, encrypted histograms, its own thresholds.
 
-    ``min_key_bits``, ``mode``, ``objective`` and ``num_class`` are this
-    party's own decisions (its node's policy and the job it agreed to): an
-    ``sb.hello`` with a shorter key, another mode, objective or class count is
-    refused, whatever it claims. ``None`` accepts any value (for direct use of
-    the class; a node always passes what its job says). Whatever was agreed,
+    ``min_key_bits``, ``schemes``, ``mode``, ``objective`` and ``num_class`` are
+    this party's own decisions (its node's policy and the job it agreed to): an
+    ``sb.hello`` with a shorter key, a key of a scheme not in ``schemes`` (the key
+    is parsed only as the scheme announced), another mode, objective or class
+    count is refused, whatever it claims. ``None`` accepts any value (for direct
+    use of the class; a node always passes what its job says). Whatever was agreed,
     the lender's objective parameters must be valid ones (``num_class`` at most
     :data:`fedacq.learn.objectives.MAX_NUM_CLASS`, since it sizes this party's
     prediction arrays).
     """
 
     def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS,
-                 mode: str | None = None, objective: str | None = None, num_class: int | None = None,
+                 schemes: tuple[str, ...] = ("paillier",), mode: str | None = None, objective: str | None = None,
+                 num_class: int | None = None,
                  checkpoints: Any = None, on_tree: Callable[[int], Any] | None = None) -> None:
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
@@ -687,6 +694,7 @@ class SecureBoostPlatform:
             raise ValueError(f"objective must be one of {', '.join(objectives.OBJECTIVES)} or None, got {objective!r}")
         self.n_jobs = n_jobs
         self.min_key_bits = int(min_key_bits)
+        self.schemes = tuple(schemes)
         self.agreed_mode = mode
         self.agreed_objective = objective
         self.agreed_num_class = num_class
@@ -697,7 +705,8 @@ class SecureBoostPlatform:
         self.timings_: dict[str, float] = {}
 
     def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "SecureBoostPlatform":
-        from fedacq.crypto.paillier import PublicKey
+        from fedacq import compute
+        from fedacq.crypto.scheme import peer_public_key
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
@@ -708,17 +717,14 @@ class SecureBoostPlatform:
             params = config["params"]
             if not isinstance(params, dict):
                 raise TypeError("params is not an object")
-            pk = PublicKey.from_json(config["public_key"])
+            public_key = config["public_key"]
             layout = PackingLayout(**config["layout"])
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
             first_tree = config.get("first_tree", 0)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"sb.hello: malformed config: {exc}") from exc
-        if pk.n_bits < self.min_key_bits:
-            raise ValueError(f"sb.hello: the lender's key has {pk.n_bits} bits; this party accepts at least "
-                             f"{self.min_key_bits}")
-        if pk.n_bits != params.get("key_bits"):
-            raise ValueError(f"sb.hello: key of {pk.n_bits} bits, announced {params.get('key_bits')}")
+        pk = peer_public_key(public_key, scheme=params.get("scheme", "paillier"), allowed=self.schemes,
+                             min_bits=self.min_key_bits, key_bits=params.get("key_bits"), what="sb.hello")
         mode = params.get("mode")
         if mode not in MODES:
             raise ValueError(f"sb.hello: unknown mode {mode!r}; known: {', '.join(MODES)}")
@@ -760,7 +766,10 @@ class SecureBoostPlatform:
         if first_tree != len(self.trees_) or isinstance(first_tree, bool):
             raise ValueError(f"sb.hello: the lender continues from tree {first_tree!r}; this party's checkpoints "
                              f"hold {len(self.trees_)} trees")
-        engine = HistogramEngine(bins, n_bins, pk.nsquare, pk.n_bits, layout.entry_bits, self.n_jobs)
+        kernel_args = (bins, n_bins, pk.ciphertext_modulus, pk.plaintext_bits + 1, layout.entry_bits)
+        party_engine = compute.active()  # this party's own (its node's [compute]); Ray: one actor per block
+        engine = (party_engine.histograms(*kernel_args) if party_engine.distributed
+                  else HistogramEngine(*kernel_args, self.n_jobs))
         try:
             self._train(link, X, Xe, bins, n_bins, pk, engine, timings)
         finally:

@@ -9,7 +9,8 @@ Three groups, by who decides them and where they travel:
   fedacq's where XGBoost's would be costly under encryption (30 trees of depth 3
   and 32 bins, where XGBoost has 100, 6 and 256).
 * :data:`JOB` - set by the job rather than by ``--param``: the mode, the
-  Paillier key size and the shared seed (it drives row and column sampling
+  additive HE scheme (``"paillier"`` or ``"ou"``, :mod:`fedacq.crypto.scheme`)
+  and its key size, and the shared seed (it drives row and column sampling
   only). Sent in ``sb.hello`` too.
 * :data:`LOCAL` - this machine's own business, never sent: the worker count and
   the explicit test mode for small keys.
@@ -57,6 +58,7 @@ TRAIN: dict[str, Any] = {name: p.default for name, p in SPEC.items()}
 
 JOB: dict[str, Any] = {
     "mode": "joint",
+    "scheme": "paillier",
     "key_bits": 2048,
     "random_state": 0,
 }

@@ -51,7 +51,7 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
 def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostLender
 
-    lender = SecureBoostLender(**ctx.params, mode=ctx.mode, key_bits=ctx.key_bits,
+    lender = SecureBoostLender(**ctx.params, mode=ctx.mode, scheme=ctx.scheme, key_bits=ctx.key_bits,
                                insecure_test_key=ctx.insecure_test_key, random_state=ctx.seed,
                                callback=ctx.on_iteration, checkpoints=ctx.checkpoints)
     train_score, valid_score = fit_lender(lender, link, data, ctx)
@@ -64,11 +64,12 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
 def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostPlatform
 
-    # the key size, the mode and the objective are this party's own: what sb.hello claims is checked against them
+    # the scheme, key size, mode and objective are this party's own: what sb.hello claims is checked against them
     objective = objectives.get(ctx.params["objective"], tweedie_variance_power=ctx.params["tweedie_variance_power"],
                                max_delta_step=ctx.params["max_delta_step"], num_class=ctx.params["num_class"])
     n_trees = ctx.params["n_estimators"] * objective.n_groups
-    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits, mode=ctx.mode,
+    platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits,
+                                   schemes=(ctx.scheme,), mode=ctx.mode,
                                    objective=objective.name, num_class=ctx.params["num_class"],
                                    checkpoints=ctx.checkpoints,
                                    on_tree=lambda t: ctx.progress("tree", t + 1, n_trees))
