@@ -142,11 +142,12 @@ def prospect_model_path(metrics: dict[str, Any]) -> Path:
 # -- score and activate (platform) -------------------------------------------------------
 
 def score(model_path: Path, users_parquet: Path, scores_path: Path, progress: bool = False) -> pd.DataFrame:
-    """The platform scores its whole user base with the prospect model (``user_id``, ``score``)."""
-    from fedacq.activate import load_booster, score_parquet
+    """The platform scores its whole user base with the prospect model (``user_id``, ``score``), on the
+    party's compute engine (this machine's cores, or its own Ray cluster inside ``compute.using``)."""
+    from fedacq import compute
 
     scores_path.parent.mkdir(parents=True, exist_ok=True)
-    score_parquet(load_booster(model_path), users_parquet, scores_path, id_column="user_id", progress=progress)
+    compute.active().score_parquet(model_path, users_parquet, scores_path, id_column="user_id", progress=progress)
     return pd.read_parquet(scores_path)
 
 
