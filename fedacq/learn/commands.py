@@ -48,7 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="any other model parameter (value read as JSON when it parses, else as text)")
     p.add_argument("--mode", choices=("joint", "prospect"), default="joint",
                    help="joint: splits on both parties' features; prospect: platform features only")
-    p.add_argument("--key-bits", type=int, default=2048, help="Paillier key size")
+    p.add_argument("--scheme", choices=("paillier", "ou"), default="paillier",
+                   help="additive HE scheme; ou: cheaper histograms (both nodes' [policy] schemes must list it)")
+    p.add_argument("--key-bits", type=int, default=2048, help="HE key size (modulus bits, either scheme)")
     p.add_argument("--insecure-test-key", action="store_true",
                    help="allow keys under 2048 bits (tests and quick checks only, never results)")
     p.add_argument("--min-intersection", type=int, default=100,
@@ -96,7 +98,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     cfg = RunConfig(lender_path=args.lender, platform_path=args.platform, id_column=args.id_column,
                     label_column=args.label_column, out_dir=args.out, model=args.model,
-                    params=parse_params(args), mode=args.mode, key_bits=args.key_bits,
+                    params=parse_params(args), mode=args.mode, scheme=args.scheme, key_bits=args.key_bits,
                     insecure_test_key=args.insecure_test_key, min_intersection=args.min_intersection,
                     validation_fraction=args.validation_fraction, transport=args.transport,
                     seed=args.seed, tracking_dir=args.tracking_dir, experiment=args.experiment,

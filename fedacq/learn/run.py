@@ -135,8 +135,8 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                 bar.set_postfix({k: f"{v:.4f}" for k, v in numbers.items()}, refresh=False)
 
         saved = RunCheckpoints.agree(link, checkpoints, resume) if checkpoints is not None else None
-        ctx = RoleContext(party=party, params=params, mode=cfg.mode, key_bits=cfg.key_bits,
-                          insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
+        ctx = RoleContext(party=party, params=params, mode=cfg.mode, scheme=cfg.scheme,
+                          key_bits=cfg.key_bits, insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
                           model_dir=model_dir, on_iteration=on_iteration, checkpoints=saved,
                           progress=report_progress)
         try:

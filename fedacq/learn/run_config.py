@@ -42,6 +42,8 @@ class RunConfig:
     model: str = "secureboost"
     params: dict[str, Any] = field(default_factory=dict)
     mode: str = "joint"
+    #: the additive HE scheme (:data:`fedacq.crypto.scheme.SCHEMES`); both nodes' policy must list it.
+    scheme: str = "paillier"
     key_bits: int = 2048
     insecure_test_key: bool = False
     min_intersection: int = 100
@@ -55,6 +57,12 @@ class RunConfig:
     #: where the parties' heavy work runs (``inproc``: one engine both parties share, a single
     #: operator's trial; a node job uses its node's own ``[compute]``, never this).
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+    def __post_init__(self) -> None:
+        from fedacq.crypto.scheme import SCHEMES
+
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {self.scheme!r}; available: {', '.join(sorted(SCHEMES))}")
 
     def store(self, party: str) -> str:
         """The party's MLflow store: its own folder under the output, or the shared one given."""

@@ -44,7 +44,7 @@ DATASET = "table"
 def job_params(cfg: Any) -> dict[str, Any]:
     """The ``[params]`` of a node job equivalent to a :class:`~fedacq.learn.run_config.RunConfig`."""
     return {"id_column": cfg.id_column, "label_column": cfg.label_column, "model": cfg.model,
-            "model_params": dict(cfg.params), "mode": cfg.mode, "key_bits": cfg.key_bits,
+            "model_params": dict(cfg.params), "mode": cfg.mode, "scheme": cfg.scheme, "key_bits": cfg.key_bits,
             "insecure_test_key": cfg.insecure_test_key, "min_intersection": cfg.min_intersection,
             "validation_fraction": cfg.validation_fraction, "seed": cfg.seed,
             "experiment": cfg.experiment}
@@ -55,7 +55,7 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     from fedacq.learn.run_config import model_module, objective_of
 
     defaults = {"id_column": None, "label_column": None, "model": "secureboost", "model_params": {},
-                "mode": "joint", "scheme": "paillier", "key_bits": 2048, "insecure_test_key": False,
+                "mode": "joint", "scheme": _preferred_scheme(params, policy), "key_bits": 2048, "insecure_test_key": False,
                 "min_intersection": policy.min_intersection, "validation_fraction": 0.2, "seed": 0,
                 "experiment": "fedacq-run"}
     out = complete(params, defaults, "run")
@@ -77,6 +77,10 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     module = model_module(out["model"])
     if out["mode"] not in module.MODES:
         raise PolicyError(f"run: model {out['model']!r} supports mode(s) {list(module.MODES)}, not {out['mode']!r}")
+    schemes = getattr(module, "SCHEMES", None)  # a model sound on some additive schemes only
+    if schemes is not None and out["scheme"] not in schemes:
+        raise PolicyError(f"run: model {out['model']!r} runs on scheme(s) {list(schemes)}, not {out['scheme']!r} "
+                          f"(see {module.__name__}.SCHEMES)")
     if not isinstance(out["model_params"], dict):
         raise PolicyError("run: model_params must be a table")
     try:
@@ -87,6 +91,19 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     out["model_params"] = json.loads(json.dumps(model))
     _label_protection(out["model"], out["mode"], out["model_params"], policy)
     return out
+
+
+def _preferred_scheme(params: dict[str, Any], policy: Policy) -> str:
+    """The proposer's scheme when the job names none: its policy's first that the model runs on
+    (hetero LR: Paillier only), else its first (and the check in :func:`resolve` says why not)."""
+    from fedacq.learn.run_config import model_module
+
+    try:
+        supported = getattr(model_module(params.get("model", "secureboost")), "SCHEMES", None)
+    except (ValueError, TypeError):
+        supported = None
+    usable = [s for s in policy.schemes if supported is None or s in supported]
+    return (usable or list(policy.schemes))[0]
 
 
 def _label_protection(model: str, mode: str, p: dict[str, Any], policy: Policy) -> None:
@@ -118,7 +135,7 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
     path = Path(ctx.datasets[DATASET])
     cfg = RunConfig(lender_path=path, platform_path=path, id_column=p["id_column"],
                     label_column=p["label_column"], out_dir=ctx.work_dir, model=p["model"],
-                    params=dict(p["model_params"]), mode=p["mode"], key_bits=p["key_bits"],
+                    params=dict(p["model_params"]), mode=p["mode"], scheme=p["scheme"], key_bits=p["key_bits"],
                     insecure_test_key=p["insecure_test_key"], min_intersection=p["min_intersection"],
                     validation_fraction=float(p["validation_fraction"]),
                     transport="grpc", seed=p["seed"], tracking_dir=ctx.mlflow_store,

@@ -70,7 +70,8 @@ def run_grpc(cfg: RunConfig) -> tuple[dict, dict]:
            "params": job_params(cfg)}
     datasets = {LENDER: {"table": cfg.lender_path.resolve()}, PLATFORM: {"table": cfg.platform_path.resolve()}}
     # one operator runs both nodes here: their policy is this run's own settings
-    policy = {"min_intersection": cfg.min_intersection, "test_mode": cfg.insecure_test_key}
+    policy = {"min_intersection": cfg.min_intersection, "test_mode": cfg.insecure_test_key,
+              "schemes": [cfg.scheme]}
     if cfg.insecure_test_key:
         policy["min_key_bits"] = cfg.key_bits
     with start_local_pair(cfg.out_dir, datasets=datasets, allow=["run"],
