@@ -382,7 +382,7 @@ def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray,
     K = np.asarray(K, dtype=np.int64)
     if K.shape[0] != len(ciphertexts):
         raise ValueError(f"{K.shape[0]} feature rows for {len(ciphertexts)} ciphertexts")
-    nsq = public_key.nsquare
+    nsq = public_key.ciphertext_modulus
     inverses = [gmpy2.invert(c, nsq) for c in ciphertexts] if (K < 0).any() else list(ciphertexts)
     d = K.shape[1]
     workers = parallel.resolve_workers(n_jobs, K.size, 1 << 16)
@@ -397,6 +397,25 @@ def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray,
 
 
 # -- the platform's one mask per packed ciphertext ------------------------------------------
+
+#: the additive HE schemes hetero LR runs on: Paillier only. The gradient mask must be uniform over
+#: the plaintext group the lender decrypts in, and the platform must take it back off. Paillier's is
+#: ``Z_n``, public. Okamoto–Uchiyama's is ``Z_p`` with ``p`` the lender's secret (``n = p^2 q``):
+#: a mask the platform can draw without ``p`` is either narrower than ``p`` (a lender encrypting
+#: residuals of ``2^T`` for one row, ``T`` above the mask's width, reads that row's quantised
+#: features back above the mask) or wider (``(P + M) mod p`` wraps: the platform cannot unmask
+#: without ``p``, and ``P + M - value`` returned to it would be a multiple of ``p``, factoring
+#: ``n``). So OU is refused, by both parties, before any key is made or read.
+SCHEMES = ("paillier",)
+
+
+def check_scheme(scheme: str, what: str) -> None:
+    """Refuse a scheme hetero LR cannot run on soundly (:data:`SCHEMES`), saying why."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"{what}: hetero LR runs on {list(SCHEMES)} only, not scheme {scheme!r}: the platform's "
+                         "gradient mask must be uniform over the plaintext group the lender decrypts in, and "
+                         "under OU that is Z_p with p the lender's secret (see fedacq.learn.hetero_lr.SCHEMES)")
+
 
 def gradient_layout(K: np.ndarray, max_rows: int, residual_frac_bits: int) -> tuple[int, int]:
     """``(offset_bits, slot_bits)`` of the platform's packed gradient sums, for a whole job.
@@ -428,11 +447,11 @@ def mask_gradient(public_key: Any, sums: Sequence[mpz], offset_bits: int,
     """
     from fedacq.crypto.paillier import compress_ciphertexts
 
-    n, nsq = public_key.n, public_key.nsquare
-    shift = (mpz(1) << offset_bits) * n + 1  # [[x]] * (1 + k n) = [[x + k]]
+    n, nsq = public_key.n, public_key.ciphertext_modulus
+    shift, = public_key.plain_factors([mpz(1) << offset_bits])  # [[x]] * shift = [[x + 2^offset_bits]]
     packed = compress_ciphertexts([c * shift % nsq for c in sums], slot_bits, public_key)
-    masks = [secrets.randbelow(int(n)) for _ in packed]
-    masked = [c * (m * n + 1) % nsq for c, m in zip(packed, masks)]
+    masks = [secrets.randbelow(int(n)) for _ in packed]  # Z_n: Paillier's plaintext group (SCHEMES)
+    masked = [c * f % nsq for c, f in zip(packed, public_key.plain_factors(masks))]
     return public_key.vector_from_bigints(BigInts(masked, public_key.ciphertext_bytes)).obfuscate(), masks
 
 
@@ -511,12 +530,13 @@ class HeteroLRLender:
                  learning_rate: str = "invscaling", solver: str = "adam", eta0: float = 0.05, power_t: float = 0.5,
                  momentum: float = 0.9, tol: float = 1e-4, n_iter_no_change: int = 3,
                  early_stopping: bool = True, residual_frac_bits: int = 24, feature_frac_bits: int = 8,
-                 key_bits: int = 2048, insecure_test_key: bool = False,
+                 scheme: str = "paillier", key_bits: int = 2048, insecure_test_key: bool = False,
                  random_state: int = 0, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         _check_params(penalty, C, max_iter, batch_size, learning_rate, eta0, power_t, momentum,
                       n_iter_no_change, residual_frac_bits, feature_frac_bits, solver,
                       objective, tweedie_variance_power, residual_bound)
+        check_scheme(scheme, "hetero LR")
         self.objective = objective
         self.tweedie_variance_power = tweedie_variance_power
         self.residual_bound = residual_bound
@@ -535,6 +555,7 @@ class HeteroLRLender:
         self.early_stopping = early_stopping
         self.residual_frac_bits = residual_frac_bits
         self.feature_frac_bits = feature_frac_bits
+        self.scheme = scheme
         self.key_bits = key_bits
         self.insecure_test_key = insecure_test_key
         self.random_state = random_state
@@ -550,11 +571,12 @@ class HeteroLRLender:
         return {k: getattr(self, k) for k in (
             "objective", "tweedie_variance_power", "residual_bound", "penalty", "C", "fit_intercept", "max_iter", "batch_size", "learning_rate", "solver", "eta0", "power_t",
             "momentum", "tol", "n_iter_no_change", "early_stopping", "residual_frac_bits", "feature_frac_bits",
-            "key_bits", "random_state")}
+            "scheme", "key_bits", "random_state")}
 
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
             eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "HeteroLRLender":
-        from fedacq.crypto.paillier import FixedPoint, generate_keypair
+        from fedacq.crypto import scheme
+        from fedacq.crypto.paillier import FixedPoint
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
@@ -570,7 +592,7 @@ class HeteroLRLender:
         self.residual_bound_ = float(bound)
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "decrypt": 0.0, "wait": 0.0}
-        pk, sk = generate_keypair(self.key_bits, insecure_test_key=self.insecure_test_key)
+        pk, sk = scheme.generate_keypair(self.scheme, self.key_bits, insecure_test_key=self.insecure_test_key)
         self.public_key_ = pk
         n_eval = 0 if eval_set is None else len(eval_set[1])
         # a fresh key pair on resumption too: no ciphertext outlives its batch, so nothing needs the old one
@@ -784,15 +806,18 @@ class HeteroLRLender:
 class HeteroLRPlatform:
     """The passive party: features, its own weights, masks for its encrypted gradients.
 
-    ``min_key_bits`` is this party's own floor for the lender's Paillier key
-    (its node's policy): a shorter key in ``hlr.hello`` is refused whatever
-    the lender announces.
+    ``min_key_bits`` and ``schemes`` are this party's own floor for the
+    lender's key and the additive schemes it accepts (its node's policy): the
+    key in ``hlr.hello`` is read only as the scheme the lender announces, which
+    must be in ``schemes`` and one hetero LR runs on (:data:`SCHEMES`), and a
+    shorter key is refused whatever the lender announces.
     """
 
     def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS, checkpoints: Any = None,
-                 on_epoch: Callable[[int], Any] | None = None) -> None:
+                 on_epoch: Callable[[int], Any] | None = None, schemes: Sequence[str] = ("paillier",)) -> None:
         self.n_jobs = n_jobs
         self.min_key_bits = int(min_key_bits)
+        self.schemes = tuple(schemes)
         #: a :class:`fedacq.learn.run_checkpoints.RunCheckpoints` (node jobs): its weights after each epoch, resume
         self.checkpoints = checkpoints
         self.on_epoch = on_epoch
@@ -806,7 +831,7 @@ class HeteroLRPlatform:
         return np.ldexp(self._quantize(X).astype(np.float64), -self.feature_frac_bits) @ self.coef_
 
     def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "HeteroLRPlatform":
-        from fedacq.crypto.paillier import PublicKey
+        from fedacq.crypto import scheme
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
@@ -815,7 +840,7 @@ class HeteroLRPlatform:
         try:
             config = json.loads(hello.header["config"])
             params = config["params"]
-            pk = PublicKey.from_json(config["public_key"])
+            announced, key_text = params.get("scheme", "paillier"), config["public_key"]
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
             first_epoch = config.get("first_epoch", 0)
             # a lender that names no objective trains logistic regression, residuals below 1
@@ -828,9 +853,11 @@ class HeteroLRPlatform:
                           bound)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"hlr.hello: malformed config: {exc}") from exc
-        if pk.n_bits < self.min_key_bits:
-            raise ValueError(f"hlr.hello: the lender's key has {pk.n_bits} bits; this party accepts at least "
-                             f"{self.min_key_bits}")
+        if not isinstance(announced, str):
+            raise ValueError(f"hlr.hello: malformed config: scheme must be a name, got {announced!r}")
+        check_scheme(announced, "hlr.hello")
+        pk = scheme.peer_public_key(key_text, scheme=announced, allowed=self.schemes, min_bits=self.min_key_bits,
+                                    what="hlr.hello")
         self.params_ = params
         self.feature_frac_bits = int(params["feature_frac_bits"])
         n, d = X.shape

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# SCHEMES: the additive schemes hetero LR is sound on (run_node refuses a job proposing another)
+from fedacq.learn.hetero_lr import SCHEMES  # noqa: F401
 from fedacq.learn.run_roles import PartyData, RoleContext, RoleResult, fit_lender, model_files, serve_platform
 from fedacq.link.link import Link
 
@@ -76,7 +78,7 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
 def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.hetero_lr import HeteroLRLender
 
-    lender = HeteroLRLender(**ctx.params, key_bits=ctx.key_bits, insecure_test_key=ctx.insecure_test_key,
+    lender = HeteroLRLender(**ctx.params, scheme=ctx.scheme, key_bits=ctx.key_bits, insecure_test_key=ctx.insecure_test_key,
                             random_state=ctx.seed, callback=ctx.on_iteration, checkpoints=ctx.checkpoints)
     train_score, valid_score = fit_lender(lender, link, data, ctx)
     lender.save(ctx.model_dir)
@@ -90,7 +92,9 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.hetero_lr import HeteroLRPlatform
 
     # the key floor is this party's own: the lender's hlr.hello is checked against it
+    # the scheme too: the lender's key is read only as the one the job agreed
     platform = HeteroLRPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits,
+                                schemes=(ctx.scheme,),
                                 checkpoints=ctx.checkpoints,
                                 on_epoch=lambda e: ctx.progress("epoch", e + 1, ctx.params["max_iter"]))
     serve_platform(platform, link, data, ctx)
