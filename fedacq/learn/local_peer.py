@@ -26,7 +26,7 @@ import json
 import secrets
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -59,17 +59,25 @@ class PlatformPeer:
     ``features``: a pandas DataFrame of numeric columns indexed by the joint user id
     (integers; a positional request takes its rows in this frame's order), or ``None`` for a platform without features (the lender's model then
     uses its own only; useful to test the estimator contract). ``models``: the model
-    kinds this party serves. ``min_key_bits``: the smallest Paillier key it accepts
-    from the lender (below 2048 only for tests with insecure test keys).
+    kinds this party serves. ``min_key_bits``: the smallest HE key it accepts
+    from the lender (below 2048 only for tests with insecure test keys);
+    ``schemes``: the additive HE schemes it accepts (a node's ``[policy] schemes``:
+    ``("paillier", "ou")`` lets a lender's ``scheme="ou"`` SecureBoost fit; OU is opt-in).
     """
 
     def __init__(self, features: Any = None, *, models: tuple[str, ...] = MODELS,
-                 min_key_bits: int = MIN_KEY_BITS, n_jobs: int | None = None) -> None:
+                 min_key_bits: int = MIN_KEY_BITS, schemes: Sequence[str] = ("paillier",),
+                 n_jobs: int | None = None) -> None:
+        from fedacq.crypto.scheme import SCHEMES
+
         unknown = set(models) - set(MODELS)
         if unknown:
             raise ValueError(f"models: unknown {sorted(unknown)}; known: {', '.join(MODELS)}")
+        if isinstance(schemes, str) or not schemes or set(schemes) - set(SCHEMES):
+            raise ValueError(f"schemes: {schemes!r}, expected a non-empty list of {sorted(SCHEMES)}")
         self.models = tuple(models)
         self.min_key_bits = int(min_key_bits)
+        self.schemes = tuple(schemes)
         self.n_jobs = n_jobs
         if features is None:
             self._X, self._index = None, None
@@ -145,7 +153,7 @@ class PlatformPeer:
     def _role_kwargs(self, model: str) -> dict[str, Any]:
         if model == "splitnn":
             return {}
-        return {"n_jobs": self.n_jobs, "min_key_bits": self.min_key_bits}
+        return {"n_jobs": self.n_jobs, "min_key_bits": self.min_key_bits, "schemes": self.schemes}
 
     def model_ids(self) -> list[str]:
         with self._lock:
@@ -239,8 +247,9 @@ class LocalPlatform:
     pickling copies it, with the model parts it holds.
     """
 
-    def __init__(self, features: Any = None, *, min_key_bits: int = MIN_KEY_BITS, n_jobs: int | None = None) -> None:
-        self.server = PlatformPeer(features, min_key_bits=min_key_bits, n_jobs=n_jobs)
+    def __init__(self, features: Any = None, *, min_key_bits: int = MIN_KEY_BITS,
+                 schemes: Sequence[str] = ("paillier",), n_jobs: int | None = None) -> None:
+        self.server = PlatformPeer(features, min_key_bits=min_key_bits, schemes=schemes, n_jobs=n_jobs)
 
     def run(self, lender_side: Callable[[Link], Any]) -> Any:
         """``lender_side(link)`` against this platform serving one request; its result."""
