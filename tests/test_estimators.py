@@ -75,6 +75,25 @@ def test_rows_follow_the_index_not_the_order(data) -> None:
     assert clf.n_features_in_ == 2 and list(clf.feature_names_in_) == ["income", "age"]
 
 
+def test_ou_fits_against_a_platform_that_accepts_it(data) -> None:
+    """scheme="ou" needs the platform's opt-in (schemes), then trains the trees Paillier does.
+
+    OU test key of 1024 bits: the smallest whose plaintext space holds the packed gradient
+    entries of these rows (see tests/test_secureboost_ou.py)."""
+    platform, lender, y, _ = data
+    ou_key = {**TEST_KEY, "key_bits": 1024}
+    paillier_only = fedacq.LocalPlatform(platform, min_key_bits=512, n_jobs=1)
+    with pytest.raises(ValueError, match=r"scheme 'ou' is not in this node's policy schemes \['paillier'\]"):
+        fedacq.SecureBoostClassifier(n_estimators=2, scheme="ou", peer=paillier_only, **ou_key).fit(lender, y)
+    assert paillier_only.server.model_ids() == []
+    both = fedacq.LocalPlatform(platform, min_key_bits=512, schemes=("paillier", "ou"), n_jobs=1)
+    ou = fedacq.SecureBoostClassifier(n_estimators=2, scheme="ou", peer=both, **ou_key).fit(lender, y)
+    paillier = fedacq.SecureBoostClassifier(n_estimators=2, peer=both, **TEST_KEY).fit(lender, y)
+    np.testing.assert_allclose(ou.predict_proba(lender), paillier.predict_proba(lender), rtol=1e-6)
+    with pytest.raises(ValueError, match="schemes"):
+        fedacq.LocalPlatform(platform, schemes=("rsa",))
+
+
 def test_refusals_name_the_cause_and_change_nothing(data) -> None:
     platform, lender, y, _ = data
     peer = _platform(platform)

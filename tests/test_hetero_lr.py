@@ -227,6 +227,29 @@ def test_platform_refuses_a_key_under_its_own_minimum(keypair):
     assert L.received == []  # refused before answering
 
 
+def test_ou_is_refused_by_both_parties_with_the_reason(keypair):
+    """Hetero LR runs on Paillier only (fedacq.learn.hetero_lr.SCHEMES): under OU the platform cannot draw
+    a mask uniform over Z_p, p being the lender's secret. The lender refuses to make an OU key; the
+    platform refuses an OU announcement even when its policy lists OU, and reads a key only as the
+    announced scheme (a Paillier key announced as OU is not guessed at)."""
+    from fedacq.link.message import Message
+
+    with pytest.raises(ValueError, match=r"hetero LR: hetero LR runs on \['paillier'\] only, not scheme 'ou': "
+                                         r"the platform's gradient mask must be uniform"):
+        HeteroLRLender(scheme="ou", key_bits=TEST_KEY_BITS, insecure_test_key=True)
+    pk, _ = keypair
+    for announced, schemes, message in (
+            ("ou", ("paillier", "ou"), r"hlr.hello: hetero LR runs on \['paillier'\] only, not scheme 'ou'"),
+            ("paillier", ("ou",), r"hlr.hello: scheme 'paillier' is not in this node's policy schemes \['ou'\]")):
+        L, P = memory_pair("lender", "platform", record=True)
+        params = {**HeteroLRLender(key_bits=TEST_KEY_BITS).get_params(), "scheme": announced}
+        L.send(Message("hlr.hello", {"config": json.dumps({"params": params, "public_key": pk.to_json(),
+                                                           "n_rows": 100, "n_eval_rows": 0})}))
+        with pytest.raises(ValueError, match=message):
+            HeteroLRPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS, schemes=schemes).fit(P, np.zeros((100, 3)))
+        assert L.received == []  # refused before answering
+
+
 def test_learning_rate_is_a_schedule_name():
     with pytest.raises(ValueError, match="eta0"):
         HeteroLRLender(learning_rate=0.1)

@@ -31,6 +31,26 @@ def test_ou_is_opt_in():
         load_protocol("run").resolve(run_params(scheme="ou"), Policy(party="platform"))
 
 
+def test_the_run_job_carries_the_scheme_and_models_refuse_schemes_they_are_not_sound_on():
+    """The proposer takes its policy's first scheme the model runs on; a peer refuses one its policy does not
+    list; hetero LR refuses OU whatever the policies say (fedacq.learn.hetero_lr.SCHEMES says why)."""
+    from fedacq.learn.run_config import RunConfig
+    from fedacq.learn.run_node import job_params
+
+    run = load_protocol("run")
+    both = Policy(party="lender", schemes=("ou", "paillier"))
+    proposed = run.resolve(run_params(), both)
+    assert proposed["scheme"] == "ou"
+    assert run.resolve(dict(proposed), Policy(party="platform", schemes=("paillier", "ou"))) == proposed
+    with pytest.raises(PolicyError, match=r"^policy schemes: proposed scheme='ou', platform allows one of \['paillier'\]"):
+        run.resolve(dict(proposed), Policy(party="platform"))
+    assert run.resolve(run_params(model="hetero_lr"), both)["scheme"] == "paillier"
+    with pytest.raises(PolicyError, match=r"^run: model 'hetero_lr' runs on scheme\(s\) \['paillier'\], not 'ou'"):
+        run.resolve(run_params(model="hetero_lr", scheme="ou"), both)
+    cfg = RunConfig("l.csv", "p.csv", "id", "y", "out", scheme="ou")
+    assert job_params(cfg)["scheme"] == "ou" and run.resolve(job_params(cfg), both)["scheme"] == "ou"
+
+
 @pytest.mark.parametrize("table, words", [
     ({"schemes": []}, "schemes must name at least one scheme"),
     ({"schemes": ["paillier", "rsa"]}, "unknown value(s) ['rsa']"),

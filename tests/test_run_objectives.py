@@ -237,3 +237,42 @@ def test_secureboost_tweedie_as_a_node_job(tmp_path):
     assert m["history"][-1]["train_tweedie-nloglik_1.3"] == pytest.approx(m["train"]["tweedie-nloglik@1.3"],
                                                                           rel=1e-4)
     assert (out / "value_by_decile.png").is_file() and (out / "predicted_vs_actual.png").is_file()
+
+
+def test_secureboost_on_ou_trains_what_paillier_trains(tmp_path, monkeypatch):
+    """``fedacq run --scheme ou`` (in process, the real SecureBoost) gives the Paillier run's model, and a
+    hetero LR run on OU is refused before any work, with the reason. PSI is the known intersection in id
+    order (the real one's shared order changes with its keys, and with it the split). 1024-bit test keys
+    (``--insecure-test-key``): OU's smallest whose plaintext space holds the packed entries of these rows;
+    this checks the wiring, tests/test_secureboost_ou.py the scheme."""
+    rng = np.random.default_rng(11)
+    n = 300
+    ids = np.array([f"u{i:04d}" for i in range(n)])
+    x = rng.normal(size=(n, 3))
+    y = (x[:, 0] - x[:, 2] + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    pd.DataFrame({"id": ids, "y": y, "a": x[:, 0], "b": x[:, 1]}).to_csv(tmp_path / "lender.csv", index=False)
+    pd.DataFrame({"id": ids, "c": x[:, 2]}).to_csv(tmp_path / "platform.csv", index=False)
+    monkeypatch.setattr(run_mod, "_psi", lambda party, link, table, *_: np.argsort(table.ids, kind="stable"))
+
+    def cli(out, *extra):
+        return main(["run", "--lender", str(tmp_path / "lender.csv"), "--platform", str(tmp_path / "platform.csv"),
+                     "--id-column", "id", "--label-column", "y", "--min-intersection", "50", "--out", str(out),
+                     "--n-estimators", "2", "--max-depth", "2", "--key-bits", "1024", "--insecure-test-key",
+                     "--quiet", *extra])
+
+    assert cli(tmp_path / "ou", "--scheme", "ou") == 0
+    assert cli(tmp_path / "paillier") == 0
+    ou, paillier = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ou", "paillier"))
+    for m in (ou, paillier):
+        for h in m["history"]:
+            h.pop("seconds")
+    assert ou["history"] == paillier["history"] and ou["train"]["auc"] > 0.8
+    with pytest.raises(ValueError, match="model 'hetero_lr' runs on scheme\\(s\\) \\['paillier'\\], not 'ou'"):
+        run_mod.run(RunConfig(tmp_path / "lender.csv", tmp_path / "platform.csv", "id", "y", tmp_path / "lr",
+                              model="hetero_lr", scheme="ou", key_bits=1024, insecure_test_key=True,
+                              min_intersection=50, progress=False))
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main(["run", "--lender", "l.csv", "--platform", "p.csv", "--id-column", "id", "--label-column", "y",
+              "--out", str(tmp_path / "x"), "--scheme", "rsa"])
+    with pytest.raises(ValueError, match="unknown scheme 'rsa'"):
+        RunConfig(tmp_path / "lender.csv", tmp_path / "platform.csv", "id", "y", tmp_path / "x", scheme="rsa")

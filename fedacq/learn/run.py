@@ -46,7 +46,8 @@ import pandas as pd
 
 from fedacq.learn import run_report as report_
 from fedacq.learn.run_checkpoints import RunCheckpoints
-from fedacq.learn.run_config import LENDER, PLATFORM, TRANSPORTS, RunConfig, model_module, objective_of
+from fedacq.learn.run_config import (LENDER, PLATFORM, TRANSPORTS, RunConfig, check_scheme, model_module,
+                                     objective_of)
 from fedacq.learn.run_roles import PartyData, RoleContext, RoleResult
 from fedacq.learn.run_tables import PartyTable, check_evaluable, check_labelled, check_rows, load_table
 from fedacq.link.link import Link
@@ -222,6 +223,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     module = model_module(cfg.model)
     if cfg.mode not in module.MODES:
         raise ValueError(f"model {cfg.model!r} supports mode(s) {', '.join(module.MODES)}, not {cfg.mode!r}")
+    check_scheme(module, cfg.scheme)
     if cfg.transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {cfg.transport!r}; use one of {', '.join(TRANSPORTS)}")
     if cfg.key_bits < 2048 and not cfg.insecure_test_key:

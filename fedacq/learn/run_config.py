@@ -81,6 +81,15 @@ def model_module(name: str) -> ModuleType:
     return importlib.import_module(MODELS[name])
 
 
+def check_scheme(module: ModuleType, scheme: str) -> None:
+    """Refuse an additive scheme the model's protocol is not sound on (its ``SCHEMES``, when it
+    declares them: hetero LR runs on Paillier only, :data:`fedacq.learn.hetero_lr.SCHEMES` says why)."""
+    schemes = getattr(module, "SCHEMES", None)
+    if schemes is not None and scheme not in schemes:
+        raise ValueError(f"model {module.__name__.rsplit('.', 1)[-1].removesuffix('_roles')!r} runs on "
+                         f"scheme(s) {list(schemes)}, not {scheme!r} (see {module.__name__}.SCHEMES)")
+
+
 def objective_of(params: dict[str, Any]) -> "Objective":
     """The XGBoost objective a model's resolved ``params`` train (``binary:logistic`` for a model
     without one, e.g. the split NN), with its own parameters (``num_class`` ...)."""

@@ -52,7 +52,7 @@ def job_params(cfg: Any) -> dict[str, Any]:
 
 def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     """The run job's complete parameters, checked against ``policy`` (module docstring)."""
-    from fedacq.learn.run_config import model_module, objective_of
+    from fedacq.learn.run_config import check_scheme, model_module, objective_of
 
     defaults = {"id_column": None, "label_column": None, "model": "secureboost", "model_params": {},
                 "mode": "joint", "scheme": _preferred_scheme(params, policy), "key_bits": 2048, "insecure_test_key": False,
@@ -77,10 +77,10 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     module = model_module(out["model"])
     if out["mode"] not in module.MODES:
         raise PolicyError(f"run: model {out['model']!r} supports mode(s) {list(module.MODES)}, not {out['mode']!r}")
-    schemes = getattr(module, "SCHEMES", None)  # a model sound on some additive schemes only
-    if schemes is not None and out["scheme"] not in schemes:
-        raise PolicyError(f"run: model {out['model']!r} runs on scheme(s) {list(schemes)}, not {out['scheme']!r} "
-                          f"(see {module.__name__}.SCHEMES)")
+    try:
+        check_scheme(module, out["scheme"])
+    except ValueError as exc:
+        raise PolicyError(f"run: {exc}") from None
     if not isinstance(out["model_params"], dict):
         raise PolicyError("run: model_params must be a table")
     try:
