@@ -64,7 +64,6 @@ Randomness
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import threading
 from typing import Sequence
@@ -72,11 +71,9 @@ from typing import Sequence
 import gmpy2
 from gmpy2 import mpz
 
-from fedacq.crypto.paillier import (PARALLEL_THRESHOLD, WINDOW_BITS, EncryptedVector, _b64, _check_range,
-                                    _exponent_bits, _fixed_base_powers, _random_digits, _random_prime,
-                                    _table_rows, _unb64, _window_table, distributed_engine,
-                                    vector_from_bigints)
-from fedacq.link.message import BigInts
+from fedacq.crypto.additive import PrivateKeyBase, PublicKeyBase, _b64, _unb64, signed_residue
+from fedacq.crypto.paillier import (WINDOW_BITS, _exponent_bits, _fixed_base_powers, _random_digits, _random_prime,
+                                    _table_rows, _window_table)
 
 #: minimum modulus size accepted for real keys (~112-bit security, see the module docstring).
 MIN_KEY_BITS = 2048
@@ -94,7 +91,7 @@ def _digits(values: Sequence[mpz], rows: int) -> list[list[int]]:
     return [[int(v >> (WINDOW_BITS * i)) & mask for i in range(rows)] for v in values]
 
 
-class PublicKey:
+class PublicKey(PublicKeyBase):
     """An OU public key ``(n, g, h)``, validated on construction (a peer may send it).
 
     Same attributes as :class:`fedacq.crypto.paillier.PublicKey`:
@@ -103,6 +100,8 @@ class PublicKey:
     """
 
     scheme = "ou"
+    label = "OU"
+    kty = "OU"
 
     def __init__(self, n: int, g: int, h: int) -> None:
         n, g, h = mpz(n), mpz(g), mpz(h)
@@ -149,22 +148,11 @@ class PublicKey:
         return {"kty": "OU", "alg": "OU-98", "key_ops": ["encrypt"], "n": _b64(self.n), "g": _b64(self.g),
                 "h": _b64(self.h), "kid": f"fedacq OU public key {self.fingerprint}"}
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_jwk())
-
     @classmethod
     def from_jwk(cls, jwk: dict) -> "PublicKey":
         if not isinstance(jwk, dict) or jwk.get("kty") != "OU" or not {"n", "g", "h"} <= set(jwk):
             raise ValueError("OU public key JSON must be an object with kty='OU', 'n', 'g' and 'h'")
         return cls(_unb64(jwk["n"], "n"), _unb64(jwk["g"], "g"), _unb64(jwk["h"], "h"))
-
-    @classmethod
-    def from_json(cls, text: str) -> "PublicKey":
-        try:
-            jwk = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"OU public key is not valid JSON: {exc}") from exc
-        return cls.from_jwk(jwk)
 
     def spec(self) -> tuple:
         """What a worker process needs to rebuild this key (public values only)."""
@@ -188,19 +176,14 @@ class PublicKey:
 
     def _split_signs(self, plaintexts: Sequence[int]) -> tuple[list[mpz], list[bool]]:
         """Magnitudes and signs of ints in [0, n) (``n - |v|`` is negative); refuses the gap."""
-        n, limit = self.n, self.max_int
         mags, negs = [], []
         for i, m in enumerate(plaintexts):
-            m = mpz(m)
-            if 0 <= m <= limit:
-                mags.append(m)
-                negs.append(False)
-            elif n - limit <= m < n:
-                mags.append(n - m)
-                negs.append(True)
-            else:
+            v = signed_residue(mpz(m), self.n, self.max_int)
+            if v is None:
                 raise ValueError(f"plaintext {i} is outside the OU range |v| < 2^{self.plaintext_bits} "
                                  f"(negatives as n - |v|) of key {self.fingerprint}")
+            mags.append(abs(v))
+            negs.append(v < 0)
         return mags, negs
 
     def plain_factors(self, plaintexts: Sequence[int]) -> list[mpz]:
@@ -225,26 +208,11 @@ class PublicKey:
         """Encrypt in this process; plaintexts are ints in [0, n) as for Paillier."""
         return self.encrypt_with_factors(plaintexts, self.random_factors(len(plaintexts)))
 
-    def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> EncryptedVector:
-        """Encrypt ints in [0, n). ``workers=None`` uses every core for large batches."""
-        from fedacq.crypto import parallel
 
-        plaintexts = list(plaintexts)
-        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if engine is not None:
-            return EncryptedVector(self, engine.encrypt(self, plaintexts))
-        nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if nworkers <= 1:
-            return EncryptedVector(self, self.encrypt_raw_local(plaintexts))
-        return EncryptedVector(self, parallel.encrypt(self, plaintexts, nworkers))
-
-    def vector_from_bigints(self, b: BigInts) -> EncryptedVector:
-        """Ciphertexts received from a peer, checked: right width, in (0, n)."""
-        return vector_from_bigints(self, b)
-
-
-class PrivateKey:
+class PrivateKey(PrivateKeyBase):
     """The OU private key ``(p, q)``; decryption refuses results outside the plaintext bound."""
+
+    public_key_type = PublicKey
 
     def __init__(self, public_key: PublicKey, p: int, q: int) -> None:
         if not isinstance(public_key, PublicKey):
@@ -271,21 +239,6 @@ class PrivateKey:
         """What the key owner's own worker processes need to rebuild this key."""
         pk = self.public_key
         return ("ou", int(pk.n), int(pk.g), int(pk.h), int(self.p), int(self.q))
-
-    def to_json(self) -> str:
-        return json.dumps({"kty": "OU", "key_ops": ["decrypt"], "p": _b64(self.p), "q": _b64(self.q),
-                           "pub": self.public_key.to_jwk(),
-                           "kid": f"fedacq OU private key {self.public_key.fingerprint}"})
-
-    @classmethod
-    def from_json(cls, text: str) -> "PrivateKey":
-        try:
-            jwk = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"OU private key is not valid JSON: {exc}") from exc
-        if not isinstance(jwk, dict) or jwk.get("kty") != "OU" or not {"p", "q", "pub"} <= set(jwk):
-            raise ValueError("OU private key JSON must have kty='OU', 'p', 'q' and 'pub'")
-        return cls(PublicKey.from_jwk(jwk["pub"]), _unb64(jwk["p"], "p"), _unb64(jwk["q"], "q"))
 
     # -- encryption by the key owner (CRT) -------------------------------------
     def _crt_tables(self) -> tuple:
@@ -319,19 +272,6 @@ class PrivateKey:
                 out[i] = c
         return out
 
-    def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> EncryptedVector:
-        """Encrypt ints in [0, n) as the key owner (faster than the public key; same output)."""
-        from fedacq.crypto import parallel
-
-        plaintexts = list(plaintexts)
-        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if engine is not None:
-            return EncryptedVector(self.public_key, engine.encrypt_private(self, plaintexts))
-        nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if nworkers <= 1:
-            return EncryptedVector(self.public_key, self.encrypt_raw_local(plaintexts))
-        return EncryptedVector(self.public_key, parallel.encrypt_private(self, plaintexts, nworkers))
-
     # -- decryption -------------------------------------------------------------
     def decrypt_raw_local(self, ciphertexts: Sequence[mpz]) -> list[int]:
         """Decrypt in this process; residues outside the bound raise (module docstring)."""
@@ -340,34 +280,13 @@ class PrivateKey:
         powmod = gmpy2.powmod
         out = []
         for i, c in enumerate(ciphertexts):
-            m = (powmod(c % psq, pm1, psq) - 1) // p * ginv % p
-            if m <= limit:
-                out.append(int(m))
-            elif m >= p - limit:
-                out.append(int(n - (p - m)))
-            else:
+            v = signed_residue((powmod(c % psq, pm1, psq) - 1) // p * ginv % p, p, limit)
+            if v is None:
                 raise ValueError(f"ciphertext {i} decrypts outside the OU plaintext bound "
                                  f"(2^{self.public_key.plaintext_bits}): an overflowed sum or a forged "
                                  "ciphertext; refused")
+            out.append(int(v % n))  # negatives as n - |v|, as Paillier returns them
         return out
-
-    def decrypt_raw(self, v: EncryptedVector, *, workers: int | None = None) -> list[int]:
-        """Decrypt to ints in [0, n) (negatives as ``n - |v|``); refuses other keys' ciphertexts."""
-        from fedacq.crypto import parallel
-
-        if not isinstance(v, EncryptedVector):
-            raise TypeError(f"expected EncryptedVector, got {type(v).__name__}")
-        if v.public_key != self.public_key:
-            raise ValueError(f"ciphertexts are under key {v.public_key.fingerprint}, "
-                             f"not this private key's {self.public_key.fingerprint}")
-        _check_range(self.public_key, v.ciphertexts)
-        engine = distributed_engine(workers, len(v), PARALLEL_THRESHOLD // 8)
-        if engine is not None:
-            return engine.decrypt(self, v.ciphertexts)
-        nworkers = parallel.resolve_workers(workers, len(v), PARALLEL_THRESHOLD // 8)
-        if nworkers <= 1:
-            return self.decrypt_raw_local(v.ciphertexts)
-        return parallel.decrypt(self, v.ciphertexts, nworkers)
 
 
 def generate_keypair(n_length: int = 2048, *, insecure_test_key: bool = False) -> tuple[PublicKey, PrivateKey]:

@@ -60,7 +60,10 @@ Batches and cores
     "ray"``, :mod:`fedacq.compute`), a large batch left at ``workers=None`` runs
     as tasks on the party's *own* Ray cluster instead: decryption then hands
     ``p`` and ``q`` to that cluster's workers, which only the key owner's node
-    ever connects to. Key material goes nowhere else.
+    ever connects to. Key material goes nowhere else. That dispatch, the
+    ciphertext checks, :class:`EncryptedVector` and the JSON plumbing are
+    shared with OU in :mod:`fedacq.crypto.additive`; this module keeps the
+    Paillier math.
 
 Encoding, packing, compression
     :class:`FixedPoint` maps signed floats/ints to plaintexts (negatives as
@@ -75,20 +78,24 @@ Encoding, packing, compression
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import math
 import os
 import secrets
 from fractions import Fraction
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from fedacq.link.message import BigInts
+from fedacq.crypto.additive import (PARALLEL_THRESHOLD, EncryptedVector, PrivateKeyBase, PublicKeyBase, _b64,
+                                    _unb64, distributed_engine, signed_residue, vector_from_bigints)
+
+__all__ = ["MIN_KEY_BITS", "PARALLEL_THRESHOLD", "RANDOM_EXPONENT_BITS", "WINDOW_BITS", "EncryptedVector",
+           "FixedPoint", "Packing", "PrivateKey", "PublicKey", "compress", "compress_capacity",
+           "compress_ciphertexts", "decompress", "distributed_engine", "generate_keypair", "key_from_spec",
+           "vector_from_bigints"]
 
 #: minimum modulus size accepted for real keys.
 MIN_KEY_BITS = 2048
@@ -99,9 +106,6 @@ RANDOM_EXPONENT_BITS = 256
 #: bits per digit of x in the fixed-base table (see PublicKey._fixed_base_table).
 WINDOW_BITS = 10
 
-#: batches at least this long use the process pool when ``workers`` is None.
-PARALLEL_THRESHOLD = 4096
-
 
 def _exponent_bits(n_bits: int) -> int:
     """Length of the DJN exponent x: twice the symmetric strength of the modulus."""
@@ -110,22 +114,6 @@ def _exponent_bits(n_bits: int) -> int:
     if n_bits <= 7680:
         return 2 * 192
     return 2 * 256
-
-
-def _b64(value: int) -> str:
-    raw = int(value).to_bytes((int(value).bit_length() + 7) // 8, "big")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str, what: str) -> mpz:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"Paillier key JSON: field {what!r} is not base64url") from exc
-    value = mpz(int.from_bytes(raw, "big"))
-    if value <= 1:
-        raise ValueError(f"Paillier key JSON: field {what!r} must be an integer > 1")
-    return value
 
 
 def _table_rows(exponent_bits: int) -> int:
@@ -171,7 +159,7 @@ def _fixed_base_powers(table: list[list[mpz]], modulus: mpz, digits: list[list[i
     return out
 
 
-class PublicKey:
+class PublicKey(PublicKeyBase):
     """A Paillier public key (``g = n + 1``) with a lazily built DJN encryption table.
 
     The attributes :class:`EncryptedVector`, :func:`compress` and the protocols
@@ -183,6 +171,8 @@ class PublicKey:
     """
 
     scheme = "paillier"
+    label = "Paillier"
+    kty = "DAJ"
 
     def __init__(self, n: int) -> None:
         n = mpz(n)
@@ -220,22 +210,11 @@ class PublicKey:
         return {"kty": "DAJ", "alg": "PAI-GN1", "key_ops": ["encrypt"], "n": _b64(self.n),
                 "kid": f"fedacq Paillier public key {self.fingerprint}"}
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_jwk())
-
     @classmethod
     def from_jwk(cls, jwk: dict) -> "PublicKey":
         if not isinstance(jwk, dict) or jwk.get("kty") != "DAJ" or "n" not in jwk:
             raise ValueError("Paillier public key JSON must be an object with kty='DAJ' and 'n'")
         return cls(_unb64(jwk["n"], "n"))
-
-    @classmethod
-    def from_json(cls, text: str) -> "PublicKey":
-        try:
-            jwk = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Paillier public key is not valid JSON: {exc}") from exc
-        return cls.from_jwk(jwk)
 
     def spec(self) -> tuple:
         """What a worker process needs to rebuild this key (public values only)."""
@@ -268,29 +247,21 @@ class PublicKey:
                                   _random_digits(count, _table_rows(self.exponent_bits)))
 
     # -- encryption ----------------------------------------------------------
+    def _plaintexts(self, plaintexts: Sequence[int]) -> list[mpz]:
+        """The plaintexts as mpz, each checked to lie in [0, n) (signed values go through FixedPoint)."""
+        ms = [mpz(m) for m in plaintexts]
+        for i, m in enumerate(ms):
+            if not 0 <= m < self.n:
+                raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
+        return ms
+
     def encrypt_raw_local(self, plaintexts: Sequence[int]) -> list[mpz]:
         """Encrypt in this process; plaintexts must be ints in [0, n)."""
         n, nsq = self.n, self.nsquare
-        ms = [mpz(m) for m in plaintexts]
-        for i, m in enumerate(ms):
-            if not 0 <= m < n:
-                raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
+        ms = self._plaintexts(plaintexts)
         rs = self._random_factors(len(ms))
         # (1 + m*n) * r = r + n * (m*r mod n)  (mod n^2): a reduction mod n, not n^2.
         return [(r + n * (m * r % n)) % nsq for m, r in zip(ms, rs)]
-
-    def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> "EncryptedVector":
-        """Encrypt ints in [0, n). ``workers=None`` uses every core for large batches."""
-        from fedacq.crypto import parallel
-
-        plaintexts = list(plaintexts)
-        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if engine is not None:
-            return EncryptedVector(self, engine.encrypt(self, plaintexts))
-        nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if nworkers <= 1:
-            return EncryptedVector(self, self.encrypt_raw_local(plaintexts))
-        return EncryptedVector(self, parallel.encrypt(self, plaintexts, nworkers))
 
     def random_factors(self, count: int) -> list[mpz]:
         """Fresh encryptions of zero without the (1 + 0*n) factor, for re-randomising."""
@@ -305,185 +276,17 @@ class PublicKey:
         n, nsq = self.n, self.nsquare
         if len(factors) != len(plaintexts):
             raise ValueError(f"{len(factors)} random factors for {len(plaintexts)} plaintexts")
-        out = []
-        for i, (m, r) in enumerate(zip(plaintexts, factors)):
-            if not 0 <= m < n:
-                raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
-            out.append(mpz(r) * (mpz(m) * n + 1) % nsq)
-        return out
+        return [mpz(r) * (m * n + 1) % nsq for m, r in zip(self._plaintexts(plaintexts), factors)]
 
     def plain_factors(self, plaintexts: Sequence[mpz]) -> list[mpz]:
         """``1 + m*n``: multiplying a ciphertext by it adds ``m`` (no randomness)."""
         n = self.n
         return [m * n + 1 for m in plaintexts]
 
-    def vector_from_bigints(self, b: BigInts) -> "EncryptedVector":
-        """Ciphertexts received from a peer, checked: right width, 0 < c < n^2."""
-        return vector_from_bigints(self, b)
-
-
-def vector_from_bigints(public_key, b: BigInts) -> "EncryptedVector":
-    """A peer's ciphertexts under ``public_key`` (any scheme), checked: width and range."""
-    if not isinstance(b, BigInts):
-        raise ValueError(f"expected BigInts of ciphertexts, got {type(b).__name__}")
-    if b.width != public_key.ciphertext_bytes:
-        raise ValueError(f"ciphertext width {b.width} bytes does not match key {public_key.fingerprint} "
-                         f"({public_key.ciphertext_bytes} bytes)")
-    cs = [mpz(v) for v in b.values]
-    _check_range(public_key, cs)
-    return EncryptedVector(public_key, cs)
-
-
-def distributed_engine(workers: int | None, count: int, threshold: int) -> Any:
-    """The party's distributed compute engine (:mod:`fedacq.compute`) if this batch goes to it, else None.
-
-    A batch goes to the party's cluster only when its engine is distributed (Ray),
-    the batch is at least ``threshold`` long (smaller ones cost more to ship than to
-    compute) and the caller left ``workers`` unset: an explicit ``workers`` keeps
-    meaning this machine's processes (``workers=1``: this process).
-    """
-    if workers is not None or count < threshold:
-        return None
-    from fedacq import compute
-
-    engine = compute.active()
-    return engine if engine.distributed else None
-
-
-def _check_range(public_key, cs: Sequence[mpz]) -> None:
-    """Every ciphertext in (0, modulus).
-
-    Not a gcd per ciphertext (~50 us each at 4096 bits, seconds per tree): only
-    the key owner can make a non-unit, and an OU decryption of one falls
-    outside the plaintext bound and is refused.
-    """
-    mod = public_key.ciphertext_modulus
-    for i, c in enumerate(cs):
-        if not 0 < c < mod:
-            raise ValueError(f"ciphertext {i} is out of range for key {public_key.fingerprint}")
-
-
-class EncryptedVector:
-    """A vector of ciphertexts under one public key of any additive scheme (Paillier, OU).
-
-    ``terms`` bounds how many unit-weight fresh plaintexts each element is a sum
-    of; ``max_terms`` (set by :meth:`Packing.encrypt`) is the most that the
-    packing's guard bits allow. Any operation that would push ``terms`` past
-    ``max_terms`` raises instead of silently corrupting packed slots.
-    """
-
-    __slots__ = ("public_key", "ciphertexts", "terms", "max_terms")
-
-    def __init__(self, public_key: PublicKey, ciphertexts: list[mpz], *, terms: int = 1,
-                 max_terms: int | None = None) -> None:
-        self.public_key = public_key
-        self.ciphertexts = ciphertexts
-        self.terms = terms
-        self.max_terms = max_terms
-        if max_terms is not None and terms > max_terms:
-            raise ValueError(f"packed sum of {terms} terms exceeds the packing's max_terms={max_terms}: "
-                             "slots could overflow")
-
-    def __len__(self) -> int:
-        return len(self.ciphertexts)
-
-    def __repr__(self) -> str:
-        return f"EncryptedVector(len={len(self)}, key={self.public_key.fingerprint}, terms={self.terms})"
-
-    def _derived(self, cs: list[mpz], terms: int, other: "EncryptedVector | None" = None) -> "EncryptedVector":
-        limits = [v.max_terms for v in (self, other) if v is not None and v.max_terms is not None]
-        return EncryptedVector(self.public_key, cs, terms=terms, max_terms=min(limits) if limits else None)
-
-    def _same_key(self, other: "EncryptedVector") -> None:
-        if not isinstance(other, EncryptedVector):
-            raise TypeError(f"expected EncryptedVector, got {type(other).__name__}")
-        if other.public_key != self.public_key:
-            raise ValueError(f"ciphertexts under different keys ({self.public_key.fingerprint} vs "
-                             f"{other.public_key.fingerprint})")
-        if len(other) != len(self):
-            raise ValueError(f"vector lengths differ: {len(self)} vs {len(other)}")
-
-    def __add__(self, other: "EncryptedVector") -> "EncryptedVector":
-        """Element-wise homomorphic addition (a product of ciphertexts mod n^2)."""
-        self._same_key(other)
-        nsq = self.public_key.ciphertext_modulus
-        return self._derived([a * b % nsq for a, b in zip(self.ciphertexts, other.ciphertexts)],
-                             self.terms + other.terms, other)
-
-    def __neg__(self) -> "EncryptedVector":
-        nsq = self.public_key.ciphertext_modulus
-        if self.max_terms is not None:
-            raise ValueError("cannot negate a packed vector: slots hold non-negative values")
-        return self._derived([gmpy2.invert(c, nsq) for c in self.ciphertexts], self.terms)
-
-    def __sub__(self, other: "EncryptedVector") -> "EncryptedVector":
-        return self + (-other)
-
-    def add_raw(self, plaintexts: Sequence[int]) -> "EncryptedVector":
-        """Add plaintext ints in [0, n) without encrypting them (c * (1 + m*n)).
-
-        The result is as random as ``self``: use it to mask a fresh ciphertext.
-        """
-        n, nsq = self.public_key.n, self.public_key.ciphertext_modulus
-        ms = [mpz(m) for m in plaintexts]
-        if len(ms) != len(self):
-            raise ValueError(f"vector lengths differ: {len(self)} vs {len(ms)}")
-        if any(not 0 <= m < n for m in ms):
-            raise ValueError("plaintexts to add must be in [0, n)")
-        fs = self.public_key.plain_factors(ms)
-        return self._derived([c * f % nsq for c, f in zip(self.ciphertexts, fs)], self.terms + 1)
-
-    def sum(self) -> "EncryptedVector":
-        """The homomorphic sum of all elements, as a vector of length 1."""
-        nsq = self.public_key.ciphertext_modulus
-        acc = mpz(1)
-        for c in self.ciphertexts:
-            acc = acc * c % nsq
-        return self._derived([acc], self.terms * max(len(self), 1))
-
-    def mul_scalar(self, ks: Sequence[int] | int) -> "EncryptedVector":
-        """Element-wise multiply by plaintext ints (one per element, or one for all).
-
-        Pass small signed ints (e.g. fixed-point encodings as Python ints, not
-        ``n - |k|``): the cost grows with the bit length of ``k``. The result is
-        deterministic in ``self`` and ``k``; call :meth:`obfuscate` before sending
-        it to the key owner if ``k`` is secret.
-        """
-        nsq = self.public_key.ciphertext_modulus
-        if isinstance(ks, (int, np.integer, mpz)):
-            ks = [int(ks)] * len(self)
-        ks = [int(k) for k in ks]
-        if len(ks) != len(self):
-            raise ValueError(f"vector lengths differ: {len(self)} vs {len(ks)}")
-        if self.max_terms is not None and any(k < 0 for k in ks):
-            raise ValueError("negative scalar on a packed vector: slots hold non-negative values")
-        weight = max((abs(k) for k in ks), default=1)
-        return self._derived([gmpy2.powmod(c, k, nsq) for c, k in zip(self.ciphertexts, ks)],
-                             self.terms * max(weight, 1))
-
-    def obfuscate(self) -> "EncryptedVector":
-        """Re-randomise every ciphertext (multiply by a fresh encryption of zero)."""
-        nsq = self.public_key.ciphertext_modulus
-        rs = self.public_key.random_factors(len(self))
-        return self._derived([c * r % nsq for c, r in zip(self.ciphertexts, rs)], self.terms)
-
-    def take(self, indices: Iterable[int]) -> "EncryptedVector":
-        """The elements at ``indices`` (numpy index arrays welcome)."""
-        cs = self.ciphertexts
-        return self._derived([cs[int(i)] for i in indices], self.terms)
-
-    def concat(self, other: "EncryptedVector") -> "EncryptedVector":
-        if other.public_key != self.public_key:
-            raise ValueError("cannot concatenate ciphertexts under different keys")
-        return self._derived(self.ciphertexts + other.ciphertexts, max(self.terms, other.terms), other)
-
-    def to_bigints(self) -> BigInts:
-        """Fixed-width bytes for a :class:`~fedacq.link.message.Message` part."""
-        return BigInts(self.ciphertexts, self.public_key.ciphertext_bytes)
-
-
-class PrivateKey:
+class PrivateKey(PrivateKeyBase):
     """The Paillier private key (p, q) with CRT constants precomputed."""
+
+    public_key_type = PublicKey
 
     def __init__(self, public_key: PublicKey, p: int, q: int) -> None:
         p, q = mpz(p), mpz(q)
@@ -533,12 +336,8 @@ class PrivateKey:
         distribution of :meth:`PublicKey.encrypt_raw`.
         """
         pk = self.public_key
-        n = pk.n
         p, q, psq, qsq = self.p, self.q, self.psquare, self.qsquare
-        ms = [mpz(m) for m in plaintexts]
-        for i, m in enumerate(ms):
-            if not 0 <= m < n:
-                raise ValueError(f"plaintext {i} is outside [0, n): encode it with FixedPoint first")
+        ms = pk._plaintexts(plaintexts)
         tp, tq = self._crt_tables()
         digits = _random_digits(len(ms), len(tp))
         rps = _fixed_base_powers(tp, psq, digits)
@@ -552,35 +351,6 @@ class PrivateKey:
             out.append(cq + qsq * ((cp - cq) * qinv % psq))
         return out
 
-    def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> EncryptedVector:
-        """Encrypt ints in [0, n) as the key owner (faster than the public key; same output)."""
-        from fedacq.crypto import parallel
-
-        plaintexts = list(plaintexts)
-        engine = distributed_engine(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if engine is not None:
-            return EncryptedVector(self.public_key, engine.encrypt_private(self, plaintexts))
-        nworkers = parallel.resolve_workers(workers, len(plaintexts), PARALLEL_THRESHOLD)
-        if nworkers <= 1:
-            return EncryptedVector(self.public_key, self.encrypt_raw_local(plaintexts))
-        return EncryptedVector(self.public_key, parallel.encrypt_private(self, plaintexts, nworkers))
-
-    def to_json(self) -> str:
-        """The JWK ``pheutil`` writes for a private key (p, q and the public part)."""
-        return json.dumps({"kty": "DAJ", "key_ops": ["decrypt"], "p": _b64(self.p), "q": _b64(self.q),
-                           "pub": self.public_key.to_jwk(),
-                           "kid": f"fedacq Paillier private key {self.public_key.fingerprint}"})
-
-    @classmethod
-    def from_json(cls, text: str) -> "PrivateKey":
-        try:
-            jwk = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"Paillier private key is not valid JSON: {exc}") from exc
-        if not isinstance(jwk, dict) or jwk.get("kty") != "DAJ" or not {"p", "q", "pub"} <= set(jwk):
-            raise ValueError("Paillier private key JSON must have kty='DAJ', 'p', 'q' and 'pub'")
-        return cls(PublicKey.from_jwk(jwk["pub"]), _unb64(jwk["p"], "p"), _unb64(jwk["q"], "q"))
-
     def decrypt_raw_local(self, ciphertexts: Sequence[mpz]) -> list[int]:
         """CRT decryption in this process."""
         p, q, psq, qsq = self.p, self.q, self.psquare, self.qsquare
@@ -593,24 +363,6 @@ class PrivateKey:
             mq = (powmod(c, qm1, qsq) - 1) // q * hq % q
             out.append(int(mp + ((mq - mp) * pinv % q) * p))
         return out
-
-    def decrypt_raw(self, v: EncryptedVector, *, workers: int | None = None) -> list[int]:
-        """Decrypt to ints in [0, n); refuses ciphertexts under another key or out of range."""
-        from fedacq.crypto import parallel
-
-        if not isinstance(v, EncryptedVector):
-            raise TypeError(f"expected EncryptedVector, got {type(v).__name__}")
-        if v.public_key != self.public_key:
-            raise ValueError(f"ciphertexts are under key {v.public_key.fingerprint}, "
-                             f"not this private key's {self.public_key.fingerprint}")
-        _check_range(self.public_key, v.ciphertexts)
-        engine = distributed_engine(workers, len(v), PARALLEL_THRESHOLD // 8)
-        if engine is not None:
-            return engine.decrypt(self, v.ciphertexts)
-        nworkers = parallel.resolve_workers(workers, len(v), PARALLEL_THRESHOLD // 8)
-        if nworkers <= 1:
-            return self.decrypt_raw_local(v.ciphertexts)
-        return parallel.decrypt(self, v.ciphertexts, nworkers)
 
 
 def _random_prime(bits: int) -> mpz:
@@ -712,14 +464,11 @@ class FixedPoint:
         n, limit = int(public_key.n), int(public_key.max_int)
         out = []
         for i, v in enumerate(ints):
-            v = int(v)
-            if v <= limit:
-                out.append(v)
-            elif v >= n - limit:
-                out.append(v - n)
-            else:
+            signed = signed_residue(int(v), n, limit)
+            if signed is None:
                 raise ValueError(f"plaintext {i} is outside the signed safe range of key "
                                  f"{public_key.fingerprint}: the sum overflowed")
+            out.append(signed)
         return out
 
     def decode(self, ints: Sequence[int], public_key: PublicKey) -> np.ndarray:

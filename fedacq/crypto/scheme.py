@@ -1,8 +1,9 @@
 """One door to the additive homomorphic schemes: Paillier (default) and Okamoto–Uchiyama.
 
-Why a door and not a class hierarchy: both schemes already share everything a
-protocol touches after key set-up. Their keys expose the same attributes
-(``scheme``, ``n_bits``, ``ciphertext_modulus``, ``ciphertext_bytes``,
+Why a door and not a scheme-choosing class: both schemes already share
+everything a protocol touches after key set-up (the plumbing around the math
+is one base class per key kind in :mod:`fedacq.crypto.additive`). Their keys
+expose the same attributes (``scheme``, ``n_bits``, ``ciphertext_modulus``, ``ciphertext_bytes``,
 ``plaintext_bits``, ``max_int``, ``fingerprint``, ``to_json``, ``spec``) and the
 same methods (``encrypt_raw``, ``random_factors``, ``encrypt_with_factors``,
 ``vector_from_bigints``; ``decrypt_raw`` on the private key), so
@@ -36,9 +37,6 @@ from fedacq.crypto import ou, paillier
 
 #: scheme name -> its module (``generate_keypair``, ``PublicKey``, ``PrivateKey``, ``MIN_KEY_BITS``).
 SCHEMES = {"paillier": paillier, "ou": ou}
-
-#: the JWK ``kty`` each scheme writes, to name a mismatch clearly.
-_KTY = {"paillier": "DAJ", "ou": "OU"}
 
 
 class AdditivePublicKey(Protocol):
@@ -113,9 +111,9 @@ def peer_public_key(text: str, *, scheme: str, allowed: Sequence[str], min_bits:
         jwk = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{what}: not valid JSON: {exc}") from exc
-    if not isinstance(jwk, dict) or jwk.get("kty") != _KTY[scheme]:
+    if not isinstance(jwk, dict) or jwk.get("kty") != module.PublicKey.kty:
         kty = jwk.get("kty") if isinstance(jwk, dict) else None
-        raise ValueError(f"{what}: a {scheme} key must have kty={_KTY[scheme]!r}, got {kty!r}")
+        raise ValueError(f"{what}: a {scheme} key must have kty={module.PublicKey.kty!r}, got {kty!r}")
     try:
         key = module.PublicKey.from_jwk(jwk)
     except ValueError as exc:
