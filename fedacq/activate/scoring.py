@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,36 +169,50 @@ def _read_batches(pf: pq.ParquetFile, columns: list[str], batch_size: int) -> It
         yield from pf.read_row_group(i, columns=columns).to_batches(max_chunksize=batch_size)
 
 
+def scores_schema(booster, users: Path, id_column: str = "user_id") -> pa.Schema:
+    """The schema of ``users``' scores, ``(user_id, score)``, after the scorer's own checks
+    (id column, feature columns and their types) on the file's schema: a bad file fails
+    before anything is scored or written."""
+    if not users.exists():
+        raise FileNotFoundError(f"users {users}: no such file")
+    try:
+        return score_batch(booster, pq.ParquetFile(users).schema_arrow.empty_table(), id_column).schema
+    except ValueError as exc:
+        raise ValueError(f"{exc} (file {users})") from None
+
+
+@contextmanager
+def parquet_output(out: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A zstd Parquet writer whose file appears at ``out`` only complete.
+
+    It writes ``out.partial`` and renames it over ``out`` when the block ends; on an
+    error the partial file is removed and an existing ``out`` is left as it was.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+    try:
+        yield writer
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        writer.close()  # a no-op once closed
+        tmp.unlink(missing_ok=True)
+
+
 def score_parquet(booster, users: str | os.PathLike, out: str | os.PathLike, id_column: str = "user_id",
                   batch_size: int = 262_144, progress: bool = True) -> ScoreReport:
     """Score every row of ``users`` into ``out`` (``user_id, score``), memory bounded by the batch."""
     from tqdm import tqdm
 
     users, out = Path(users), Path(out)
-    if not users.exists():
-        raise FileNotFoundError(f"users {users}: no such file")
+    schema = scores_schema(booster, users, id_column)
     total = pq.ParquetFile(users).metadata.num_rows
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
     rows, start = 0, time.perf_counter()
-    writer = None
-    try:
-        with tqdm(total=total, unit="rows", unit_scale=True, disable=not progress, desc="score") as bar:
-            for scored in iter_scored(booster, users, id_column, batch_size):
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, scored.schema, compression="zstd")
-                writer.write_batch(scored)
-                rows += scored.num_rows
-                bar.update(scored.num_rows)
-        if writer is None:  # an empty file still gets a (empty) scores file with the right schema
-            id_type = pq.ParquetFile(users).schema_arrow.field(id_column).type
-            writer = pq.ParquetWriter(tmp, pa.schema([("user_id", id_type), SCORE_FIELD]))
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        if tmp.exists():
-            tmp.unlink()
+    with (parquet_output(out, schema) as writer,
+          tqdm(total=total, unit="rows", unit_scale=True, disable=not progress, desc="score") as bar):
+        for scored in iter_scored(booster, users, id_column, batch_size):
+            writer.write_batch(scored)
+            rows += scored.num_rows
+            bar.update(scored.num_rows)
     return ScoreReport(rows=rows, seconds=time.perf_counter() - start, out=out)

@@ -283,53 +283,37 @@ class RayEngine:
         import pyarrow.parquet as pq
         from tqdm import tqdm
 
-        from fedacq.activate.scoring import ScoreReport, load_booster, score_batch
+        from fedacq.activate.scoring import ScoreReport, load_booster, parquet_output, scores_schema
 
         users, out = Path(users).resolve(), Path(out)
-        if not users.exists():
-            raise FileNotFoundError(f"users {users}: no such file")
         booster = load_booster(model, n_jobs=1)
+        schema = scores_schema(booster, users, id_column)
         pf = pq.ParquetFile(users)
-        try:  # the scorer's own checks (id column, feature columns, types) on the file's schema
-            empty = score_batch(booster, pf.schema_arrow.empty_table(), id_column)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (file {users})") from None
         self.connect()
         model_json = bytes(booster.save_raw("json"))
         model_ref = ray.put(model_json)
         digest = hashlib.sha256(model_json).digest()
         columns = [id_column, *booster.feature_names]
         in_flight = 2 * self.cpus()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial")
         rows, start = 0, time.perf_counter()
-        writer = pq.ParquetWriter(tmp, empty.schema, compression="zstd")
-        try:
-            pending: deque = deque()
-            groups = iter(range(pf.num_row_groups))
-            with tqdm(total=pf.metadata.num_rows, unit="rows", unit_scale=True, disable=not progress,
-                      desc="score (ray)") as bar:
-                while True:
-                    for group in groups:
-                        pending.append(_score_row_group_task.remote(model_ref, digest, str(users), group,
-                                                                    columns, id_column, batch_size))
-                        self.tasks["score"] = self.tasks.get("score", 0) + 1
-                        if len(pending) >= in_flight:
-                            break
-                    if not pending:
+        pending: deque = deque()
+        groups = iter(range(pf.num_row_groups))
+        with (parquet_output(out, schema) as writer,
+              tqdm(total=pf.metadata.num_rows, unit="rows", unit_scale=True, disable=not progress,
+                   desc="score (ray)") as bar):
+            while True:
+                for group in groups:
+                    pending.append(_score_row_group_task.remote(model_ref, digest, str(users), group,
+                                                                columns, id_column, batch_size))
+                    self.tasks["score"] = self.tasks.get("score", 0) + 1
+                    if len(pending) >= in_flight:
                         break
-                    for scored in ray.get(pending.popleft()):
-                        writer.write_batch(scored)
-                        rows += scored.num_rows
-                        bar.update(scored.num_rows)
-            writer.close()
-            writer = None
-            os.replace(tmp, out)
-        finally:
-            if writer is not None:
-                writer.close()
-            if tmp.exists():
-                tmp.unlink()
+                if not pending:
+                    break
+                for scored in ray.get(pending.popleft()):
+                    writer.write_batch(scored)
+                    rows += scored.num_rows
+                    bar.update(scored.num_rows)
         return ScoreReport(rows=rows, seconds=time.perf_counter() - start, out=out)
 
 
