@@ -42,7 +42,8 @@ def test_the_run_job_carries_the_scheme_and_models_refuse_schemes_they_are_not_s
     proposed = run.resolve(run_params(), both)
     assert proposed["scheme"] == "ou"
     assert run.resolve(dict(proposed), Policy(party="platform", schemes=("paillier", "ou"))) == proposed
-    with pytest.raises(PolicyError, match=r"^policy schemes: proposed scheme='ou', platform allows one of \['paillier'\]"):
+    with pytest.raises(PolicyError, match=r"^policy schemes: proposed scheme='ou', platform allows one of "
+                                          r"\['paillier'\]"):
         run.resolve(dict(proposed), Policy(party="platform"))
     assert run.resolve(run_params(model="hetero_lr"), both)["scheme"] == "paillier"
     with pytest.raises(PolicyError, match=r"^run: model 'hetero_lr' runs on scheme\(s\) \['paillier'\], not 'ou'"):

@@ -55,7 +55,8 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     from fedacq.learn.run_config import check_scheme, model_module, objective_of
 
     defaults = {"id_column": None, "label_column": None, "model": "secureboost", "model_params": {},
-                "mode": "joint", "scheme": _preferred_scheme(params, policy), "key_bits": 2048, "insecure_test_key": False,
+                "mode": "joint", "scheme": _preferred_scheme(params, policy), "key_bits": 2048,
+                "insecure_test_key": False,
                 "min_intersection": policy.min_intersection, "validation_fraction": 0.2, "seed": 0,
                 "experiment": "fedacq-run"}
     out = complete(params, defaults, "run")
