@@ -16,26 +16,66 @@ Packing (lender side, :class:`GradientCodec`)
     the gradients. Slot widths hold the sum over every row, so no histogram
     sum can carry into the next slot.
 
-Histograms (platform side, :class:`EncryptedHistogram`)
+Histograms (platform side, :class:`BlockKernel`)
     Per node and feature, bin sums are products of the rows' ciphertexts mod
     n^2. Per level only the *smaller* child of each split is built from rows;
     its sibling is ``parent / child``: homomorphic subtraction as a product with
     the modular inverse of the child's ciphertext. Inverses are chosen over
     adding ``n - x`` encodings because packed slots must stay non-negative: a
     sibling's slot sums are subset sums, so the inverse gives exactly the
-    sibling's packed plaintext with no borrow between slots. Bin sums are then
-    made cumulative (bin ``b`` holds bins ``0..b``: the lender reads a split's
-    left side directly) and shift-and-add compressed so the lender decrypts
-    one ciphertext per ~``key_bits / entry_bits`` bin sums.
+    sibling's packed plaintext with no borrow between slots. The platform
+    derives a sibling only when it splits it again; it sends the root and the
+    built children only, and the lender subtracts each sibling's decoded
+    integer sums itself (``fedacq.learn.secureboost``), which halves the
+    compression and the decryption. Bin sums are made cumulative (bin ``b``
+    holds bins ``0..b``: the lender reads a split's left side directly) and
+    shift-and-add compressed so the lender decrypts one ciphertext per
+    ~``key_bits / entry_bits`` bin sums.
+
+Joint cells (pairs of features), :func:`build_histograms`
+    The cost of a histogram is its number of multiply-mods. Per feature alone
+    it is one per row of the node. Take two features ``f1``, ``f2`` with
+    ``B1``, ``B2`` bins and give "missing" a code of its own (``B``), so every
+    row falls in exactly one joint cell ``(c1, c2)`` of ``(B1 + 1)(B2 + 1)``.
+    Each row is multiplied once into its cell's product ``P(c1, c2)``; then
+
+        S1(b) = prod_{c2} P(b, c2),        S2(b) = prod_{c1} P(c1, b)
+
+    are exactly the per-feature bin sums (each row of bin ``b`` of ``f1`` is
+    in exactly one cell of column ``b``; products mod n^2 are associative and
+    commutative, so the residues are bit-for-bit those of the per-feature
+    kernel). Cost for ``r`` rows and ``e`` non-empty cells: ``r - e`` products
+    into cells (the first row of a cell is taken, not multiplied) plus at most
+    ``2 e`` to fold cells into bins, against ``2 r`` for the two features
+    alone. At 100k rows and 32 bins (``e <= 33^2 = 1089``) that is ~1.95x fewer;
+    at a deep level's small node (``r`` not much above ``e``) pairing does not
+    pay, and the node keeps the features single.
+
+    The most-populated cell ``m`` of a group (a pair, or one feature: then its
+    cells are its bins) can instead be derived from the node total ``T``, the
+    product over all the node's rows: ``P(m) = T * (prod_{c != m} P(c))^-1``,
+    which skips its ``r_m`` rows for ~``e`` multiplies and one inverse (~8
+    multiply-mods, :data:`INVERT_COST`). ``T`` itself costs ``r`` products,
+    shared by every group of the node. Credit and ad-platform data have
+    dominant cells (a zero count, a "no delay" status), so this is where
+    sparse features get cheap: rows of the default cell are never touched.
+
+    The plan per node (:func:`_plan`, numpy over bin codes, no ciphertext):
+    for each adjacent pair of the block's active features (an odd one stays
+    single), estimated costs ``plain = r - e + fold`` and ``derived = r - r_m
+    + INVERT_COST + fold`` (``fold = 2 e`` for a pair, 0 for a single); the
+    total is computed if the sum of the best costs with it, plus ``r``, is
+    below the sum without it; then each pair is kept joint or split,
+    whichever is cheaper under that choice, and each group derives its
+    most-populated cell if that is cheaper.
 
 Any additive scheme
     The kernel only multiplies ciphertexts modulo the key's
     ``ciphertext_modulus`` (Paillier ``n^2``, OU ``n``; the argument is still
     called ``nsq``) and compresses up to ``n_bits - 1`` plaintext bits, so an OU
     key runs through it with ``nsq = pk.ciphertext_modulus`` and ``n_bits =
-    pk.plaintext_bits + 1`` (:mod:`fedacq.crypto.scheme`). The cost is one
-    multiply-mod per (row, feature) of the smaller child, so it scales with the
-    modulus: ~3x cheaper under a 2048-bit OU key than under 2048-bit Paillier
+    pk.plaintext_bits + 1`` (:mod:`fedacq.crypto.scheme`). The cost per
+    multiply-mod scales with the modulus: ~3x cheaper under a 2048-bit OU key than under 2048-bit Paillier
     (mod a 4096-bit ``n^2``).
 
 Why gmpy2 and not a compiled loop
@@ -45,7 +85,8 @@ Why gmpy2 and not a compiled loop
     ``batch_feature_wise_bucket_sum`` (libtommath Montgomery products), driven
     on the same ciphertexts, was no faster per CPU-second. The levers that
     matter are the modulus size (the scheme) and how many products and
-    decryptions a tree needs (subtraction, the dominant-bin shortcut).
+    decryptions a tree needs (subtraction, joint cells, derived cells,
+    siblings decoded by the lender).
 
 Workers get only public values (ciphertexts, the modulus, bin codes).
 """
@@ -62,6 +103,9 @@ from gmpy2 import mpz
 #: fractional bits of the fixed-point gradients: relative precision 2^-40, far
 #: below float32 (XGBoost's gradient type), so sums decode to what XGBoost sums.
 FRAC_BITS = 40
+
+#: an inverse mod n^2 (or n) costs ~6-8 multiply-mods under gmpy2 (measured at 2048 and 4096 bits)
+INVERT_COST = 10
 
 
 @dataclass(frozen=True)
@@ -131,53 +175,96 @@ class GradientCodec:
         return G, H, counts
 
 
+def _cell_stats(cells: np.ndarray, size: int) -> tuple[int, int, int]:
+    """(non-empty cells, most-populated cell, its row count) of one feature group over a node's rows."""
+    counts = np.bincount(cells, minlength=size)
+    top = int(np.argmax(counts)) if len(cells) else 0
+    return int(np.count_nonzero(counts)), top, int(counts[top]) if len(cells) else 0
+
+
+class _Group:
+    """One or two features accumulated together over a node's rows (see :func:`build_histograms`)."""
+
+    def __init__(self, features: list[int], codes: np.ndarray, radix: np.ndarray) -> None:
+        self.features = features
+        self.radix = [int(radix[f]) for f in features]
+        self.cells = codes[:, features[0]] if len(features) == 1 else \
+            codes[:, features[0]] * self.radix[1] + codes[:, features[1]]
+        n = len(self.cells)
+        self.nonempty, self.top, self.top_rows = _cell_stats(self.cells, int(np.prod(self.radix)))
+        # folding cells into bins: 2 multiplies per non-empty cell of a pair (first one per bin is free), none
+        # for a single feature (its cells are its bins)
+        self.fold = 0 if len(features) == 1 else 2 * self.nonempty
+        self.plain = n - self.nonempty + self.fold
+        self.derived = n - self.top_rows + INVERT_COST + self.fold
+
+    def cost(self, with_total: bool) -> int:
+        return min(self.plain, self.derived) if with_total else self.plain
+
+
+def _plan(codes: np.ndarray, radix: np.ndarray, pair_features: bool) -> tuple[list[_Group], bool]:
+    """The cheapest grouping of a node's features and whether the node total is worth its ``rows`` products."""
+    n_feat = codes.shape[1]
+    singles = [_Group([f], codes, radix) for f in range(n_feat)]
+    if not pair_features:
+        options = [[[s]] for s in singles]
+    else:
+        options = [[[singles[f], singles[f + 1]], [_Group([f, f + 1], codes, radix)]]
+                   for f in range(0, n_feat - 1, 2)]
+        if n_feat % 2:
+            options.append([[singles[-1]]])
+
+    def best(opts: list[list[_Group]], with_total: bool) -> list[_Group]:
+        return min(opts, key=lambda gs: sum(g.cost(with_total) for g in gs))
+
+    def total_cost(with_total: bool) -> int:
+        return sum(g.cost(with_total) for opts in options for g in best(opts, with_total))
+
+    rows = codes.shape[0]
+    use_total = rows > 1 and total_cost(True) + rows - 1 < total_cost(False)
+    return [g for opts in options for g in best(opts, use_total)], use_total
+
+
 def build_histograms(cts: list[mpz], nsq: mpz, bins: np.ndarray, n_bins: np.ndarray,
-                     rows: np.ndarray) -> list[list[mpz]]:
+                     rows: np.ndarray, pair_features: bool = True) -> list[list[mpz]]:
     """Encrypted per-bin sums for every feature (column of ``bins``) over ``rows``.
 
-    The cost is one multiply-mod per (row, feature). Credit data has many
-    features with one dominant bin (a "no delay" status, a zero balance), so
-    when the dominant bins together hold more rows than the node, the node
-    total is computed once and each feature's dominant bin is derived as
-    ``total / (other bins * missing)`` (one inverse) instead of summed row by row.
+    See the module docstring (*Joint cells*) for the cost model; ``pair_features=False``
+    is the per-feature kernel (every group a single feature), kept to measure against.
     """
-    one = mpz(1)
-    out = []
-    sub = bins[rows]
+    sub = bins[rows].astype(np.int64)
+    codes = np.where(sub >= 0, sub, n_bins.astype(np.int64))  # missing is a code of its own: n_bins[f]
+    radix = np.asarray(n_bins, dtype=np.int64) + 1
+    groups, use_total = _plan(codes, radix, pair_features)
     row_list = rows.tolist()
-    dominant = []
-    for f in range(bins.shape[1]):
-        col = sub[:, f]
-        counts = np.bincount(col[col >= 0], minlength=int(n_bins[f])) if len(col) else np.zeros(1, int)
-        dominant.append((int(np.argmax(counts)), int(counts.max(initial=0))))
-    use_total = sum(c for _, c in dominant) > len(row_list) + 64
-    total = one
+    total = None
     if use_total:
-        for r in row_list:
+        total = cts[row_list[0]]
+        for r in row_list[1:]:
             total = total * cts[r] % nsq
-    for f in range(bins.shape[1]):
-        acc = [one] * int(n_bins[f])
-        if not use_total or not acc:
-            for r, b in zip(row_list, sub[:, f].tolist()):
-                if b >= 0:
-                    acc[b] = acc[b] * cts[r] % nsq
-            out.append(acc)
-            continue
-        skip = dominant[f][0]
-        missing = one
-        for r, b in zip(row_list, sub[:, f].tolist()):
-            if b == skip:
-                continue
-            if b >= 0:
-                acc[b] = acc[b] * cts[r] % nsq
-            else:
-                missing = missing * cts[r] % nsq
-        rest = missing  # every row outside the dominant bin
-        for i, c in enumerate(acc):
-            if i != skip:
-                rest = rest * c % nsq
-        acc[skip] = total * gmpy2.invert(rest, nsq) % nsq
-        out.append(acc)
+    out: list[list[mpz]] = [[] for _ in range(bins.shape[1])]
+    one = mpz(1)
+    for g in groups:
+        derive = use_total and g.derived < g.plain
+        keep = g.cells != g.top if derive else slice(None)
+        acc: dict[int, mpz] = {}
+        for r, c in zip(rows[keep].tolist(), g.cells[keep].tolist()):
+            a = acc.get(c)
+            acc[c] = cts[r] if a is None else a * cts[r] % nsq
+        if derive:  # the most-populated cell: the node total over every other cell, one inverse
+            rest = None
+            for a in acc.values():
+                rest = a if rest is None else rest * a % nsq
+            acc[g.top] = total if rest is None else total * gmpy2.invert(rest, nsq) % nsq
+        for j, f in enumerate(g.features):
+            nb = int(n_bins[f])
+            sums: list = [None] * nb
+            for c, a in acc.items():
+                code = c if len(g.features) == 1 else (c // g.radix[1] if j == 0 else c % g.radix[1])
+                if code < nb:  # the missing code is in no bin
+                    s = sums[code]
+                    sums[code] = a if s is None else s * a % nsq
+            out[f] = [one if s is None else s for s in sums]
     return out
 
 
@@ -229,47 +316,68 @@ class BlockKernel:
     """Encrypted histograms of one block of the platform's features, kept across a tree's levels.
 
     Holds the tree's ciphertexts, the block's bin codes and the raw (not yet
-    cumulative) histograms of the current level's nodes, which the next level
-    needs for subtraction. Runs in the platform's process or in one of its
-    worker processes; it only ever sees public values.
+    cumulative) histograms the next level may need: the children built from
+    rows and their parents. A sibling (``parent / child``) is derived only
+    when it is asked for: when it is split in turn (its children need it as a
+    parent) or emitted. Runs in the platform's process, in one of its worker
+    processes or in a Ray actor; it only ever sees public values. Pairs of
+    features (:func:`build_histograms`) never cross a block.
     """
 
-    def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int) -> None:
+    def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
+                 pair_features: bool = True) -> None:
         self.bins_all = np.asarray(bins)
         self.n_bins_all = np.asarray(n_bins)
         self.nsq = mpz(nsq)
         self.n_bits = n_bits
         self.entry_bits = entry_bits
+        self.pair_features = pair_features
         self.cts: list[mpz] = []
         self.hists: dict[int, list[list[mpz]]] = {}
+        self.siblings: dict[int, tuple[int, int]] = {}  # node -> (parent, built sibling), not derived yet
 
     def start_tree(self, cts: list, columns: list[int]) -> None:
         self.cts = [mpz(c) for c in cts]
         self.bins = self.bins_all[:, columns]
         self.n_bins = self.n_bins_all[columns]
-        self.hists = {}
+        self.hists, self.siblings = {}, {}
 
     def root(self) -> list[mpz]:
-        self.hists = {0: build_histograms(self.cts, self.nsq, self.bins, self.n_bins,
-                                          np.arange(len(self.cts)))}
+        self.hists = {0: self._build(np.arange(len(self.cts)))}
+        self.siblings = {}
         return self._emit([0])
 
     def level(self, jobs: list[tuple[int, int, int, np.ndarray]], nodes: list[int]) -> list[mpz]:
-        """``jobs``: (parent, small child, big child, rows of the small child)."""
-        new = {}
+        """``jobs``: (parent, small child, big child, rows of the small child); emits ``nodes``.
+
+        The protocol emits the built (small) children only; the lender derives
+        their siblings itself. Any node of the level can be emitted.
+        """
+        hists, siblings = {}, {}
         for parent, small, big, rows in jobs:
-            new[small] = build_histograms(self.cts, self.nsq, self.bins, self.n_bins, rows)
-            new[big] = subtract_histograms(self.hists[parent], new[small], self.nsq)
-        self.hists = new
+            hists[parent] = self._hist(parent)
+            hists[small] = self._build(rows)
+            siblings[big] = (parent, small)
+        self.hists, self.siblings = hists, siblings
         return self._emit(nodes)
 
+    def _build(self, rows: np.ndarray) -> list[list[mpz]]:
+        return build_histograms(self.cts, self.nsq, self.bins, self.n_bins, rows, self.pair_features)
+
+    def _hist(self, node: int) -> list[list[mpz]]:
+        if node not in self.hists:
+            parent, child = self.siblings[node]
+            self.hists[node] = subtract_histograms(self.hists[parent], self.hists[child], self.nsq)
+        return self.hists[node]
+
     def _emit(self, nodes: list[int]) -> list[mpz]:
-        flat = [c for node in nodes for c in cumulative(self.hists[node], self.nsq)]
+        flat = [c for node in nodes for c in cumulative(self._hist(node), self.nsq)]
         return compress(flat, self.entry_bits, self.n_bits, self.nsq) if flat else []
 
 
-def _worker_main(conn, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int) -> None:
-    kernel = BlockKernel(bins, n_bins, nsq, n_bits, entry_bits)
+def _worker_main(conn, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
+                 pair_features: bool) -> None:
+    kernel = BlockKernel(bins, n_bins, nsq, n_bits, entry_bits, pair_features)
     while True:
         cmd, *args = conn.recv()
         if cmd == "stop":
@@ -293,14 +401,15 @@ class HistogramEngine:
     of groups: ``block_features[i]`` features of block ``i`` (contiguous in the
     tree's active-feature order), all nodes of the level node-major, each
     compressed on its own. ``n_jobs=1`` runs everything in this process.
+    ``pair_features=False`` is the per-feature kernel (benchmarks compare the two).
     """
 
     def __init__(self, bins: np.ndarray, n_bins: np.ndarray, nsq: int, n_bits: int, entry_bits: int,
-                 n_jobs: int | None = None) -> None:
+                 n_jobs: int | None = None, pair_features: bool = True) -> None:
         from fedacq.crypto.parallel import cpu_count
 
         self.bins, self.n_bins = bins, n_bins
-        self.args = (int(nsq), n_bits, entry_bits)
+        self.args = (int(nsq), n_bits, entry_bits, pair_features)
         self.n_workers = max(1, min(n_jobs or cpu_count(), bins.shape[1] or 1))
         self._procs: list = []
         self._conns: list = []
@@ -351,6 +460,7 @@ class HistogramEngine:
         return [mpz(c) for part in self._collect() for c in part]
 
     def level(self, jobs: list[tuple[int, int, int, np.ndarray]], nodes: list[int]) -> list[mpz]:
+        """``jobs``: (parent, small child, big child, rows of the small child); emits ``nodes``."""
         if self._local is not None and self.n_workers == 1:
             return self._local.level(jobs, nodes)
         for conn in self._conns:
