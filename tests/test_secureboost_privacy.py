@@ -132,3 +132,45 @@ def test_platform_refuses_a_mode_it_did_not_agree_to():
     assert la.received == []
     with pytest.raises(ValueError, match="mode"):
         SecureBoostPlatform(mode="both")
+
+
+def _tampered_fit(monkeypatch, tamper):
+    """A platform whose level replies (depth >= 1) pass through ``tamper(nodes, packed) -> (nodes, packed)``."""
+    honest = SecureBoostPlatform._hist_message
+
+    def forged(tree, depth, nodes, packed, *rest, **kw):
+        if depth >= 1 and nodes:
+            nodes, packed = tamper(list(nodes), list(packed))
+        return honest(tree, depth, nodes, packed, *rest, **kw)
+
+    monkeypatch.setattr(SecureBoostPlatform, "_hist_message", staticmethod(forged))
+    Xl, Xp, y = _data()
+    la, pa = memory_pair("lender", "platform")
+    lender = SecureBoostLender(n_estimators=1, max_depth=3, key_bits=TEST_KEY_BITS, insecure_test_key=True,
+                               n_jobs=1)
+    platform = SecureBoostPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS)
+    run_parties((lender.fit, la, Xl, y), (platform.fit, pa, Xp), timeout=300)
+
+
+def test_platform_sends_only_the_built_children_and_the_lender_derives_the_rest():
+    Xl, Xp, y, lender, platform, got, _ = _run("joint")
+    hist = [m for m in got if m.type == "sb.hist"]
+    sent = [m.parts["nodes"].tolist() for m in hist]
+    assert sent[0] == [0]
+    # children are numbered in pairs (left odd, right = left + 1): never both children of a split
+    for nodes in sent[1:]:
+        assert not any(n % 2 and n + 1 in nodes for n in nodes), nodes
+    assert sum(len(n) for n in sent[1:]) > 0
+
+
+@pytest.mark.parametrize("tamper, error", [
+    (lambda nodes, packed: ([n + 1 if n % 2 else n - 1 for n in nodes], packed),  # the derived siblings instead
+     r"sb.hist: histograms of nodes \[.*\], expected"),
+    (lambda nodes, packed: (nodes + [max(nodes) + 1], packed),  # one node more
+     r"sb.hist: histograms of nodes \[.*\], expected"),
+    (lambda nodes, packed: (nodes, packed + packed[:1]),  # one ciphertext more
+     "sb.hist: .* compressed ciphertexts, expected"),
+])
+def test_lender_refuses_histograms_it_did_not_expect(monkeypatch, tamper, error):
+    with pytest.raises(ValueError, match=error):
+        _tampered_fit(monkeypatch, tamper)

@@ -22,9 +22,14 @@ Steps
        node of the level: leaf, lender split (with the left/right bit of each of
        the node's rows) or platform split (feature index, bin index, default
        direction). ``sb.hist`` P->L: the left/right bit of each row of the
-       platform's split nodes, and the encrypted histograms of the children
-       (the smaller child built from rows, its sibling by homomorphic
-       subtraction), cumulative and compressed. When the tree is complete the
+       platform's split nodes, and, for each split, the encrypted histograms
+       of the child with fewer rows only, built from rows, cumulative and
+       compressed, listed in ``nodes``. Both parties know every node's rows, so
+       the lender knows which children to expect and refuses any other list
+       or count; it derives each sibling's sums as parent - child on the
+       decrypted integer sums (exact), so it decrypts half the histograms.
+       The platform keeps the sibling's encrypted histogram (by homomorphic
+       subtraction) only if it splits it again. When the tree is complete the
        reply instead carries the platform's decisions for the validation rows.
     5. The lender computes leaf values itself (it knows every node's rows and
        gradients). ``sb.finish`` L->P: the number of trees kept (early
@@ -104,8 +109,10 @@ register(
                        "bin": PartSpec(dtypes=("int32",), ndim=1),
                        "default_left": PartSpec(dtypes=("bool",), ndim=1),
                        "lender_left": PartSpec(dtypes=("bool",), ndim=1)}),
+    # nodes: the nodes whose histograms follow (the root, then per split the child built from rows)
     MessageSpec("sb.hist", header={"tree": int, "depth": int},
-                parts={"histograms": PartSpec(kind="bigints"),
+                parts={"nodes": PartSpec(dtypes=("int32",), ndim=1),
+                       "histograms": PartSpec(kind="bigints"),
                        "block_features": PartSpec(dtypes=("int32",), ndim=1),
                        "platform_left": PartSpec(dtypes=("bool",), ndim=1),
                        "eval_left": PartSpec(dtypes=("bool",), ndim=2, optional=True)}),
@@ -125,6 +132,17 @@ def _rows_of(row_node: np.ndarray, nodes: list[int]) -> np.ndarray:
     if not nodes:
         return np.zeros(0, dtype=np.int64)
     return np.nonzero(np.isin(row_node, nodes))[0]
+
+
+def _built_child(tree: Tree, row_node: np.ndarray, parent: int) -> tuple[int, int]:
+    """(child built from rows, child derived by subtraction) of a split: the one with fewer rows is built.
+
+    Both parties know every node's rows, so both compute the same answer: the
+    platform builds and sends the first, the lender derives the second's sums.
+    """
+    lc, rc = tree.left[parent], tree.right[parent]
+    nl, nr = int(np.sum(row_node == lc)), int(np.sum(row_node == rc))
+    return (lc, rc) if nl <= nr else (rc, lc)
 
 
 def _objective_of(params: dict[str, Any]) -> objectives.Objective:
@@ -424,44 +442,66 @@ class SecureBoostLender:
             out.append(FeatureHistogram(f, np.cumsum(gs), np.cumsum(hs), np.cumsum(cs).astype(np.int64)))
         return out
 
-    def _decode_hists(self, msg: Message, nodes: list[int], active_p: list[int], n_bins_p: np.ndarray,
-                      d_l: int, codec: GradientCodec, sk, pk, EncryptedVector, decompress,
-                      timings: dict) -> dict[int, list[FeatureHistogram]]:
-        """Decrypt a level's compressed histograms into per-node feature histograms.
+    def _received_entries(self, msg: Message, nodes: list[int], active_p: list[int], n_bins_p: np.ndarray,
+                          codec: GradientCodec, sk, pk, decompress, timings: dict) -> dict[int, list[int]]:
+        """Decrypt a level's compressed histograms: per node, the packed cumulative bin sums (integers).
 
-        The platform compresses each of its feature blocks separately: block
-        ``i`` holds the next ``block_features[i]`` active features, node-major.
+        The message must name exactly ``nodes`` (what this party expects from
+        the row counts it knows) and carry exactly their ciphertexts. The
+        platform compresses each of its feature blocks separately: block ``i``
+        holds the next ``block_features[i]`` active features, node-major.
+        Entries come back per node in ``active_p`` order.
         """
+        sent = msg.parts["nodes"].tolist()
+        if sent != nodes:
+            raise ValueError(f"sb.hist: histograms of nodes {sent}, expected {nodes}")
         blocks = msg.parts["block_features"].tolist()
         if sum(blocks) != len(active_p) or min(blocks, default=0) < 0:
             raise ValueError(f"sb.hist: feature blocks {blocks} do not cover {len(active_p)} active features")
         vec = pk.vector_from_bigints(msg.parts["histograms"])
         groups, start = [], 0
         for k in blocks:
-            feats = active_p[start:start + k]
+            width = int(sum(n_bins_p[f] for f in active_p[start:start + k]))
             start += k
-            count = len(nodes) * int(sum(n_bins_p[f] for f in feats))
+            count = len(nodes) * width
             n_ct = n_compressed(count, codec.layout.entry_bits, pk.plaintext_bits + 1) if count else 0
-            groups.append((feats, count, n_ct))
+            groups.append((width, count, n_ct))
         if len(vec) != sum(g[2] for g in groups):
             raise ValueError(f"sb.hist: {len(vec)} compressed ciphertexts, expected {sum(g[2] for g in groups)}")
         t0 = time.perf_counter()
         plain = sk.decrypt_raw(vec, workers=self.n_jobs) if len(vec) else []
         timings["decrypt"] += time.perf_counter() - t0
-        out: dict[int, list[FeatureHistogram]] = {node: [] for node in nodes}
+        out: dict[int, list[int]] = {node: [] for node in nodes}
         pos = 0
-        for feats, count, n_ct in groups:
+        for width, count, n_ct in groups:
             entries = decompress(plain[pos:pos + n_ct], codec.layout.entry_bits, count, pk) if count else []
             pos += n_ct
-            G, H, C = codec.decode(entries)
-            at = 0
-            for node in nodes:
-                for f in feats:
-                    nb = int(n_bins_p[f])
-                    out[node].append(FeatureHistogram(d_l + f, G[at:at + nb], H[at:at + nb], C[at:at + nb]))
-                    at += nb
-        for node in nodes:
-            out[node].sort(key=lambda h: h.feature)
+            for i, node in enumerate(nodes):
+                out[node].extend(entries[i * width:(i + 1) * width])
+        return out
+
+    @staticmethod
+    def _sibling_entries(parent: list[int], child: list[int]) -> list[int]:
+        """A sibling's packed sums, parent - child on the integers (exact: packed sums add slot by slot).
+
+        Subset sums are never negative, so a negative difference can only come
+        from histograms that are not the platform's honest ones.
+        """
+        out = [p - c for p, c in zip(parent, child)]
+        if len(parent) != len(child) or min(out, default=0) < 0:
+            raise ValueError("sb.hist: a built child's histogram exceeds its parent's")
+        return out
+
+    @staticmethod
+    def _feature_hists(entries: list[int], active_p: list[int], n_bins_p: np.ndarray, d_l: int,
+                       codec: GradientCodec) -> list[FeatureHistogram]:
+        """One node's packed cumulative sums as the platform features' histograms."""
+        G, H, C = codec.decode(entries)
+        out, at = [], 0
+        for f in active_p:
+            nb = int(n_bins_p[f])
+            out.append(FeatureHistogram(d_l + f, G[at:at + nb], H[at:at + nb], C[at:at + nb]))
+            at += nb
         return out
 
     def _route_eval(self, tree: Tree, Xv: np.ndarray, eval_left: np.ndarray | None, n_eval: int) -> np.ndarray:
@@ -565,7 +605,7 @@ class _TreeGrower:
     def __call__(self, t: int, g: np.ndarray, h: np.ndarray, labelled: np.ndarray,
                  rng: np.random.Generator) -> tuple[Tree, np.ndarray, np.ndarray | None]:
         """Grow tree ``t``; returns it, each training row's leaf, and the platform's validation-row decisions."""
-        from fedacq.crypto.paillier import EncryptedVector, decompress
+        from fedacq.crypto.paillier import decompress
 
         lender, link, codec, pk, sk, timings = self.lender, self.link, self.codec, self.pk, self.sk, self.timings
         bins_l, n_bins_l, n_bins_p, d_p = self.bins_l, self.n_bins_l, self.n_bins_p, self.d_p
@@ -596,8 +636,7 @@ class _TreeGrower:
         t0 = time.perf_counter()
         msg = link.recv("sb.hist")
         timings["wait"] += time.perf_counter() - t0
-        p_hists = lender._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
-                                       EncryptedVector, decompress, timings)
+        entries = lender._received_entries(msg, level, active_p, n_bins_p, codec, sk, pk, decompress, timings)
         depth = 0
         while True:
             t0 = time.perf_counter()
@@ -606,7 +645,8 @@ class _TreeGrower:
             for node in level:
                 rows = np.nonzero(row_node == node)[0]
                 G, H, C = g64[rows].sum(), h64[rows].sum(), int(cnt[rows].sum())
-                hists = lender._own_hists(rows, bins_l, n_bins_l, active_l, g64, h64, cnt) + p_hists[node]
+                hists = lender._own_hists(rows, bins_l, n_bins_l, active_l, g64, h64, cnt) + \
+                    lender._feature_hists(entries[node], active_p, n_bins_p, d_l, codec)
                 cand = best_split(G, H, C, hists, p)
                 if not is_valid(cand, p):
                     kinds.append(LEAF), feats.append(-1), bins_.append(-1), defaults.append(False)
@@ -656,12 +696,21 @@ class _TreeGrower:
                 new_node[rows_] = np.where(bits, lefts, rights)
             row_node = new_node
             if not build:
+                if len(msg.parts["nodes"]) or len(msg.parts["histograms"]):
+                    raise ValueError("sb.hist: histograms after the tree's last level")
                 eval_left = msg.parts.get("eval_left")
                 break
+            # the platform sends the child it built from rows; the sibling is parent - child, here
+            pairs = [(nd, *_built_child(tree, row_node, nd)) for nd, k in zip(level, kinds) if k != LEAF]
+            got = lender._received_entries(msg, sorted(built for _, built, _ in pairs), active_p, n_bins_p,
+                                           codec, sk, pk, decompress, timings)
+            new_entries = {}
+            for parent, built, derived in pairs:
+                new_entries[built] = got[built]
+                new_entries[derived] = lender._sibling_entries(entries[parent], got[built])
+            entries = new_entries
             level = children
             depth += 1
-            p_hists = lender._decode_hists(msg, level, active_p, n_bins_p, d_l, codec, sk, pk,
-                                           EncryptedVector, decompress, timings)
         for leaf in tree.leaves():
             rows = np.nonzero(row_node == leaf)[0]
             w = calc_weight(g64[rows].sum(), h64[rows].sum(), p)
@@ -803,7 +852,7 @@ class SecureBoostPlatform:
             engine.start_tree(cts, active)
             packed = engine.root()
             timings["histograms"] += time.perf_counter() - t0
-            link.send(self._hist_message(msg.header["tree"], 0, packed, engine.block_features, pk,
+            link.send(self._hist_message(msg.header["tree"], 0, [0], packed, engine.block_features, pk,
                                          np.zeros(0, dtype=bool)))
             level = [0]
             depth = 0
@@ -859,20 +908,20 @@ class SecureBoostPlatform:
                     if Xe is not None:
                         pn = [i for i in range(tree.n_nodes) if tree.party[i] == 1]
                         eval_left = self._node_bits(tree, pn, Xe)
-                    link.send(self._hist_message(sm.header["tree"], depth + 1, [], [], pk, pbits, eval_left))
+                    link.send(self._hist_message(sm.header["tree"], depth + 1, [], [], [], pk, pbits, eval_left))
                     break
                 t0 = time.perf_counter()
                 jobs = []
                 for parent in lender_nodes + platform_nodes:
-                    lc, rc = tree.left[parent], tree.right[parent]
-                    nl, nr = int(np.sum(row_node == lc)), int(np.sum(row_node == rc))
-                    small, big = (lc, rc) if nl <= nr else (rc, lc)
+                    small, big = _built_child(tree, row_node, parent)
                     jobs.append((parent, small, big, np.nonzero(row_node == small)[0]))
                 level = sorted(children)
-                packed = engine.level(jobs, level)
+                built = sorted(job[1] for job in jobs)  # the lender derives their siblings
+                packed = engine.level(jobs, built)
                 timings["histograms"] += time.perf_counter() - t0
                 depth += 1
-                link.send(self._hist_message(sm.header["tree"], depth, packed, engine.block_features, pk, pbits))
+                link.send(self._hist_message(sm.header["tree"], depth, built, packed, engine.block_features, pk,
+                                             pbits))
             self.trees_.append(tree)
             t = len(self.trees_) - 1
             if self.checkpoints is not None:
@@ -881,9 +930,10 @@ class SecureBoostPlatform:
                 self.on_tree(t)
 
     @staticmethod
-    def _hist_message(tree: int, depth: int, packed: list, block_features: list[int], pk,
+    def _hist_message(tree: int, depth: int, nodes: list[int], packed: list, block_features: list[int], pk,
                       platform_left: np.ndarray, eval_left: np.ndarray | None = None) -> Message:
-        parts: dict[str, Any] = {"histograms": BigInts(packed, pk.ciphertext_bytes),
+        parts: dict[str, Any] = {"nodes": np.array(nodes, dtype=np.int32),
+                                 "histograms": BigInts(packed, pk.ciphertext_bytes),
                                  "block_features": np.array(block_features, dtype=np.int32),
                                  "platform_left": np.asarray(platform_left, dtype=bool)}
         if eval_left is not None:
