@@ -86,7 +86,8 @@ class ConsoleServer:
             httpd.socket = self.tls_context.wrap_socket(httpd.socket, server_side=True,
                                                         do_handshake_on_connect=False)
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="fedacq-console", daemon=True)
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="fedacq-console", daemon=True)
         self._thread.start()
         self.log.info("console on %s (%s)", self.url, "token required" if self.token else "no token")
         return self

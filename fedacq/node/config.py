@@ -33,6 +33,9 @@ folder can be moved (or mounted into a container) as a whole. Example::
     engine = "ray"                 # "local" (default: this machine's cores) or "ray"
     address = "10.0.0.5:6379"      # this party's OWN Ray cluster; the peer never learns of it
 
+    [console]                      # the node's read-only web console: fedacq.console.settings
+    listen = "127.0.0.1:8701"      # loopback by default; elsewhere only with tls_cert, tls_key, token_file
+
 Registered data-set names follow :data:`fedacq.paths.NAME` (they may name a
 cache folder of this node's own).
 """
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from fedacq.compute.engine import ComputeConfig, load_compute
+from fedacq.console.settings import ConsoleSettings, load_console
 from fedacq.crypto.tls import TlsFiles, check_party_name
 from fedacq.node.policy import Policy, load_policy
 from fedacq.paths import check_name
@@ -68,6 +72,7 @@ class NodeConfig:
     control_socket: Path | None = None
     policy: Policy = field(default_factory=Policy)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    console: ConsoleSettings | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -127,4 +132,5 @@ def load_config(path: str | Path) -> NodeConfig:
         control_socket=resolve(socket) if socket else None,
         policy=load_policy(doc.get("policy"), str(path), party),
         compute=load_compute(doc.get("compute"), str(path)),
+        console=load_console(doc.get("console"), str(path), resolve),
     )

@@ -26,7 +26,9 @@ alone, the control socket included). Accepted jobs run in a thread per job;
 their state persists, and a restarted node marks jobs it was running as
 interrupted (``fedacq job resume ID`` at the submitting node continues them)
 and takes new ones. A job's heavy work (PSI blinding, encryption, histograms)
-runs on the node's own compute engine (``[compute]``: :mod:`fedacq.compute`). Checkpoints stay in the job's folder (this party's own disk,
+runs on the node's own compute engine (``[compute]``: :mod:`fedacq.compute`). With a
+``[console]`` section the node also serves its read-only web console (:mod:`fedacq.console`),
+started and stopped with it; the console only reads the state directory. Checkpoints stay in the job's folder (this party's own disk,
 0600; the lender's hold its Paillier key pair) until the operator removes it.
 """
 
@@ -91,17 +93,22 @@ class Node:
         # this node's own compute engine ([compute] in party.toml; a Ray engine connects on first use,
         # so a node whose cluster is down starts and fails its first job with the reason)
         self.engine = make_engine(cfg.compute)
+        self.console = _console(cfg, cfg.console, self.log) if cfg.console is not None else None
 
     def start(self) -> None:
         for job_id in self.store.recover():
             self.log.warning("job %s was running when the node stopped; marked interrupted", job_id)
         self.endpoint.start()
         self.control.start()
+        if self.console is not None:
+            self.console.start()
         self.log.info("node %s up: peer link on port %d (peer %s at %s), control on %s",
                       self.cfg.party, self.endpoint.port, self.cfg.peer, self.cfg.peer_address,
                       self.cfg.socket_path)
 
     def stop(self) -> None:
+        if self.console is not None:
+            self.console.stop()
         self.control.stop(1.0).wait()
         self.endpoint.stop()
         self.ledger.close()
@@ -322,6 +329,13 @@ class ControlServicer(pb_grpc.NodeControlServicer):
 
     def Health(self, request: pb.PingRequest, context: grpc.ServicerContext) -> pb.PingReply:
         return pb.PingReply(party=self.node.cfg.party, job_known=False)
+
+
+def _console(cfg: NodeConfig, settings: Any, log: logging.Logger) -> Any:
+    """The node's console (:mod:`fedacq.console`) on ``settings``, reading this node's state; not yet started."""
+    from fedacq.console.server import console_for
+
+    return console_for(cfg, settings, log)
 
 
 def _node_logger(cfg: NodeConfig) -> logging.Logger:
