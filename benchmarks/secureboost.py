@@ -17,19 +17,31 @@ Two cases, both with 2048-bit Paillier keys:
 * ``kernel`` - one tree's cryptographic work without the protocol around it,
   per additive scheme (Paillier, OU; 2048-bit keys): the lender's encryption
   of the packed gradients, the platform's histograms (root, then per level the
-  smaller child of each split from rows and its sibling by subtraction,
-  cumulative and compressed, through :class:`fedacq.learn.histogram.HistogramEngine`
-  with every core) and the lender's decryption and decoding of all of them.
+  smaller child of each split from rows: joint cells of feature pairs,
+  :func:`fedacq.learn.histogram.build_histograms`; cumulative and compressed,
+  through :class:`fedacq.learn.histogram.HistogramEngine` with every core or
+  ``--kernel-jobs``) and the lender's decryption and decoding of the root and
+  the built children, each sibling derived as parent - child on the integers.
   Splits are random halves-ish (the smaller child 20-50% of its parent). Run on
   ``--kernel-rows`` x ``--kernel-features`` and extrapolated to 100k x 300:
-  histogram products scale with rows x features, compression (timed apart on
-  one core) and decryption with features x nodes, encryption with rows. It says what the scheme choice
-  buys per tree before the protocols are wired to it.
+  histogram products scale with rows x features (pairs gain a little more at
+  100k rows than at fewer: the per-pair fold costs cells, not rows),
+  compression (timed apart on one core) and decryption with features x nodes
+  sent, encryption with rows. ``--kernel-baseline`` also runs the previous
+  kernel and protocol (per feature, both children sent and decrypted) in the
+  same run; ``--kernel-zero-fraction 0.8`` adds sparse platform features (each
+  0 for 80% of users, as ad-platform counts are) BESIDE the dense case, whose
+  figures stay the headline.
 
 ``--quick`` runs tiny versions with a 1024-bit test-only key to check that the
 script works; its numbers mean nothing. Full run::
 
     python benchmarks/secureboost.py --json benchmarks/results/secureboost.json
+
+The kernel case at full size (about an hour of one quiet machine)::
+
+    python benchmarks/secureboost.py --cases kernel --kernel-rows 100000 --kernel-features 300 \
+        --kernel-zero-fraction 0.8 --json benchmarks/results/secureboost_kernel.json
 """
 
 from __future__ import annotations
@@ -169,91 +181,162 @@ def bench_synthetic(quick: bool, key_bits: int, trees: int) -> dict[str, Any]:
     }
 
 
-def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: int) -> dict[str, Any]:
+def _kernel_splits(rng: np.random.Generator, rows: int, depth: int) -> list[list[tuple[int, int, int, np.ndarray]]]:
+    """Random splits, level by level: (parent, smaller child, bigger child, rows of the smaller child).
+
+    The smaller child holds 20-50% of its parent's rows; every node is split down to ``depth``.
+    """
+    members = {0: np.arange(rows)}
+    levels, next_id = [], 1
+    for _ in range(depth - 1):
+        jobs, new = [], {}
+        for node, rs in members.items():
+            cut = int(len(rs) * rng.uniform(0.2, 0.5))
+            perm = rng.permutation(rs)
+            small, big = np.sort(perm[:cut]), np.sort(perm[cut:])
+            jobs.append((node, next_id, next_id + 1, small))
+            new[next_id], new[next_id + 1] = small, big
+            next_id += 2
+        levels.append(jobs)
+        members = new
+    return levels
+
+
+def _kernel_run(pk, sk, codec, cts, bins: np.ndarray, n_bins: np.ndarray, levels, pair_features: bool,
+                send_siblings: bool, jobs: int | None) -> dict[str, Any]:
+    """One tree's platform histograms and lender decryption under one kernel and protocol variant.
+
+    ``send_siblings``: the previous protocol (the platform emits both children of
+    every split, the lender decrypts both); otherwise only the built children are
+    emitted and the lender derives each sibling as parent - child on the integers.
+    ``*_cpu`` seconds are this process's CPU time: the whole work with ``jobs=1``
+    (and far less sensitive to other processes' load than wall time).
+    """
+    from fedacq.crypto.paillier import EncryptedVector, decompress
+    from fedacq.learn.histogram import HistogramEngine, n_compressed
+
+    layout, n_bits = codec.layout, pk.plaintext_bits + 1
+    engine = HistogramEngine(bins, n_bins, pk.ciphertext_modulus, n_bits, layout.entry_bits,
+                             n_jobs=jobs, pair_features=pair_features)
+    t = {"histograms": 0.0, "decrypt": 0.0}
+    c0 = time.process_time()
+    try:
+        t0 = time.perf_counter()
+        engine.start_tree(cts, np.arange(bins.shape[1]))
+        outputs = [(engine.root(), [0], [])]
+        blocks = [k for k in engine.block_features if k]
+        t["histograms"] += time.perf_counter() - t0
+        for level in levels:
+            built = sorted(j[1] for j in level)
+            nodes = sorted(built + [j[2] for j in level]) if send_siblings else built
+            t0 = time.perf_counter()
+            outputs.append((engine.level(level, nodes), nodes, [] if send_siblings else level))
+            t["histograms"] += time.perf_counter() - t0
+    finally:
+        engine.close()
+    t["histograms_cpu"] = time.process_time() - c0
+    width = int(n_bins.sum())
+    decrypted = emitted = 0
+    entries: dict[int, list[int]] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    for packed, nodes, derive in outputs:  # each feature block's output is compressed on its own
+        plain = sk.decrypt_raw(EncryptedVector(pk, packed), workers=jobs)
+        per_node: dict[int, list[int]] = {nd: [] for nd in nodes}
+        pos, start = 0, 0
+        for k in blocks:
+            w = int(n_bins[start:start + k].sum())
+            start += k
+            count = w * len(nodes)
+            n_ct = n_compressed(count, layout.entry_bits, n_bits)
+            flat = decompress(plain[pos:pos + n_ct], layout.entry_bits, count, pk)
+            for i, nd in enumerate(nodes):
+                per_node[nd].extend(flat[i * w:(i + 1) * w])
+            pos += n_ct
+        assert pos == len(plain)
+        for parent, small, big, _ in derive:
+            per_node[big] = [p - c for p, c in zip(entries[parent], per_node[small])]
+        for nd, e in per_node.items():
+            assert len(e) == width
+            codec.decode(e)
+        entries = per_node
+        decrypted += len(plain)
+        emitted += len(nodes)
+    t["decrypt"] = time.perf_counter() - t0
+    t["decrypt_cpu"] = time.process_time() - c0
+    return {"seconds": t, "ciphertexts_decrypted": decrypted, "nodes_emitted": emitted}
+
+
+def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: int,
+                 zero_fraction: float | None = None, baseline: bool = False,
+                 jobs: int | None = None) -> dict[str, Any]:
     """One tree's encryption, histograms and decryption per scheme (see the module docstring)."""
     from fedacq.crypto import scheme
-    from fedacq.crypto.paillier import EncryptedVector, decompress
-    from gmpy2 import mpz
-
     from fedacq.crypto.parallel import cpu_count
-    from fedacq.learn.histogram import GradientCodec, HistogramEngine, PackingLayout, compress, n_compressed
+    from fedacq.learn.histogram import GradientCodec, PackingLayout, compress
+    from gmpy2 import mpz
 
     if quick:
         rows, features, depth = 600, 6, 3
     rng = np.random.default_rng(0)
-    bins = rng.integers(0, 32, size=(rows, features)).astype(np.int16)
+    dense = rng.integers(0, 32, size=(rows, features)).astype(np.int16)
+    data = {"dense": dense}
+    if zero_fraction is not None:  # each feature 0 (one bin) for that fraction of users, as count features are
+        sparse = dense.copy()
+        sparse[rng.random((rows, features)) < zero_fraction] = 0
+        data[f"zero_fraction_{zero_fraction:g}"] = sparse
     n_bins = np.full(features, 32)
     g, h = rng.normal(size=rows), rng.random(rows)
+    levels = _kernel_splits(rng, rows, depth)
+    variants = {"pairs_built_children": (True, False)}
+    if baseline:
+        variants["per_feature_both_children"] = (False, True)
     target_rows, target_features = 100_000, 300
     out: dict[str, Any] = {"case": "kernel", "rows": rows, "features": features, "max_depth": depth,
-                           "max_bin": 32, "key_bits": key_bits, "schemes": {}}
+                           "max_bin": 32, "key_bits": key_bits, "schemes": {}, "ratios": {}}
     for name in ("paillier", "ou"):
         pk, sk = scheme.generate_keypair(name, key_bits, insecure_test_key=key_bits < 2048)
         layout = PackingLayout.for_rows(target_rows)  # the 100k-row layout: entry size as at scale
         codec = GradientCodec(layout)
         n_bits = pk.plaintext_bits + 1
-        t = {"encrypt": 0.0, "histograms": 0.0, "decrypt": 0.0}
         t0 = time.perf_counter()
         cts = sk.encrypt_raw(codec.encode(g, h, np.ones(rows, dtype=bool))).ciphertexts
-        t["encrypt"] = time.perf_counter() - t0
-        engine = HistogramEngine(bins, n_bins, pk.ciphertext_modulus, n_bits, layout.entry_bits)
-        decrypted = 0
-        try:
-            t0 = time.perf_counter()
-            engine.start_tree(cts, np.arange(features))
-            outputs = [(engine.root(), 1)]
-            blocks = [k for k in engine.block_features if k]
-            t["histograms"] += time.perf_counter() - t0
-            members = {0: np.arange(rows)}
-            next_id = 1
-            for _ in range(depth - 1):
-                jobs, nodes, new = [], [], {}
-                for node, rs in members.items():
-                    cut = int(len(rs) * rng.uniform(0.2, 0.5))
-                    perm = rng.permutation(rs)
-                    small, big = np.sort(perm[:cut]), np.sort(perm[cut:])
-                    jobs.append((node, next_id, next_id + 1, small))
-                    nodes += [next_id, next_id + 1]
-                    new[next_id], new[next_id + 1] = small, big
-                    next_id += 2
-                t0 = time.perf_counter()
-                outputs.append((engine.level(jobs, nodes), len(nodes)))
-                t["histograms"] += time.perf_counter() - t0
-                members = new
-        finally:
-            engine.close()
-        t0 = time.perf_counter()
-        for packed, n_nodes in outputs:  # each feature block's level output is compressed on its own
-            plain = sk.decrypt_raw(EncryptedVector(pk, packed))
-            pos = 0
-            for k in blocks:
-                count = k * 32 * n_nodes
-                n_ct = n_compressed(count, layout.entry_bits, n_bits)
-                codec.decode(decompress(plain[pos:pos + n_ct], layout.entry_bits, count, pk))
-                pos += n_ct
-            assert pos == len(plain)
-            decrypted += len(plain)
-        t["decrypt"] = time.perf_counter() - t0
-        # The histogram time is products (scale with rows x features) plus compression (features x
-        # nodes): compression is timed on its own, one core, and split off (the engine used every core).
-        entries = features * 32 * (2 ** depth - 1)
-        mod = pk.ciphertext_modulus
-        sample = [mpz(int.from_bytes(os.urandom(pk.ciphertext_bytes), "big")) % mod for _ in range(features * 32)]
+        encrypt = time.perf_counter() - t0
+        # compression cost per emitted bin sum, timed on its own on one core (the engine uses every core)
+        sample = [mpz(int.from_bytes(os.urandom(pk.ciphertext_bytes), "big")) % pk.ciphertext_modulus
+                  for _ in range(features * 32)]
         t0 = time.perf_counter()
         compress(sample, layout.entry_bits, n_bits, pk.ciphertext_modulus)
-        t["compress_estimate"] = (time.perf_counter() - t0) * entries / len(sample) / cpu_count()
-        products = max(t["histograms"] - t["compress_estimate"], 0.0)
-        extrapolated = {"encrypt": t["encrypt"] * target_rows / rows,
-                        "histogram_products": products * target_rows * target_features / (rows * features),
-                        "compress": t["compress_estimate"] * target_features / features,
-                        "decrypt": t["decrypt"] * target_features / features}
-        extrapolated["tree"] = sum(extrapolated.values())
-        out["schemes"][name] = {"seconds": t, "ciphertexts_decrypted": decrypted,
-                                "ciphertext_bytes": pk.ciphertext_bytes,
-                                "values_per_compressed_ciphertext": (n_bits - 1) // layout.entry_bits,
-                                "extrapolated_100k_x_300_seconds": extrapolated}
-    p_, o_ = (out["schemes"][k]["extrapolated_100k_x_300_seconds"] for k in ("paillier", "ou"))
-    out["ratios"] = {f"paillier_over_ou_{k}": p_[k] / o_[k] for k in p_ if o_[k] > 0}
+        per_entry = (time.perf_counter() - t0) / len(sample) / (jobs or cpu_count())
+        res: dict[str, Any] = {"encrypt_seconds": encrypt, "ciphertext_bytes": pk.ciphertext_bytes,
+                               "values_per_compressed_ciphertext": (n_bits - 1) // layout.entry_bits}
+        for dname, bins in data.items():
+            res[dname] = {}
+            for vname, (pair_features, send_siblings) in variants.items():
+                r = _kernel_run(pk, sk, codec, cts, bins, n_bins, levels, pair_features, send_siblings, jobs)
+                sec = r["seconds"]
+                sec["compress_estimate"] = per_entry * features * 32 * r["nodes_emitted"]
+                products = max(sec["histograms"] - sec["compress_estimate"], 0.0)
+                ext = {"encrypt": encrypt * target_rows / rows,
+                       "histogram_products": products * target_rows * target_features / (rows * features),
+                       "compress": sec["compress_estimate"] * target_features / features,
+                       "decrypt": sec["decrypt"] * target_features / features}
+                ext["tree"] = sum(ext.values())
+                r["extrapolated_100k_x_300_seconds"] = ext
+                res[dname][vname] = r
+            if baseline:
+                old = res[dname]["per_feature_both_children"]["extrapolated_100k_x_300_seconds"]
+                new = res[dname]["pairs_built_children"]["extrapolated_100k_x_300_seconds"]
+                out["ratios"][f"{name}/{dname}/per_feature_over_pairs"] = \
+                    {k: old[k] / new[k] for k in old if new[k] > 0 and k != "encrypt"}
+                old_s = res[dname]["per_feature_both_children"]["seconds"]
+                new_s = res[dname]["pairs_built_children"]["seconds"]
+                out["ratios"][f"{name}/{dname}/per_feature_over_pairs_cpu"] = \
+                    {k: old_s[k] / new_s[k] for k in ("histograms_cpu", "decrypt_cpu") if new_s[k] > 0}
+        out["schemes"][name] = res
+    for dname in data:
+        p_, o_ = (out["schemes"][k][dname]["pairs_built_children"]["extrapolated_100k_x_300_seconds"]
+                  for k in ("paillier", "ou"))
+        out["ratios"][f"{dname}/paillier_over_ou"] = {k: p_[k] / o_[k] for k in p_ if o_[k] > 0}
     return out
 
 
@@ -266,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel-rows", type=int, default=20_000, help="rows of the kernel case")
     p.add_argument("--kernel-features", type=int, default=30, help="platform features of the kernel case")
     p.add_argument("--kernel-depth", type=int, default=5, help="max_depth of the kernel case")
+    p.add_argument("--kernel-zero-fraction", type=float, default=None,
+                   help="also run the kernel case on sparse platform features: each is 0 for this fraction of "
+                        "users (ad-platform counts); reported beside the dense case, never instead of it")
+    p.add_argument("--kernel-baseline", action="store_true",
+                   help="also run the previous kernel (per feature, both children sent and decrypted) in the "
+                        "same run, for ratios")
+    p.add_argument("--kernel-jobs", type=int, default=None,
+                   help="processes of the kernel case (default: every core); 1 makes its CPU seconds the whole work")
     args = p.parse_args(argv)
 
     # --quick is a smoke check of this script; 1024 bits keeps it fast and is never a result.
@@ -306,15 +397,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"xgboost hist {r['xgboost_hist']['seconds_per_tree']:.3f} s/tree; "
                   f"FATE (16 cores) / fedacq = {r['ratios']['fate_over_fedacq_per_tree']:.1f}x")
         if "kernel" in cases:
-            r = bench_kernel(args.quick, key_bits, args.kernel_rows, args.kernel_features, args.kernel_depth)
+            if args.kernel_zero_fraction is not None and not 0 <= args.kernel_zero_fraction < 1:
+                p.error("--kernel-zero-fraction must be in [0, 1)")
+            r = bench_kernel(args.quick, key_bits, args.kernel_rows, args.kernel_features, args.kernel_depth,
+                             args.kernel_zero_fraction, args.kernel_baseline, args.kernel_jobs)
             results["cases"].append(r)
             for name, sr in r["schemes"].items():
-                sec, ext = sr["seconds"], sr["extrapolated_100k_x_300_seconds"]
-                print(f"kernel {name} ({r['rows']} rows x {r['features']} features, depth {r['max_depth']}): "
-                      f"encrypt {sec['encrypt']:.2f} s, histograms {sec['histograms']:.2f} s, decrypt "
-                      f"{sec['decrypt']:.2f} s ({sr['ciphertexts_decrypted']} ciphertexts); at 100k x 300 "
-                      f"~{ext['tree']:.0f} s/tree ({', '.join(f'{k} {v:.0f}' for k, v in ext.items() if k != 'tree')})")
-            print("  " + json.dumps({k: round(v, 2) for k, v in r["ratios"].items()}))
+                for dname, variants in sr.items():
+                    if not isinstance(variants, dict) or "pairs_built_children" not in variants:
+                        continue
+                    for vname, vr in variants.items():
+                        sec, ext = vr["seconds"], vr["extrapolated_100k_x_300_seconds"]
+                        print(f"kernel {name} {dname} {vname} ({r['rows']} rows x {r['features']} features, "
+                              f"depth {r['max_depth']}): encrypt {sr['encrypt_seconds']:.2f} s, histograms "
+                              f"{sec['histograms']:.2f} s, decrypt {sec['decrypt']:.2f} s "
+                              f"({vr['ciphertexts_decrypted']} ciphertexts); at 100k x 300 ~{ext['tree']:.0f} "
+                              f"s/tree ({', '.join(f'{k} {v:.0f}' for k, v in ext.items() if k != 'tree')})")
+            for k, v in r["ratios"].items():
+                print(f"  {k}: " + json.dumps({kk: round(vv, 2) for kk, vv in v.items()}))
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
