@@ -157,3 +157,50 @@ def test_randomness_ahead_encrypts_under_an_ou_key(keys, workers):
             assert sk.decrypt_raw(EncryptedVector(pk, ciphertexts), workers=1) == plaintexts
     finally:
         ahead.close()
+
+
+def test_keys_have_the_small_randomness_subgroup(keys):
+    """Coron–Naccache–Paillier form: t prime, t | p - 1, h of order t mod p^2, so decryption
+    exponentiates by t; the key is still a textbook OU key (h = g^n, checked by PublicKey)."""
+    pk, sk = keys
+    t, p, psq = sk.t, sk.p, sk.psquare
+    assert gmpy2.is_prime(t) and (p - 1) % t == 0 and t.bit_length() == ou.subgroup_bits(pk.n_bits)
+    assert gmpy2.powmod(pk.h, t, psq) == 1 and gmpy2.powmod(pk.g, t, psq) != 1
+    assert sk.exponent == t
+    assert ou.subgroup_bits(2048) == 224 and ou.subgroup_bits(3072) == 256
+
+
+def test_short_exponent_decrypts_bit_identical_to_textbook(keys):
+    """The same key without t decrypts with p - 1 (keys made before the variant): same values,
+    negatives and sums included; JSON keeps t, and JSON without t still loads."""
+    pk, sk = keys
+    textbook = ou.PrivateKey(pk, sk.p, sk.q)
+    assert textbook.exponent == sk.p - 1
+    n = int(pk.n)
+    ms = [0, 1, 2**90, int(pk.max_int), n - 1, n - int(pk.max_int)] + [secrets.randbits(100) for _ in range(40)]
+    v = pk.encrypt_raw(ms, workers=1)
+    v = v + pk.encrypt_raw([0] * len(ms), workers=1)
+    assert sk.decrypt_raw(v, workers=1) == textbook.decrypt_raw(v, workers=1) == ms
+    assert sk.decrypt_raw(v, workers=2) == ms
+    assert ou.PrivateKey.from_json(sk.to_json()).t == sk.t
+    assert "t" in json.loads(sk.to_json()) and "t" not in json.loads(textbook.to_json())
+    assert ou.PrivateKey.from_json(textbook.to_json()).decrypt_raw(v, workers=1) == ms
+
+
+def test_bad_subgroup_order_refused(keys):
+    pk, sk = keys
+    for bad in (sk.t + 2, (sk.p - 1) // sk.t, 3):
+        with pytest.raises(ValueError, match="order of h"):
+            ou.PrivateKey(pk, sk.p, sk.q, bad)
+
+
+def test_ciphertext_outside_the_subgroup_refused(keys):
+    # A unit that is not g^m h^r (c^t != 1 mod p) is refused with the out-of-bound message:
+    # the peer cannot tell which test failed.
+    pk, sk = keys
+    while True:
+        c = gmpy2.mpz(2 + secrets.randbelow(int(pk.n) - 3))
+        if gmpy2.powmod(c, sk.t, sk.p) != 1:
+            break
+    with pytest.raises(ValueError, match="outside the OU plaintext bound"):
+        sk.decrypt_raw(EncryptedVector(pk, [c]), workers=1)

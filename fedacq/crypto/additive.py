@@ -36,8 +36,12 @@ from fedacq.link.message import BigInts
 #: batches at least this long use the process pool (or the party's cluster) when ``workers`` is None.
 PARALLEL_THRESHOLD = 4096
 
-#: decryption costs far more per value than fixed-base encryption, so it goes parallel at shorter batches.
+#: decryption costs far more per value than fixed-base encryption, so it goes to the party's cluster at
+#: shorter batches.
 DECRYPT_THRESHOLD = PARALLEL_THRESHOLD // 8
+
+#: on this machine decryption runs in threads (no start-up, nothing shipped): every core from 2 ciphertexts.
+LOCAL_DECRYPT_THRESHOLD = 2
 
 
 def _b64(value: int) -> str:
@@ -97,19 +101,22 @@ def distributed_engine(workers: int | None, count: int, threshold: int) -> Any:
     return engine if engine.distributed else None
 
 
-def _run_batch(op: str, key: Any, items: list, workers: int | None, threshold: int) -> list:
+def _run_batch(op: str, key: Any, items: list, workers: int | None, threshold: int,
+               local_threshold: int | None = None) -> list:
     """``op`` ("encrypt", "encrypt_private" or "decrypt") of ``items`` under ``key``, wherever it runs.
 
-    The party's distributed engine, this machine's process pool or this process
-    (``key.encrypt_raw_local`` / ``key.decrypt_raw_local``): the same method name
-    on the engine and in :mod:`fedacq.crypto.parallel`, the same result.
+    The party's distributed engine (batches of ``threshold`` or more), this
+    machine's cores (batches of ``local_threshold``, default ``threshold``, or
+    more) or this process (``key.encrypt_raw_local`` / ``key.decrypt_raw_local``):
+    the same method name on the engine and in :mod:`fedacq.crypto.parallel`, the
+    same result.
     """
     from fedacq.crypto import parallel
 
     engine = distributed_engine(workers, len(items), threshold)
     if engine is not None:
         return getattr(engine, op)(key, items)
-    nworkers = parallel.resolve_workers(workers, len(items), threshold)
+    nworkers = parallel.resolve_workers(workers, len(items), threshold if local_threshold is None else local_threshold)
     if nworkers <= 1:
         return key.decrypt_raw_local(items) if op == "decrypt" else key.encrypt_raw_local(items)
     return getattr(parallel, op)(key, items, nworkers)
@@ -298,19 +305,23 @@ class PrivateKeyBase:
 
     The scheme's class sets ``public_key_type`` and supplies ``encrypt_raw_local``
     and ``decrypt_raw_local`` (its math); its constructor takes
-    ``(public_key, p, q)`` and validates them.
+    ``(public_key, p, q, **extra)`` and validates them, ``extra`` being the optional
+    private integers named in ``extra_fields`` (OU's ``t``), which the JSON carries
+    when the key has them.
     """
 
     public_key_type: type
     public_key: Any
     p: mpz
     q: mpz
+    extra_fields: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """The JWK ``pheutil``'s layout for a private key: ``p``, ``q`` and the public part."""
         pk = self.public_key
+        extra = {f: _b64(getattr(self, f)) for f in self.extra_fields if getattr(self, f) is not None}
         return json.dumps({"kty": pk.kty, "key_ops": ["decrypt"], "p": _b64(self.p),
-                           "q": _b64(self.q), "pub": pk.to_jwk(),
+                           "q": _b64(self.q), **extra, "pub": pk.to_jwk(),
                            "kid": f"fedacq {pk.label} private key {pk.fingerprint}"})
 
     @classmethod
@@ -319,7 +330,9 @@ class PrivateKeyBase:
         jwk = _parse_json(text, f"{label} private key")
         if not isinstance(jwk, dict) or jwk.get("kty") != kty or not {"p", "q", "pub"} <= set(jwk):
             raise ValueError(f"{label} private key JSON must have kty={kty!r}, 'p', 'q' and 'pub'")
-        return cls(cls.public_key_type.from_jwk(jwk["pub"]), _unb64(jwk["p"], "p"), _unb64(jwk["q"], "q"))
+        extra = {f: _unb64(jwk[f], f) for f in cls.extra_fields if f in jwk}
+        return cls(cls.public_key_type.from_jwk(jwk["pub"]), _unb64(jwk["p"], "p"), _unb64(jwk["q"], "q"),
+                   **extra)
 
     def encrypt_raw(self, plaintexts: Sequence[int], *, workers: int | None = None) -> EncryptedVector:
         """Encrypt ints in [0, n) as the key owner: the public key's output, faster."""
@@ -331,4 +344,4 @@ class PrivateKeyBase:
         another key or out of range."""
         check_vector(v, self.public_key)
         check_range(self.public_key, v.ciphertexts)
-        return _run_batch("decrypt", self, v.ciphertexts, workers, DECRYPT_THRESHOLD)
+        return _run_batch("decrypt", self, v.ciphertexts, workers, DECRYPT_THRESHOLD, LOCAL_DECRYPT_THRESHOLD)

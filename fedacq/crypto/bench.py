@@ -11,7 +11,12 @@ path of :meth:`~fedacq.crypto.paillier.PrivateKey.encrypt_raw` (same output
 distribution), compared with the same heu figure.
 
 Per-core rates use one process (``workers=1`` for fedacq; heu's scalar API is
-single-threaded). "Packed values decrypted per second" counts values recovered
+single-threaded). Decryption is measured three ways, the ways the protocols call
+it: ``decrypt_single`` (one ciphertext per call, as intersection-sum decrypts its
+total; heu's scalar decryptor), ``decrypt`` / ``decrypt_batch_1_core`` (a vector on
+one core; heu's scalar decryptor in a loop) and ``decrypt_batch`` (a vector with
+fedacq's default ``workers=None``, i.e. every core, against heu's numpy decryptor on
+its own thread pool). "Packed values decrypted per second" counts values recovered
 per second of decryption when several values share one plaintext: fedacq packs
 as many slots as fit a 2048-bit plaintext (:class:`~fedacq.crypto.paillier.Packing`,
 the same density :func:`~fedacq.crypto.paillier.compress` gives for histogram
@@ -116,7 +121,8 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     rates: dict[str, dict[str, list[float]]] = {op: {"fedacq": [], "heu": [], "phe": [], "fedacq_ou": [],
                                                      "heu_ou": []} for op in
                                                 ("encrypt", "encrypt_key_owner", "decrypt", "add",
-                                                 "scalar_multiply", "packed_decrypt")}
+                                                 "scalar_multiply", "packed_decrypt", "decrypt_single",
+                                                 "decrypt_batch_1_core", "decrypt_batch")}
     n_add = sizes["add"]
     reps_add = max(1, n_add // len(ours))
     a_cts, b_cts = ours, pk.encrypt_raw(plain[::-1], workers=1)
@@ -154,6 +160,8 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
         ("add", "heu_ou", reps_add * len(ou_h_cts),
          lambda: [[ou_eval.add(x, y) for x, y in zip(ou_h_cts, ou_h_cts[::-1])] for _ in range(reps_add)]),
     ]
+    dec_steps, dec_check = _decryption_steps(sk, ou_sk, plain[:n_dec], key_bits)
+    steps += dec_steps
     with tqdm(total=repeats * len(steps) + 2 * repeats, desc="bench-crypto", disable=not progress) as bar:
         for _ in range(repeats):
             for op, impl, count, fn in steps:
@@ -178,6 +186,7 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
     check = sk.decrypt_raw(ours.take(range(8)), workers=1)
     if check != plain[:8] or ou_sk.decrypt_raw(ou_a.take(range(8)), workers=1) != plain[:8]:
         raise RuntimeError("bench-crypto: fedacq decryption mismatch")
+    dec_check()
     if not np.array_equal(packing.unpack(sk.decrypt_raw(packed.take([0]), workers=1)), matrix[:1]):
         raise RuntimeError("bench-crypto: packed round trip mismatch")
     if pk.encrypt_raw(mc_plain[:4], workers=cores).public_key != pk:
@@ -208,6 +217,7 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
         ratios[f"ou_{op}_vs_paillier"] = best[op]["fedacq_ou"] / best[op]["fedacq"]
     for op in ("encrypt", "decrypt", "add"):
         ratios[f"ou_{op}_vs_heu_ou"] = best[op]["fedacq_ou"] / best[op]["heu_ou"]
+    ratios.update(_decrypt_ratios(best))
     hist = best["histogram_add"]
     ratios["histogram_ou_vs_paillier"] = hist["fedacq_ou"] / hist["fedacq_paillier"]
     ratios["histogram_ou_vs_heu_ou"] = hist["fedacq_ou"] / hist["heu_ou"]
@@ -227,6 +237,109 @@ def run(key_bits: int = 2048, quick: bool = False, repeats: int = 3, seed: int =
         "rates_per_second": best,
         "ratios": ratios,
     }
+
+
+DECRYPT_OPS = ("decrypt_single", "decrypt_batch_1_core", "decrypt_batch")
+
+
+def _decryption_steps(sk, ou_sk, plain: list[int], key_bits: int) -> tuple[list, Callable[[], None]]:
+    """Timed steps for decryption as the protocols call it, fedacq against sf-heu per scheme.
+
+    ``decrypt_single``: one ciphertext per call (intersection-sum's total; heu's scalar
+    decryptor). ``decrypt_batch_1_core``: a vector with ``workers=1``. ``decrypt_batch``: a
+    vector with the default ``workers=None`` (every core), against heu's numpy decryptor on
+    its own thread pool. heu's keys are its own, of the same size; the plaintexts are the
+    same. Returns the steps and a check that every timed path decrypts to ``plain``.
+    """
+    import numpy as np
+    from heu import numpy as hnp
+    from heu import phe as hphe
+
+    from fedacq.crypto.paillier import EncryptedVector
+
+    n_single = max(len(plain) // 4, 8)
+    fed = {"fedacq": (sk, sk.public_key.encrypt_raw(plain, workers=1)),
+           "fedacq_ou": (ou_sk, ou_sk.public_key.encrypt_raw(plain, workers=1))}
+    singles = {k: [EncryptedVector(v.public_key, [c]) for c in v.ciphertexts[:n_single]] for k, (_, v) in fed.items()}
+    heu_scalar, heu_batch = {}, {}
+    for name, schema in (("heu", "ZPaillier"), ("heu_ou", "OU")):
+        kit = hphe.setup(getattr(hphe.SchemaType, schema), key_bits)
+        enc = kit.encryptor()
+        heu_scalar[name] = (kit.decryptor(), [enc.encrypt(kit.plaintext(m)) for m in plain[:n_single]])
+        akit = hnp.setup(getattr(hphe.SchemaType, schema), key_bits)
+        heu_batch[name] = (akit.decryptor(), akit.encryptor().encrypt(
+            akit.array(np.array(plain, dtype=np.int64), hphe.BigintEncoderParams())))
+    steps = []
+    for (impl, (key, vec)), peer in zip(fed.items(), ("heu", "heu_ou")):
+        dec, cts = heu_scalar[peer]
+        bdec, bcts = heu_batch[peer]
+        steps += [
+            ("decrypt_single", impl, n_single, lambda key=key, vs=singles[impl]: [key.decrypt_raw(v, workers=1)
+                                                                                for v in vs]),
+            ("decrypt_single", peer, n_single, lambda dec=dec, cts=cts: [dec.decrypt(c) for c in cts]),
+            ("decrypt_batch_1_core", impl, len(plain), lambda key=key, vec=vec: key.decrypt_raw(vec, workers=1)),
+            ("decrypt_batch", impl, len(plain), lambda key=key, vec=vec: key.decrypt_raw(vec)),
+            ("decrypt_batch", peer, len(plain), lambda bdec=bdec, bcts=bcts: bdec.decrypt(bcts)),
+        ]
+
+    def check() -> None:
+        for impl, (key, vec) in fed.items():
+            if key.decrypt_raw(vec) != plain or [key.decrypt_raw(v, workers=1)[0] for v in singles[impl]] != \
+                    plain[:n_single]:
+                raise RuntimeError(f"bench-crypto: {impl} decryption mismatch")
+        for name, (bdec, bcts) in heu_batch.items():
+            if bdec.decrypt(bcts).to_numpy().ravel().tolist() != plain:
+                raise RuntimeError(f"bench-crypto: {name} batch decryption mismatch")
+
+    return steps, check
+
+
+def _decrypt_ratios(best: dict) -> dict[str, float]:
+    ratios = {}
+    for impl, peer, label in (("fedacq", "heu", "paillier"), ("fedacq_ou", "heu_ou", "ou")):
+        for op in ("decrypt_single", "decrypt_batch"):
+            ratios[f"{label}_{op}_vs_heu"] = best[op][impl] / best[op][peer]
+        ratios[f"{label}_decrypt_batch_1_core_vs_heu_batch"] = best["decrypt_batch_1_core"][impl] / \
+            best["decrypt_batch"][peer]
+    return ratios
+
+
+def run_decrypt(key_bits: int = 2048, count: int = 400, repeats: int = 5, seed: int = 0) -> dict:
+    """Decryption only (:func:`_decryption_steps`), alternating, best of ``repeats``: the
+    "decryption >= 1x sf-heu" figure in about a minute on a 2-core machine."""
+    from fedacq.crypto import ou, parallel
+    from fedacq.crypto.paillier import generate_keypair
+
+    rng = random.Random(seed)
+    plain = [rng.getrandbits(40) for _ in range(count)]
+    _, sk = generate_keypair(key_bits)
+    _, ou_sk = ou.generate_keypair(key_bits)
+    steps, check = _decryption_steps(sk, ou_sk, plain, key_bits)
+    rates: dict[str, dict[str, list[float]]] = {op: {} for op in DECRYPT_OPS}
+    for _ in range(repeats):
+        for op, impl, n, fn in steps:
+            rates[op].setdefault(impl, []).append(_rate(n, fn))
+    check()
+    best = {op: _best(r) for op, r in rates.items()}
+    return {"benchmark": "crypto_decrypt", "key_bits": key_bits, "count": count, "repeats": repeats,
+            "cores": parallel.cpu_count(), "ou_subgroup_bits": int(ou_sk.t.bit_length()),
+            "machine": {"python": platform.python_version(), "loadavg_at_end": list(os.getloadavg())},
+            "rates_per_second": best, "ratios": _decrypt_ratios(best)}
+
+
+def format_decrypt_table(result: dict) -> str:
+    r = result["rates_per_second"]
+    lines = [f"decryption, {result['key_bits']}-bit keys, values/s (best of {result['repeats']}, "
+             f"{result['count']} values, {result['cores']} cores)",
+             f"{'':<22}{'fedacq':>10}{'sf-heu':>10}{'ratio':>8}{'fedacq OU':>11}{'heu OU':>10}{'ratio':>8}"]
+    for op in DECRYPT_OPS:
+        row = r[op]
+        peer_op = "decrypt_batch" if op == "decrypt_batch_1_core" else op
+        hp, ho = r[peer_op]["heu"], r[peer_op]["heu_ou"]
+        lines.append(f"{op:<22}{row['fedacq']:>10,.0f}{hp:>10,.0f}{row['fedacq'] / hp:>7.2f}x"
+                     f"{row['fedacq_ou']:>11,.0f}{ho:>10,.0f}{row['fedacq_ou'] / ho:>7.2f}x")
+    lines.append(f"load average at end: {result['machine']['loadavg_at_end']}")
+    return "\n".join(lines)
 
 
 def _bench_histogram(rows: int, features: int, repeats: int, keys: dict, rng: random.Random) -> dict[str, float]:
@@ -286,7 +399,8 @@ def format_table(result: dict) -> str:
     lines = [f"Paillier {result['key_bits']}-bit, ops/s per core (best of {result['repeats']}"
              f"{', quick sizes' if result['quick'] else ''})",
              f"{'operation':<18}{'fedacq':>12}{'sf-heu':>12}{'phe':>12}{'vs heu':>9}{'vs phe':>9}"]
-    for op in ("encrypt", "encrypt_key_owner", "decrypt", "add", "scalar_multiply", "packed_decrypt"):
+    for op in ("encrypt", "encrypt_key_owner", "decrypt", "add", "scalar_multiply", "packed_decrypt",
+               "decrypt_single", "decrypt_batch"):
         row = dict(r["encrypt"], fedacq=r[op]["fedacq"]) if op == "encrypt_key_owner" else r[op]
         vs_heu = row["fedacq"] / row["heu"]
         vs_phe = f"{row['fedacq'] / row['phe']:>8.1f}x" if "phe" in row else f"{'-':>9}"
@@ -303,11 +417,14 @@ def format_table(result: dict) -> str:
                  f"{result['djn']['table_build_seconds']:.2f} s")
     lines.append(f"OU {result['key_bits']}-bit (fedacq.crypto.ou) vs sf-heu OU and fedacq Paillier, ops/s per core")
     lines.append(f"{'operation':<18}{'fedacq OU':>12}{'sf-heu OU':>12}{'Paillier':>12}{'vs heu OU':>11}{'vs Pai.':>9}")
-    for op in ("encrypt", "encrypt_key_owner", "decrypt", "add"):
+    for op in ("encrypt", "encrypt_key_owner", "decrypt", "add", "decrypt_single", "decrypt_batch"):
         row = r[op]
         heu_ou = row.get("heu_ou") or r["encrypt"]["heu_ou"]
         lines.append(f"{op:<18}{row['fedacq_ou']:>12,.0f}{heu_ou:>12,.0f}{row['fedacq']:>12,.0f}"
                      f"{row['fedacq_ou'] / heu_ou:>10.1f}x{row['fedacq_ou'] / row['fedacq']:>8.1f}x")
+    b1 = r["decrypt_batch_1_core"]
+    lines.append(f"decrypt_batch on one core: Paillier {b1['fedacq']:,.0f}/s, OU {b1['fedacq_ou']:,.0f}/s "
+                 f"(decrypt_batch: every core; heu's numpy decryptor on its own thread pool)")
     lines.append("histogram additions/s per core (32 bins): " +
                  ", ".join(f"{k} {v:,.0f}" for k, v in r["histogram_add"].items()))
     lines.append("ratios: " + json.dumps({k: round(v, 2) for k, v in result["ratios"].items()}))

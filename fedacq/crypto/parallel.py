@@ -1,17 +1,20 @@
-"""A process pool for large Paillier / OU batches, so encryption and decryption use every core.
+"""Every core for large Paillier / OU batches: a process pool for encryption, threads for decryption.
 
-gmpy2 holds the GIL, so threads do not help; child processes do. The pool is
-started lazily, once per process and worker count, with the ``forkserver``
-method (``spawn`` off Linux): forking a process that runs gRPC or protocol
-threads is unsafe, and a fork server is single-threaded.
+Encryption is a Python loop of small multiply-mods that holds the GIL, so threads
+do not help; child processes do. The pool is started lazily, once per process and
+worker count, with the ``forkserver`` method (``spawn`` off Linux): forking a
+process that runs gRPC or protocol threads is unsafe, and a fork server is
+single-threaded. What crosses to its workers, over a local pipe between the
+party's own processes: plaintexts and the public key's ``spec()`` (Paillier ``n``;
+OU ``n, g, h``) for public-key encryption, adding ``p``, ``q`` for the key owner's
+CRT encryption. The workers are children of the key owner's process on the key
+owner's machine; nothing here talks to a peer. Each worker caches its key objects
+(and the encryption tables) per spec.
 
-What crosses to the workers, over a local pipe between the party's own
-processes: plaintexts and the public key's ``spec()`` (Paillier ``n``; OU ``n,
-g, h``) for public-key encryption; plaintexts or ciphertexts and the private
-key's ``spec()`` (adding ``p``, ``q``) for the key owner's encryption and
-decryption. The workers are children of the key owner's process on the key
-owner's machine; nothing here talks to a peer. Each worker caches its key
-objects (and the encryption tables) per spec.
+Decryption is almost all modular exponentiation, which each scheme does in one
+``gmpy2.powmod_base_list`` call per chunk: a C loop that releases the GIL. So a
+batch is split over threads of the calling process: no pickling, no pool start-up,
+worth it from two ciphertexts on, and the private key never leaves the process.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Sequence
 
@@ -35,6 +38,8 @@ _lock = threading.Lock()
 #: one pool per worker count: two parties in one process (simulation, tests) may
 #: ask for different counts at once, and neither may shut the other's pool down.
 _pools: dict[int, ProcessPoolExecutor] = {}
+#: decryption threads, one pool per worker count (same reason).
+_thread_pools: dict[int, ThreadPoolExecutor] = {}
 
 #: chunk bounds: big enough to amortise the pipe, small enough to balance load.
 MIN_CHUNK, MAX_CHUNK = 128, 2048
@@ -67,11 +72,21 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
         return pool
 
 
+def _get_thread_pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _thread_pools.get(workers)
+        if pool is None:
+            pool = _thread_pools[workers] = ThreadPoolExecutor(max_workers=workers,
+                                                               thread_name_prefix="fedacq-decrypt")
+        return pool
+
+
 def shutdown() -> None:
     """Stop the pools (also done at interpreter exit)."""
     with _lock:
-        pools = list(_pools.values())
+        pools: list = [*_pools.values(), *_thread_pools.values()]
         _pools.clear()
+        _thread_pools.clear()
     for pool in pools:
         pool.shutdown(wait=True)
 
@@ -107,10 +122,6 @@ def _encrypt_chunk(spec: tuple, plaintexts: Sequence[int]) -> list["mpz"]:
     return key_from_spec(spec).encrypt_raw_local(plaintexts)
 
 
-def _decrypt_chunk(spec: tuple, ciphertexts: Sequence["mpz"]) -> list[int]:
-    return key_from_spec(spec).decrypt_raw_local(ciphertexts)
-
-
 # -- caller side -------------------------------------------------------------
 def _gather(workers: int, futures: list[Future]) -> list:
     """Results in order; a dead worker drops the pool so the next call starts a fresh one."""
@@ -136,7 +147,11 @@ def encrypt_private(private_key: "PrivateKey", plaintexts: Sequence[int], worker
 
 
 def decrypt(private_key: "PrivateKey", ciphertexts: Sequence["mpz"], workers: int) -> list[int]:
-    pool = _get_pool(workers)
-    spec = private_key.spec()
-    futures = [pool.submit(_decrypt_chunk, spec, chunk) for chunk in _chunks(ciphertexts, workers)]
-    return _gather(workers, futures)
+    """Decryption in ``workers`` threads of this process (module docstring), in order.
+
+    Two chunks per thread, so a thread slowed by other load is helped by the others.
+    """
+    size = max(1, math.ceil(len(ciphertexts) / (2 * workers)))
+    chunks = [ciphertexts[i:i + size] for i in range(0, len(ciphertexts), size)]
+    pool = _get_thread_pool(workers)
+    return [x for part in pool.map(private_key.decrypt_raw_local, chunks) for x in part]
