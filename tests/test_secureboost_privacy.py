@@ -174,3 +174,10 @@ def test_platform_sends_only_the_built_children_and_the_lender_derives_the_rest(
 def test_lender_refuses_histograms_it_did_not_expect(monkeypatch, tamper, error):
     with pytest.raises(ValueError, match=error):
         _tampered_fit(monkeypatch, tamper)
+
+
+def test_lender_refuses_a_built_child_larger_than_its_parent():
+    # honest subset sums never exceed the parent's: a negative difference is a forged histogram
+    assert SecureBoostLender._sibling_entries([5, 9], [2, 9]) == [3, 0]
+    with pytest.raises(ValueError, match="sb.hist: a built child's histogram exceeds its parent's"):
+        SecureBoostLender._sibling_entries([5, 3], [2, 4])
