@@ -92,7 +92,7 @@ class PlatformCache:
         for c, col in enumerate(prepared.columns):
             toks = token_of_row[col.rows]
             order = np.argsort(toks, kind="stable")
-            values = [col.values[i] for i in order]
+            values = col.values.take(order)
             out = np.empty((len(values), POINT_BYTES), dtype=np.uint8)
             for start in range(0, len(values), CHUNK_IDS):
                 chunk = values[start:start + CHUNK_IDS]
