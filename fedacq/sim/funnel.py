@@ -80,11 +80,26 @@ def draw_outcomes(p: pd.DataFrame, rng: np.random.Generator) -> Outcomes:
     ``repaid`` is False for applicants who drew nothing (there is nothing to repay).
     """
     n = len(p)
-    granted = rng.random(n) < p["p_grant"].to_numpy()
-    drew = granted & (rng.random(n) < p["p_first_day_drawdown"].to_numpy())
+    u_grant = rng.random(n)
+    u_draw = rng.random(n)
     m = p["drawdown_share"].to_numpy()
     share = rng.beta(DRAW_CONCENTRATION * m, DRAW_CONCENTRATION * (1.0 - m))
+    return outcomes_from_draws(p, u_grant, u_draw, share, rng.random(n))
+
+
+def outcomes_from_draws(p: pd.DataFrame, u_grant: np.ndarray, u_draw: np.ndarray, share: np.ndarray,
+                        u_repay: np.ndarray) -> Outcomes:
+    """The outcomes of applications in ``p`` given their random draws: uniforms for the grant,
+    the first-day drawdown and the repayment, and the share of the limit drawn.
+
+    Why separate from :func:`draw_outcomes`: the day-stepped simulator
+    (:mod:`fedacq.sim.world`) fixes each person's draws once, so that the same person
+    applying under two boost tables (or in two weeks) meets the same luck, and two
+    campaigns on one world differ only by what they bid.
+    """
+    granted = u_grant < p["p_grant"].to_numpy()
+    drew = granted & (u_draw < p["p_first_day_drawdown"].to_numpy())
     amount = np.where(drew, np.maximum(100.0, np.round(p["credit_limit"].to_numpy() * share / 100.0) * 100.0), 0.0)
-    repaid = drew & (rng.random(n) < p["p_repay"].to_numpy())
+    repaid = drew & (u_repay < p["p_repay"].to_numpy())
     fees = np.where(repaid, np.round(FEE_RATE * amount, 2), 0.0)
     return Outcomes(granted, drew, amount, repaid, fees)

@@ -54,7 +54,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -82,6 +82,9 @@ PLATFORM_FEATURES = (
     "days_active_30d", "device_price_tier", "region", "age_band",
 )
 CATEGORICAL_FEATURES = ("region",)
+#: platform features whose linear predictor :func:`_platform_features` can shift (drift).
+SHIFTABLE_FEATURES = ("finance_watch_min_7d", "ecom_spend_30d", "ecom_installment_share", "live_tip_30d",
+                      "job_search_days_30d", "device_price_tier")
 LENDER_FEATURES = ("bureau_score", "income_band", "past_loans", "past_delinquencies", "months_on_book")
 OUTCOME_COLUMNS = ("credit_granted", "first_day_drawdown", "drawdown_amount", "fees", "repaid")
 LABEL = "high_value"
@@ -172,34 +175,48 @@ def _people(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def _platform_features(pp: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
-    """Behavioural features: each a noisy, partial view of the latent traits."""
+def _platform_features(pp: dict[str, np.ndarray], rng: np.random.Generator,
+                       shift: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Behavioural features: each a noisy, partial view of the latent traits.
+
+    ``shift`` (feature name -> array or number) is added to that feature's linear
+    predictor (:data:`SHIFTABLE_FEATURES`): how :mod:`fedacq.sim.drift` changes what
+    a behaviour says about a person over the weeks. Without it the market is the static one.
+    """
     n = len(pp["need"])
+    unknown = set(shift or ()) - set(SHIFTABLE_FEATURES)
+    if unknown:
+        raise ValueError(f"shift: features {sorted(unknown)} have no linear predictor to shift")
+    sh = lambda name: (shift or {}).get(name, 0.0)  # noqa: E731 - 0.0 leaves the static market as it was
     need, worth, wealth, act = pp["need"], pp["worth"], pp["wealth"], pp["activity"]
     young = (pp["age_band"] == 0).astype(float)
     old = (pp["age_band"] == 4).astype(float)
     e = lambda: rng.standard_normal(n)  # noqa: E731 - fresh noise per feature
 
-    watches = rng.random(n) < funnel.sigmoid(-0.6 + 0.5 * need + 0.3 * wealth + 0.2 * act)
+    watches = rng.random(n) < funnel.sigmoid(-0.6 + 0.5 * need + 0.3 * wealth + 0.2 * act
+                                            + sh("finance_watch_min_7d"))
     finance = np.where(watches, np.round(np.exp(2.0 + 0.35 * need + 0.25 * wealth + 0.8 * e()), 1), 0.0)
 
     shops = rng.random(n) < funnel.sigmoid(0.7 + 0.5 * wealth + 0.2 * act - 0.8 * old)
-    spend = np.where(shops, np.round(np.exp(5.3 + 0.6 * wealth + 0.15 * worth + 0.15 * need + 0.9 * e()), 2), np.nan)
+    log_spend = 5.3 + 0.6 * wealth + 0.15 * worth + 0.15 * need + 0.9 * e() + sh("ecom_spend_30d")
+    spend = np.where(shops, np.round(np.exp(log_spend), 2), np.nan)
     orders = np.where(shops, rng.poisson(np.exp(0.9 + 0.35 * wealth + 0.15 * need + 0.1 * act)), np.nan)
-    inst = funnel.sigmoid(-1.6 + 0.6 * need - 0.45 * worth + 0.7 * e())
+    inst = funnel.sigmoid(-1.6 + 0.6 * need - 0.45 * worth + 0.7 * e()
+                          + sh("ecom_installment_share"))
     installment = np.where(shops & (orders > 0), np.round(inst, 3), np.nan)
 
-    tips = rng.random(n) < funnel.sigmoid(-2.4 + 0.4 * need - 0.25 * worth + 0.5 * young + 0.4 * act)
+    tips = rng.random(n) < funnel.sigmoid(-2.4 + 0.4 * need - 0.25 * worth + 0.5 * young + 0.4 * act
+                                            + sh("live_tip_30d"))
     tip = np.where(tips, np.round(np.exp(3.2 + 0.5 * wealth + 1.1 * e()), 2), 0.0)
 
     has_local = pp["tier"] <= 3
     local = np.where(has_local, rng.poisson(np.exp(0.2 + 0.45 * wealth - 0.3 * (pp["tier"] - 1) + 0.4 * e())), np.nan)
 
-    job = rng.binomial(30, funnel.sigmoid(-3.4 + 0.55 * need - 0.55 * worth - 0.3 * wealth))
+    job = rng.binomial(30, funnel.sigmoid(-3.4 + 0.55 * need - 0.55 * worth - 0.3 * wealth + sh("job_search_days_30d")))
 
     minutes = np.round(np.exp(3.7 + 0.55 * act + 0.1 * need + 0.15 * young + 0.4 * e()), 1)
     days = np.maximum(1, rng.binomial(30, funnel.sigmoid(1.2 + 1.3 * act)))
-    device = np.digitize(0.8 * wealth + 0.6 * e(), [-1.2, -0.4, 0.4, 1.2]) + 1
+    device = np.digitize(0.8 * wealth + 0.6 * e() + sh("device_price_tier"), [-1.2, -0.4, 0.4, 1.2]) + 1
 
     return pd.DataFrame({
         "finance_watch_min_7d": finance, "ecom_spend_30d": spend, "ecom_orders_30d": orders,
