@@ -91,7 +91,7 @@ NAV = (("/", "Overview"), ("/campaigns", "Campaigns"), ("/jobs", "Jobs"), ("/mod
 def page(title: str, active: str, party: str, peer: str, body: Iterable[str]) -> str:
     current = ' class="active"'
     nav = "".join(f'<a href="{href}"{current if href == active else ""}>{esc(name)}</a>' for href, name in NAV)
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">"
             f"<title>{esc(title)} — fedacq {esc(party)}</title><style>{STYLE}</style></head><body>"
             f"<header><h1>fedacq console: {esc(party)}</h1>"
             f"<div class=\"who\">this node's own view (read-only) · peer: {esc(peer)}</div></header>"
@@ -107,15 +107,16 @@ def errors(messages: Iterable[str]) -> Html:
     return Html("".join(f'<div class="error">{esc(m)}</div>' for m in messages))
 
 
-def table(headers: list[str], rows: Iterable[list[Any]], cls: str = "",
+def table(headers: list[str] | None, rows: Iterable[list[Any]], cls: str = "",
           row_attrs: Iterable[str] | None = None) -> Html:
+    """A table of ``rows``; ``headers`` None for a key-value table (no header row)."""
     attrs = list(row_attrs) if row_attrs is not None else None
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    head = "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr></thead>" if headers else ""
     body = []
     for i, row in enumerate(rows):
         cells = "".join(f'<td class="num">{esc(_num(c))}</td>' if _is_num(c) else f"<td>{esc(c)}</td>" for c in row)
         body.append(f"<tr{attrs[i] if attrs else ''}>{cells}</tr>")
-    return Html(f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+    return Html(f'<table class="{esc(cls)}">{head}<tbody>{"".join(body)}</tbody></table>')
 
 
 def link(href: str, text: Any) -> Html:
@@ -147,8 +148,12 @@ def job_href(job_id: str) -> str:
 def _progress_cells(job: dict[str, Any]) -> list[Any]:
     p = job.get("progress") or {}
     fraction = p.get("fraction")
-    bar = Html(f'<progress max="1" value="{fraction:.4f}"></progress>' if fraction is not None
-               else '<progress max="1"></progress>')
+    if fraction is not None:
+        bar = Html(f'<progress max="1" value="{fraction:.4f}"></progress>')
+    elif job["status"] in ("submitted", "running"):
+        bar = Html('<progress max="1"></progress>')  # running, no measure of how far yet
+    else:
+        bar = Html("")
     return [Html(f'<span data-field="step">{esc(p.get("step", ""))}</span>'), bar,
             Html(f'<span data-field="eta">{esc(str(p["eta_seconds"]) + " s" if p.get("eta_seconds") is not None else "")}</span>')]
 
@@ -165,7 +170,7 @@ def _job_rows(jobs: list[dict[str, Any]]) -> Html:
 
 def overview(ov: dict[str, Any]) -> list[str]:
     status = ", ".join(f"{k}: {v}" for k, v in sorted(ov["by_status"].items())) or "none"
-    facts = table(["", ""], [["party", ov["party"]], ["peer", ov["peer"]], ["jobs", f"{ov['jobs']} ({status})"],
+    facts = table(None, [["party", ov["party"]], ["peer", ov["peer"]], ["jobs", f"{ov['jobs']} ({status})"],
                              ["model versions (evaluated here)", ov["model_versions"]],
                              ["boost table versions", ov["boost_tables"]],
                              ["live boost tables", ", ".join(f"{t['campaign']} {t['version']}" for t in ov["live"])
@@ -198,7 +203,7 @@ def job(record: dict[str, Any], summary: dict[str, Any] | None, training: dict[s
     params = spec.get("params") if isinstance(spec.get("params"), dict) else {}
     datasets = spec.get("datasets") if isinstance(spec.get("datasets"), dict) else {}
     out.append("<h3>Job</h3>")
-    out.append(table(["", ""], [["protocol", spec.get("protocol", "")], ["initiator", spec.get("initiator", "")],
+    out.append(table(None, [["protocol", spec.get("protocol", "")], ["initiator", spec.get("initiator", "")],
                                 ["attempt", spec.get("attempt", 0)],
                                 ["data sets", "; ".join(f"{p}: {', '.join(f'{k}={v}' for k, v in d.items())}"
                                                         for p, d in datasets.items() if isinstance(d, dict))],
@@ -220,7 +225,7 @@ def job(record: dict[str, Any], summary: dict[str, Any] | None, training: dict[s
                                  markers=len(pts) <= 30)
                       for split, pts in sorted(splits.items(), key=lambda kv: kv[0] != "train")]
             out.append(svg.line_chart(series, title=f"{metric} per round", x_label="round (tree / epoch)",
-                                      y_label=metric))
+                                      y_label=metric, x_format=svg.whole))
         out.append("</div>")
     out.append("<h3>Model quality</h3>")
     out += _quality(quality)
@@ -295,7 +300,7 @@ def models(versions: list[dict[str, Any]]) -> list[str]:
                                               labels=[v["id"] for v in versions if n in v["metrics"]])
                                    for n in plotted],
                                   title="Quality per model version", x_label="model version (oldest = 1)",
-                                  y_label="metric"))
+                                  y_label="metric", x_range=(0.5, len(versions) + 0.5), x_format=svg.whole))
         out.append("</div>")
     return out
 
@@ -365,7 +370,8 @@ def lift(lf: dict[str, Any]) -> list[str]:
                                               lows=[100 * p["ci_low"] for p in pts],
                                               highs=[100 * p["ci_high"] for p in pts], markers=True, labels=labels)],
                                   title=f"{s['label']} — {s['source']} {s['scope']}",
-                                  x_label="measurement (oldest = 1)", y_label="relative lift, %", zero_line=True))
+                                  x_label="measurement (oldest = 1)", y_label="relative lift, %", zero_line=True,
+                                  x_range=(0.5, len(pts) + 0.5), x_format=svg.whole))
     out.append("</div>")
     rows = [[s["source"], s["scope"], s["label"], utc(p["time"]), 100 * p["value"], 100 * p["ci_low"],
              100 * p["ci_high"], p.get("job") or ""] for s in lf["series"] for p in s["points"]]
@@ -394,7 +400,7 @@ def egress(out_ledger: dict[str, Any], in_ledger: dict[str, Any]) -> list[str]:
             out.append('<div class="plots">')
             out.append(svg.bar_chart([r["type"].split(".")[-1] for r in top], {"bytes sent": [r["bytes"] for r in top]},
                                      title="Bytes sent per message type (largest 12)", x_label="message type",
-                                     y_label="bytes"))
+                                     y_label="bytes", y_format=lambda v: human_bytes(int(v))))
             out.append("</div>")
             out.append(table(["job", "messages", "bytes"],
                              [[link(job_href(r["job"].split("#")[0]), r["job"]), r["count"], r["bytes"]]
@@ -420,7 +426,7 @@ def campaigns(cs: dict[str, Any]) -> list[str]:
 def campaign(c: dict[str, Any], lift_series: list[dict[str, Any]]) -> list[str]:
     if "error" in c:
         return [errors([c["error"]])]
-    out = [table(["", ""], [["status", c["status"]], ["live model version", c["live_version"] or "none"],
+    out = [table(None, [["status", c["status"]], ["live model version", c["live_version"] or "none"],
                             ["live boost table", c["live_table"] or "none"], ["started", utc(c["created"])],
                             ["updated", utc(c["updated"])], ["description", c["description"]]])]
     if c["settings"]:

@@ -43,14 +43,16 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     raw = (hi - lo) / max(n, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(lo / step) * step
-    ticks, t = [], first
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 12))
-        t += step
-    if ticks[0] > lo:
-        ticks.insert(0, ticks[0] - step)
+    ticks = [math.floor(lo / step) * step]
+    while ticks[-1] < hi - step * 1e-9:
+        ticks.append(ticks[-1] + step)
+    ticks = [round(t, 12) for t in ticks]
     return ticks
+
+
+def whole(v: float) -> str:
+    """A tick label for a count axis (rounds, versions): whole numbers only."""
+    return str(int(v)) if float(v).is_integer() else ""
 
 
 def fmt(v: float) -> str:
