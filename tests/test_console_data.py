@@ -351,3 +351,21 @@ def test_views_never_write(tmp_path: Path) -> None:
     st.drift(), st.campaign("autumn"), st.boost_tables()
     assert snapshot(tmp_path) == before
 
+
+
+def test_svg_marks_stay_inside_the_axes() -> None:
+    import re
+
+    from fedacq.console import svg
+
+    chart = svg.line_chart([svg.Series("lift", [1, 2, 3], [2.0, -10.0, -16.0], lows=[-4.0, -16.0, -22.3],
+                                       highs=[8.1, -4.0, -10.0], markers=True)],
+                           title="t <&>", x_label="x", y_label="y", zero_line=True)
+    top, bottom = svg.MARGIN["top"], svg.HEIGHT - svg.MARGIN["bottom"]
+    marks = re.findall(r'<line class="interval"[^>]*|<circle[^>]*', chart)
+    ys = [float(v) for m in marks for v in re.findall(r'(?:cy|y1|y2)="(-?[0-9.]+)"', m)]
+    assert ys and all(top - 0.05 <= y <= bottom + 0.05 for y in ys)
+    assert "<title>t &lt;&amp;&gt;</title>" in chart
+    for lo, hi in [(0, 1), (-10.2, 14.3), (0.58, 0.87), (5, 5), (3e-5, 7e-5)]:
+        ticks = svg.nice_ticks(lo, hi)
+        assert ticks[0] <= lo and ticks[-1] >= hi and len(ticks) <= 12

@@ -205,17 +205,18 @@ class NodeState:
         """Succeeded ``run`` jobs that this node evaluated (the lender's), oldest first: each is a
         model version, with its headline metrics."""
         out = []
-        for job in reversed(self.jobs()):
-            if job["protocol"] != "run" or job["status"] != "succeeded":
-                continue
-            result = (self.job(job["id"]) or {}).get("result")
-            if not isinstance(result, dict) or not isinstance(result.get("train"), dict):
+        for job_id, record, _ in self._records():
+            spec = (record or {}).get("spec")
+            result = (record or {}).get("result")
+            if not isinstance(spec, dict) or spec.get("protocol") != "run" or record.get("status") != "succeeded" \
+                    or not isinstance(result, dict) or not isinstance(result.get("train"), dict):
                 continue
             split = "validation" if isinstance(result.get("validation"), dict) else "train"
             metrics = {k: v for k, v in result[split].items() if _number(v) and k not in ("rows", "positives")}
-            out.append({"id": job["id"], "finished": job["finished"], "objective": result.get("objective"),
+            out.append({"id": job_id, "finished": record.get("finished"), "objective": result.get("objective"),
                         "evaluated_on": split, "metrics": metrics,
                         "intersection_size": result.get("intersection_size")})
+        out.sort(key=lambda v: (v["finished"] if _number(v["finished"]) else 0, v["id"]))
         return out
 
     def training(self, job_id: str) -> dict[str, Any]:
