@@ -20,8 +20,10 @@ A day
 The world's traffic of the day (:meth:`fedacq.sim.world.World.traffic`), minus the
 users the campaign does not target (the lender's customers from before the campaign,
 and anyone who has applied in it), goes through the auctions arm by arm, each arm
-with the share of ``budget_per_day`` equal to its share of today's targeted users
-and its own pacer (carried over from day to day); the lender bids
+with the share of ``budget_per_day`` equal to its share of the day's experiment
+population (present users who were not the lender's customers) and its own pacer
+(carried over from day to day), so what one arm wins never moves the other arm's
+budget; the lender bids
 ``target_cpa * pcvr * boost * alpha`` with that week's pCVR. A won impression is
 clicked when its uniform is below ``p_click``, a click applies when its uniform is
 below ``p_apply``; the first application of a user counts. Each applicant's outcomes
@@ -31,7 +33,7 @@ the lender on their own days (:mod:`fedacq.sim.maturation`).
 Outputs
 -------
 - :attr:`DayCampaign.daily`: one row per (day, bucket, arm) with ``table_version``,
-  ``users`` (targeted users present), ``spend``, ``impressions``, ``clicks``,
+  ``users`` (the experiment population present that day), ``spend``, ``impressions``, ``clicks``,
   ``applications``, and the applications' eventual outcomes ``credit_users``,
   ``first_day_users``, ``high_value_users``, ``drawdown``, ``fees``; plus
   ``expected_applications``, ``expected_credit_users`` and ``expected_drawdown``
@@ -58,6 +60,7 @@ import pandas as pd
 from fedacq.activate.events import ARMS, EVENT_COLUMNS, validate_events
 from fedacq.sim import auction
 from fedacq.sim.campaign import N_BUCKETS, BucketFn, _check_boost_table, salted_buckets
+from fedacq.sim.market import LENDER_FEATURES, PLATFORM_FEATURES, Market
 from fedacq.sim.maturation import as_known, as_measured
 from fedacq.sim.world import World
 
@@ -75,6 +78,8 @@ RATIOS = {
     "expected_cost_per_credit_user": ("spend", "expected_credit_users"),
     "expected_drawdown_per_applicant": ("expected_drawdown", "expected_applications"),
 }
+
+_FLAGS = ("credit_granted", "first_day_drawdown", "repaid", "high_value")
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,9 @@ class DayCampaign:
         serve = self._serve(boost_table)
         traffic = w.traffic(day, self.frequency_cap)
         keep = ~self._customer[traffic.user] & ~self._applied[traffic.user]
-        targeted = w.present(day) & ~self._customer & ~self._applied
+        population = w.present(day) & ~self._customer
         code = self._arm_code
-        share = np.array([np.sum(targeted & (code == a)) for a in (0, 1)], dtype=float)
+        share = np.array([np.sum(population & (code == a)) for a in (0, 1)], dtype=float)
         share /= max(share.sum(), 1.0)
         pcvr, props = w.pcvr(day), w.propensities(day)
         won_rows, won_price = [], []
@@ -159,7 +164,7 @@ class DayCampaign:
         applicants = self._applicant_rows(app_user, day, app_t, serve.version)
         self._applicants.append(applicants)
         self._events.append(self._day_events(day, serve.version, click_user, click_t, app_user, app_t))
-        daily = self._day_rows(day, serve, targeted, imp, price, click_user, app_user, applicants, props)
+        daily = self._day_rows(day, serve, population, imp, price, click_user, app_user, applicants, props)
         self._daily.append(daily)
         self.day += 1
         return daily
@@ -201,7 +206,7 @@ class DayCampaign:
 
     def _applicant_rows(self, idx: np.ndarray, day: int, t: np.ndarray, version: str) -> pd.DataFrame:
         """The world's applicant rows with the application's time and the experiment it was served in."""
-        rows = self.world.applicants(idx, day)
+        rows = self.world.application_rows(idx, day)
         rows.insert(1, "ts", (self.start_ts + day * 86_400 + t).astype(np.int64))
         rows.insert(2, "bucket", self.bucket[idx])
         rows.insert(3, "arm", self.arm[idx])
@@ -220,7 +225,7 @@ class DayCampaign:
                              "user_id": self.world.user_ids[who], "event_type": kind,
                              "bucket": self.bucket[who], "arm": self.arm[who], "table_version": version})
 
-    def _day_rows(self, day: int, serve: _Serving, targeted: np.ndarray, imp: np.ndarray, price: np.ndarray,
+    def _day_rows(self, day: int, serve: _Serving, population: np.ndarray, imp: np.ndarray, price: np.ndarray,
                   click_user: np.ndarray, app_user: np.ndarray, applicants: pd.DataFrame,
                   props: pd.DataFrame) -> pd.DataFrame:
         key = (self._arm_code.astype(np.int64) * N_BUCKETS + self.bucket)  # treatment buckets first
@@ -230,7 +235,7 @@ class DayCampaign:
         ev = (props["p_grant"] * props["p_first_day_drawdown"] * props["credit_limit"]
               * props["drawdown_share"]).to_numpy()[imp]
         sums = {
-            "users": count(np.flatnonzero(targeted)), "spend": count(imp, price), "impressions": count(imp),
+            "users": count(np.flatnonzero(population)), "spend": count(imp, price), "impressions": count(imp),
             "clicks": count(click_user), "applications": count(app_user),
             "credit_users": count(app_user, applicants["credit_granted"].to_numpy(float)),
             "first_day_users": count(app_user, applicants["first_day_drawdown"].to_numpy(float)),
@@ -275,6 +280,24 @@ class DayCampaign:
         apps = self.applicants
         apps = apps.loc[apps["applied_day"] < day].drop(columns=["ts", "bucket", "arm", "table_version"])
         return as_known(pd.concat([self.world.lender_customers(), apps], ignore_index=True), day)
+
+    def market_on(self, day: int, label: str = "high_value") -> Market:
+        """The market as the parties hold it at the start of ``day``, in the shape the pipeline
+        reads (:func:`fedacq.pipeline.write_party_files`): the platform's users with that day's
+        features; the lender's customers whose ``label`` has matured (:meth:`lender_table`; the
+        other outcomes as known, NaN pending), ``label`` its label column; ``truth`` the present
+        users' :meth:`fedacq.sim.world.World.truth` (evaluation only)."""
+        lender = self.lender_table(day)
+        if label not in lender.columns:
+            raise ValueError(f"label {label!r} is not a column of the lender's table")
+        lender = lender.loc[lender[label].notna()].reset_index(drop=True)
+        if label in _FLAGS:
+            lender[label] = lender[label].astype(bool)
+        w = self.world
+        return Market(platform_users=w.platform_users(day), lender_customers=lender,
+                      truth=w.truth(day).loc[w.present(day)].reset_index(drop=True),
+                      platform_feature_columns=list(PLATFORM_FEATURES), lender_feature_columns=list(LENDER_FEATURES),
+                      label_column=label, params={**w.pool.params, "day": day, "world_seed": w.seed})
 
     def lender_funnel(self, day: int, first_day: int = 0) -> pd.DataFrame:
         """The measurement view at the start of ``day``: the campaign's applicants of days

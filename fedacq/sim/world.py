@@ -182,7 +182,7 @@ class World:
             out[col] = np.nan
         return out
 
-    def applicants(self, idx: np.ndarray, day: int) -> pd.DataFrame:
+    def application_rows(self, idx: np.ndarray, day: int) -> pd.DataFrame:
         """The lender's rows for pool persons ``idx`` who applied on ``day``: its features,
         their outcomes (:meth:`outcomes`) and the days they become known (:meth:`event_days`)."""
         out = self.outcomes(idx, day)
@@ -201,9 +201,10 @@ class World:
 
     def truth(self, day: int) -> pd.DataFrame:
         """Each pool person's traits, propensities, ``expected_value`` and ``pcvr`` as of ``day``
-        (evaluation only: no party has it), with ``present``."""
+        (evaluation only: no party has it), with ``present`` and ``lender_customer`` (from before the campaign)."""
         snap = self._snapshot(day)
         out = pd.DataFrame({"user_id": self.user_ids, "present": self.present(day),
+                            "lender_customer": self.pool.truth["lender_customer"].to_numpy()[:self.n_pool],
                             "need": snap.traits[:, 0], "worth": snap.traits[:, 1], "wealth": snap.traits[:, 2],
                             "activity": snap.traits[:, 3]})
         out = pd.concat([out, snap.props], axis=1)
