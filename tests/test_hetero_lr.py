@@ -43,18 +43,60 @@ def credit():
     return Xl, Xp, y, tr
 
 
-def test_encrypted_dot_matches_plaintext(keypair):
-    pk, sk = keypair
+def _dot_case(pk, rows=60):
+    """[[m]] and a feature matrix with every kind of column the kernel treats apart."""
     rng = np.random.default_rng(1)
-    m = rng.integers(-2**20, 2**20, size=40)
-    K = rng.integers(-300, 300, size=(40, 5))
+    m = rng.integers(-2**20, 2**20, size=rows)
+    K = rng.integers(-300, 300, size=(rows, 6))
     K[:, 1] = 0  # an all-zero column
-    K[3, 2] = 2**40  # one large entry: several digit windows
+    K[3, 2] = 2**40  # one large entry: a wide, sparse set of magnitudes
+    K[:, 3] = np.where(rng.random(rows) < 0.8, -77, 180)  # binary, standardised: no zero, one frequent value
+    K[:, 4] = np.where(rng.random(rows) < 0.9, 5, rng.integers(-900, 900, size=rows))  # sparse around 5
     fp = FixedPoint(0)
-    cts = pk.encrypt_raw(fp.encode(m, pk), workers=1).ciphertexts
+    return m, K, pk.encrypt_raw(fp.encode(m, pk), workers=1).ciphertexts
+
+
+def test_encrypted_dot_matches_plaintext(keypair):
+    """Per column: every kind of column, the frequent values taken out by the shared product."""
+    from fedacq.learn.hetero_lr import column_defaults
+
+    pk, sk = keypair
+    m, K, cts = _dot_case(pk)
+    defaults = column_defaults(K)
+    assert (defaults[1], defaults[3], defaults[4]) == (0, -77, 5)
+    assert column_defaults(np.hstack([K[:, :3], K[:, 5:]])).tolist() == [0, 0, 0, 0]  # the product would not pay
     out = encrypted_dot(pk, cts, K, n_jobs=1)
+    fp = FixedPoint(0)
     got = fp.decode_ints(sk.decrypt_raw(pk.vector_from_bigints(BigInts(out, pk.ciphertext_bytes)), workers=1), pk)
     assert got == [int(v) for v in (K.astype(object).T @ m.astype(object))]
+
+
+def test_packed_dot_is_the_same_cut_anywhere(keypair):
+    """Packed: slot j of ciphertext j // capacity holds column j's signed sum; a packed ciphertext
+    cut between blocks (workers) is the product of the blocks' parts, wherever the cut falls."""
+    from fedacq.crypto.paillier import compress_capacity
+    from fedacq.learn.hetero_lr import _inverses, _packed_columns
+
+    pk, sk = keypair
+    m, K, cts = _dot_case(pk)
+    K = np.hstack([K, K[:, ::-1], K])  # 18 columns: several packed ciphertexts at 70-bit slots
+    slot_bits = 70
+    capacity = compress_capacity(pk, slot_bits)
+    sums = [int(v) for v in (K.astype(object).T @ m.astype(object))]
+    n = int(pk.n)
+    want = [sum(g << (slot_bits * (j - k * capacity)) for j, g in enumerate(sums) if j // capacity == k) % n
+            for k in range(-(-len(sums) // capacity))]
+    assert len(want) > 1
+    whole = encrypted_dot(pk, cts, K, n_jobs=1, slot_bits=slot_bits)
+    assert sk.decrypt_raw(pk.vector_from_bigints(BigInts(whole, pk.ciphertext_bytes)), workers=1) == want
+    inverses, nsq = _inverses(pk, cts), pk.ciphertext_modulus
+    for cut in (1, capacity - 1, capacity + 3):
+        parts = (_packed_columns(int(nsq), cts, inverses, K[:, :cut], 0, capacity, slot_bits)
+                 + _packed_columns(int(nsq), cts, inverses, K[:, cut:], cut, capacity, slot_bits))
+        joined = [mpz(1)] * len(want)
+        for k, c in parts:
+            joined[k] = joined[k] * c % nsq
+        assert sk.decrypt_raw(pk.vector_from_bigints(BigInts(joined, pk.ciphertext_bytes)), workers=1) == want
 
 
 def _masked_round(keypair, K, residuals):
@@ -63,7 +105,8 @@ def _masked_round(keypair, K, residuals):
     pk, sk = keypair
     offset_bits, slot_bits = gradient_layout(K, len(K), 24)
     cts = pk.encrypt_raw([int(r) % int(pk.n) for r in residuals], workers=1).ciphertexts
-    packed, masks = mask_gradient(pk, encrypted_dot(pk, cts, K, n_jobs=1), offset_bits, slot_bits)
+    packed = encrypted_dot(pk, cts, K, n_jobs=1, slot_bits=slot_bits)
+    packed, masks = mask_gradient(pk, packed, offset_bits, slot_bits, K.shape[1])
     return sk.decrypt_raw(packed, workers=1), masks, offset_bits, slot_bits
 
 
@@ -127,11 +170,11 @@ def test_unmask_refuses_answers_an_honest_lender_never_sends(keypair, change, me
 
 def test_a_residual_ciphertext_that_is_not_a_unit_is_refused(keypair):
     """``[[r]]`` with ``gcd(c, n) > 1`` decrypts mod p the same whatever mask multiplies it."""
-    from fedacq.learn.hetero_lr import _check_units
+    from fedacq.learn.hetero_lr import _inverses
 
     pk, sk = keypair
     with pytest.raises(ValueError, match="hlr.residuals: ciphertext 1 is not invertible"):
-        _check_units(pk, [pk.encrypt_raw([1], workers=1).ciphertexts[0], mpz(sk.p)])
+        _inverses(pk, [pk.encrypt_raw([1], workers=1).ciphertexts[0], mpz(sk.p)])
 
 
 def _fit(credit, record=False, **params):

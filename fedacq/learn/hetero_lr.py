@@ -314,86 +314,210 @@ def _check_batch(batch_size: int, n_rows: int, n_platform_features: int, who: st
 
 # -- the platform's encrypted gradient ----------------------------------------------------
 
-def _window_bits(max_bits: int, rows: int) -> int:
-    """Digit width minimising the bucket method's cost: windows * (rows + 2 * 2^w) multiplies."""
-    best, best_cost = 1, math.inf
-    for w in range(1, 13):
-        cost = math.ceil(max_bits / w) * (rows + 2 * (1 << w)) + max_bits
-        if cost < best_cost:
-            best, best_cost = w, cost
-    return best
+def _chain_cost(keys: Sequence[int]) -> float:
+    """Multiplies :func:`_combine`'s running product spends on descending distinct ``keys``."""
+    cost = 0.0
+    for k, nxt in zip(keys, [*keys[1:], 0]):
+        gap = k - nxt
+        cost += 2 if gap == 1 else 2 + 1.5 * gap.bit_length()  # a gap is one powmod
+    return cost
+
+
+def _combine(buckets: dict[int, mpz], nsq: mpz) -> mpz:
+    """``prod_d buckets[d]^d mod nsq`` for distinct positive ``d``.
+
+    Running product: over descending ``d``, ``running`` is the product of the
+    buckets at or above ``d`` and is multiplied into the total once per unit
+    step of ``d``, so bucket ``d`` counts ``d`` times: two multiplies per
+    bucket where the ``d`` are consecutive, a power where they skip. Wide,
+    sparse ``d`` (the tail of a feature's values, or long fixed-point values)
+    are split first by radix, ``d = 2^w h + l`` with ``l < 2^w``::
+
+        prod_d B_d^d = prod_l L_l^l * (prod_h H_h^h)^(2^w),
+        L_l = prod_{d mod 2^w = l} B_d,   H_h = prod_{d >> w = h} B_d,
+
+    two multiplies per bucket and two combines over at most ``2^w`` and
+    ``d_max / 2^w`` keys, each done the same way. The split is taken when it
+    costs fewer multiplies than the running product (:func:`_chain_cost`).
+    """
+    keys = sorted(buckets, reverse=True)
+    w = (keys[0].bit_length() + 1) // 2
+    if len(keys) > 2 and w > 1:
+        mask = (1 << w) - 1
+        lows = sorted({d & mask for d in keys} - {0}, reverse=True)
+        highs = sorted({d >> w for d in keys} - {0}, reverse=True)
+        split = 2 * len(keys) - len(lows) - len(highs) + _chain_cost(lows) + _chain_cost(highs) + w
+        if split < _chain_cost(keys):
+            low: dict[int, mpz] = {}
+            high: dict[int, mpz] = {}
+            for d in keys:
+                for part, key in ((low, d & mask), (high, d >> w)):
+                    if key:
+                        b = part.get(key)
+                        part[key] = buckets[d] if b is None else b * buckets[d] % nsq
+            total = gmpy2.powmod(_combine(high, nsq), 1 << w, nsq) if high else mpz(1)
+            return total * _combine(low, nsq) % nsq if low else total
+    running, total = mpz(1), mpz(1)
+    for k, nxt in zip(keys, [*keys[1:], 0]):
+        running = running * buckets[k] % nsq
+        gap = k - nxt
+        total = total * (running if gap == 1 else gmpy2.powmod(running, gap, nsq)) % nsq
+    return total
 
 
 def _multiexp(bases: Sequence[mpz], inverses: Sequence[mpz], ks: np.ndarray, nsq: mpz) -> mpz:
-    """prod_i bases[i]^ks[i] mod nsq for small signed int64 ``ks`` (inverses for negative ones).
+    """``prod_i bases[i]^ks[i] mod nsq`` for signed int64 ``ks`` (``inverses`` for negative ones).
 
-    Bucket (Pippenger) method: per w-bit digit position, multiply each base
-    into the bucket of its digit, then combine the buckets with a running
-    product, so the cost is about one multiply per (row, non-zero digit)
-    instead of a full exponentiation per row.
+    Bucket method with one bucket per distinct ``|k|``: each row is multiplied
+    into the bucket of its magnitude (its base, or the inverse for a negative
+    ``k``), then :func:`_combine` raises each bucket to its ``|k|``. A batch
+    has at most as many distinct values as rows, so this costs about one
+    multiply per row with a non-zero ``k`` plus two per distinct magnitude,
+    whatever the width of ``k``.
     """
     mags = np.abs(ks)
-    top = int(mags.max()) if mags.size else 0
-    if top == 0:
+    rows = np.flatnonzero(mags)
+    if not rows.size:
         return mpz(1)
-    max_bits = top.bit_length()
-    w = _window_bits(max_bits, len(ks))
-    mask = (1 << w) - 1
-    neg = (ks < 0).tolist()
-    acc = mpz(1)
-    for pos in range((max_bits - 1) // w, -1, -1):
-        if acc != 1:
-            for _ in range(w):
-                acc = acc * acc % nsq
-        digits = (mags >> (w * pos)) & mask
-        rows = np.flatnonzero(digits)
-        buckets: dict[int, mpz] = {}
-        for i, d in zip(rows.tolist(), digits[rows].tolist()):
-            base = inverses[i] if neg[i] else bases[i]
-            b = buckets.get(d)
-            buckets[d] = base if b is None else b * base % nsq
-        # prod_d bucket_d^d = prod over descending digits of the running product, gap times
-        keys = sorted(buckets, reverse=True)
-        running, total = mpz(1), mpz(1)
-        for k, nxt in zip(keys, keys[1:] + [0]):
-            running = running * buckets[k] % nsq
-            gap = k - nxt
-            total = total * (running if gap == 1 else gmpy2.powmod(running, gap, nsq)) % nsq
-        acc = acc * total % nsq
-    return acc
+    buckets: dict[int, mpz] = {}
+    for i, d, negative in zip(rows.tolist(), mags[rows].tolist(), (ks[rows] < 0).tolist()):
+        base = inverses[i] if negative else bases[i]
+        b = buckets.get(d)
+        buckets[d] = base if b is None else b * base % nsq
+    return _combine(buckets, nsq)
 
 
-def _multiexp_columns(nsq: int, bases: list, inverses: list, K: np.ndarray) -> list[mpz]:
-    """:func:`_multiexp` of every column of ``K`` (a worker-process entry point)."""
+def _column_cost(ks: np.ndarray) -> int:
+    """Multiplies :func:`_multiexp` spends on ``ks``, about: non-zero rows plus distinct magnitudes."""
+    mags = np.abs(ks)
+    return int(np.count_nonzero(mags)) + len(np.unique(mags[mags > 0]))
+
+
+def column_defaults(K: np.ndarray) -> np.ndarray:
+    """Per column of ``K``, the value taken out of every row and added back once (0: none).
+
+    Shared work: with ``C = prod_i [[m_i]]`` (one product per batch, every
+    column's), ``sum_i K_ij m_i = v_j sum_i m_i + sum_i (K_ij - v_j) m_i``, so a
+    column whose most frequent value ``v_j`` fills many rows (a binary, count
+    or sparse feature) needs the rows with ``K_ij != v_j`` only, ``C`` entering
+    the multi-exponentiation as one more base with exponent ``v_j``. A column
+    takes its default where that saves multiplies, and defaults are used only
+    if together they save more than ``C`` costs (one multiply per row).
+    """
+    n, d = K.shape
+    defaults = np.zeros(d, dtype=np.int64)
+    saved = 0
+    for j in range(d):
+        values, counts = np.unique(K[:, j], return_counts=True)
+        v = int(values[np.argmax(counts)])
+        if v:
+            gain = _column_cost(K[:, j]) - _column_cost(np.append(K[:, j] - v, v))
+            if gain > 0:
+                defaults[j], saved = v, saved + gain
+    return defaults if saved > n else np.zeros(d, dtype=np.int64)
+
+
+def _packed_columns(nsq: int, bases: list, inverses: list, K: np.ndarray, first: int, capacity: int,
+                    slot_bits: int) -> list[tuple[int, mpz]]:
+    """The multi-exponentiations of columns ``first, first + 1, ...`` (the columns of ``K``), packed.
+
+    Column ``j`` goes to packed ciphertext ``j // capacity`` at bit ``(j %
+    capacity) * slot_bits``: the part of each packed ciphertext these columns
+    make is returned as ``(index, ciphertext)``; the parts of one packed
+    ciphertext from several blocks multiply together. A worker-process entry
+    point: the key's public modulus, the residual ciphertexts, their inverses
+    and the platform's own quantised features.
+    """
     nsq = mpz(nsq)
-    return [_multiexp(bases, inverses, K[:, j], nsq) for j in range(K.shape[1])]
+    shift = mpz(1) << slot_bits
+    out = []
+    last = first + K.shape[1]
+    for k in range(first // capacity, (last - 1) // capacity + 1):
+        lo, hi = max(first, k * capacity), min(last, (k + 1) * capacity)
+        acc = _multiexp(bases, inverses, K[:, hi - 1 - first], nsq)
+        for j in range(hi - 2, lo - 1, -1):  # Horner: acc * 2^slot_bits + column j, in the plaintext
+            acc = gmpy2.powmod(acc, shift, nsq) * _multiexp(bases, inverses, K[:, j - first], nsq) % nsq
+        if lo > k * capacity:
+            acc = gmpy2.powmod(acc, mpz(1) << (slot_bits * (lo - k * capacity)), nsq)
+        out.append((k, acc))
+    return out
 
 
-def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray,
-                  n_jobs: int | None = None) -> list[mpz]:
+def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray, n_jobs: int | None = None,
+                  slot_bits: int | None = None, inverses: list[mpz] | None = None) -> list[mpz]:
     """Ciphertexts of ``K^T m`` for ``[[m]]`` = ``ciphertexts`` and a small-int matrix ``K`` (rows x d).
 
-    Negative entries use the inverse ciphertext (one inversion per row, shared
-    by all columns). Columns are split over a process pool when there is
-    enough work.
+    One ciphertext per column, or with ``slot_bits`` the columns packed as
+    :func:`~fedacq.crypto.paillier.compress` packs them (``capacity`` sums of
+    ``slot_bits`` bits per ciphertext; each sum must be non-negative and fit,
+    which :func:`mask_gradient`'s offset sees to). Negative entries use the
+    inverse ciphertexts (``inverses``, or computed here). Columns with a
+    frequent value share one product of all ciphertexts (:func:`column_defaults`).
+    Columns are split evenly over the process pool when there is enough work;
+    a packed ciphertext cut between two workers is the product of their parts.
     """
     from fedacq.crypto import parallel
+    from fedacq.crypto.paillier import compress_capacity
 
     K = np.asarray(K, dtype=np.int64)
-    if K.shape[0] != len(ciphertexts):
-        raise ValueError(f"{K.shape[0]} feature rows for {len(ciphertexts)} ciphertexts")
+    n_rows, d = K.shape
+    if n_rows != len(ciphertexts):
+        raise ValueError(f"{n_rows} feature rows for {len(ciphertexts)} ciphertexts")
     nsq = public_key.ciphertext_modulus
-    inverses = [gmpy2.invert(c, nsq) for c in ciphertexts] if (K < 0).any() else list(ciphertexts)
-    d = K.shape[1]
-    workers = parallel.resolve_workers(n_jobs, K.size, 1 << 16)
-    workers = min(workers, d)
+    if inverses is None:
+        inverses = _inverses(public_key, ciphertexts)
+    capacity = 1 if slot_bits is None else compress_capacity(public_key, slot_bits)
+    defaults = column_defaults(K)
+    bases = list(ciphertexts)
+    if defaults.any():  # one more base, the product of all, with exponent v_j (a unit: all are)
+        total = mpz(1)
+        for c in ciphertexts:
+            total = total * c % nsq
+        bases.append(total)
+        inverses = [*inverses, gmpy2.invert(total, nsq)]
+        K = np.vstack([K - defaults, defaults])
+    workers = min(parallel.resolve_workers(n_jobs, K.size, 1 << 16), d)
+    bounds = np.linspace(0, d, max(workers, 1) + 1).astype(int)
+    blocks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     if workers <= 1:
-        return _multiexp_columns(int(nsq), ciphertexts, inverses, K)
-    pool = parallel._get_pool(workers)
-    bounds = np.linspace(0, d, workers + 1).astype(int)
-    futures = [pool.submit(_multiexp_columns, int(nsq), ciphertexts, inverses, K[:, a:b])
-               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    return parallel._gather(workers, futures)
+        parts = [p for a, b in blocks for p in _packed_columns(int(nsq), bases, inverses, K[:, a:b], a, capacity,
+                                                                 slot_bits or 0)]
+    else:
+        pool = parallel._get_pool(workers)
+        futures = [pool.submit(_packed_columns, int(nsq), bases, inverses, K[:, a:b], a, capacity, slot_bits or 0)
+                   for a, b in blocks]
+        parts = parallel._gather(workers, futures)
+    out = [mpz(1)] * -(-d // capacity)
+    for k, c in parts:
+        out[k] = out[k] * c % nsq
+    return out
+
+
+def _inverses(public_key: Any, ciphertexts: Sequence[mpz]) -> list[mpz]:
+    """The inverses of ``ciphertexts`` mod ``n^2``, refusing any that is not a unit (``gcd(c, n) > 1``).
+
+    Montgomery's trick: one inversion of the product and three multiplies per
+    ciphertext, in place of an inversion each. A ciphertext that is not a
+    unit decrypts mod ``p`` (or ``q``) the same whatever it is multiplied by,
+    mask included: a lender sending one for a row would learn from the
+    decrypted gradient whether that row's features packed in a ciphertext are
+    all zero. An honest encryption is always a unit; the refusal names the
+    first one that is not.
+    """
+    nsq, n = public_key.ciphertext_modulus, public_key.n
+    prefix, acc = [], mpz(1)
+    for c in ciphertexts:
+        prefix.append(acc)
+        acc = acc * c % nsq
+    if gmpy2.gcd(acc, n) != 1:
+        bad = next(i for i, c in enumerate(ciphertexts) if gmpy2.gcd(c, n) != 1)
+        raise ValueError(f"hlr.residuals: ciphertext {bad} is not invertible under the lender's key")
+    inv = gmpy2.invert(acc, nsq)  # (c_0 ... c_{k})^-1, walked down
+    out = [mpz(0)] * len(ciphertexts)
+    for i in range(len(ciphertexts) - 1, -1, -1):
+        out[i] = inv * prefix[i] % nsq
+        inv = inv * ciphertexts[i] % nsq
+    return out
 
 
 # -- the platform's one mask per packed ciphertext ------------------------------------------
@@ -432,26 +556,34 @@ def gradient_layout(K: np.ndarray, max_rows: int, residual_frac_bits: int) -> tu
     return offset_bits, offset_bits + 2
 
 
-def mask_gradient(public_key: Any, sums: Sequence[mpz], offset_bits: int,
-                  slot_bits: int) -> tuple[Any, list[int]]:
-    """Pack ``[[g_j + 2^offset_bits]]`` into slots and add ONE mask per packed ciphertext.
+def mask_gradient(public_key: Any, packed: Sequence[mpz], offset_bits: int, slot_bits: int,
+                  count: int) -> tuple[Any, list[int]]:
+    """Offset the ``count`` packed sums ``[[g_j]]`` to ``[[g_j + 2^offset_bits]]`` and add ONE mask per packed ciphertext.
 
-    Each mask ``M`` is uniform in ``Z_n`` (``secrets.randbelow``), so what the
+    ``packed`` is :func:`encrypted_dot` with ``slot_bits``: ``sum_j g_j 2^(j s)``
+    per ciphertext, ``g_j`` signed. Adding ``O = sum_j 2^offset_bits 2^(j s)``
+    makes every slot the non-negative ``g_j + 2^offset_bits`` (an honest sum
+    has ``|g_j| < 2^offset_bits``), and in the same plaintext factor the mask:
+    each mask ``M`` is uniform in ``Z_n`` (``secrets.randbelow``), so what the
     lender decrypts, ``P + M mod n``, is uniform whatever ``P`` is, i.e. whatever
     it encrypted as residuals: a lender that sends out-of-range residuals to
     push one row's features above the slots (or anywhere else) decrypts noise.
     (A mask per slot, only 64 bits wider than an honest sum, hid nothing
     above the masked slots.) The ciphertexts are then re-randomised, so their
-    randomness says nothing about the features either. Returns the packed
+    randomness says nothing about the features either. Returns the masked
     ciphertexts and their masks, which :func:`unmask_gradient` takes back.
     """
-    from fedacq.crypto.paillier import compress_ciphertexts
+    from fedacq.crypto.paillier import compress_capacity
 
     n, nsq = public_key.n, public_key.ciphertext_modulus
-    shift, = public_key.plain_factors([mpz(1) << offset_bits])  # [[x]] * shift = [[x + 2^offset_bits]]
-    packed = compress_ciphertexts([c * shift % nsq for c in sums], slot_bits, public_key)
+    capacity = compress_capacity(public_key, slot_bits)
+    if len(packed) != -(-count // capacity):
+        raise ValueError(f"{len(packed)} packed ciphertexts cannot hold exactly {count} sums")
     masks = [secrets.randbelow(int(n)) for _ in packed]  # Z_n: Paillier's plaintext group (SCHEMES)
-    masked = [c * f % nsq for c, f in zip(packed, public_key.plain_factors(masks))]
+    offsets = [sum(1 << (offset_bits + slot_bits * j) for j in range(min(capacity, count - k * capacity)))
+               for k in range(len(packed))]
+    factors = public_key.plain_factors([mpz((o + m) % n) for o, m in zip(offsets, masks)])
+    masked = [c * f % nsq for c, f in zip(packed, factors)]
     return public_key.vector_from_bigints(BigInts(masked, public_key.ciphertext_bytes)).obfuscate(), masks
 
 
@@ -490,20 +622,6 @@ def unmask_gradient(public_key: Any, values: BigInts, masks: Sequence[int], offs
                              "returned a wrong decryption")
         out.extend(s - offset for s in sums)
     return out
-
-
-def _check_units(public_key: Any, ciphertexts: Sequence[mpz]) -> None:
-    """Refuse a residual ciphertext that is not a unit mod ``n^2`` (``gcd(c, n) > 1``).
-
-    Its decryption mod ``p`` (or ``q``) is the same whatever it is multiplied
-    by, mask included: a lender sending one for a row would learn from the
-    decrypted gradient whether that row's features packed in a ciphertext are
-    all zero. An honest encryption is always a unit.
-    """
-    n = public_key.n
-    for i, c in enumerate(ciphertexts):
-        if gmpy2.gcd(c, n) != 1:
-            raise ValueError(f"hlr.residuals: ciphertext {i} is not invertible under the lender's key")
 
 
 # -- lender ------------------------------------------------------------------------------
@@ -912,13 +1030,12 @@ class HeteroLRPlatform:
                 cts = pk.vector_from_bigints(msg.parts["residuals"]).ciphertexts
                 if len(cts) != len(rows):
                     raise ValueError(f"hlr.residuals: {len(cts)} ciphertexts for {len(rows)} rows")
-                _check_units(pk, cts)
                 t0 = time.perf_counter()
-                Kb = K[rows]
-                sums = encrypted_dot(pk, cts, Kb, self.n_jobs)
+                inverses = _inverses(pk, cts)  # refuses a ciphertext that is not a unit
+                packed = encrypted_dot(pk, cts, K[rows], self.n_jobs, slot_bits, inverses)
                 timings["gradient"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                packed, masks = mask_gradient(pk, sums, offset_bits, slot_bits)
+                packed, masks = mask_gradient(pk, packed, offset_bits, slot_bits, d)
                 timings["mask"] += time.perf_counter() - t0
                 link.send(Message("hlr.gradient", {"epoch": epoch, "batch": bi}, {"gradient": packed.to_bigints()},
                                   step=f"epoch{epoch}/batch{bi}"))
