@@ -105,6 +105,7 @@ def test_writes_and_foreign_hosts_are_refused(served: tuple[ConsoleServer, Path]
     assert get(port, "/", headers={"Host": "evil.example:80"})[0] == 421  # DNS rebinding
     assert get(port, "/", headers={"Host": f"localhost:{port}"})[0] == 200
     assert get(port, "/", headers={"Host": f"[::1]:{port}"})[0] == 200
+    assert get(port, "/drift?" + "&".join(f"a{i}=1" for i in range(20)))[0] == 400
 
 
 def test_empty_node_pages_say_nothing_yet(tmp_path: Path) -> None:

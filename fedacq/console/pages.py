@@ -154,8 +154,9 @@ def _progress_cells(job: dict[str, Any]) -> list[Any]:
         bar = Html('<progress max="1"></progress>')  # running, no measure of how far yet
     else:
         bar = Html("")
+    eta = f"{p['eta_seconds']:g} s" if p.get("eta_seconds") is not None else ""
     return [Html(f'<span data-field="step">{esc(p.get("step", ""))}</span>'), bar,
-            Html(f'<span data-field="eta">{esc(str(p["eta_seconds"]) + " s" if p.get("eta_seconds") is not None else "")}</span>')]
+            Html(f'<span data-field="eta">{esc(eta)}</span>')]
 
 
 def _job_rows(jobs: list[dict[str, Any]]) -> Html:

@@ -244,7 +244,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         parts = urlsplit(self.path)
         try:
-            status, ctype, body = self.server.console.render(parts.path, parse_qs(parts.query, max_num_fields=8))
+            query = parse_qs(parts.query, max_num_fields=8)
+        except ValueError:
+            self._send(400, "text/plain; charset=utf-8", "too many query fields\n")
+            return
+        try:
+            status, ctype, body = self.server.console.render(parts.path, query)
         except Exception:  # noqa: BLE001 - a view's failure is a 500 page, never a dropped connection
             self.server.console.log.exception("console: %s failed", parts.path)
             st = self.server.console.state.src
