@@ -24,13 +24,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from fedacq.activate.buckets import bucket_of
-from fedacq.activate.table import BoostTable, parse_time
+from fedacq.activate.table import BoostTable, ExperimentConfig, parse_time
 
 _PAD_CHUNK = 2_000  # rows per GIL-holding numpy step of the non-ASCII padding path
 
@@ -71,33 +72,60 @@ def _fixed_width(ids: pa.Array) -> np.ndarray:
     return out.view(f"S{width}").ravel()
 
 
+def index_arrays(table: BoostTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The look-up index of ``table``: its ids sorted (``S<width>``), and boost and bucket in that order.
+
+    Duplicate ids raise. Boost and bucket are gathered into key order once here, so a
+    look-up reads them at the position its binary search found.
+    """
+    data = table.data
+    rows = len(data)
+    if not rows:
+        return np.zeros(0, dtype="S1"), np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int16)
+    ids = pa.Table.from_pandas(data[["user_id"]], preserve_index=False).column(0)
+    ids = ids.combine_chunks().cast(pa.string())
+    order = pc.sort_indices(ids)
+    keys = _fixed_width(ids.take(order))
+    if rows > 1 and (keys[1:] == keys[:-1]).any():
+        raise ValueError(f"boost table {table.version}: duplicate user ids")
+    pos = order.to_numpy()
+    return keys, data["boost"].to_numpy(dtype=np.float32)[pos], data["bucket"].to_numpy(dtype=np.int16)[pos]
+
+
 class BoostLookup:
     """Answer look-ups for one table version. Unknown users get their bucket and the default
-    boost if their bucket is in treatment, 1.0 if in control (control is never boosted)."""
+    boost if their bucket is in treatment, 1.0 if in control (control is never boosted).
+
+    Built from a loaded table, or (:meth:`from_index`) from a manifest and the arrays of
+    :func:`index_arrays` made elsewhere, e.g. in a loader process (``service.py``).
+    """
 
     def __init__(self, table: BoostTable) -> None:
-        exp = table.experiment
-        self.version: str = table.version
-        self.campaign: str = table.campaign
+        self._init(table.manifest, *index_arrays(table))
+
+    @classmethod
+    def from_index(cls, manifest: dict, keys: np.ndarray, boost: np.ndarray, bucket: np.ndarray) -> "BoostLookup":
+        """The look-up for a table whose manifest and :func:`index_arrays` were computed by the caller."""
+        if not (len(keys) == len(boost) == len(bucket) == manifest["rows"]) or keys.dtype.kind != "S":
+            raise ValueError(f"boost table {manifest.get('version')!r}: index arrays do not match its manifest")
+        obj = cls.__new__(cls)
+        obj._init(manifest, keys, boost, bucket)
+        return obj
+
+    def _init(self, manifest: dict, keys: np.ndarray, boost: np.ndarray, bucket: np.ndarray) -> None:
+        exp = ExperimentConfig.from_dict(manifest["experiment"])
+        self.version: str = manifest["version"]
+        self.campaign: str = manifest["campaign"]
         self.layer: str = exp.layer
-        self.expires_at: dt.datetime = table.expires_at
+        self.expires_at: dt.datetime = parse_time(manifest["expires_at"])
         self._expires_ts = self.expires_at.timestamp()
-        self.created_at: dt.datetime = parse_time(table.manifest["created_at"])
+        self.created_at: dt.datetime = parse_time(manifest["created_at"])
         self._salt = exp.salt
         self._treat_mask = exp.treatment_mask()
-        self._default = np.float32(table.manifest["default_boost"])
-        data = table.data
-        self.rows = len(data)
-        ids = pa.Table.from_pandas(data[["user_id"]], preserve_index=False).column(0)
-        ids = ids.combine_chunks().cast(pa.string()) if self.rows else pa.array([], pa.string())
-        order = pc.sort_indices(ids)
-        self._keys = _fixed_width(ids.take(order)) if self.rows else np.zeros(0, dtype="S1")
-        self._width = self._keys.dtype.itemsize
-        self._row = order.to_numpy().astype(np.int64)
-        if self.rows > 1 and (self._keys[1:] == self._keys[:-1]).any():
-            raise ValueError(f"boost table {self.version}: duplicate user ids")
-        self._boost = data["boost"].to_numpy(dtype=np.float32)
-        self._bucket = data["bucket"].to_numpy(dtype=np.int16)
+        self._default = np.float32(manifest["default_boost"])
+        self.rows = len(keys)
+        self._keys, self._boost, self._bucket = keys, boost, bucket
+        self._width = keys.dtype.itemsize
 
     def lookup(self, user_ids: list[str]) -> LookupResult:
         n = len(user_ids)
@@ -107,9 +135,8 @@ class BoostLookup:
             fits = np.fromiter(map(len, encoded), dtype=np.int64, count=n) <= self._width
             pos = np.minimum(np.searchsorted(self._keys, query), self.rows - 1)
             known = (self._keys[pos] == query) & fits  # ...so they can never match
-            rows = self._row[pos]
-            bucket = np.where(known, self._bucket[rows], np.int16(0))
-            boost = np.where(known, self._boost[rows], np.float32(1.0))
+            bucket = np.where(known, self._bucket[pos], np.int16(0))
+            boost = np.where(known, self._boost[pos], np.float32(1.0))
         else:
             known = np.zeros(n, dtype=bool)
             bucket = np.zeros(n, dtype=np.int16)
@@ -124,3 +151,23 @@ class BoostLookup:
     def expired(self, now: float | None = None) -> bool:
         """Past the table's expiry (``now`` in epoch seconds; a float compare per request)."""
         return (time.time() if now is None else now) >= self._expires_ts
+
+
+_INDEX_FILES = ("keys", "boost", "bucket")
+
+
+def write_index(table_dir: str, out_dir: str) -> dict:
+    """Load and validate the table in ``table_dir`` and write its :func:`index_arrays` into
+    ``out_dir`` (``.npy`` files); returns its manifest. Runs in the service's loader process."""
+    table = BoostTable.load(table_dir)
+    for name, arr in zip(_INDEX_FILES, index_arrays(table)):
+        np.save(Path(out_dir) / f"{name}.npy", arr, allow_pickle=False)
+    return table.manifest
+
+
+def read_index(manifest: dict, out_dir: str) -> BoostLookup:
+    """The look-up over the arrays :func:`write_index` left in ``out_dir``, memory-mapped, not copied:
+    the serving process does no work proportional to the table (the caller may then delete the files)."""
+    arrays = [np.load(Path(out_dir) / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
+              for name in _INDEX_FILES]
+    return BoostLookup.from_index(manifest, *arrays)
