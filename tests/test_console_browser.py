@@ -108,8 +108,8 @@ def test_click_through_every_page(page: Any, console: tuple[ConsoleServer, Path]
     nav(page, "Campaigns")
     check(page, tmp_path, "campaigns", "Campaigns", ["table.campaigns"])
     page.click("table.campaigns a:text-is('autumn')")
-    check(page, tmp_path, "campaign", "Campaign autumn", ["table.cycles", "tr.outcome-refused", "tr.outcome-rolled_back"],
-          plots=1)
+    check(page, tmp_path, "campaign", "Campaign autumn",
+          ["table.cycles", "tr.outcome-refused", "tr.outcome-rolled_back"], plots=1)
     reasons = page.inner_text("tr.outcome-refused")
     assert "<script>alert('x')</script>" in reasons  # shown as text, not run
     assert page.locator("tr.unreadable").count() == 1

@@ -72,7 +72,8 @@ def _regression_result(seed: int) -> dict:
 def _measure_report(value: float) -> dict:
     kpi = {"value": value, "se": 0.02, "ci_low": value - 0.04, "ci_high": value + 0.04}
     return {"settings": {"confidence": 0.95, "min_bucket_size": 100, "min_events": 10, "method": "delta"},
-            "kpis": {"credit_rate": {"label": "credit rate"}, "cost_per_credit_user": {"label": "cost per credit user"}},
+            "kpis": {"credit_rate": {"label": "credit rate"},
+                     "cost_per_credit_user": {"label": "cost per credit user"}},
             "layers": {"acq": {"arms": {}, "buckets": [],
                                "lift": {"credit_rate": {"absolute": kpi, "relative": kpi},
                                         "cost_per_credit_user": {"status": "not enough data", "reason": "few"}}}}}

@@ -220,3 +220,29 @@ def test_the_node_serves_its_console(tmp_path: Path) -> None:
         os.umask(umask)
     with pytest.raises(OSError):
         get(port, "/")
+
+
+def test_the_platforms_console(tmp_path: Path) -> None:
+    """The platform holds no labels: its run jobs have no curves or quality, and it says so;
+    its boost tables, drift between them and its ledger are all there."""
+    from test_console_data import _job, _tables
+
+    state = tmp_path / "state"
+    _job(state, "run-p", "run", "succeeded", submitted=1.0, result={"party": "platform", "intersection_size": 900,
+                                                                     "info": {"trees": 10}})
+    _tables(tmp_path / "tables")
+    src = Sources(party="platform", peer="lender", state_dir=state, boost_tables=tmp_path / "tables")
+    console = ConsoleServer(NodeState(src), ConsoleSettings(listen="127.0.0.1:0")).start()
+    try:
+        _, _, job = get(console.port, "/jobs/run-p")
+        assert "No training history at this node" in job and "No evaluation at this node" in job
+        _, _, models = get(console.port, "/models")
+        assert "No model versions yet" in models
+        _, _, drift = get(console.port, "/drift")
+        assert "Score histogram (PSI" in drift and "camp-v2" in drift
+        _, _, boosts = get(console.port, "/boosts")
+        assert "the newest unexpired version" in boosts
+        _, _, header = get(console.port, "/")
+        assert "fedacq console: platform" in header and "peer: lender" in header
+    finally:
+        console.stop()

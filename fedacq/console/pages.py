@@ -64,7 +64,8 @@ SCRIPT = """
   if(!rows.length){return;}
   function txt(el,v){if(el){el.textContent=v;}}
   function poll(){
-    fetch('/api/jobs',{credentials:'same-origin',cache:'no-store'}).then(function(r){return r.json();}).then(function(d){
+    fetch('/api/jobs',{credentials:'same-origin',cache:'no-store'})
+    .then(function(r){return r.json();}).then(function(d){
       var byId={};d.jobs.forEach(function(j){byId[j.id]=j;});
       rows.forEach(function(row){
         var j=byId[row.getAttribute('data-job-id')];if(!j){return;}
@@ -72,7 +73,8 @@ SCRIPT = """
         txt(row.querySelector('[data-field=step]'),j.progress?j.progress.step:'');
         var p=row.querySelector('progress');
         if(p&&j.progress&&j.progress.fraction!==null){p.value=j.progress.fraction;}
-        txt(row.querySelector('[data-field=eta]'),j.progress&&j.progress.eta_seconds!==null?j.progress.eta_seconds+' s':'');
+        var eta=j.progress&&j.progress.eta_seconds!==null?j.progress.eta_seconds+' s':'';
+        txt(row.querySelector('[data-field=eta]'),eta);
       });
       document.body.setAttribute('data-polled',String(Date.now()));
     }).catch(function(){}).then(function(){setTimeout(poll,2000);});
@@ -327,7 +329,7 @@ def drift(d: dict[str, Any]) -> list[str]:
     out.append(f'<p class="muted">PSI = Σ (a−e)·ln(a/e) over the reference\'s score deciles ({esc(bounds)}; '
                "above: significant shift).</p>")
     cuts = d["cuts"]
-    cats = [f"≤{svg.fmt(cuts[0])}"] + [f"≤{svg.fmt(c)}" for c in cuts[1:]] + [f">{svg.fmt(cuts[-1])}"] if cuts else ["all"]
+    cats = [f"≤{svg.fmt(c)}" for c in cuts] + [f">{svg.fmt(cuts[-1])}"] if cuts else ["all"]
     out.append('<div class="plots">')
     out.append(svg.bar_chart(cats, {"reference": [100 * s for s in d["reference_shares"]],
                                     "compared": [100 * s for s in d["other_shares"]]},

@@ -143,7 +143,8 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
                 out.append(f'<line class="interval" x1="{x:.1f}" y1="{py(float(lo)):.1f}" x2="{x:.1f}" '
                            f'y2="{py(float(hi)):.1f}" stroke="{color}" stroke-width="1.5"/>')
                 for yy in (py(float(lo)), py(float(hi))):
-                    out.append(f'<line x1="{x - 4:.1f}" y1="{yy:.1f}" x2="{x + 4:.1f}" y2="{yy:.1f}" stroke="{color}"/>')
+                    out.append(f'<line x1="{x - 4:.1f}" y1="{yy:.1f}" x2="{x + 4:.1f}" y2="{yy:.1f}" '
+                               f'stroke="{color}"/>')
         if s.markers or len(points) == 1:
             for j, (x, y) in enumerate(points):
                 tip = f"<title>{escape(s.labels[j])}</title>" if j < len(s.labels) else ""

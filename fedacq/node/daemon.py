@@ -28,8 +28,9 @@ interrupted (``fedacq job resume ID`` at the submitting node continues them)
 and takes new ones. A job's heavy work (PSI blinding, encryption, histograms)
 runs on the node's own compute engine (``[compute]``: :mod:`fedacq.compute`). With a
 ``[console]`` section the node also serves its read-only web console (:mod:`fedacq.console`),
-started and stopped with it; the console only reads the state directory. Checkpoints stay in the job's folder (this party's own disk,
-0600; the lender's hold its Paillier key pair) until the operator removes it.
+started and stopped with it; the console only reads the state directory. Checkpoints stay in
+the job's folder (this party's own disk, 0600; the lender's hold its Paillier key pair) until
+the operator removes it.
 """
 
 from __future__ import annotations
