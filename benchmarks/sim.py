@@ -16,6 +16,19 @@ Target (issue 7): one million users generated in seconds.
 
     python benchmarks/sim.py --json results/sim.json                 # full: 1M users, 14 days
     python benchmarks/sim.py --json /tmp/sim_quick.json --quick      # smoke: 100k users, 3 days
+
+``--refresh``: the simulator's days (issue 14). One drifting world
+(:class:`fedacq.sim.World`, default 200 000 users, 8 weeks), two campaigns on it with the
+local XGBoost stand-in (:mod:`fedacq.sim.refresh`): a model *frozen after week 1*
+(trained on days 0 and 7) and one *retrained weekly* on the labels matured by then;
+both rescore the platform's users weekly. Measured: the wall time of the world and of
+each eight-week campaign, and cost per credit user of the treatment arms over the last
+four weeks (days 28-55), realised and expected, weekly over frozen with the paired bucket
+bootstrap interval (:func:`fedacq.sim.compare`), week by week, and the control arms as
+a placebo (served 1.0 by both: identical).
+
+    python benchmarks/sim.py --refresh --json results/sim_refresh.json               # 200k users
+    python benchmarks/sim.py --refresh --quick --json /tmp/sim_refresh_quick.json    # 30k users
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import make_classification
 
-from fedacq.sim import generate_market, salted_buckets, simulate_campaign
+from fedacq.sim import World, compare, generate_market, salted_buckets, simulate_campaign, window_kpis
 
 
 def best_of(repeat: int, fn) -> tuple[float, object]:
@@ -50,7 +63,11 @@ def main() -> int:
     parser.add_argument("--n-users", type=int, default=None, help="default 1000000 (100000 with --quick)")
     parser.add_argument("--days", type=int, default=None, help="default 14 (3 with --quick)")
     parser.add_argument("--repeat", type=int, default=None, help="default 3 (1 with --quick)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="the eight-week refresh check instead (default 200000 users, 30000 with --quick)")
     args = parser.parse_args()
+    if args.refresh:
+        return refresh(args)
     n = args.n_users or (100_000 if args.quick else 1_000_000)
     days = args.days or (3 if args.quick else 14)
     repeat = args.repeat or (1 if args.quick else 3)
@@ -82,6 +99,59 @@ def main() -> int:
           f"ratio {results['ratio_vs_sklearn']:.2f}")
     print(f"simulate_campaign({n} users, {days} days): {t_campaign:.2f} s, "
           f"{results['campaign_impressions_per_s']:.0f} impressions/s")
+    return 0
+
+
+def refresh(args: argparse.Namespace) -> int:
+    """Frozen after week 1 vs retrained weekly, on one drifting world (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    from fedacq.sim.refresh import run_schedule
+
+    n = args.n_users or (30_000 if args.quick else 200_000)
+    days = 56
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    world = World(n, days, seed=0)
+    t_world = time.perf_counter() - t0
+    runs, seconds = {}, {}
+    for name, retrain in (("frozen", (0, 7)), ("weekly", tuple(range(0, days, 7)))):
+        with tqdm(total=days, desc=f"{name} campaign days") as bar:
+            t0 = time.perf_counter()
+            runs[name] = run_schedule(world, retrain, on_day=lambda day, version: bar.update())
+            seconds[name] = time.perf_counter() - t0
+    last = (28, days - 1)
+    cmp = {kpi: compare(runs["weekly"].daily, runs["frozen"].daily, *last, kpi=kpi)
+           for kpi in ("cost_per_credit_user", "expected_cost_per_credit_user")}
+    placebo = compare(runs["weekly"].daily, runs["frozen"].daily, *last, arm="control")
+    weeks = []
+    for w in range(days // 7):
+        k = {name: window_kpis(r.daily, 7 * w, 7 * w + 6) for name, r in runs.items()}
+        weeks.append({"week": w + 1, **{f"{name}_treatment": float(k[name].loc["treatment",
+                                                                               "expected_cost_per_credit_user"])
+                                        for name in runs},
+                      "control": float(k["frozen"].loc["control", "expected_cost_per_credit_user"])})
+    kpis = {name: window_kpis(r.daily, *last).reset_index().to_dict(orient="records") for name, r in runs.items()}
+    results = {
+        "benchmark": "sim_refresh", "quick": args.quick, "n_users": n, "pool": world.n_pool, "days": days,
+        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "world_s": t_world, "campaign_s": seconds,
+        "weekly_vs_frozen_last_4_weeks": cmp, "placebo_control": placebo,
+        "expected_cost_per_credit_user_by_week": weeks, "kpis_last_4_weeks": kpis,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"world({n} users, {world.n_pool} over 8 weeks): {t_world:.1f} s; eight-week campaign: "
+          f"frozen {seconds['frozen']:.1f} s, weekly {seconds['weekly']:.1f} s; "
+          f"load {load_before} -> {os.getloadavg()}")
+    for kpi, c in cmp.items():
+        print(f"{kpi}, days 28-55, treatment: weekly {c['a']:.1f} vs frozen {c['b']:.1f}: "
+              f"{c['relative']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}]")
+    print(f"placebo (control arms): {placebo['relative']:+.2%}")
+    for row in weeks:
+        print(f"week {row['week']}: expected cost per credit user frozen {row['frozen_treatment']:.1f}, "
+              f"weekly {row['weekly_treatment']:.1f}, control {row['control']:.1f}")
     return 0
 
 
