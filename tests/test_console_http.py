@@ -246,3 +246,31 @@ def test_the_platforms_console(tmp_path: Path) -> None:
         assert "fedacq console: platform" in header and "peer: lender" in header
     finally:
         console.stop()
+
+
+def test_console_command_serves_a_stopped_nodes_state(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from fedacq.node.local import free_port, write_party_config
+
+    build_state(tmp_path / "lender")  # the state a stopped node left in lender/state
+    path = write_party_config(tmp_path / "lender" / "party.toml", "lender", "platform", free_port(), free_port(),
+                              tmp_path / "certs", ["echo"], {}, tmp_path / "mlruns")
+    runner = ("import argparse, sys; from fedacq.console import commands; p = argparse.ArgumentParser(); "
+              "commands.add_parser(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+    refused = subprocess.run([sys.executable, "-c", runner, "console", "--config", str(path),
+                              "--listen", "0.0.0.0:8700"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "not loopback" in refused.stderr
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", runner, "console", "--config", str(path),
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until the console is up (or the process ends)
+        assert line.startswith("fedacq console of lender: http://127.0.0.1:"), line
+        status, _, body = get(port, "/campaigns/autumn")
+        assert status == 200 and "rolled back" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
