@@ -249,6 +249,27 @@ def test_a_table_may_change_boosts_but_not_the_experiment(world: World):
     assert c.day == 1 and set(c.daily["table_version"]) == {"v1"}
 
 
+def test_boost_table_versions_from_activation_keep_their_experiment(world: World):
+    """Tables built by fedacq.activate (two versions, one experiment) run on a DayCampaign; a table of
+    another experiment (salt) is refused."""
+    from fedacq.activate.table import ExperimentConfig, build_boost_table
+
+    exp = ExperimentConfig(layer="value", salt="campaign-salt")
+    p_grant = world.truth(0).loc[world.present(0), "p_grant"].to_numpy()
+    scores = world.platform_users(0)[["user_id"]].assign(score=p_grant)
+    v1 = build_boost_table(scores, "lender-acq", experiment=exp, version="v1")
+    c = DayCampaign(world, v1.bucket_fn(), layer="value")
+    c.step(v1.serving_frame())
+    later = world.platform_users(1)[["user_id"]]
+    later = later.assign(score=np.random.default_rng(0).random(len(later)))
+    c.step(build_boost_table(later, "lender-acq", experiment=exp, version="v2").serving_frame())
+    assert c.daily.groupby("day")["table_version"].first().tolist() == ["v1", "v2"]
+    other = build_boost_table(scores, "lender-acq", experiment=ExperimentConfig(layer="value", salt="other"),
+                              version="v3")
+    with pytest.raises(ValueError, match="v3: user .* another bucket or arm"):
+        c.step(other.serving_frame())
+
+
 def test_refreshing_beats_a_model_frozen_after_week_one():
     """Eight weeks, local XGBoost stand-in: retrained weekly on matured labels vs frozen after week 1.
 
