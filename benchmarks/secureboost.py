@@ -304,9 +304,10 @@ def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: in
         # compression cost per emitted bin sum, timed on its own on one core (the engine uses every core)
         sample = [mpz(int.from_bytes(os.urandom(pk.ciphertext_bytes), "big")) % pk.ciphertext_modulus
                   for _ in range(features * 32)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         compress(sample, layout.entry_bits, n_bits, pk.ciphertext_modulus)
         per_entry = (time.perf_counter() - t0) / len(sample) / (jobs or cpu_count())
+        per_entry_cpu = (time.process_time() - c0) / len(sample)
         res: dict[str, Any] = {"encrypt_seconds": encrypt, "ciphertext_bytes": pk.ciphertext_bytes,
                                "values_per_compressed_ciphertext": (n_bits - 1) // layout.entry_bits}
         for dname, bins in data.items():
@@ -315,6 +316,12 @@ def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: in
                 r = _kernel_run(pk, sk, codec, cts, bins, n_bins, levels, pair_features, send_siblings, jobs)
                 sec = r["seconds"]
                 sec["compress_estimate"] = per_entry * features * 32 * r["nodes_emitted"]
+                if jobs == 1:  # CPU seconds: the whole work, in this process
+                    sec["compress_cpu"] = per_entry_cpu * features * 32 * r["nodes_emitted"]
+                    sec["products_cpu"] = max(sec["histograms_cpu"] - sec["compress_cpu"], 0.0)
+                    scale = {"products_cpu": target_rows * target_features / (rows * features),
+                             "compress_cpu": target_features / features, "decrypt_cpu": target_features / features}
+                    r["extrapolated_100k_x_300_core_seconds"] = {k: sec[k] * v for k, v in scale.items()}
                 products = max(sec["histograms"] - sec["compress_estimate"], 0.0)
                 ext = {"encrypt": encrypt * target_rows / rows,
                        "histogram_products": products * target_rows * target_features / (rows * features),
@@ -331,7 +338,8 @@ def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: in
                 old_s = res[dname]["per_feature_both_children"]["seconds"]
                 new_s = res[dname]["pairs_built_children"]["seconds"]
                 out["ratios"][f"{name}/{dname}/per_feature_over_pairs_cpu"] = \
-                    {k: old_s[k] / new_s[k] for k in ("histograms_cpu", "decrypt_cpu") if new_s[k] > 0}
+                    {k: old_s[k] / new_s[k] for k in ("histograms_cpu", "products_cpu", "compress_cpu", "decrypt_cpu")
+                     if new_s.get(k)}
         out["schemes"][name] = res
     for dname in data:
         p_, o_ = (out["schemes"][k][dname]["pairs_built_children"]["extrapolated_100k_x_300_seconds"]
@@ -413,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                               f"{sec['histograms']:.2f} s, decrypt {sec['decrypt']:.2f} s "
                               f"({vr['ciphertexts_decrypted']} ciphertexts); at 100k x 300 ~{ext['tree']:.0f} "
                               f"s/tree ({', '.join(f'{k} {v:.0f}' for k, v in ext.items() if k != 'tree')})")
+                        core = vr.get("extrapolated_100k_x_300_core_seconds")
+                        if core:
+                            print(f"    CPU, one process: at 100k x 300 ~{sum(core.values()):.0f} core-s/tree "
+                                  f"({', '.join(f'{k} {v:.0f}' for k, v in core.items())}; encryption apart)")
             for k, v in r["ratios"].items():
                 print(f"  {k}: " + json.dumps({kk: round(vv, 2) for kk, vv in v.items()}))
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
