@@ -303,9 +303,27 @@ def test_ledger_summary(node: NodeState) -> None:
     psi = next(r for r in eg["by_type"] if r["type"] == "psi.blinded")
     assert psi["count"] == 2 and psi["bytes"] == 128_000
     assert node.ledger("ingress")["bytes"] == 1_000_000
-    assert node.ledger("egress") is eg  # unchanged file: the cached summary
     with pytest.raises(ValueError):
         node.ledger("../x")
+
+
+def test_ledger_summary_follows_appends_and_replacement(node: NodeState) -> None:
+    path = node.src.state_dir / "egress.jsonl"
+    assert node.ledger("egress")["messages"] == 5
+    chain = ChainFile(path)
+    chain.append({"time": T0 + 9, "party": "lender", "peer": "platform", "job": "run-v2", "seq": 0,
+                  "type": "sb.split", "step": "x", "parts": {}, "bytes": 10, "sha256": "0" * 64})
+    chain.close()
+    with path.open("ab") as fh:
+        fh.write(b'{"type": "half a line')  # being written: not counted until whole
+    eg = node.ledger("egress")
+    assert eg["messages"] == 6 and eg["errors"] == []
+    assert {r["job"]: r["count"] for r in eg["by_job"]} == {"run-v1": 5, "run-v2": 1}
+    with path.open("ab") as fh:
+        fh.write(b' and the rest"}\n')
+    assert node.ledger("egress")["errors"]  # a whole line, but not a ledger entry
+    path.write_text(path.read_text().splitlines()[0] + "\n")  # replaced by a shorter file
+    assert node.ledger("egress")["messages"] == 1
 
 
 def test_campaign_layout(node: NodeState) -> None:

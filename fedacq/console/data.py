@@ -1,8 +1,8 @@
 """Read-only views of one node's state: what its console shows, as plain JSON-able dicts.
 
 Nothing here writes, creates or locks a file; every view re-reads the disk, so a page shows
-the state as it is now (the egress ledger's summary is cached by the file's size and
-modification time, since a ledger grows by hundreds of thousands of lines). A file that
+the state as it is now (the ledger summaries are kept up to date by reading only the lines
+appended since the last view, since a ledger grows by hundreds of thousands of lines). A file that
 cannot be read or does not have the expected shape becomes an ``error`` string in the view,
 naming the file, never an exception that takes the page down. Ids that reach a view from a
 URL are looked up among the ids the view itself listed; they are never joined to a path.
@@ -81,6 +81,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -161,7 +162,8 @@ class NodeState:
 
     def __init__(self, sources: Sources) -> None:
         self.src = sources
-        self._ledger_cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._tallies: dict[str, LedgerTally] = {}
+        self._lock = threading.Lock()  # the server's request threads share the tallies
 
     # -- jobs -------------------------------------------------------------------------------
     def _records(self) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
@@ -378,21 +380,22 @@ class NodeState:
     # -- the ledger -----------------------------------------------------------------------
     def ledger(self, direction: str = "egress") -> dict[str, Any]:
         """The ledger's summary: per (message type, peer) the count and bytes, per job the same,
-        and the totals. ``direction`` is "egress" (what left the premises) or "ingress"."""
+        and the totals. ``direction`` is "egress" (what left the premises) or "ingress".
+
+        A ledger only grows, so each call reads only the lines appended since the last one
+        (:class:`LedgerTally`); a file that shrank was replaced and is read again from the start.
+        """
         if direction not in ("egress", "ingress"):
             raise ValueError(f"no ledger {direction!r}")
         path = self.src.state_dir / f"{direction}.jsonl"
-        try:
-            st = path.stat()
-        except OSError:
-            return {"present": False, "by_type": [], "by_job": [], "messages": 0, "bytes": 0, "errors": []}
-        key = (st.st_size, st.st_mtime_ns)
-        cached = self._ledger_cache.get(direction)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        summary = summarise_ledger(path)
-        self._ledger_cache[direction] = (key, summary)
-        return summary
+        if not path.is_file():
+            return LedgerTally(path).summary(present=False)
+        with self._lock:
+            tally = self._tallies.get(direction)
+            if tally is None or not tally.feed():
+                tally = self._tallies[direction] = LedgerTally(path)
+                tally.feed()
+            return tally.summary()
 
     # -- campaigns ------------------------------------------------------------------------
     def campaigns(self) -> dict[str, Any]:
@@ -501,39 +504,67 @@ def binary_curves(metrics: dict[str, Any]) -> dict[str, Any]:
             "lift": [float(d.get("lift", 0.0)) for d in deciles]}
 
 
-def summarise_ledger(path: Path) -> dict[str, Any]:
-    """Count and bytes per (message type, peer) and per job of one ledger file (lines that are
-    not JSON objects are counted as unreadable, never fatal)."""
-    by_type: dict[tuple[str, str], list[int]] = {}
-    by_job: dict[str, list[int]] = {}
-    messages = total = bad = 0
-    first = last = None
-    with path.open("rb") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                e = json.loads(line)
-                nbytes = int(e["bytes"])
-                kind, peer, job, t = str(e["type"]), str(e["peer"]), str(e["job"]), e.get("time")
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-                continue
-            messages += 1
-            total += nbytes
-            for table, key in ((by_type, (kind, peer)), (by_job, job)):
-                acc = table.setdefault(key, [0, 0])  # type: ignore[arg-type]
-                acc[0] += 1
-                acc[1] += nbytes
-            if _number(t):
-                first = t if first is None else min(first, t)
-                last = t if last is None else max(last, t)
-    return {"present": True, "messages": messages, "bytes": total, "first": first, "last": last,
-            "by_type": [{"type": k[0], "peer": k[1], "count": v[0], "bytes": v[1]}
-                        for k, v in sorted(by_type.items(), key=lambda kv: -kv[1][1])],
-            "by_job": [{"job": k, "count": v[0], "bytes": v[1]}
-                       for k, v in sorted(by_job.items(), key=lambda kv: -kv[1][1])],
-            "errors": [f"{path}: {bad} line(s) are not ledger entries"] if bad else []}
+class LedgerTally:
+    """Running counts and bytes of one ledger file, per (message type, peer) and per job.
+
+    :meth:`feed` reads the complete lines appended since the last call; lines that are not
+    ledger entries are counted as unreadable, never fatal. The file is only read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.by_type: dict[tuple[str, str], list[int]] = {}
+        self.by_job: dict[str, list[int]] = {}
+        self.messages = self.bytes = self.bad = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def feed(self) -> bool:
+        """Read what was appended; False if the file is now shorter than what was read (replaced)."""
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(0, 2)
+                if fh.tell() < self.offset:
+                    return False
+                fh.seek(self.offset)
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # a line being written: read it next time, whole
+                    self.offset += len(line)
+                    self._line(line)
+        except OSError:
+            return False
+        return True
+
+    def _line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            e = json.loads(line)
+            nbytes = int(e["bytes"])
+            kind, peer, job, t = str(e["type"]), str(e["peer"]), str(e["job"]), e.get("time")
+        except (ValueError, KeyError, TypeError):
+            self.bad += 1
+            return
+        self.messages += 1
+        self.bytes += nbytes
+        for table, key in ((self.by_type, (kind, peer)), (self.by_job, job)):
+            acc = table.setdefault(key, [0, 0])  # type: ignore[attr-defined]
+            acc[0] += 1
+            acc[1] += nbytes
+        if _number(t):
+            self.first = t if self.first is None else min(self.first, t)
+            self.last = t if self.last is None else max(self.last, t)
+
+    def summary(self, present: bool = True) -> dict[str, Any]:
+        return {"present": present, "messages": self.messages, "bytes": self.bytes, "first": self.first,
+                "last": self.last,
+                "by_type": [{"type": k[0], "peer": k[1], "count": v[0], "bytes": v[1]}
+                            for k, v in sorted(self.by_type.items(), key=lambda kv: -kv[1][1])],
+                "by_job": [{"job": k, "count": v[0], "bytes": v[1]}
+                           for k, v in sorted(self.by_job.items(), key=lambda kv: -kv[1][1])],
+                "errors": [f"{self.path}: {self.bad} line(s) are not ledger entries"] if self.bad else []}
 
 
 def _progress(p: Any) -> dict[str, Any] | None:
