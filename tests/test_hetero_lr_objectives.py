@@ -82,11 +82,11 @@ PARAMS = {"max_iter": 3, "batch_size": 100, "n_iter_no_change": 10, "penalty": N
           "eta0": 0.1, "feature_frac_bits": 8}
 
 
-def federated_fit(Xl, Xp, y, tr, objective, **extra):
+def federated_fit(Xl, Xp, y, tr, objective, n_jobs=1, **extra):
     L, P = memory_pair("lender", "platform")
     lender = HeteroLRLender(objective=objective, tweedie_variance_power=TWEEDIE_POWER, key_bits=TEST_KEY_BITS,
-                            insecure_test_key=True, n_jobs=1, **{**PARAMS, **extra})
-    platform = HeteroLRPlatform(n_jobs=1, min_key_bits=TEST_KEY_BITS)
+                            insecure_test_key=True, n_jobs=n_jobs, **{**PARAMS, **extra})
+    platform = HeteroLRPlatform(n_jobs=n_jobs, min_key_bits=TEST_KEY_BITS)
     pred, _ = run_parties((lambda: lender.fit(L, Xl[tr], y[tr], eval_set=(Xl[~tr], y[~tr])).predict(L, Xl[~tr]),),
                           (lambda: platform.fit(P, Xp[tr], Xp[~tr]).serve_predict(P, Xp[~tr]),))
     return lender, platform, pred
@@ -114,6 +114,17 @@ def test_federated_fit_equals_plaintext_descent(objective):
         assert (pred > 0).all() if objective != "reg:squarederror" else True
         assert lender.residual_bound_ >= 1 and np.log2(lender.residual_bound_).is_integer()
         assert all(h["residuals_clipped"] == 0 for h in lender.history_)
+
+
+def test_federated_fit_on_worker_processes_equals_plaintext_descent():
+    """Both parties on two worker processes: the lender's encryption randomness one batch ahead, the
+    platform's columns split between workers (a packed ciphertext cut between them): the same weights."""
+    Xl, Xp, y, tr = make_data("binary:logistic")
+    lender, platform, _ = federated_fit(Xl, Xp, y, tr, "binary:logistic", n_jobs=2, max_iter=2)
+    w, b, wp = plaintext_descent(Xl[tr], Xp[tr], y[tr], "binary:logistic", PARAMS, 2)[lender.best_epoch_]
+    np.testing.assert_allclose(lender.coef_, w, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(platform.coef_, wp, rtol=0, atol=1e-6)
+    assert lender.intercept_ == pytest.approx(b, abs=1e-6)
 
 
 @pytest.mark.parametrize("objective,reference", [

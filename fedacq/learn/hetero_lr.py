@@ -478,7 +478,7 @@ def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray, n_jobs
         K = np.vstack([K - defaults, defaults])
     workers = min(parallel.resolve_workers(n_jobs, K.size, 1 << 16), d)
     bounds = np.linspace(0, d, max(workers, 1) + 1).astype(int)
-    blocks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    blocks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     if workers <= 1:
         parts = [p for a, b in blocks for p in _packed_columns(int(nsq), bases, inverses, K[:, a:b], a, capacity,
                                                                  slot_bits or 0)]
@@ -626,6 +626,54 @@ def unmask_gradient(public_key: Any, values: BigInts, masks: Sequence[int], offs
 
 # -- lender ------------------------------------------------------------------------------
 
+class _FactorsAhead:
+    """The random factors of each batch's residual ciphertexts, computed one batch ahead by the key owner.
+
+    A Paillier ciphertext is ``(1 + m n) r mod n^2`` with ``r = h_s^x`` (an
+    encryption of 0): ``r`` is nearly all of the work and does not depend on
+    ``m``. So the lender computes the next batch's factors in its own worker
+    processes (the CRT path of :meth:`~fedacq.crypto.paillier.PrivateKey.encrypt_raw`,
+    on zeros) while the platform computes this batch's gradient, and encrypting
+    the residuals is one multiply per row
+    (:meth:`~fedacq.crypto.paillier.PublicKey.encrypt_with_factors`): the same
+    ciphertexts' distribution as encrypting them whole. Each factor is used
+    once. Batch sizes repeat every epoch (:func:`batches`). With one worker
+    nothing runs ahead: the factors are computed when taken.
+    """
+
+    def __init__(self, private_key: Any, sizes: Sequence[int], workers: int | None) -> None:
+        from fedacq.crypto import parallel
+
+        self.private_key, self.sizes, self.index = private_key, list(sizes), 0
+        self.workers = parallel.resolve_workers(workers, max(self.sizes), 1)
+        self._pending = self._submit()
+
+    def _submit(self) -> tuple[list, int]:
+        from fedacq.crypto import parallel
+
+        count = self.sizes[self.index % len(self.sizes)]
+        self.index += 1
+        if self.workers <= 1:
+            return [], count
+        pool, spec = parallel._get_pool(self.workers), self.private_key.spec()
+        return [pool.submit(parallel._encrypt_chunk, spec, [0] * len(chunk))
+                for chunk in parallel._chunks(range(count), self.workers)], count
+
+    def take(self) -> list[mpz]:
+        """This batch's factors; the next batch's start."""
+        from fedacq.crypto import parallel
+
+        futures, count = self._pending
+        factors = parallel._gather(self.workers, futures) if futures else \
+            self.private_key.encrypt_raw_local([0] * count)
+        self._pending = self._submit()
+        return factors
+
+    def cancel(self) -> None:
+        for future in self._pending[0]:
+            future.cancel()
+
+
 class HeteroLRLender:
     """The active party: labels, private key, intercept and its own weights.
 
@@ -727,6 +775,9 @@ class HeteroLRLender:
                              f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
         d_p = reply.header["n_features"]
         _check_batch(self.batch_size, n, d_p, "hlr.hello_reply")
+        # the first batch's encryption randomness is computed while both parties standardise
+        ahead = _FactorsAhead(sk, [len(rows) for rows in batches(n, self.batch_size, self.random_state, 0)],
+                              self.n_jobs) if d_p else None
         self.n_platform_features_ = d_p
         self.n_features_in_ = X.shape[1]
         self.scaler_ = Standardizer.fit(X)
@@ -764,12 +815,13 @@ class HeteroLRLender:
                 r = objectives.residual(obj, y[rows], Z[rows] @ w + b + u)
                 clipped += int(np.count_nonzero(np.abs(r) > bound))
                 r = np.clip(r, -bound, bound)  # what the platform's slots hold; both parties step on it
-                if d_p:  # a platform without feature columns has no gradient: no residual is sent
+                if ahead is not None:  # a platform without feature columns has no gradient: no residual is sent
                     t0 = time.perf_counter()
-                    enc = sk.encrypt_raw(fp.encode(r / bound, pk), workers=self.n_jobs)
+                    enc = pk.encrypt_with_factors(fp.encode(r / bound, pk), ahead.take())
                     timings["encrypt"] += time.perf_counter() - t0
                     link.send(Message("hlr.residuals", {"epoch": epoch, "batch": bi, "step_size": float(lr)},
-                                      {"residuals": enc.to_bigints()}, step=f"epoch{epoch}/batch{bi}"))
+                                      {"residuals": BigInts(enc, pk.ciphertext_bytes)},
+                                      step=f"epoch{epoch}/batch{bi}"))
                 wb = opt.step(np.append(w, b), np.append(Z[rows].T @ r / len(rows), r.mean()), lr)
                 w, b = wb[:-1], (float(wb[-1]) if self.fit_intercept else 0.0)
                 if not d_p:
@@ -825,6 +877,8 @@ class HeteroLRLender:
         self.coef_, self.intercept_ = best
         self.best_epoch_ = stopper.best_iteration
         self.n_iter_ = len(self.history_)
+        if ahead is not None:
+            ahead.cancel()
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
