@@ -267,6 +267,11 @@ def test_boost_tables_live_from_the_campaign_state_else_newest(node: NodeState, 
     (tmp_path / "tables" / "camp" / "broken").mkdir()
     (tmp_path / "tables" / "camp" / "broken" / "manifest.json").write_text("[]")
     assert any("broken" in e for e in bare.boost_tables()["errors"])
+    manifest = json.loads((tmp_path / "tables" / "camp" / "camp-v1" / "manifest.json").read_text())
+    (tmp_path / "tables" / "camp" / "sneaky").mkdir()
+    (tmp_path / "tables" / "camp" / "sneaky" / "manifest.json").write_text(json.dumps({**manifest, "data_file": ".."}))
+    assert any("is not a file name" in e for e in bare.boost_tables()["errors"])
+    assert len(bare.boost_tables()["tables"]) == 2
 
 
 def test_drift_between_score_sets(node: NodeState) -> None:

@@ -274,12 +274,16 @@ class NodeState:
             except ValueError as exc:
                 errors.append(str(exc))
                 continue
+            data_file = Path(m["data_file"]).name
+            if not NAME.match(data_file) or ".." in data_file:
+                errors.append(f"{manifest_path}: data_file {m['data_file']!r} is not a file name")
+                continue
             tables.append({"id": str(manifest_path.parent.relative_to(root)), "campaign": m["campaign"],
                            "version": m["version"], "model_version": m["model_version"],
                            "created_at": m["created_at"], "expires_at": m["expires_at"], "rows": m["rows"],
                            "expired": _expired(m["expires_at"]), "layer": str(m["experiment"].get("layer", "")),
                            "tiers": _tier_summary(m["tiers"]), "default_boost": m["default_boost"],
-                           "dir": manifest_path.parent, "data_file": Path(m["data_file"]).name})
+                           "dir": manifest_path.parent, "data_file": data_file})
         tables.sort(key=lambda t: (t["campaign"], t["created_at"]), reverse=True)
         pinned = {c["live_table"] for c in self.campaigns()["campaigns"] if c.get("live_table")}
         for campaign in {t["campaign"] for t in tables}:

@@ -99,10 +99,10 @@ class Node:
     def start(self) -> None:
         for job_id in self.store.recover():
             self.log.warning("job %s was running when the node stopped; marked interrupted", job_id)
+        if self.console is not None:  # first: a console that cannot bind stops the node before it serves anything
+            self.console.start()
         self.endpoint.start()
         self.control.start()
-        if self.console is not None:
-            self.console.start()
         self.log.info("node %s up: peer link on port %d (peer %s at %s), control on %s",
                       self.cfg.party, self.endpoint.port, self.cfg.peer, self.cfg.peer_address,
                       self.cfg.socket_path)
