@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "measure": "fedacq.measure.commands",
     "experiments": "fedacq.experiments.commands",
     "audit": "fedacq.link.commands",
+    "console": "fedacq.console.commands",
 }
 
 
