@@ -163,15 +163,15 @@ class IndexLoader:
     """Build table indexes in one child process at the lowest CPU priority (module docstring).
 
     The child is started with ``forkserver`` (never a fork of a process running gRPC threads)
-    and kept for the next load. The index files go to a private temporary directory (in
-    ``/dev/shm`` when there is one), are memory-mapped by :func:`~fedacq.activate.lookup.read_index`
-    and deleted at once; the mapping keeps them until the look-up is dropped.
+    and kept for the next load. The index files go to a private temporary directory (the
+    system's, not ``/dev/shm``, which containers often cap at 64 MB), are memory-mapped by
+    :func:`~fedacq.activate.lookup.read_index` and deleted at once; the mapping keeps them,
+    in the page cache, until the look-up is dropped.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool: futures.ProcessPoolExecutor | None = None
-        self._tmp = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
     def _executor(self) -> futures.ProcessPoolExecutor:
         with self._lock:
@@ -187,7 +187,7 @@ class IndexLoader:
 
     def build(self, table_dir: str | Path) -> BoostLookup:
         """The look-up of ``table_dir``, validated and indexed in the child; its faults raise here."""
-        out = tempfile.mkdtemp(prefix="fedacq-boost-index-", dir=self._tmp)
+        out = tempfile.mkdtemp(prefix="fedacq-boost-index-")
         try:
             manifest = self._executor().submit(write_index, str(table_dir), out).result()
             return read_index(manifest, out)
