@@ -374,7 +374,8 @@ class NodeState:
                 if m:
                     series.setdefault(("campaign", c["name"], m["kpi"]), []).append(
                         {"time": m["time"], **{k: m["relative"][k] for k in ("value", "ci_low", "ci_high")},
-                         "job": m.get("job"), "cycle": cy["cycle"], "version": cy.get("version")})
+                         "job": m.get("job"), "cycle": cy["cycle"], "version": cy.get("version"),
+                         "sim_day": cy.get("sim_day")})
                     confidence = confidence or m.get("confidence")
         return {"series": [{"source": s, "scope": scope, "kpi": kpi, "label": labels.get(kpi, kpi),
                             "points": sorted(points, key=lambda p: p["time"] or 0)}

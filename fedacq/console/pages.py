@@ -366,21 +366,34 @@ def lift(lf: dict[str, Any]) -> list[str]:
     out.append('<div class="plots">')
     for s in lf["series"]:
         pts = s["points"]
-        xs = list(range(1, len(pts) + 1))
+        xs, x_label, x_range, x_format = _time_axis(pts)
         labels = [f"{utc(p['time'])}: {100 * p['value']:.1f}% [{100 * p['ci_low']:.1f}%, {100 * p['ci_high']:.1f}%]"
                   for p in pts]
         out.append(svg.line_chart([svg.Series(s["label"], xs, [100 * p["value"] for p in pts],
                                               lows=[100 * p["ci_low"] for p in pts],
                                               highs=[100 * p["ci_high"] for p in pts], markers=True, labels=labels)],
                                   title=f"{s['label']} — {s['source']} {s['scope']}",
-                                  x_label="measurement (oldest = 1)", y_label="relative lift, %", zero_line=True,
-                                  x_range=(0.5, len(pts) + 0.5), x_format=svg.whole))
+                                  x_label=x_label, y_label="relative lift, %", zero_line=True,
+                                  x_range=x_range, x_format=x_format))
     out.append("</div>")
     rows = [[s["source"], s["scope"], s["label"], utc(p["time"]), 100 * p["value"], 100 * p["ci_low"],
-             100 * p["ci_high"], p.get("job") or ""] for s in lf["series"] for p in s["points"]]
+             100 * p["ci_high"], link(job_href(p["job"]), p["job"]) if p.get("job") else ""]
+            for s in lf["series"] for p in s["points"]]
     out.append(table(["source", "layer / campaign", "KPI", "time", "lift %", "low %", "high %", "job"], rows,
                      cls="lift"))
     return out
+
+
+def _time_axis(pts: list[dict[str, Any]]) -> tuple[list[float], str, tuple[float, float] | None, Any]:
+    """Where measurements go on the x axis: the simulated day when a campaign recorded one, else
+    days since the first measurement, else (no usable times) their order."""
+    days = [p.get("sim_day") for p in pts]
+    if all(isinstance(d, int) for d in days):
+        return [float(d) for d in days], "simulated day", None, svg.fmt
+    times = [p.get("time") for p in pts]
+    if all(_is_num(t) for t in times) and len(set(times)) == len(times):
+        return [(t - times[0]) / 86400 for t in times], f"days since {utc(times[0])[:10]}", None, svg.fmt
+    return list(range(1, len(pts) + 1)), "measurement (oldest = 1)", (0.5, len(pts) + 0.5), svg.whole
 
 
 def egress(out_ledger: dict[str, Any], in_ledger: dict[str, Any]) -> list[str]:

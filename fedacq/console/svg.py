@@ -101,9 +101,10 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
     x0, x1 = x_range or ((min(xs), max(xs)) if xs else (0.0, 1.0))
     if x1 <= x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
-    xt = nice_ticks(x0, x1) if x_range is None else nice_ticks(*x_range)
+    if x_range is None:  # a margin, so that points and error bars at the ends are not cut in half
+        x0, x1 = x0 - 0.03 * (x1 - x0), x1 + 0.03 * (x1 - x0)
+    xt = nice_ticks(x0, x1)
     yt = nice_ticks(*(y_range or ((min(ys), max(ys)) if ys else (0.0, 1.0))))
-    x0, x1 = (min(x0, xt[0]), max(x1, xt[-1])) if x_range is None else x_range
     y0, y1 = y_range or (yt[0], yt[-1])
     left, right = MARGIN["left"], width - MARGIN["right"]
     top, bottom = MARGIN["top"], height - MARGIN["bottom"]
