@@ -352,6 +352,7 @@ def test_campaign_layout(node: NodeState) -> None:
     ({"cycle": 9}, "cycle 9 in directory 0001"),
     ({"gates": [{"name": "x"}]}, "gates[0]"),
     ({"started": "yesterday"}, "'started' is str"),
+    ({"update": "boost"}, "update 'boost'"),
     ({"measurement": {"time": 1, "kpi": "k", "relative": {"value": 1}}}, "measurement needs"),
 ])
 def test_bad_cycle_files_are_named_errors(tmp_path: Path, change: dict, message: str) -> None:

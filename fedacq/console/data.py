@@ -26,54 +26,56 @@ Where each view reads (under the node's ``[node] state_dir`` unless said otherwi
 * campaigns: the campaign state directory, ``[console] campaigns`` (default
   ``<state_dir>/campaigns``), in the layout below.
 
-Campaign state layout (written by the campaign loop, read here)::
+Campaign state layout (written by the campaign loop, read here; "required" keys must be
+present, the others may be absent, and ``null`` is allowed where the type says so)::
 
     <campaigns>/
-      <campaign>/                      a name (fedacq.paths.NAME): the campaign's name
-        campaign.json                  the campaign
+      <campaign>/                 the campaign's name, a fedacq.paths.NAME
+        campaign.json             the campaign (below)
         cycles/
-          <n>/                         the cycle number in decimal, zero-padded to 4 digits: 0001, 0002, ...
-            cycle.json                 the cycle
-            scores.npy                 optional: this cycle's model version's scores (1-D float64,
-                                       numpy .npy, no pickle) of a fixed reference sample, for drift
+          <n>/                    the cycle number in decimal, zero-padded to at least 4 digits: 0001, 0002, ...
+            cycle.json            the cycle (below)
+            scores.npy            optional: this cycle's model version's scores of a fixed reference
+                                  sample (1-D float, numpy .npy, read with allow_pickle=False), for drift
 
-``campaign.json``, a JSON object::
+``campaign.json``, a JSON object; times are UNIX seconds::
 
-    name           str     the directory's name
-    status         str     "running" | "paused" | "finished" | "stopped"
-    created        number  UNIX time (s) the campaign started
-    updated        number  UNIX time (s) of the last change
-    live_version   str|null  the model version whose boost table bidding uses now
-    live_table     str|null  that boost table's version (manifest "version")
-    description    str     optional: a line for people
-    settings       object  optional: flat key -> str|number|bool (schedule, gate thresholds, ...)
+    name           str          required: equal to the directory's name
+    status         str          required: "running" | "paused" | "finished" | "stopped"
+    created        number       required: when the campaign started
+    updated        number       required: the last change
+    live_version   str|null     the model version whose boost table bidding uses now
+    live_table     str|null     that boost table's version (its manifest's "version"); the boost
+                                tables page marks that version live
+    description    str          a line for people
+    settings       object       flat key -> str|number|bool (schedule, gate thresholds, ...)
 
 ``cycle.json``, a JSON object::
 
-    cycle          int     the cycle number (= the directory's number), from 1
-    started        number  UNIX time (s)
+    cycle          int          required: the cycle number, equal to the directory's, from 1
+    started        number       required: when the cycle started
+    outcome        str          required: "running" | "published" | "refused" | "rolled_back" | "failed"
+                                  published: the version's boost table went live;
+                                  refused: a gate failed, the version was never published;
+                                  rolled_back: it was published, then withdrawn (e.g. negative lift);
+                                  failed: a step failed
+    reason         str|null     why; required (non-empty) for refused, rolled_back and failed
     finished       number|null  null while the cycle runs
-    sim_day        int     optional: the simulated day the cycle ran on (fedacq.sim)
-    version        str|null  the model version this cycle built (null if it built none)
-    model_job      str|null  the node job id of its training (a ``run`` job), if any
-    update         str|null  "retrain" | "add_trees"
-    gates          list    the quality gates, in the order checked, each an object:
-                             name str, value number|null (null: not measured),
-                             op ">=" | "<=", threshold number, passed bool
-    outcome        str     "running" | "published" | "refused" | "rolled_back" | "failed"
-                             published: the version's boost table went live;
-                             refused: a gate failed, the version was never published;
-                             rolled_back: it was published, then withdrawn (e.g. negative lift);
-                             failed: a step failed
-    reason         str|null  why, for refused, rolled_back and failed (required for those)
-    boost_table    str|null  the boost table version published for this version
-    measurement    object|null  the lift measured while this version was live:
-                             time number, layer str, kpi str, job str|null,
-                             relative {value, ci_low, ci_high} (T/C - 1, as fractions),
-                             confidence number (e.g. 0.95)
+    sim_day        int|null     the simulated day the cycle ran on (fedacq.sim); the lift plot's x axis
+    version        str|null     the model version this cycle built (null if it built none)
+    model_job      str|null     the node job id of its training (a ``run`` job), linked to its page
+    update         str|null     "retrain" | "add_trees"
+    gates          list|null    the quality gates in the order checked, each an object with
+                                  name str, value number|null (null: not measured),
+                                  op ">=" | "<=", threshold number, passed bool
+    boost_table    str|null     the boost table version published for this version
+    measurement    object|null  the lift measured while this version was live: time number
+                                  (required), kpi str (required), relative {value, ci_low, ci_high}
+                                  (required; T/C - 1 as fractions), layer str, job str|null,
+                                  confidence number (e.g. 0.95)
 
 Unknown keys are ignored (the loop may record more); a missing required key or a value of
-the wrong type makes that file an error entry on the page.
+the wrong type makes that file an error entry on the page, naming the file and the key.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ MAX_TABLE_DEPTH = 4
 CAMPAIGN_STATUSES = ("running", "paused", "finished", "stopped")
 OUTCOMES = ("running", "published", "refused", "rolled_back", "failed")
 NEEDS_REASON = ("refused", "rolled_back", "failed")
+UPDATES = ("retrain", "add_trees")
 CYCLE_DIR = re.compile(r"^[0-9]{4,9}$")
 #: history keys' split prefixes -> the split's name on the plots.
 SPLITS = (("train_", "train"), ("valid_", "validation"), ("validation_", "validation"))
@@ -691,6 +694,9 @@ def _cycle_doc(d: Path) -> dict[str, Any]:
             raise ViewError(f"{where}: expected name, value, op ('>=' or '<='), threshold, passed")
         gates.append({"name": g["name"], "value": g.get("value"), "op": g["op"], "threshold": g["threshold"],
                       "passed": g["passed"]})
+    update = _typed(doc, path, "update", (str,), optional=True)
+    if update not in (None, *UPDATES):
+        raise ViewError(f"{path}: update {update!r} is not one of {list(UPDATES)}")
     measurement = _typed(doc, path, "measurement", (dict,), optional=True)
     if measurement is not None:
         rel = measurement.get("relative")
@@ -702,7 +708,7 @@ def _cycle_doc(d: Path) -> dict[str, Any]:
             "sim_day": _typed(doc, path, "sim_day", (int,), optional=True),
             "version": _typed(doc, path, "version", (str,), optional=True),
             "model_job": _typed(doc, path, "model_job", (str,), optional=True),
-            "update": _typed(doc, path, "update", (str,), optional=True),
+            "update": update,
             "gates": gates, "outcome": outcome, "reason": reason,
             "boost_table": _typed(doc, path, "boost_table", (str,), optional=True),
             "measurement": measurement}
