@@ -213,7 +213,7 @@ def _kernel_run(pk, sk, codec, cts, bins: np.ndarray, n_bins: np.ndarray, levels
     (and far less sensitive to other processes' load than wall time).
     """
     from fedacq.crypto.paillier import EncryptedVector, decompress
-    from fedacq.learn.histogram import HistogramEngine, n_compressed
+    from fedacq.learn.histogram import HistogramEngine, n_compressed, planned_products
 
     layout, n_bits = codec.layout, pk.plaintext_bits + 1
     engine = HistogramEngine(bins, n_bins, pk.ciphertext_modulus, n_bits, layout.entry_bits,
@@ -263,7 +263,10 @@ def _kernel_run(pk, sk, codec, cts, bins: np.ndarray, n_bins: np.ndarray, levels
         emitted += len(nodes)
     t["decrypt"] = time.perf_counter() - t0
     t["decrypt_cpu"] = time.process_time() - c0
-    return {"seconds": t, "ciphertexts_decrypted": decrypted, "nodes_emitted": emitted}
+    products = planned_products(bins, n_bins, np.arange(bins.shape[0]), pair_features) + sum(
+        planned_products(bins, n_bins, job[3], pair_features) for level in levels for job in level)
+    return {"seconds": t, "ciphertexts_decrypted": decrypted, "nodes_emitted": emitted,
+            "planned_products": products}
 
 
 def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: int,
@@ -337,6 +340,9 @@ def bench_kernel(quick: bool, key_bits: int, rows: int, features: int, depth: in
                     {k: old[k] / new[k] for k in old if new[k] > 0 and k != "encrypt"}
                 old_s = res[dname]["per_feature_both_children"]["seconds"]
                 new_s = res[dname]["pairs_built_children"]["seconds"]
+                out["ratios"][f"{name}/{dname}/per_feature_over_pairs_counts"] = {
+                    k: res[dname]["per_feature_both_children"][k] / res[dname]["pairs_built_children"][k]
+                    for k in ("planned_products", "nodes_emitted", "ciphertexts_decrypted")}
                 out["ratios"][f"{name}/{dname}/per_feature_over_pairs_cpu"] = \
                     {k: old_s[k] / new_s[k] for k in ("histograms_cpu", "products_cpu", "compress_cpu", "decrypt_cpu")
                      if new_s.get(k)}

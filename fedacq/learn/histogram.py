@@ -225,6 +225,17 @@ def _plan(codes: np.ndarray, radix: np.ndarray, pair_features: bool) -> tuple[li
     return [g for opts in options for g in best(opts, use_total)], use_total
 
 
+def planned_products(bins: np.ndarray, n_bins: np.ndarray, rows: np.ndarray, pair_features: bool = True) -> int:
+    """The multiply-mods :func:`build_histograms` plans for ``rows`` (its cost model; no ciphertext needed).
+
+    What benchmarks count to compare kernels independently of the machine's load.
+    """
+    sub = bins[rows].astype(np.int64)
+    codes = np.where(sub >= 0, sub, n_bins.astype(np.int64))
+    groups, use_total = _plan(codes, np.asarray(n_bins, dtype=np.int64) + 1, pair_features)
+    return (len(rows) - 1 if use_total else 0) + sum(g.cost(use_total) for g in groups)
+
+
 def build_histograms(cts: list[mpz], nsq: mpz, bins: np.ndarray, n_bins: np.ndarray,
                      rows: np.ndarray, pair_features: bool = True) -> list[list[mpz]]:
     """Encrypted per-bin sums for every feature (column of ``bins``) over ``rows``.
