@@ -124,6 +124,19 @@ def test_market_on_a_day_is_what_the_pipeline_reads(ran: DayCampaign, world: Wor
         ran.market_on(26, label="nope")
 
 
+def test_the_lender_measures_a_window_as_known(ran: DayCampaign):
+    from fedacq.measure.report import measure
+
+    report = measure(ran.lender_funnel(28, first_day=21), ran.events(21, 27), ran.spend_by_bucket(21, 27),
+                     min_bucket_size=2, min_events=2)
+    arms = report["layers"]["credit_boost"]["arms"]
+    d = ran.daily.query("day >= 21")
+    for arm in ("treatment", "control"):
+        assert arms[arm]["spend"]["spend"] == pytest.approx(d.loc[d["arm"] == arm, "spend"].sum())
+        assert 0 < arms[arm]["credit_users"] < arms[arm]["applications"] <= d.loc[d["arm"] == arm, "applications"].sum()
+    assert ran.events(21, 27)["event_id"].isin(ran.events()["event_id"]).all()  # ids do not depend on the window
+
+
 def test_maturation_parameters_are_checked():
     with pytest.raises(ValueError, match="decision_days_mean"):
         Maturation(decision_days_mean=0.5)

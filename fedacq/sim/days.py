@@ -79,6 +79,7 @@ RATIOS = {
     "expected_drawdown_per_applicant": ("expected_drawdown", "expected_applications"),
 }
 
+_COUNTS = ("users", "impressions", "clicks", "applications", "credit_users", "first_day_users", "high_value_users")
 _FLAGS = ("credit_granted", "first_day_drawdown", "repaid", "high_value")
 
 
@@ -221,7 +222,8 @@ class DayCampaign:
                                np.full(len(app_user), "conversion", dtype=object)])
         order = np.argsort(t, kind="stable")
         who, t, kind = who[order], t[order], kind[order]
-        return pd.DataFrame({"day": day, "ts": (self.start_ts + day * 86_400 + t).astype(np.int64),
+        return pd.DataFrame({"day": day, "event_id": [f"{self.campaign}-{day:04d}-{i:07d}" for i in range(len(who))],
+                             "ts": (self.start_ts + day * 86_400 + t).astype(np.int64),
                              "user_id": self.world.user_ids[who], "event_type": kind,
                              "bucket": self.bucket[who], "arm": self.arm[who], "table_version": version})
 
@@ -251,9 +253,7 @@ class DayCampaign:
                             "arm": np.where(k >= N_BUCKETS, "control", "treatment"),
                             "table_version": serve.version})
         for name in DAILY_SUMS:
-            out[name] = sums[name][k].astype(np.int64) if name in ("users", "impressions", "clicks", "applications",
-                                                                     "credit_users", "first_day_users",
-                                                                     "high_value_users") else sums[name][k]
+            out[name] = sums[name][k].astype(np.int64) if name in _COUNTS else sums[name][k]
         return out
 
     # -- what each party sees ----------------------------------------------------------------
@@ -313,13 +313,13 @@ class DayCampaign:
 
     def events(self, first_day: int = 0, last_day: int | None = None) -> pd.DataFrame:
         """The clicks and conversions the platform reports for days ``first_day..last_day``
-        (default: every day run), in :data:`fedacq.activate.events.EVENT_COLUMNS`."""
+        (default: every day run), in :data:`fedacq.activate.events.EVENT_COLUMNS`; an event's
+        ``event_id`` (``<campaign>-<day>-<n>``) is the same in every window."""
         last = self.day - 1 if last_day is None else last_day
         if not self._events:
             return validate_events(pd.DataFrame(columns=list(EVENT_COLUMNS)), source="simulated events")
         ev = pd.concat(self._events, ignore_index=True)
         ev = ev.loc[(ev["day"] >= first_day) & (ev["day"] <= last)].reset_index(drop=True)
-        ev["event_id"] = [f"{self.campaign}-{i:09d}" for i in ev.index]
         ev["campaign"], ev["layer"] = self.campaign, self.layer
         return validate_events(ev, source="simulated events")
 
