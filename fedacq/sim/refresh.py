@@ -6,8 +6,9 @@ module plays the loop with a **stand-in**: plain local XGBoost on the joined
 simulated data (the lender's table as known on the day, :meth:`DayCampaign.lender_table`,
 joined on ``user_id`` with the platform's features as of the day,
 :meth:`fedacq.sim.world.World.platform_users`), trained on the rows whose label has
-matured. It is an oracle only in that it sees both parties' columns in one place;
-it sees no more than they do, and no truth.
+matured. It is an oracle only in that it holds the lender's labels and the platform's
+features in one place (what the federated prospect model learns from, without pooling
+them); it sees no truth.
 
 :func:`run_schedule` runs a :class:`fedacq.sim.days.DayCampaign` for ``days`` days,
 rescoring the platform's users and publishing a tiered boost table every
