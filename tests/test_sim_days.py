@@ -191,6 +191,13 @@ def test_no_drift_stands_still():
     assert w.drift.feature_shift(3.0, *np.zeros((4, 3))) == {}
 
 
+def test_same_seed_same_world():
+    a, b, c = World(4_000, 21, seed=8), World(4_000, 21, seed=8), World(4_000, 21, seed=9)
+    pd.testing.assert_frame_equal(a.platform_users(15), b.platform_users(15))
+    assert np.array_equal(a.traffic(15).competing, b.traffic(15).competing)
+    assert not a.platform_users(15)["user_id"].equals(c.platform_users(15)["user_id"])
+
+
 def test_drift_parameters_are_checked():
     with pytest.raises(ValueError, match="churn_rate"):
         Drift(churn_rate=1.0)
