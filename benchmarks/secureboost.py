@@ -38,7 +38,7 @@ script works; its numbers mean nothing. Full run::
 
     python benchmarks/secureboost.py --json benchmarks/results/secureboost.json
 
-The kernel case at full size (about an hour of one quiet machine)::
+The kernel case at full size (the dense headline and the sparse case beside it; run it alone, quiet)::
 
     python benchmarks/secureboost.py --cases kernel --kernel-rows 100000 --kernel-features 300 \
         --kernel-zero-fraction 0.8 --json benchmarks/results/secureboost_kernel.json
