@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fedacq.campaign.demo import CampaignDemoConfig, run_campaign_demo
 from fedacq.demo import DemoConfig, run_demo
 
 #: ``--value`` choices besides the value models: no value targeting.
@@ -19,11 +20,20 @@ def add_parser(subparsers: Any) -> None:
                                           "conversion targeting, value targeting and an activity baseline, each "
                                           "measured against its control.")
     d = DemoConfig()
-    p.add_argument("--out", type=Path, default=d.out_dir, help="output folder (default: %(default)s)")
-    p.add_argument("--users", type=int, default=d.n_users, help="platform users in the market (default: %(default)s)")
+    c = CampaignDemoConfig()
+    p.add_argument("--campaign", action="store_true",
+                   help="run the eight-week campaign autopilot instead: weekly cycles (PSI, model update, gates, "
+                        "boost table publication), measurement, rollback, a frozen-model comparison, and both "
+                        "parties' consoles' data left behind (fedacq.campaign.demo)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default: {d.out_dir}; with --campaign {c.out_dir})")
+    p.add_argument("--users", type=int, default=None,
+                   help=f"platform users in the market (default: {d.n_users}; with --campaign {c.n_users})")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--days", type=int, default=d.days, help="bidding days per campaign (default: %(default)s)")
-    p.add_argument("--n-estimators", type=int, default=d.n_estimators)
+    p.add_argument("--days", type=int, default=None,
+                   help=f"bidding days per campaign (default: {d.days}; with --campaign {c.days})")
+    p.add_argument("--n-estimators", type=int, default=None,
+                   help=f"trees per model (default: {d.n_estimators}; with --campaign {c.n_estimators})")
     p.add_argument("--max-depth", type=int, default=d.max_depth)
     p.add_argument("--value", choices=(*VALUE_MODELS, NO_VALUE), default=d.value,
                    help="value targeting's business value: " + "; ".join(
@@ -39,8 +49,17 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _cli(args: Any) -> int:
-    cfg = DemoConfig(out_dir=args.out, n_users=args.users, seed=args.seed, days=args.days,
-                     n_estimators=args.n_estimators, max_depth=args.max_depth,
+    if args.campaign:
+        c = CampaignDemoConfig()
+        run_campaign_demo(CampaignDemoConfig(
+            out_dir=args.out or c.out_dir, n_users=args.users or c.n_users, days=args.days or c.days, seed=args.seed,
+            n_estimators=args.n_estimators or c.n_estimators, max_depth=args.max_depth, key_bits=args.key_bits,
+            insecure_test_key=args.insecure_test_key, transport=args.transport, progress=not args.quiet))
+        return 0
+    d = DemoConfig()
+    cfg = DemoConfig(out_dir=args.out or d.out_dir, n_users=args.users or d.n_users, seed=args.seed,
+                     days=args.days or d.days, n_estimators=args.n_estimators or d.n_estimators,
+                     max_depth=args.max_depth,
                      value=None if args.value == NO_VALUE else args.value, key_bits=args.key_bits,
                      insecure_test_key=args.insecure_test_key, transport=args.transport,
                      progress=not args.quiet)

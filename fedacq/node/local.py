@@ -48,7 +48,9 @@ def _toml_value(value: Any) -> str:
 
 def write_party_config(path: Path, party: str, peer: str, port: int, peer_port: int, certs: Path,
                        allow: list[str], datasets: dict[str, str | Path], mlflow: str | Path,
-                       control_socket: Path | None = None, policy: dict[str, Any] | None = None) -> Path:
+                       control_socket: Path | None = None, policy: dict[str, Any] | None = None,
+                       sections: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A party.toml; ``sections`` adds tables such as ``[console]`` or ``[campaigns]`` (name -> keys)."""
     lines = ["[node]", f"party = {_toml_str(party)}", f'listen = "127.0.0.1:{port}"',
              'state_dir = "state"', f"mlflow = {_toml_str(mlflow)}", 'keys_dir = "keys"']
     if control_socket is not None:
@@ -60,6 +62,8 @@ def write_party_config(path: Path, party: str, peer: str, port: int, peer_port: 
     lines += [f"{name} = {_toml_str(p)}" for name, p in datasets.items()]
     if policy:
         lines += ["", "[policy]"] + [f"{key} = {_toml_value(value)}" for key, value in policy.items()]
+    for section, table in (sections or {}).items():
+        lines += ["", f"[{section}]"] + [f"{key} = {_toml_value(value)}" for key, value in table.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -172,13 +176,15 @@ class LocalPair:
 def start_local_pair(root: str | Path, parties: tuple[str, str] = ("lender", "platform"),
                      datasets: dict[str, dict[str, str | Path]] | None = None,
                      allow: list[str] | None = None, mlflow: str | None = None,
-                     timeout: float = 60.0, policy: dict[str, dict[str, Any]] | None = None) -> LocalPair:
+                     timeout: float = 60.0, policy: dict[str, dict[str, Any]] | None = None,
+                     sections: dict[str, dict[str, dict[str, Any]]] | None = None) -> LocalPair:
     """Certificates, configs with free ports, and two started nodes under ``root``.
 
     ``datasets[party]`` registers data sets (name -> path) at that party;
     ``allow`` defaults to every protocol in the registry; ``mlflow`` defaults to
     a store directory per party; ``policy[party]`` is that party's ``[policy]``
-    table (default: the safe defaults of :mod:`fedacq.node.policy`).
+    table (default: the safe defaults of :mod:`fedacq.node.policy`); ``sections[party]`` more
+    tables of its party.toml (e.g. ``{"console": {"listen": "127.0.0.1:8701"}}``).
     """
     root = Path(root).resolve()
     certs = root / "certs"
@@ -196,7 +202,7 @@ def start_local_pair(root: str | Path, parties: tuple[str, str] = ("lender", "pl
             socket_path = override = socket_dir / f"{party}.sock"
         write_party_config(config, party, peer, ports[party], ports[peer], certs, allow,
                            (datasets or {}).get(party, {}), mlflow or root / party / "mlruns", override,
-                           (policy or {}).get(party))
+                           (policy or {}).get(party), (sections or {}).get(party))
         nodes[party] = LocalNode(party, config, socket_path)
     pair = LocalPair(root, certs, nodes, socket_dir)
     try:

@@ -179,10 +179,12 @@ class InProcessParties(Parties):
 
 @contextlib.contextmanager
 def start_parties(transport: str, root: str | Path, datasets: dict[str, dict[str, Path]],
-                  policy: dict[str, dict[str, Any]]) -> Iterator[Parties]:
+                  policy: dict[str, dict[str, Any]],
+                  sections: dict[str, dict[str, dict[str, Any]]] | None = None) -> Iterator[Parties]:
     """The two parties for a run under ``root``: ``datasets[party]`` is that party's registry
     (name -> file; files may appear later, before the job that names them), ``policy[party]``
-    its ``[policy]`` table. Nodes (``grpc``) are stopped on exit."""
+    its ``[policy]`` table, ``sections[party]`` more tables of a node's party.toml (``grpc``
+    only: ``[console]``, ``[campaigns]``). Nodes (``grpc``) are stopped on exit."""
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; use one of {', '.join(TRANSPORTS)}")
     root = Path(root).resolve()
@@ -196,5 +198,5 @@ def start_parties(transport: str, root: str | Path, datasets: dict[str, dict[str
     from fedacq.node.local import start_local_pair
 
     with start_local_pair(root, datasets={p: {k: Path(v).resolve() for k, v in datasets.get(p, {}).items()}
-                                          for p in PARTIES}, policy=policy) as pair:
+                                          for p in PARTIES}, policy=policy, sections=sections) as pair:
         yield NodeParties(root, pair)

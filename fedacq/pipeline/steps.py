@@ -83,15 +83,17 @@ def registry(paths: dict[str, Path], root: Path, layers: tuple[str, ...] = ()) -
 # -- align and train (cross: node jobs) ---------------------------------------------------
 
 def align(parties: Parties, *, job_id: str, id_columns: tuple[str, ...] = ("user_id",),
-          min_intersection: int = 100, mode: str = "balanced", progress: bool = False) -> dict[str, Any]:
-    """PSI on the parties' inputs (a ``psi`` job); ``{party: result}`` with each side's
-    ``intersection`` size and ``output`` (its rows of the intersection, in the shared order).
+          min_intersection: int = 100, mode: str = "balanced", tables: dict[str, str] | None = None,
+          progress: bool = False) -> dict[str, Any]:
+    """PSI on the parties' inputs (a ``psi`` job; ``tables[party]``: the registered names, default
+    :data:`INPUTS`); ``{party: result}`` with each side's ``intersection`` size and ``output`` (its
+    rows of the intersection, in the shared order).
 
     :func:`train` aligns again inside its own job; this step alone tells both parties the
     overlap before either commits to training.
     """
     job = {"job": {"protocol": "psi", "id": job_id},
-           "datasets": {party: {"ids": name} for party, name in INPUTS.items()},
+           "datasets": {party: {"ids": name} for party, name in {**INPUTS, **(tables or {})}.items()},
            "params": {"id_columns": list(id_columns), "min_intersection": min_intersection, "mode": mode}}
     return parties.run(job, progress)
 
@@ -100,9 +102,10 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
           model: str = "secureboost", mode: str = "prospect", model_params: dict[str, Any] | None = None,
           key_bits: int = 2048, insecure_test_key: bool = False, min_intersection: int = 100,
           validation_fraction: float = 0.2, seed: int = 0, experiment: str = "fedacq-pipeline",
-          lender_table: str = INPUTS[LENDER], progress: bool = False) -> dict[str, Any]:
+          lender_table: str = INPUTS[LENDER], platform_table: str = INPUTS[PLATFORM],
+          progress: bool = False) -> dict[str, Any]:
     """PSI then federated training and the lender's evaluation (a ``run`` job) on the lender's
-    registered table ``lender_table`` and the platform's users.
+    registered table ``lender_table`` and the platform's ``platform_table``.
 
     Returns the job's metrics as ``fedacq run`` reports them
     (:func:`fedacq.learn.run_report.job_metrics`): ``intersection_size``, ``train`` /
@@ -113,7 +116,7 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
     from fedacq.learn.run_report import job_metrics
 
     job = {"job": {"protocol": "run", "id": job_id},
-           "datasets": {LENDER: {"table": lender_table}, PLATFORM: {"table": INPUTS[PLATFORM]}},
+           "datasets": {LENDER: {"table": lender_table}, PLATFORM: {"table": platform_table}},
            "params": {"id_column": id_column, "label_column": label_column, "model": model,
                       "model_params": dict(model_params or {}), "mode": mode, "key_bits": key_bits,
                       "insecure_test_key": insecure_test_key, "min_intersection": min_intersection,
@@ -124,13 +127,13 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
 
 
 def train_stages(parties: Parties, value: ValueModel, *, job_id: str, model_params: dict[str, Any] | None = None,
-                 **kwargs: Any) -> dict[str, dict[str, Any]]:
+                 lender_prefix: str = INPUTS[LENDER], **kwargs: Any) -> dict[str, dict[str, Any]]:
     """One prospect ``run`` job per stage of ``value`` (job ``<job_id>-<stage>``, on the lender's
-    :func:`stage_dataset` table, with the stage's objective); ``{stage: metrics}`` as :func:`train`
-    returns them. ``kwargs`` go to :func:`train`."""
+    table ``<lender_prefix>-<stage>``, :func:`stage_dataset` by default, with the stage's objective);
+    ``{stage: metrics}`` as :func:`train` returns them. ``kwargs`` go to :func:`train`."""
     return {stage.name: train(parties, job_id=f"{job_id}-{stage.name}", label_column=stage.label_column,
                               mode="prospect", model_params={**(model_params or {}), "objective": stage.objective},
-                              lender_table=stage_dataset(stage.name), **kwargs)
+                              lender_table=f"{lender_prefix}-{stage.name}", **kwargs)
             for stage in value.stages}
 
 
@@ -188,15 +191,18 @@ def experiment_config(layer: str, salt: str, treatment_share: float) -> Any:
 
 
 def activate(scores: pd.DataFrame, *, layer: str, tiers: Any, experiment: Any, model_version: str,
-             table_root: Path, store: str | None = None, job_id: str = "", tracking: str = "fedacq-pipeline") -> Any:
+             table_root: Path, store: str | None = None, job_id: str = "", tracking: str = "fedacq-pipeline",
+             versioned: bool = False) -> Any:
     """Scores -> tiers -> a versioned boost table with experiment buckets, written under
-    ``table_root/<layer>``; logged to the platform's MLflow ``store`` (experiment ``tracking``) when given."""
+    ``table_root/<layer>`` (``table_root/<layer>/<version>`` when ``versioned``: a campaign keeps
+    every version for its boost service's rollback); logged to the platform's MLflow ``store``
+    (experiment ``tracking``) when given."""
     from fedacq.activate import build_boost_table
     from fedacq.track import PartyRun
 
     table = build_boost_table(scores, campaign=f"lender-acq-{layer}", tiers=tiers, experiment=experiment,
                               model_version=model_version)
-    table.write(table_root / layer)
+    table.write(table_root / layer / table.version if versioned else table_root / layer)
     if store is not None:
         manifest = table.manifest
         with PartyRun(store, PLATFORM, tracking, f"activate-{layer}", job_id,
