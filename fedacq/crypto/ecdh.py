@@ -41,9 +41,9 @@ and idle cores at the end of a batch (chunks of ``CHUNK`` points, ~0.15 s each).
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import multiprocessing
+import multiprocessing.util
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -172,11 +172,16 @@ def warm_pool(workers: int | None = None) -> None:
     threading.Thread(target=start, name="fedacq-ecdh-pool", daemon=True).start()
 
 
-@atexit.register
 def _shutdown_pools() -> None:
     for pool in _POOLS.values():
         pool.shutdown(cancel_futures=True)
     _POOLS.clear()
+
+
+# A multiprocessing finalizer, not atexit: in a process that multiprocessing started, the exit
+# joins child processes before atexit runs, and would wait forever on idle pool workers. Priority
+# above the queues' own finalizers (10): the pool still needs its call queue to stop its workers.
+multiprocessing.util.Finalize(None, _shutdown_pools, exitpriority=100)
 
 
 def default_workers() -> int:
