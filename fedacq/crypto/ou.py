@@ -270,8 +270,9 @@ class PrivateKey(PrivateKeyBase):
         self.t = None if t is None else mpz(t)
         if self.t is not None:
             # t must kill h mod p^2 (then c^t removes the randomness of every honest ciphertext)
+            hp = public_key.h % self.psquare  # h = 1 mod p^2 would put p^2 in gcd(h - 1, n)
             if not (1 < self.t < p and (p - 1) % self.t == 0 and gmpy2.is_prime(self.t)
-                    and gmpy2.powmod(public_key.h % self.psquare, self.t, self.psquare) == 1):
+                    and hp != 1 and gmpy2.powmod(hp, self.t, self.psquare) == 1):
                 raise ValueError("OU private key: t is not a prime factor of p - 1 that is the order of h mod p^2")
         #: the decryption exponent: t for keys with the subgroup, else p - 1.
         self.exponent = self.t if self.t is not None else p - 1
@@ -368,7 +369,7 @@ def generate_keypair(n_length: int = 2048, *, insecure_test_key: bool = False) -
         while True:  # g = g0^u: order p*t mod p^2 (order p for g^t), and h = g^n of order t
             g0 = mpz(2 + secrets.randbelow(int(n) - 3))
             g = gmpy2.powmod(g0, u, n)
-            if gmpy2.gcd(g0, n) == 1 and g > 1 and gmpy2.powmod(g, t, psq) != 1:
+            if gmpy2.gcd(g0, n) == 1 and g % p != 1 and gmpy2.powmod(g, t, psq) != 1:
                 break
         public_key = PublicKey(n, g, gmpy2.powmod(g, n, n))
         return public_key, PrivateKey(public_key, p, q, t)
