@@ -60,3 +60,33 @@ def test_bad_inputs_raise_clear_errors():
         key.reblind(np.zeros((3, 31), dtype=np.uint8))
     with pytest.raises(ValueError, match="small order"):
         key.reblind(np.zeros((2, 32), dtype=np.uint8), workers=1)  # u = 0 is a low-order point
+
+
+def test_hash_to_points_is_the_keyed_blake2b_of_the_spec():
+    import hashlib
+    want = hashlib.blake2b(len(b"dom").to_bytes(2, "big") + b"dom" + IDS[7], digest_size=32, key=SALT,
+                           person=b"fedacq-ecdh-v1").digest()
+    assert hash_to_points(IDS, SALT, b"dom")[7].tobytes() == want
+
+
+def test_packed_ids_blind_like_a_list_in_the_pool():
+    from fedacq.psi.ids import IdArray
+    key = BlindingKey.generate()
+    ids = [str(i).encode() for i in range(POOL_THRESHOLD + 10)]
+    assert np.array_equal(key.blind_ids(IdArray.from_bytes(ids), SALT, b"d", workers=2),
+                          key.blind_ids(ids, SALT, b"d", workers=2))
+
+
+def _blind_in_child() -> None:
+    key = BlindingKey.generate()
+    key.blind_ids([str(i).encode() for i in range(POOL_THRESHOLD)], SALT, b"d", workers=2)
+
+
+def test_a_process_that_used_the_pool_exits():
+    import multiprocessing
+    child = multiprocessing.get_context("spawn").Process(target=_blind_in_child)
+    child.start()
+    child.join(120)  # a deadline, not a timing: before the finalizer fix it never exited
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0
