@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,13 +32,17 @@ def _read(path: Path, id_columns: list[str]):
 
 
 def _write(table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        table.to_parquet(path, index=False)
-    elif path.suffix.lower() == ".csv":
-        table.to_csv(path, index=False)
-    else:
+    """Write ``table`` as CSV or Parquet atomically: a reader sees the old file or the whole new one."""
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
         raise ValueError(f"{path}: output must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if suffix == ".csv":
+        table.to_csv(tmp, index=False)
+    else:
+        table.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def _intersection_table(table, rows, id_columns: list[str], matched_on):
@@ -97,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         _write(_intersection_table(platform, res_p.rows, platform_cols, res_p.matched_on), platform_out)
     stats = {"job": job, "intersection": res_l.size, "wall_seconds": wall,
              "cache_build_seconds": offline, "lender": res_l.stats, "platform": res_p.stats}
-    (out / "psi_stats.json").write_text(json.dumps(stats, indent=2, default=str))
+    tmp = out / ".psi_stats.json.tmp"
+    tmp.write_text(json.dumps(stats, indent=2, default=str))
+    os.replace(tmp, out / "psi_stats.json")
     print(f"intersection {res_l.size} of {len(lender)} lender x {len(platform)} platform rows "
           f"in {wall:.1f} s -> {out}")
     return 0

@@ -75,10 +75,10 @@ def _table(ctx: JobContext, columns: list[str]):
 
 
 def _finish(ctx: JobContext, table, columns: list[str], result) -> dict[str, Any]:
-    from fedacq.psi.commands import _intersection_table
+    from fedacq.psi.commands import _intersection_table, _write
 
     out = ctx.work_dir / "intersection.parquet"
-    _intersection_table(table, result.rows, columns, result.matched_on).to_parquet(out, index=False)
+    _write(_intersection_table(table, result.rows, columns, result.matched_on), out)
     ctx.logger.info("psi: intersection %d, written to %s", result.size, out)
     return {"intersection": result.size, "output": str(out), "stats": result.stats}
 
