@@ -186,6 +186,21 @@ def _status_kb(pid: int | str, field: str) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of one process so far, from /proc (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds of this process and every process below it (its forkserver and pool workers)."""
+    return _cpu_seconds("self") + sum(_cpu_seconds(pid) for pid in _descendants(os.getpid()))
+
+
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (this party's forkserver and its pool workers), from /proc."""
     parents: dict[int, list[int]] = {}
@@ -213,12 +228,12 @@ def _party(role: str, n: int, seed: int, workers: int | None, conn, barrier, res
     link = PipeLink(role, "platform" if role == "lender" else "lender", conn, job=f"bench-{n}")
     run = psi_lender if role == "lender" else psi_platform
     barrier.wait()
-    t0 = time.time()
+    t0, cpu0 = time.time(), _tree_cpu_seconds()
     res = run(link, table, ["uid"], workers=workers, min_intersection=0)
-    t1 = time.time()
+    t1, cpu = time.time(), _tree_cpu_seconds() - cpu0
     workers_mb = {str(pid): _status_kb(pid, "VmHWM") / 1024 for pid in _descendants(os.getpid())}
     peak_mb = _status_kb("self", "VmHWM") / 1024
-    results.put({"role": role, "start": t0, "end": t1, "size": res.size, "stats": res.stats,
+    results.put({"role": role, "start": t0, "end": t1, "size": res.size, "stats": res.stats, "cpu_seconds": cpu,
                  "table_rss_mb": table_mb, "peak_rss_mb": peak_mb, "workers_peak_rss_mb": workers_mb,
                  "peak_rss_mb_upper": peak_mb + sum(workers_mb.values()),
                  "ru_maxrss_mb_incl_table_build": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -272,17 +287,24 @@ def main(argv: list[str] | None = None) -> int:
         n = 100_000 // scale
         lender, plat = make_sets(n, n, n // 2)
         load = os.getloadavg()
+        cpu0 = _tree_cpu_seconds()
         t_fed, size_fed, stats = run_fedacq(lender, plat, args.workers)
+        cpu_fed = _tree_cpu_seconds() - cpu0
+        cpu0 = time.process_time()
         t_om, size_om = run_openmined(lender, plat)
+        cpu_om = time.process_time() - cpu0
         if size_fed != size_om:
             raise SystemExit(f"intersection sizes differ: fedacq {size_fed}, openmined-psi {size_om}")
         out["cases"]["100k"] = {"n_lender": n, "n_platform": n, "intersection": size_fed,
                                 "fedacq_seconds": t_fed, "openmined_psi_seconds": t_om,
+                                # CPU seconds (all processes): what the run costs whatever else runs
+                                "fedacq_cpu_seconds": cpu_fed, "openmined_psi_cpu_seconds": cpu_om,
                                 "loadavg_start": load, "loadavg_end": os.getloadavg(),
                                 "peak_rss_mb_both_parties_one_process":
                                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                                 "fedacq_stats": stats}
         out["ratios"]["100k_speedup_vs_openmined"] = t_om / t_fed
+        out["ratios"]["100k_cpu_ratio_openmined_over_fedacq"] = cpu_om / cpu_fed
         print(f"100k {n}x{n}: fedacq {t_fed:.1f} s, openmined-psi {t_om:.1f} s, "
               f"speed-up {t_om / t_fed:.2f}x")
     for case in cases:

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from fedacq import compute
 from fedacq.crypto import dp_noise
-from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey, warm_pool
+from fedacq.crypto.ecdh import POINT_BYTES, POOL_THRESHOLD, BlindingKey, warm_pool
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
 from fedacq.psi.cache import FINGERPRINT, LenderSetStore, PlatformCache, column_domain
@@ -160,9 +160,9 @@ def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
             [join(t, np.empty(0, dtype=np.int64)) for t in tokens])
 
 
-def _warm(engine: compute.Engine) -> None:
-    """Start this machine's blinding pool while the ids are prepared (local engine only)."""
-    if engine.name == "local":
+def _warm(engine: compute.Engine, n_rows: int) -> None:
+    """Start this machine's blinding pool while the ids are prepared (local engine, batches that use it)."""
+    if engine.name == "local" and n_rows >= POOL_THRESHOLD:
         warm_pool(getattr(engine, "workers", None))
 
 
@@ -244,7 +244,7 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
     blinding key goes to that engine's workers only (:mod:`fedacq.compute`).
     """
     engine = compute.choose(engine, workers)
-    _warm(engine)
+    _warm(engine, len(table))
     if reveal_to not in REVEAL:
         raise ValueError(f"reveal_to must be one of {REVEAL}, got {reveal_to!r}")
     if mode not in MODES:
@@ -340,7 +340,7 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
     Blinding runs on ``engine`` as in :func:`psi_lender`.
     """
     engine = compute.choose(engine, workers)
-    _warm(engine)
+    _warm(engine, len(table))
     timer = _Timer()
     hello = link.recv("psi.hello").header
     if hello["version"] != PROTOCOL_VERSION:
