@@ -40,15 +40,21 @@ Steps (every step is one message over a :class:`~fedacq.link.link.Link`)
           objective's ``dloss/dz``, clipped to ``residual_bound``) and its own
           gradient, updates ``b, w_l`` and sends ``hlr.residuals``: ``[[r / residual_bound]]``,
           one fixed-point ciphertext per row (``residual_frac_bits``), and the
-          step size of the schedule.
+          step size of the schedule. The ciphertexts' randomness was computed
+          while the platform worked on the batch before (:class:`_FactorsAhead`):
+          encrypting is one multiply per row.
        c. The platform computes ``[[X_p[B]^T r]]``: its standardised features
           quantised to ``feature_frac_bits`` fractional bits are small signed
           integers, so each of the d_p sums is one multi-exponentiation
-          (:func:`encrypted_dot`: bucket method, about one ciphertext multiply
-          per row and feature). It packs the sums, offset to be non-negative,
-          into slots of a few ciphertexts, adds ONE mask ``M`` uniform in
-          ``Z_n`` to each packed ciphertext (:func:`mask_gradient`),
-          re-randomises (``obfuscate``) and sends ``hlr.gradient``.
+          (:func:`encrypted_dot`: one bucket per distinct value, one
+          ciphertext multiply per row and feature plus two per distinct value;
+          a feature's most frequent value through one product shared by all
+          features, :func:`column_defaults`), the features split over the
+          party's worker processes, which also pack the sums into slots of a
+          few ciphertexts. It offsets the slots to be non-negative, adds ONE
+          mask ``M`` uniform in ``Z_n`` to each packed ciphertext
+          (:func:`mask_gradient`), re-randomises (``obfuscate``) and sends
+          ``hlr.gradient``.
        d. The lender decrypts and returns ``P + M mod n`` in ``hlr.unmask``;
           the platform subtracts ``M`` mod n, unpacks the slots itself
           (refusing any outside the range honest residuals give:
@@ -407,7 +413,9 @@ def column_defaults(K: np.ndarray) -> np.ndarray:
     n, d = K.shape
     defaults = np.zeros(d, dtype=np.int64)
     saved = 0
-    for j in range(d):
+    run = max(n // 32, 1)  # only a value filling more than 1/32 of the rows can pay: found on sorted columns
+    S = np.sort(K, axis=0)
+    for j in np.flatnonzero((S[run:] == S[:-run]).any(axis=0)).tolist():
         values, counts = np.unique(K[:, j], return_counts=True)
         v = int(values[np.argmax(counts)])
         if v:
