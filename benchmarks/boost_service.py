@@ -5,8 +5,9 @@ in the table, 10 % unknown) to a ``fedacq boost-serve`` process for ``--seconds`
 the way in, a new table version of the same size is moved under the served root and loaded
 by name through the admin ``Reload`` RPC.
 Reported: ``lookups_per_s`` (user ids answered per second), ``p50_ms``/``p99_ms`` request
-latency, ``failed_requests`` (RPC errors or malformed answers), the reload time and the table
-versions seen.
+latency, ``failed_requests`` (RPC errors or malformed answers), the reload time, the table
+versions seen, and ``server_cpu_ms_per_request`` (the serving process's CPU time per request,
+which other load on the machine inflates far less than it inflates latency).
 
 Named peers, run in the same invocation:
 
@@ -67,6 +68,19 @@ def batches(rows: int, batch_size: int, n: int, seed: int) -> list[list[str]]:
             ids[j] = f"new-{rng.integers(1 << 40)}"
         out.append(ids)
     return out
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) the serving process has used (Linux ``/proc``; None elsewhere).
+
+    Load-robust beside latency: what a request costs the server, whoever else shares the machine.
+    The process's own threads only: a table loader child is not counted.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _spawn(args: list[str], port_file: Path) -> tuple[subprocess.Popen, int]:
@@ -184,8 +198,14 @@ def bench_service(root: Path, v2: Path, work, args) -> dict:
             rep = client.reload(f"{CAMPAIGN}/{v2.name}")
             return {"reload_s": round(time.perf_counter() - t0, 3), "reloaded_to": rep.table_version}
 
+        cpu0 = _cpu_seconds(proc.pid)
         paced = drive(call, work, args.clients, args.seconds, midway=reload, rate=args.rate)
+        cpu1 = _cpu_seconds(proc.pid)
         saturated = drive(call, work, args.clients, args.saturation_seconds)
+        cpu2 = _cpu_seconds(proc.pid)
+        if cpu0 is not None:
+            paced["server_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1e3 / max(paced["requests"], 1), 3)
+            saturated["server_cpu_ms_per_request"] = round((cpu2 - cpu1) * 1e3 / max(saturated["requests"], 1), 3)
         return {"paced": paced, "saturation": saturated}
     finally:
         client.close()
@@ -303,7 +323,9 @@ def main() -> int:
           f"p99 {paced['p99_ms']} ms, {paced['failed_requests']} failed, reload {paced.get('reload_s')} s, "
           f"versions {paced['versions_seen']}; p99 outside/during reload {paced.get('p99_ms_outside_reload')}"
           f"/{paced.get('p99_ms_during_reload')} ms")
-    print(f"boost service, saturation: {sat['lookups_per_s']:,.0f} look-ups/s, p99 {sat['p99_ms']} ms")
+    print(f"boost service, saturation: {sat['lookups_per_s']:,.0f} look-ups/s, p99 {sat['p99_ms']} ms; "
+          f"server CPU per request {paced.get('server_cpu_ms_per_request')} ms paced, "
+          f"{sat.get('server_cpu_ms_per_request')} ms saturated")
     print(f"grpc echo (same payload), saturation: {echo['lookups_per_s']:,.0f} look-ups/s, p99 {echo['p99_ms']} ms "
           f"-> service/echo = {result['ratios']['saturation_vs_grpc_echo']}")
     print(f"in-process pandas (1 thread): {inproc['lookups_per_s']:,.0f} look-ups/s "
