@@ -300,7 +300,8 @@ class BoostRegistry:
             current = self._tables.get(lookup.campaign)
             if current is not None and lookup.created_at <= current.created_at:
                 message = (f"boost table {table_dir}: version {lookup.version} "
-                           f"(created {lookup.created_at.isoformat()}) is not newer than {current.version} (created {current.created_at.isoformat()}), served "
+                           f"(created {lookup.created_at.isoformat()}) is not newer than {current.version} "
+                           f"(created {current.created_at.isoformat()}), served "
                            f"for campaign {lookup.campaign!r}: versions only move forward; an admin goes back "
                            f"with: fedacq boosts rollback --to {lookup.version}")
                 self.refuse(message)

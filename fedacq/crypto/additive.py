@@ -116,7 +116,8 @@ def _run_batch(op: str, key: Any, items: list, workers: int | None, threshold: i
     engine = distributed_engine(workers, len(items), threshold)
     if engine is not None:
         return getattr(engine, op)(key, items)
-    nworkers = parallel.resolve_workers(workers, len(items), threshold if local_threshold is None else local_threshold)
+    local = threshold if local_threshold is None else local_threshold
+    nworkers = parallel.resolve_workers(workers, len(items), local)
     if nworkers <= 1:
         return key.decrypt_raw_local(items) if op == "decrypt" else key.encrypt_raw_local(items)
     return getattr(parallel, op)(key, items, nworkers)
