@@ -776,6 +776,9 @@ class HeteroLRLender:
                   "residual_bound": self.residual_bound_}
         if first_epoch:  # a resumption names the epoch it continues from; the platform checks its own
             config["first_epoch"] = first_epoch
+        # the first batch's encryption randomness is computed while the platform reads the hello
+        ahead = _FactorsAhead(sk, [len(rows) for rows in batches(n, self.batch_size, self.random_state, 0)],
+                              self.n_jobs) if n else None
         link.send(Message("hlr.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("hlr.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -783,9 +786,9 @@ class HeteroLRLender:
                              f"platform {reply.header['n_rows']} / {reply.header['n_eval_rows']}")
         d_p = reply.header["n_features"]
         _check_batch(self.batch_size, n, d_p, "hlr.hello_reply")
-        # the first batch's encryption randomness is computed while both parties standardise
-        ahead = _FactorsAhead(sk, [len(rows) for rows in batches(n, self.batch_size, self.random_state, 0)],
-                              self.n_jobs) if d_p else None
+        if ahead is not None and not d_p:  # no platform feature: no gradient, no residual is ever encrypted
+            ahead.cancel()
+            ahead = None
         self.n_platform_features_ = d_p
         self.n_features_in_ = X.shape[1]
         self.scaler_ = Standardizer.fit(X)
