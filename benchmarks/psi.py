@@ -220,6 +220,24 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+class _RssTrace:
+    """Resident memory of this process once a second: where in the job the peak falls."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._t0 = time.time()
+        threading.Thread(target=self._run, name="rss-trace", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.points.append((round(time.time() - self._t0, 1), round(_status_kb("self", "VmRSS") / 1024)))
+
+    def stop(self) -> list[tuple[float, float]]:
+        self._stop.set()
+        return self.points
+
+
 def _party(role: str, n: int, seed: int, workers: int | None, conn, barrier, results) -> None:
     """One party of a scale case, in its own process: build its table, run PSI, report time and memory."""
     table = pd.DataFrame({"uid": make_ids(0 if role == "lender" else n // 2, n, seed)})
@@ -228,14 +246,14 @@ def _party(role: str, n: int, seed: int, workers: int | None, conn, barrier, res
     link = PipeLink(role, "platform" if role == "lender" else "lender", conn, job=f"bench-{n}")
     run = psi_lender if role == "lender" else psi_platform
     barrier.wait()
-    t0, cpu0 = time.time(), _tree_cpu_seconds()
+    t0, cpu0, trace = time.time(), _tree_cpu_seconds(), _RssTrace()
     res = run(link, table, ["uid"], workers=workers, min_intersection=0)
-    t1, cpu = time.time(), _tree_cpu_seconds() - cpu0
+    t1, cpu, rss_trace_mb = time.time(), _tree_cpu_seconds() - cpu0, trace.stop()
     workers_mb = {str(pid): _status_kb(pid, "VmHWM") / 1024 for pid in _descendants(os.getpid())}
     peak_mb = _status_kb("self", "VmHWM") / 1024
     results.put({"role": role, "start": t0, "end": t1, "size": res.size, "stats": res.stats, "cpu_seconds": cpu,
                  "table_rss_mb": table_mb, "peak_rss_mb": peak_mb, "workers_peak_rss_mb": workers_mb,
-                 "peak_rss_mb_upper": peak_mb + sum(workers_mb.values()),
+                 "peak_rss_mb_upper": peak_mb + sum(workers_mb.values()), "rss_trace_mb": rss_trace_mb,
                  "ru_maxrss_mb_incl_table_build": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 

@@ -203,7 +203,11 @@ def _intersect_points(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     pos = np.minimum(np.searchsorted(sb, sa), len(sb) - 1)
     hit = sb[pos] == sa
     ia, ib = oa[hit], ob[pos[hit]]
-    same = (a[ia] == b[ib]).all(axis=1)
+    del oa, ob, sa, sb, pos, hit
+    same = np.empty(len(ia), dtype=bool)
+    for start in range(0, len(ia), CHUNK):  # confirm in slices: no (n, 32) copies of both sides at once
+        part = slice(start, start + CHUNK)
+        same[part] = (a[ia[part]] == b[ib[part]]).all(axis=1)
     return ia[same].astype(np.int64), ib[same].astype(np.int64)
 
 
