@@ -115,7 +115,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
-from fedacq.crypto.paillier import MIN_KEY_BITS
+from fedacq.crypto.paillier import MIN_KEY_BITS, PARALLEL_THRESHOLD
 from fedacq.learn import hetero_lr_objectives as objectives
 from fedacq.learn.early_stopping import EarlyStopping
 from fedacq.learn.objectives import Objective
@@ -653,7 +653,8 @@ class _FactorsAhead:
         from fedacq.crypto import parallel
 
         self.private_key, self.sizes, self.index = private_key, list(sizes), 0
-        self.workers = parallel.resolve_workers(workers, max(self.sizes), 1)
+        # workers=None: the pool only for an epoch of at least PARALLEL_THRESHOLD rows (it costs a start)
+        self.workers = parallel.resolve_workers(workers, sum(self.sizes), PARALLEL_THRESHOLD)
         self._pending = self._submit()
 
     def _submit(self) -> tuple[list, int]:
