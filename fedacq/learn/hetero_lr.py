@@ -105,7 +105,6 @@ What each party learns
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 from pathlib import Path
@@ -566,7 +565,7 @@ def gradient_layout(K: np.ndarray, max_rows: int, residual_frac_bits: int) -> tu
 
 def mask_gradient(public_key: Any, packed: Sequence[mpz], offset_bits: int, slot_bits: int,
                   count: int) -> tuple[Any, list[int]]:
-    """Offset the ``count`` packed sums ``[[g_j]]`` to ``[[g_j + 2^offset_bits]]`` and add ONE mask per packed ciphertext.
+    """Offset the ``count`` packed sums ``[[g_j]]`` to ``[[g_j + 2^offset_bits]]``; ONE mask per packed ciphertext.
 
     ``packed`` is :func:`encrypted_dot` with ``slot_bits``: ``sum_j g_j 2^(j s)``
     per ciphertext, ``g_j`` signed. Adding ``O = sum_j 2^offset_bits 2^(j s)``
