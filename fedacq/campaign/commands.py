@@ -93,9 +93,9 @@ def _status(args: Any) -> int:
               f"digest {str(r.get('digest'))[:16]}")
         for c in r["cycles"]:
             m = c.get("measurement") or {}
-            rel = m.get("relative") or {}
+            rel = m.get("relative")
             lift = f", {m['kpi']} lift {rel['value']:+.1%} [{rel['ci_low']:+.1%}, {rel['ci_high']:+.1%}]" \
-                if rel.get("value") is not None else ""
+                if rel else ""
             print(f"  cycle {c['cycle']:>3} day {c.get('sim_day')}: {c['outcome']:<11} {c.get('version') or ''}"
                   f"{lift}{' - ' + c['reason'] if c.get('reason') else ''}")
     return 0

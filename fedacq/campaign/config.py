@@ -150,6 +150,11 @@ class Campaign:
         """The canonical hash both nodes compare (module docstring)."""
         return canonical_digest(self.document)
 
+    @property
+    def bad_side(self) -> str:
+        """Which way the rollback KPI moves when the boost hurts: ``higher`` for a cost."""
+        return "higher" if self.rollback_better == "lower" else "lower"
+
     def model_params(self) -> dict[str, Any]:
         """The run job's ``model_params``: the campaign's XGBoost parameters and objective."""
         return {**self.params, "objective": self.objective}
@@ -163,7 +168,7 @@ class Campaign:
                 "gate max score PSI": self.max_score_psi, "gate min intersection": self.min_intersection,
                 "tiers": " / ".join(f"{b:g}" for b in self.boosts), "layer": self.layer,
                 "treatment_share": self.treatment_share, "measurement epsilon": self.epsilon,
-                "rollback": f"{self.rollback_kpi} significantly {'higher' if self.rollback_better == 'lower' else 'lower'}",
+                "rollback": f"{self.rollback_kpi} significantly {self.bad_side}",
                 "digest": self.digest[:16], **{f"param {k}": v for k, v in sorted(self.params.items())
                                                if isinstance(v, (str, int, float, bool))}}
 

@@ -12,19 +12,26 @@ What runs (the default sizes fit 15 minutes on a 2-core machine with 2048-bit ke
 * **the boost service**: a :class:`fedacq.activate.service.BoostServer` on loopback over the
   platform's table root; every version is loaded by ``Reload``, withdrawn by ``Rollback``, and
   the simulated bidding serves what the service reports it serves;
-* **the schedule** (:func:`fedacq.campaign.loop.run_campaign`): a cycle every 7 days (PSI job,
-  run job, gates, publication), a measure job every 7 days;
+* **the schedule** (:func:`fedacq.campaign.loop.run_campaign`): a cycle every 10 days (PSI job,
+  run job, gates, publication: days 0, 10, ..., 50), a measure job every 10 days;
 * **two injected faults**, documented as such:
+  cycle 2 ``inverted_boosts+lost_treatment_clicks`` — the constructed negative lift. The version
+  is good but its table is built from the negated scores (the lowest-scored users get the highest
+  boost, a sign error at activation); it passes the gates (they look at the model) and goes live.
+  Its real damage in this market is small against a week's noise (the simulator's expected cost
+  per credit user of an inverted table is some 15-20% above control while a week's 95% interval
+  at this size is about +-35%: figures in the README text), so the fault also drops the click
+  reports of 60% of the treatment arm's clicking users on their way to the lender
+  (:meth:`fedacq.campaign.simulated.SimulatedMarket.deliver`): the lender attributes fewer credit
+  users to the treatment's spend, the next measurement's lift of cost per credit user lies
+  entirely above zero, and the version is rolled back automatically to the previous table;
   cycle 3 ``shuffled_labels`` — the lender's label column is permuted before training (a broken
   label join); its model has no signal and the validation gate refuses it;
-  cycle 4 ``inverted_boosts`` — the version is good but its table is built from the negated
-  scores (the lowest-scored users get the highest boost, a sign error at activation); it passes
-  the gates (they look at the model), goes live, and the next measurement's lift of cost per
-  credit user is significantly worse than control, so it is rolled back automatically;
 * **the comparison**: on the same world and experiment a counterfactual campaign kept the first
   published model (rescored weekly on the day's users); cost per credit user of the refreshed
   campaign over the frozen one, treatment arms, over the last four weeks, with the paired bucket
-  interval (:func:`fedacq.sim.days.compare`), reported whatever it shows.
+  interval (:func:`fedacq.sim.days.compare`), reported whatever it shows. The faults sit before
+  that window (the inverted table is live on days 10-19), so it compares models, not faults.
 
 Both nodes' state (jobs, ledgers, campaign records, boost tables) stays under ``<out>``; the
 demo prints how to open each party's console.
@@ -71,8 +78,8 @@ learning_rate = 0.3
 max_bin = 16
 
 [schedule]
-cycle_days = 7
-measure_days = 7
+cycle_days = {cycle_days}
+measure_days = {cycle_days}
 days = {days}
 
 [gates]
@@ -102,7 +109,7 @@ better = "lower"
 """
 
 #: the demo's injected faults by cycle (module docstring).
-FAULTS = {3: "shuffled_labels", 4: "inverted_boosts"}
+FAULTS = {2: "inverted_boosts+lost_treatment_clicks", 3: "shuffled_labels"}
 #: each node's campaign limits in the demo's party.toml.
 LIMITS = {"max_boost": 3.0, "max_score_psi": 0.25, "max_treatment_share": 0.5}
 
@@ -124,12 +131,15 @@ class CampaignDemoConfig:
     budget_per_user_day: float = 0.02
     progress: bool = True
     name: str = "acq-demo"
+    #: days between cycles and between measurements: six cycles in eight weeks (two of them faulty)
+    cycle_days: int = 10
 
 
 def campaign_text(cfg: CampaignDemoConfig) -> str:
     return CAMPAIGN_TOML.format(name=cfg.name, key_bits=cfg.key_bits,
                                 insecure_test_key=str(cfg.insecure_test_key).lower(),
-                                n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, days=cfg.days)
+                                n_estimators=cfg.n_estimators, max_depth=cfg.max_depth, days=cfg.days,
+                                cycle_days=cfg.cycle_days)
 
 
 def run_campaign_demo(cfg: CampaignDemoConfig) -> dict[str, Any]:
@@ -228,8 +238,7 @@ def _print(summary: dict[str, Any], out: Path, transport: str) -> None:
     for c in summary["cycles"]:
         measured = c.get("measurements") or []
         lifts = ", ".join(f"day {m['sim_day']}: {m['relative']['value']:+.1%} [{m['relative']['ci_low']:+.1%}, "
-                          f"{m['relative']['ci_high']:+.1%}]" for m in measured
-                          if m["relative"].get("value") is not None)
+                          f"{m['relative']['ci_high']:+.1%}]" for m in measured if m["relative"])
         say(f"cycle {c['cycle']} (day {c['sim_day']}): {c['outcome']}"
             + (f" [injected fault: {c['fault']}]" if c.get("fault") else "")
             + (f" - {c['reason']}" if c.get("reason") else "") + (f"; lift of cost per credit user {lifts}"

@@ -30,9 +30,10 @@ from fedacq.campaign import gates
 from fedacq.campaign.cycle import CampaignRun, live, run_cycle
 from fedacq.pipeline import LENDER, PLATFORM
 
-#: faults the demo can inject, by cycle: where each acts.
+#: faults the demo can inject, by cycle (``faults[n]``: one or more, joined by ``+``): where each acts.
 DATA_FAULTS = ("shuffled_labels",)
 PUBLISH_FAULTS = ("inverted_boosts",)
+MEASURE_FAULTS = ("lost_treatment_clicks",)
 
 
 class DataSource(Protocol):
@@ -41,7 +42,7 @@ class DataSource(Protocol):
     def refresh(self, day: int, fault: str | None = None) -> None:
         """Write each party's registered training and scoring data as known at the start of ``day``."""
 
-    def deliver(self, first_day: int, day: int) -> None:
+    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
         """Write each party's campaign files (funnel, events, spend) of days ``first_day..day-1``."""
 
     def step(self, day: int, table_version: str | None) -> None:
@@ -74,13 +75,16 @@ def live_cycle(states: dict[str, Any]) -> int | None:
     return states[PLATFORM].cycle_of_table(table) if table else None
 
 
-def measure_live(run: CampaignRun, source: DataSource, day: int, first_day: int) -> bool:
+def measure_live(run: CampaignRun, source: DataSource, day: int, first_day: int,
+                 faults: dict[int, str] | None = None) -> bool:
     """Measure the live version over days ``first_day..day-1`` (recorded on its cycle); roll it
-    back if its lift is significantly bad. Returns whether it was rolled back."""
+    back if its lift is significantly bad. Returns whether it was rolled back. ``faults``: the
+    demo's injected faults by cycle (a :data:`MEASURE_FAULTS` one acts on the delivered files)."""
     c, n = run.campaign, live_cycle(run.states)
     if n is None or first_day >= day:
         return False
-    source.deliver(first_day, day)
+    fault = next((f for f in _faults(faults or {}, n) if f in MEASURE_FAULTS), None)
+    source.deliver(first_day, day, fault)
     job = f"{c.name}-d{day:04d}-measure"
     run.say(f"day {day}: measure the live version of cycle {n} (days {first_day}..{day - 1}, measure job)")
     measured = pipeline.measure(run.parties, job_id=job, layer=c.layer, min_cohort=c.min_cohort, epsilon=c.epsilon,
@@ -90,19 +94,21 @@ def measure_live(run: CampaignRun, source: DataSource, day: int, first_day: int)
                                 progress=run.progress)
     lift = measured.report["layers"][c.layer]["lift"].get(c.rollback_kpi) or {}
     relative = lift.get("relative") if isinstance(lift.get("relative"), dict) else None
+    if not (relative and all(isinstance(relative.get(k), (int, float)) for k in ("value", "ci_low", "ci_high"))):
+        relative = None  # an arm had not enough data for the KPI: recorded, not plotted
     record = {"time": time.time(), "kpi": c.rollback_kpi, "layer": c.layer, "job": job, "confidence": 0.95,
               "first_day": first_day, "last_day": day - 1, "sim_day": day,
-              "relative": {k: relative[k] for k in ("value", "ci_low", "ci_high")} if relative and "value" in relative
-              else {"value": None, "ci_low": None, "ci_high": None}}
+              "relative": {k: relative[k] for k in ("value", "ci_low", "ci_high")} if relative else None}
     history = run.states[LENDER].read_cycle(n).get("measurements", [])
-    run.states[LENDER].write_cycle(n, measurement=record, measurements=[*history, record])
+    latest = {"measurement": record} if relative else {}
+    run.states[LENDER].write_cycle(n, measurements=[*history, record], **latest)
     # the platform keeps the job it answered; the lift is the lender's, told only with a rollback
     platform_history = run.states[PLATFORM].read_cycle(n).get("measure_jobs", [])
     run.states[PLATFORM].write_cycle(n, measure_jobs=[*platform_history, job])
-    if relative and gates.significantly_bad(relative, c.rollback_better):
+    if relative is not None and gates.significantly_bad(relative, c.rollback_better):
         reason = (f"{c.rollback_kpi} lift {relative['value']:+.1%} [{relative['ci_low']:+.1%}, "
                   f"{relative['ci_high']:+.1%}] over days {first_day}..{day - 1} (measure job {job}) is "
-                  f"significantly {'higher' if c.rollback_better == 'lower' else 'lower'} than control")
+                  f"significantly {c.bad_side} than control")
         rollback(run.states, run.platform.boosts, reason, measurement=record, say=run.say)
         return True
     return False
@@ -137,15 +143,22 @@ def rollback(states: dict[str, Any], boosts: Any, reason: str, measurement: dict
     return target["table"]
 
 
+def _faults(faults: dict[int, str], n: int) -> list[str]:
+    return [f for f in faults.get(n, "").split("+") if f]
+
+
 def run_campaign(run: CampaignRun, source: DataSource, faults: dict[int, str] | None = None,
                  on_day: Any = None) -> None:
-    """The whole schedule (module docstring); ``faults[cycle]`` injects a demo fault
-    (:data:`DATA_FAULTS` at the data refresh, :data:`PUBLISH_FAULTS` at publication);
+    """The whole schedule (module docstring); ``faults[cycle]`` injects demo faults
+    (:data:`DATA_FAULTS` at the data refresh, :data:`PUBLISH_FAULTS` at publication,
+    :data:`MEASURE_FAULTS` in the files its measurements read);
     ``on_day(day, table_version)`` is called after each day's bidding."""
     c, faults = run.campaign, dict(faults or {})
-    for n, fault in faults.items():
-        if fault not in DATA_FAULTS + PUBLISH_FAULTS:
-            raise ValueError(f"cycle {n}: unknown fault {fault!r}; known: {DATA_FAULTS + PUBLISH_FAULTS}")
+    known = DATA_FAULTS + PUBLISH_FAULTS + MEASURE_FAULTS
+    for n in faults:
+        for fault in _faults(faults, n):
+            if fault not in known:
+                raise ValueError(f"cycle {n}: unknown fault {fault!r}; known: {known}")
     n = max(run.states[LENDER].cycles(), default=0)
     since = 0
     for day in range(c.days):
@@ -153,13 +166,13 @@ def run_campaign(run: CampaignRun, source: DataSource, faults: dict[int, str] | 
         if state in ("stopped", "finished"):
             break
         if state == "running" and day > 0 and day % c.measure_days == 0 and live(run)[1] is not None:
-            if measure_live(run, source, day, since):
+            if measure_live(run, source, day, since, faults):
                 since = day  # the restored table is measured from the rollback on
         if state == "running" and day % c.cycle_days == 0:
             n += 1
-            fault = faults.get(n)
-            source.refresh(day, fault if fault in DATA_FAULTS else None)
-            record = run_cycle(run, n, day, invert_boosts=fault == "inverted_boosts", fault=fault)
+            injected = _faults(faults, n)
+            source.refresh(day, next((f for f in injected if f in DATA_FAULTS), None))
+            record = run_cycle(run, n, day, invert_boosts="inverted_boosts" in injected, fault=faults.get(n))
             if record["outcome"] == "published":
                 since = day
                 source.published(n, run.states[PLATFORM].read()["models"][record["version"]])

@@ -9,7 +9,9 @@
   a broken label join, whose model has no signal and must be refused by the validation gate);
 * ``deliver(first, day)``: the campaign files a ``measure`` job reads (the lender's applicants'
   funnel, the click events reported to it, the platform's ad log and per-bucket spend) for days
-  ``first..day-1``;
+  ``first..day-1``; the fault ``lost_treatment_clicks`` drops the click reports of
+  :data:`LOST_SHARE` of the treatment arm's clicking users on their way to the lender (the demo's
+  constructed negative lift: the lender attributes fewer credit users to the treatment's spend);
 * ``step(day, version)``: the day's auctions with the boost table the service serves (read from
   the service's table root by version).
 
@@ -30,6 +32,9 @@ import pandas as pd
 from fedacq import pipeline
 from fedacq.campaign.config import Campaign
 from fedacq.pipeline import LENDER, PLATFORM
+
+#: the share of the treatment arm's clicking users whose reports the ``lost_treatment_clicks`` fault drops.
+LOST_SHARE = 0.6
 
 
 def registered(root: Path, c: Campaign) -> dict[str, dict[str, Path]]:
@@ -84,16 +89,30 @@ class SimulatedMarket:
             stages = VALUE_MODELS[self.c.value].stages
         pipeline.write_party_files(market, self.root, stages)
 
-    def deliver(self, first_day: int, day: int) -> None:
-        shares = {LENDER: {"funnel": self.live.lender_funnel(day, first_day),
-                           "events": self.live.events(first_day, day - 1)},
-                  PLATFORM: {"events": self.live.events(first_day, day - 1),
+    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
+        events = reported = self.live.events(first_day, day - 1)
+        if fault == "lost_treatment_clicks":
+            reported = self._lose_treatment_clicks(events, day)
+        elif fault is not None:
+            raise ValueError(f"unknown measurement fault {fault!r}")
+        shares = {LENDER: {"funnel": self.live.lender_funnel(day, first_day), "events": reported},
+                  PLATFORM: {"events": events,
                              "spend": self.live.spend_by_bucket(first_day, day - 1)}}
         files = pipeline.campaign_files(self.root, self.c.layer)
         for party, names in pipeline.campaign_datasets(self.c.layer).items():
             for logical, name in names.items():
                 files[party][name].parent.mkdir(parents=True, exist_ok=True)
                 shares[party][logical].to_parquet(files[party][name], index=False)
+
+    def _lose_treatment_clicks(self, events: pd.DataFrame, day: int) -> pd.DataFrame:
+        """The demo's constructed negative lift: the click reports of :data:`LOST_SHARE` of the
+        treatment arm's clicking users never reach the lender (a broken event pipeline for the
+        new version's traffic), so the lender attributes fewer credit users to the treatment's
+        spend. Documented as injected; the simulator draws who is lost."""
+        rng = np.random.default_rng([self.seed, day, 1])
+        users = events.loc[events["arm"] == "treatment", "user_id"].unique()
+        lost = users[rng.random(len(users)) < LOST_SHARE]
+        return events.loc[~events["user_id"].isin(lost)].reset_index(drop=True)
 
     # -- bidding -------------------------------------------------------------------------------
     def serving(self, version: str | None) -> pd.DataFrame | None:

@@ -1,0 +1,224 @@
+"""Campaign cycles on simulated days: gates, publication, measurement, rollback, pause — and the
+console reads what both nodes recorded.
+
+The cycle test runs the real node jobs (psi, run, measure) in process over memory links on a
+small world with a 1024-bit test key (both nodes in test mode: the key size is for the test's
+speed only). The rollback test drives the measurement with a stand-in for the measure job's
+result (a lender report whose lift is significantly bad), and a real boost service.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedacq import pipeline
+from fedacq.activate.service import BoostClient, BoostRegistry, BoostServer
+from fedacq.campaign import gates
+from fedacq.campaign.config import load_campaign
+from fedacq.campaign.cycle import CampaignRun, PlatformSide, publish
+from fedacq.campaign.demo import CampaignDemoConfig, campaign_text
+from fedacq.campaign.loop import measure_live, rollback, run_campaign, served_table
+from fedacq.campaign.simulated import SimulatedMarket
+from fedacq.campaign.state import CampaignState
+from fedacq.console.data import NodeState, Sources
+from fedacq.pipeline import LENDER, PLATFORM
+
+
+def _campaign(tmp_path: Path, days: int, **edits: str):
+    text = campaign_text(CampaignDemoConfig(days=days, key_bits=1024, insecure_test_key=True, n_estimators=3))
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    (tmp_path / "campaign.toml").write_text(text)
+    return load_campaign(tmp_path / "campaign.toml")
+
+
+def _states(root: Path, c: Any) -> dict[str, CampaignState]:
+    states = {p: CampaignState(root / p / "state" / "campaigns", c.name) for p in (LENDER, PLATFORM)}
+    for party, state in states.items():
+        state.create(party=party, digest=c.digest, description=c.description, settings=c.settings())
+    return states
+
+
+@pytest.fixture
+def boost_service(tmp_path: Path):
+    root = tmp_path / PLATFORM / "boost_tables"
+    root.mkdir(parents=True)
+    server = BoostServer(BoostRegistry(root), "127.0.0.1:0").start()
+    client = BoostClient(server.address)
+    yield root, client
+    client.close()
+    server.stop()
+
+
+def test_cycles_publish_refuse_and_both_consoles_read_them(tmp_path: Path, boost_service) -> None:
+    from fedacq.sim.world import World
+
+    table_root, client = boost_service
+    c = _campaign(tmp_path, days=8, **{"min_intersection = 500": "min_intersection = 200",
+                                       "cycle_days = 10\nmeasure_days = 10": "cycle_days = 7\nmeasure_days = 7"})
+    world = World(12_000, horizon_days=c.days, seed=3)
+    source = SimulatedMarket(world, tmp_path, c, budget_per_day=240.0, seed=3)
+    policy = pipeline.one_operator_policy(1024, True, min_intersection=100)
+    with pipeline.start_parties("inproc", tmp_path, source.paths, {LENDER: policy, PLATFORM: policy}) as parties:
+        states = _states(tmp_path, c)
+        side = PlatformSide(scoring=source.paths[PLATFORM]["users-scoring"], table_root=table_root, boosts=client,
+                            work=tmp_path / PLATFORM / "campaign")
+        run = CampaignRun(c, parties, states, side)
+        served: list[str | None] = []
+        run_campaign(run, source, {2: "shuffled_labels"}, on_day=lambda day, version: served.append(version))
+
+    lender = [states[LENDER].read_cycle(n) for n in states[LENDER].cycles()]
+    platform = [states[PLATFORM].read_cycle(n) for n in states[PLATFORM].cycles()]
+    assert [x["sim_day"] for x in lender] == [0, 7]
+    first, shuffled = lender[0], lender[1]
+    assert first["outcome"] == "published" and all(g["passed"] for g in first["gates"])
+    assert [g["name"] for g in first["gates"]] == ["min_intersection", "min_validation_auc", "max_score_psi"]
+    # the injected fault: trained on permuted labels; on this small world (a hundred validation rows)
+    # chance can lift its AUC over the lender's gate, but then its scores fail the platform's
+    assert shuffled["fault"] == "shuffled_labels" and shuffled["outcome"] == "refused"
+    assert shuffled["boost_table"] is None and shuffled["reason"].startswith(("lender: gate failed",
+                                                                               "platform: gate failed"))
+    assert platform[1]["outcome"] == "refused" and not gates.passed(shuffled["gates"])
+    # the platform never holds the lender's metric; it keeps its own gates and its users' scores
+    assert all(g["name"] != "min_validation_auc" for x in platform for g in x["gates"])
+    assert "validation" not in platform[0] and "validation" in first
+    assert (states[PLATFORM].cycle_dir(1) / "scores.npy").is_file()
+    assert not (states[LENDER].cycle_dir(1) / "scores.npy").exists()
+    # bidding served what the service served: the first version from day 0; one table per publication
+    published = [x for x in lender if x["outcome"] == "published"]
+    assert served[0] == first["boost_table"] and served[-1] == published[-1]["boost_table"]
+    assert len(list((table_root / c.layer).iterdir())) == len(published)
+    assert states[LENDER].read()["status"] == "finished"
+    # a measurement of the live version on day 7, recorded with the console's keys
+    m = first["measurements"][0]
+    assert m["kpi"] == "cost_per_credit_user" and m["job"] == f"{c.name}-d0007-measure"
+    assert m["relative"] is None or set(m["relative"]) == {"value", "ci_low", "ci_high"}
+    # both consoles read their node's view without an error entry
+    for party in (LENDER, PLATFORM):
+        view = NodeState(Sources(party, "peer", tmp_path / party / "state", boost_tables=table_root))
+        listing = view.campaigns()
+        assert not listing["errors"], listing["errors"]
+        assert [x for x in view.campaign(c.name)["cycles"] if "error" in x] == []
+        assert [x["outcome"] for x in view.campaign(c.name)["cycles"]] == [x["outcome"] for x in lender]
+    comparison = source.compare(0, 7)
+    assert comparison["control"]["relative"] == pytest.approx(0.0)  # control arms are identical by construction
+
+
+class _MeasureStandIn:
+    """Parties whose ``measure`` job returns a prepared lender report (the rollback test's stand-in)."""
+
+    transport = "inproc"
+
+    def __init__(self, root: Path, layer: str, relative: dict[str, float]) -> None:
+        self.root, self.layer, self.relative = root, layer, relative
+        self.jobs: list[dict[str, Any]] = []
+
+    def run(self, job: dict[str, Any], progress: bool = False) -> dict[str, dict[str, Any]]:
+        self.jobs.append(job)
+        report = self.root / f"{job['job']['id']}.json"
+        report.write_text(json.dumps({"layers": {self.layer: {"lift": {
+            "cost_per_credit_user": {"relative": self.relative}}}}}))
+        view = self.root / f"{job['job']['id']}.parquet"
+        pd.DataFrame({"bucket": [0]}).to_parquet(view)
+        return {LENDER: {"report": str(report)}, PLATFORM: {"layer": self.layer, "view": str(view), "epsilon": 1.0}}
+
+
+class _Delivered:
+    def __init__(self) -> None:
+        self.windows: list[tuple[int, int]] = []
+
+    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
+        self.windows.append((first_day, day))
+
+
+def _publish_two(tmp_path: Path, c: Any, states: dict[str, CampaignState], run: CampaignRun) -> list[str]:
+    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(400)]})
+    tables = []
+    for n in (1, 2):
+        scores = users.assign(score=np.linspace(0, 1, len(users))[::(1 if n == 1 else -1)])
+        table = publish(run, scores, f"v{n}")
+        tables.append(table)
+        for state in states.values():
+            state.write_cycle(n, outcome="published", boost_table=table, version=f"v{n}")
+            record = state.read()
+            state.update(live_version=f"v{n}", live_table=table,
+                         published=[*record.get("published", []), {"cycle": n, "table": table, "version": f"v{n}"}])
+    return tables
+
+
+def test_a_significantly_bad_lift_rolls_the_live_version_back(tmp_path: Path, boost_service) -> None:
+    table_root, client = boost_service
+    c = _campaign(tmp_path, days=14)
+    states = _states(tmp_path, c)
+    bad = {"value": 0.4, "ci_low": 0.1, "ci_high": 0.8}
+    parties = _MeasureStandIn(tmp_path, c.layer, bad)
+    run = CampaignRun(c, parties, states, PlatformSide(Path(), table_root, client, tmp_path))  # type: ignore[arg-type]
+    first, second = _publish_two(tmp_path, c, states, run)
+    assert served_table(run) == second
+    source = _Delivered()
+    assert measure_live(run, source, day=14, first_day=7)  # type: ignore[arg-type]
+    assert source.windows == [(7, 14)] and parties.jobs[0]["params"]["epsilon"] == c.epsilon
+    assert served_table(run) == first  # the boost service's Rollback
+    for party, state in states.items():
+        cycle = state.read_cycle(2)
+        assert cycle["outcome"] == "rolled_back" and "+40.0% [+10.0%, +80.0%]" in cycle["reason"]
+        assert first in cycle["reason"] and state.read()["live_table"] == first
+    assert states[LENDER].read_cycle(2)["measurement"]["relative"] == bad
+    assert "measurement" not in states[PLATFORM].read_cycle(2) or states[PLATFORM].read_cycle(2)["measurement"] is None
+    # an interval that includes 0 is no reason to roll back; nothing earlier is left to roll back to
+    parties.relative = {"value": 0.3, "ci_low": -0.1, "ci_high": 0.7}
+    assert not measure_live(run, source, day=21, first_day=14)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no earlier published table"):
+        rollback(states, client, "operator")
+
+
+def test_the_rollback_rule_looks_at_the_whole_interval() -> None:
+    assert gates.significantly_bad({"value": 0.2, "ci_low": 0.01, "ci_high": 0.4}, "lower")
+    assert not gates.significantly_bad({"value": 0.2, "ci_low": -0.01, "ci_high": 0.4}, "lower")
+    assert gates.significantly_bad({"value": -0.2, "ci_low": -0.4, "ci_high": -0.01}, "higher")
+    assert not gates.significantly_bad({"value": None, "ci_low": None, "ci_high": None}, "lower")
+    g = gates.score_psi_gate(np.linspace(0, 1, 1000), np.linspace(0, 1, 1000) ** 3, 0.25)
+    assert g["name"] == "max_score_psi" and not g["passed"] and g["value"] > 0.25
+    assert "max_score_psi = " in gates.failures([g])
+    assert gates.score_psi_gate(np.arange(10.0), None, 0.25)["passed"]  # nothing live yet
+    assert not gates.validation_gate({"validation": {}}, "auc", 0.6)["passed"]  # not measured fails
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.steps: list[str | None] = []
+
+    def refresh(self, day: int, fault: str | None = None) -> None:
+        raise AssertionError("a paused campaign refreshes nothing")
+
+    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
+        raise AssertionError("a paused campaign measures nothing")
+
+    def step(self, day: int, table_version: str | None) -> None:
+        self.steps.append(table_version)
+
+    def published(self, cycle: int, model_files: dict[str, str]) -> None:
+        raise AssertionError("a paused campaign publishes nothing")
+
+
+def test_a_paused_campaign_keeps_bidding_and_runs_no_cycle(tmp_path: Path, boost_service) -> None:
+    table_root, client = boost_service
+    c = _campaign(tmp_path, days=10)
+    states = _states(tmp_path, c)
+    states[PLATFORM].update(status="paused")  # either node's pause holds the loop
+    run = CampaignRun(c, None, states, PlatformSide(Path(), table_root, client, tmp_path))  # type: ignore[arg-type]
+    source = _Counting()
+    run_campaign(run, source)  # type: ignore[arg-type]
+    assert source.steps == [None] * 10 and states[LENDER].cycles() == []
+    assert states[PLATFORM].read()["status"] == "paused"
+    states[PLATFORM].update(status="stopped")
+    source.steps.clear()
+    run_campaign(run, source)  # type: ignore[arg-type]
+    assert source.steps == []
