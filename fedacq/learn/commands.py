@@ -46,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         tree.add_argument("--" + name.replace("_", "-"), dest=name, type=spec.type, default=None, help=spec.help)
     tree.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="any other model parameter (value read as JSON when it parses, else as text)")
+    p.add_argument("--xgb-model", type=Path, default=None, metavar="DIR",
+                   help="add --n-estimators rounds to the model of an earlier `fedacq run --out DIR` (XGBoost's "
+                        "xgb_model; same objective, mode and feature columns; --transport inproc)")
     p.add_argument("--mode", choices=("joint", "prospect"), default="joint",
                    help="joint: splits on both parties' features; prospect: platform features only")
     p.add_argument("--scheme", choices=("paillier", "ou"), default="paillier",
@@ -102,7 +105,8 @@ def _handle(args: argparse.Namespace) -> int:
                     insecure_test_key=args.insecure_test_key, min_intersection=args.min_intersection,
                     validation_fraction=args.validation_fraction, transport=args.transport,
                     seed=args.seed, tracking_dir=args.tracking_dir, experiment=args.experiment,
-                    progress=not args.quiet, compute=ComputeConfig(engine=args.engine, address=args.ray_address))
+                    progress=not args.quiet, compute=ComputeConfig(engine=args.engine, address=args.ray_address),
+                    xgb_model=args.xgb_model)
     summary = headline(run(cfg))
     print(json.dumps(summary), file=sys.stdout)
     print(f"wrote {args.out / METRICS_FILE}", file=sys.stderr)

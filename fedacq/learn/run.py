@@ -22,7 +22,9 @@ Steps, and what each party learns
    job: the split is reproducible within a job, not across jobs.
 4. **train and predict** - the model's own protocol (the role interface is in
    :mod:`fedacq.learn.run_roles`); what crosses is documented in that
-   protocol's module.
+   protocol's module. Continuing a live model (``RunConfig.xgb_model``, XGBoost's
+   ``xgb_model``), each party loads its own part of it from its own folder and
+   checks it against the job and its table (:func:`live_model`) before step 2.
 5. **evaluate** - the lender, which alone holds labels, computes the
    objective's metrics on its training and validation scores
    (:mod:`fedacq.learn.run_report`). ``metrics.json`` and the plots are the
@@ -38,6 +40,7 @@ checkpoints (:mod:`fedacq.learn.run_checkpoints`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -94,6 +97,17 @@ def _party_data(table: PartyTable, rows: np.ndarray, train: np.ndarray, valid: n
                      y_valid=y[valid] if y is not None and has_valid else None)
 
 
+def live_model(module: ModuleType, cfg: RunConfig, party: str, params: dict[str, Any],
+               feature_names: list[str]) -> Any:
+    """This party's part of the model ``cfg.xgb_model`` names, checked against the job (None: train afresh)."""
+    if cfg.xgb_model is None:
+        return None
+    load = getattr(module, "load_live_model", None)
+    if load is None:
+        raise ValueError(f"model {cfg.model!r} cannot continue a model (xgb_model): only secureboost can")
+    return load(Path(cfg.xgb_model) / party / "model", party, params, cfg.mode, feature_names)
+
+
 def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
               params: dict[str, Any], log: Callable[[str], None] | None = None,
               checkpoints: Checkpoints | None = None, resume: bool = False,
@@ -112,6 +126,7 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
 
     module = model_module(cfg.model)
     objective = objective_of(params)
+    live = live_model(module, cfg, party, params, table.feature_names)  # refused before anything crosses
     model_dir = cfg.out_dir / party / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     bar = None
@@ -139,7 +154,8 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
         ctx = RoleContext(party=party, params=params, mode=cfg.mode, scheme=cfg.scheme,
                           key_bits=cfg.key_bits, insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
                           model_dir=model_dir, on_iteration=on_iteration, checkpoints=saved,
-                          progress=report_progress)
+                          progress=report_progress, xgb_model=live,
+                          xgb_model_job=cfg.xgb_model_id or (None if live is None else str(cfg.xgb_model)))
         try:
             rows = saved.psi() if saved is not None else None
             if rows is None:
@@ -226,6 +242,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     check_scheme(module, cfg.scheme)
     if cfg.transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {cfg.transport!r}; use one of {', '.join(TRANSPORTS)}")
+    if cfg.xgb_model is not None and cfg.transport == "grpc":
+        raise ValueError("xgb_model: `fedacq run --transport grpc` starts two fresh nodes, which hold no earlier "
+                         "model; continue a node's model with a run job's xgb_model (fedacq.learn.run_node), "
+                         "or an earlier `fedacq run --out` folder with --transport inproc")
     if cfg.key_bits < 2048 and not cfg.insecure_test_key:
         raise ValueError(f"key size {cfg.key_bits} bits is below the 2048-bit minimum "
                          "(smaller keys are for tests only, with insecure_test_key)")
@@ -240,6 +260,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
               PLATFORM: load_table(cfg.platform_path, cfg.id_column, party=PLATFORM)}
     for party, table in tables.items():
         check_rows(party, table, cfg.min_intersection)
+        live_model(module, cfg, party, params, table.feature_names)
     if cfg.label_column in tables[PLATFORM].feature_names:
         raise ValueError(f"{cfg.platform_path}: has a column named like the label ({cfg.label_column!r}); "
                          "the platform's file must not hold the lender's labels")

@@ -54,6 +54,11 @@ class RunConfig:
     experiment: str = "fedacq-run"
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     progress: bool = True
+    #: continue this model (XGBoost's ``xgb_model``): the output folder of an earlier run, whose
+    #: ``<party>/model`` each party loads as its own part (a node job: that job's folder in the node's
+    #: own store, found by ``xgb_model_id``; never a path from the peer). None: train afresh.
+    xgb_model: Path | None = None
+    xgb_model_id: str | None = None
     #: where the parties' heavy work runs (``inproc``: one engine both parties share, a single
     #: operator's trial; a node job uses its node's own ``[compute]``, never this).
     compute: ComputeConfig = field(default_factory=ComputeConfig)

@@ -12,7 +12,17 @@ settings, never data): ``id_column``, ``label_column``, ``model``,
 ``model_params`` (a table of the model's parameters, XGBoost's ``objective``
 and its ``num_class`` / ``tweedie_variance_power`` among them), ``mode``, ``scheme``,
 ``key_bits``, ``insecure_test_key``, ``min_intersection``,
-``validation_fraction``, ``seed``, ``experiment``.
+``validation_fraction``, ``seed``, ``experiment``, and ``xgb_model``.
+
+``xgb_model`` (XGBoost's name; absent or null: train afresh) continues a live
+model: the id of an earlier ``run`` job of this pair of nodes. Each node looks
+the id up in its OWN job store - a job that succeeded there, of the same model
+and mode - and loads its OWN part of that job's model, which must have this
+job's objective and the feature columns of the table it names now
+(:func:`fedacq.learn.run.live_model`); anything else fails the job before PSI,
+with nothing written. The peer sends no model and names no path: only the id,
+which both nodes see in the job. ``model_params.n_estimators`` rounds are added
+to the live trees (XGBoost's ``xgb.train(..., xgb_model=booster)``).
 
 Checkpoints: each node saves its own party's state in the job's checkpoint
 folder (the PSI result, then the model after each tree or epoch); ``fedacq job
@@ -36,9 +46,13 @@ from typing import Any
 
 from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
+from fedacq.paths import check_name
 
 #: the logical data-set name each party's table is given under in the job.
 DATASET = "table"
+#: the job's parameters (``resolve`` fills the ones a proposal leaves out).
+PARAMS = ("id_column", "label_column", "model", "model_params", "mode", "scheme", "key_bits", "insecure_test_key",
+          "min_intersection", "validation_fraction", "seed", "experiment", "xgb_model")
 
 
 def job_params(cfg: Any) -> dict[str, Any]:
@@ -47,7 +61,7 @@ def job_params(cfg: Any) -> dict[str, Any]:
             "model_params": dict(cfg.params), "mode": cfg.mode, "scheme": cfg.scheme, "key_bits": cfg.key_bits,
             "insecure_test_key": cfg.insecure_test_key, "min_intersection": cfg.min_intersection,
             "validation_fraction": cfg.validation_fraction, "seed": cfg.seed,
-            "experiment": cfg.experiment}
+            "experiment": cfg.experiment, "xgb_model": cfg.xgb_model_id}
 
 
 def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
@@ -58,7 +72,7 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
                 "mode": "joint", "scheme": _preferred_scheme(params, policy), "key_bits": 2048,
                 "insecure_test_key": False,
                 "min_intersection": policy.min_intersection, "validation_fraction": 0.2, "seed": 0,
-                "experiment": "fedacq-run"}
+                "experiment": "fedacq-run", "xgb_model": None}
     out = complete(params, defaults, "run")
     for key in ("id_column", "label_column", "experiment"):
         if not isinstance(out[key], str) or not out[key]:
@@ -76,6 +90,13 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
         raise PolicyError(f"run: validation_fraction must be in [0, 1), got {fraction!r}")
     module = model_module(out["model"])
+    if out["xgb_model"] is not None:
+        try:
+            check_name(out["xgb_model"], "run: xgb_model (the id of an earlier run job)")
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
+        if not hasattr(module, "load_live_model"):
+            raise PolicyError(f"run: model {out['model']!r} cannot continue a model (xgb_model): only secureboost can")
     if out["mode"] not in module.MODES:
         raise PolicyError(f"run: model {out['model']!r} supports mode(s) {list(module.MODES)}, not {out['mode']!r}")
     try:
@@ -140,7 +161,8 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
                     insecure_test_key=p["insecure_test_key"], min_intersection=p["min_intersection"],
                     validation_fraction=float(p["validation_fraction"]),
                     transport="grpc", seed=p["seed"], tracking_dir=ctx.mlflow_store,
-                    experiment=p["experiment"], job_id=ctx.job_id, progress=False)
+                    experiment=p["experiment"], job_id=ctx.job_id, progress=False,
+                    xgb_model=_live_job_dir(ctx), xgb_model_id=p["xgb_model"])
     module = model_module(cfg.model)
     params = module.resolve_params(dict(cfg.params))
     if party == LENDER:
@@ -155,6 +177,40 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
     ctx.logger.info("run: %s done, intersection %d", party, report["intersection_size"])
     # the job result must be plain JSON
     return json.loads(json.dumps(report, default=json_default))
+
+
+def _live_job_dir(ctx: JobContext) -> Path | None:
+    """The output folder of the earlier run job ``xgb_model`` names, in THIS node's own job store.
+
+    The node gives a job ``<state_dir>/jobs/<id>/work`` (:class:`fedacq.node.jobs.JobStore`),
+    so the store is two levels above it. The earlier job must be a ``run`` job that succeeded
+    here, of the same model and mode; its model part is checked against this job later
+    (:func:`fedacq.learn.run.live_model`). Nothing is read from the peer.
+    """
+    from fedacq.node.jobs import JobStore
+
+    live = ctx.params["xgb_model"]
+    if live is None:
+        return None
+    what = f"run: xgb_model {live!r}"
+    if live == ctx.job_id:
+        raise ValueError(f"{what}: a job cannot continue its own model")
+    if ctx.work_dir.name != "work" or ctx.work_dir.parent.name != ctx.job_id:
+        raise RuntimeError(f"{what}: this job's folder {ctx.work_dir} is not in a node's job store")
+    store = JobStore(ctx.work_dir.parent.parent.parent)
+    if not store.exists(live):
+        raise ValueError(f"{what}: {ctx.party} has no such job")
+    record = store.get(live)
+    spec = record.get("spec") or {}
+    earlier = spec.get("params") or {}
+    if spec.get("protocol") != "run" or record.get("status") != "succeeded":
+        raise ValueError(f"{what}: at {ctx.party} it is a {spec.get('protocol')!r} job that "
+                         f"{record.get('status')}, not a run job that succeeded")
+    for key in ("model", "mode"):
+        if earlier.get(key) != ctx.params[key]:
+            raise ValueError(f"{what}: at {ctx.party} it trained {key} {earlier.get(key)!r}, this job "
+                             f"{ctx.params[key]!r}")
+    return store.dir(live) / "work"
 
 
 def run_lender(ctx: JobContext) -> dict[str, Any]:

@@ -21,6 +21,13 @@ it. Adding a model is one entry there plus a module that defines:
   num_class)`` class probabilities for ``multi:softprob``); the platform's never
   does. :func:`fit_lender` and :func:`serve_platform` do the fit/predict part of
   each side, so a role only builds its model and saves it.
+
+A model that can continue a model (XGBoost's ``xgb_model``: the ``run`` job's
+``xgb_model`` parameter, :mod:`fedacq.learn.run_node`) also defines
+``load_live_model(directory, party, params, mode, feature_names)``: this party's
+part of the live model from ``directory`` (its own files), checked against the
+job, or ``ValueError`` saying why it cannot be continued. The role then gets it
+as ``ctx.xgb_model``.
 """
 
 from __future__ import annotations
@@ -69,6 +76,10 @@ class RoleContext:
     progress: Callable[[str, int, int | None], None] = lambda step, done, total=None: None
     #: the additive HE scheme the job agreed (each node's policy checked it): the only one accepted from the peer.
     scheme: str = "paillier"
+    #: this party's part of the live model the job continues (``load_live_model``), None to train afresh,
+    #: and the name it was given by (the earlier job's id, or folder for ``fedacq run``).
+    xgb_model: Any = None
+    xgb_model_job: str | None = None
 
     @property
     def min_key_bits(self) -> int:
@@ -97,8 +108,9 @@ def fit_lender(lender: Any, link: Link, data: PartyData,
     the objective's predictions (``predict``: what XGBoost's ``Booster.predict`` returns) on the
     training and validation rows, in that order."""
     eval_set = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+    continued = {} if ctx.xgb_model is None else {"xgb_model": ctx.xgb_model}
     with ctx.phase("train"):
-        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set)
+        lender.fit(link, data.X_train, data.y_train, eval_set=eval_set, **continued)
     with ctx.phase("predict"):
         train_score = np.asarray(lender.predict(link, data.X_train), dtype=np.float64)
         valid_score = (np.asarray(lender.predict(link, data.X_valid), dtype=np.float64)
@@ -112,8 +124,9 @@ def serve_platform(platform: Any, link: Link, data: PartyData, ctx: RoleContext)
     The lender asks for predictions on the training rows, then on the validation
     rows (if any), in that order; the platform only answers, it gets no scores.
     """
+    continued = {} if ctx.xgb_model is None else {"xgb_model": ctx.xgb_model}
     with ctx.phase("train"):
-        platform.fit(link, data.X_train, eval_X=data.X_valid)
+        platform.fit(link, data.X_train, eval_X=data.X_valid, **continued)
     with ctx.phase("predict"):
         platform.serve_predict(link, data.X_train)
         if data.X_valid is not None:

@@ -222,6 +222,9 @@ class SecureBoostLender:
         self.trees_: list[Tree] = []
         self.history_: list[dict[str, float]] = []
         self.timings_: dict[str, float] = {}
+        #: the names of this party's feature columns, when its caller knows them (saved with the model,
+        #: so a job continuing it can check it gets the same columns)
+        self.feature_names_: list[str] | None = None
 
     def _check_params(self) -> objectives.Objective:
         """The parameters' errors, before any work; returns the objective."""
@@ -253,12 +256,20 @@ class SecureBoostLender:
 
     # -- training --------------------------------------------------------------
     def fit(self, link: Link, X: np.ndarray, y: np.ndarray,
-            eval_set: tuple[np.ndarray, np.ndarray] | None = None) -> "SecureBoostLender":
-        """Train with the platform on the other end of ``link`` (rows aligned on both sides)."""
+            eval_set: tuple[np.ndarray, np.ndarray] | None = None,
+            xgb_model: "SecureBoostLender | None" = None) -> "SecureBoostLender":
+        """Train with the platform on the other end of ``link`` (rows aligned on both sides).
+
+        ``xgb_model``: a fitted lender model part to add ``n_estimators`` rounds to
+        (XGBoost's ``xgb_model``); the platform continues its own part of the same model
+        (:meth:`SecureBoostPlatform.fit`). See :meth:`_live_margins` for how it starts.
+        """
         from fedacq.crypto import scheme
         from fedacq.learn.randomness import RandomnessAhead
 
         self.objective_ = self._check_params()
+        if xgb_model is not None:
+            self._check_live(xgb_model, np.asarray(X).shape[1])
         resumed = self.checkpoints.latest("tree") if self.checkpoints is not None else None
         if resumed is None:
             pk, sk = scheme.generate_keypair(self.scheme, self.key_bits, insecure_test_key=self.insecure_test_key)
@@ -271,9 +282,38 @@ class SecureBoostLender:
         # the first tree's encryption randomness is computed while binning and the handshake run
         ahead = RandomnessAhead(pk, int(np.asarray(X).shape[0]), self.n_jobs)
         try:
-            return self._fit(link, X, y, eval_set, ahead, resumed)
+            return self._fit(link, X, y, eval_set, ahead, resumed, xgb_model)
         finally:
             ahead.close()
+
+    def _check_live(self, live: "SecureBoostLender", n_features: int) -> None:
+        """Refuse a live model this job cannot continue: another mode, objective or feature count."""
+        mine = (self.mode, self.objective_.name, self.objective_.params)
+        theirs = (live.mode, live.objective_.name, live.objective_.params)
+        if mine != theirs:
+            raise ValueError(f"xgb_model: the live model is (mode, objective, objective parameters) {theirs}, "
+                             f"this job trains {mine}")
+        if live.n_features_in_ != n_features:
+            raise ValueError(f"xgb_model: the live model has {live.n_features_in_} lender features, the data "
+                             f"{n_features}")
+        if len(live.trees_) % self.objective_.n_groups:
+            raise ValueError(f"xgb_model: {len(live.trees_)} trees is not a whole number of rounds")
+
+    def _live_margins(self, live: "SecureBoostLender", link: Link, X: np.ndarray,
+                      eval_set: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The live model's margins on the training and validation rows: where its trees leave them.
+
+        Continuing a model is XGBoost's ``xgb_model``: the new trees start from the
+        live model's margin on each training row (its base margin plus its trees; with
+        an ``xgboost.DMatrix`` XGBoost starts from exactly these float32 margins) and
+        keep its intercept. The platform's splits of the live trees are the platform's,
+        so the margins come from the joint prediction protocol (``sb.predict``): the
+        platform answers which branch each of its live splits sends every row, as it
+        does for every prediction at the end of a job - nothing new crosses.
+        """
+        margin = live.decision_function(link, X)
+        margin_v = None if eval_set is None else live.decision_function(link, eval_set[0])
+        return margin, margin_v
 
     def _labels(self, y: Any, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
         """(labels as float32 with 0 where missing, mask of labelled rows), after the objective's check."""
@@ -295,7 +335,7 @@ class SecureBoostLender:
 
     def _fit(self, link: Link, X: np.ndarray, y: np.ndarray,
              eval_set: tuple[np.ndarray, np.ndarray] | None, ahead,
-             resumed: tuple[int, dict, dict] | None) -> "SecureBoostLender":
+             resumed: tuple[int, dict, dict] | None, live: "SecureBoostLender | None") -> "SecureBoostLender":
         pk, sk = self.public_key_, self._private_key
         obj = self.objective_
         X = np.asarray(X, dtype=np.float64)
@@ -303,6 +343,7 @@ class SecureBoostLender:
             raise ValueError(f"lender features must be a 2-D array, got shape {X.shape}")
         n = X.shape[0]
         y, labelled = self._labels(y, n, "labels")
+        live_margins = None if live is None else self._live_margins(live, link, X, eval_set)
         t_start = time.perf_counter()
         timings = {"encrypt": 0.0, "wait": 0.0, "decrypt": 0.0, "split": 0.0}
         layout = PackingLayout.for_rows(n)
@@ -314,7 +355,8 @@ class SecureBoostLender:
         K = obj.n_groups
         first_tree = 0 if resumed is None else resumed[0] + 1
         config = {"params": self.get_params(), "public_key": pk.to_json(), "layout": layout.to_header(),
-                  "n_rows": n, "n_eval_rows": n_eval, "first_tree": first_tree}
+                  "n_rows": n, "n_eval_rows": n_eval, "first_tree": first_tree,
+                  "live_trees": 0 if live is None else len(live.trees_)}
         link.send(Message("sb.hello", {"config": json.dumps(config)}, step="hello"))
         reply = link.recv("sb.hello_reply")
         if reply.header["n_rows"] != n or reply.header["n_eval_rows"] != n_eval:
@@ -324,21 +366,28 @@ class SecureBoostLender:
         if np.any(n_bins_p < 0) or np.any(n_bins_p > self.max_bin + 1):  # XGBoost may add a cut above the max
             raise ValueError("sb.hello_reply: platform bin counts outside [0, max_bin + 1]")
         d_p = len(n_bins_p)
+        if live is not None and d_p != live.n_platform_features_:
+            raise ValueError(f"xgb_model: the live model has {live.n_platform_features_} platform features, "
+                             f"the platform now has {d_p}")
         self.n_platform_features_ = d_p
 
         own = self.mode == "joint"
         self.binner_ = QuantileBinner(self.max_bin).fit(X if own else X[:, :0])
         bins_l = self.binner_.transform(X if own else X[:, :0])
         self.n_features_in_ = X.shape[1]
-        self.base_margin_ = obj.base_margin(y[labelled], self.base_score)
-        margin = _start_margin(self.base_margin_, n)
+        if live is None:
+            self.base_margin_ = obj.base_margin(y[labelled], self.base_score)
+            margin = _start_margin(self.base_margin_, n)
+        else:  # XGBoost keeps a live model's intercept
+            self.base_margin_ = live.base_margin_
+            margin = live_margins[0]
         Xv = yv = labelled_v = margin_v = None
         if eval_set is not None:
             Xv = np.asarray(eval_set[0], dtype=np.float64)
             if Xv.shape != (n_eval, X.shape[1]):
                 raise ValueError(f"eval_set features must have shape ({n_eval}, {X.shape[1]}), got {Xv.shape}")
             yv, labelled_v = self._labels(eval_set[1], n_eval, "eval_set labels")
-            margin_v = _start_margin(self.base_margin_, n_eval)
+            margin_v = _start_margin(self.base_margin_, n_eval) if live is None else live_margins[1]
         rng = np.random.default_rng(self.random_state)
         self.trees_, self.history_ = [], []
         stopper = EarlyStopping(self.early_stopping_rounds)
@@ -387,6 +436,10 @@ class SecureBoostLender:
             self.best_iteration_ = stopper.best_iteration
             self.trees_ = self.trees_[:(stopper.best_iteration + 1) * K]
         self._send_finish(link)
+        if live is not None:  # the continued model: the live trees, then this job's (XGBoost's order)
+            self.trees_ = live.trees_ + self.trees_
+            if watch:
+                self.best_iteration_ += len(live.trees_) // K
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         return self
@@ -565,7 +618,7 @@ class SecureBoostLender:
         path.mkdir(parents=True, exist_ok=True)
         doc = {"format": "fedacq.secureboost.lender/1", "params": self.get_params(),
                "base_margin": [float(v) for v in self.base_margin_], "n_features": self.n_features_in_,
-               "n_platform_features": self.n_platform_features_,
+               "n_platform_features": self.n_platform_features_, "feature_names": self.feature_names_,
                "binner": self.binner_.to_dict(), "trees": [t.to_dict() for t in self.trees_],
                # the model, not the timing: the file is the same whenever the same data and seed train it
                "history": [{k: v for k, v in h.items() if k != "seconds"} for h in self.history_]}
@@ -587,6 +640,7 @@ class SecureBoostLender:
             raise ValueError(f"{path}: {len(model.base_margin_)} base margins for {model.objective_.name}")
         model.n_features_in_ = int(doc["n_features"])
         model.n_platform_features_ = int(doc["n_platform_features"])
+        model.feature_names_ = doc.get("feature_names")
         model.binner_ = QuantileBinner.from_dict(doc["binner"])
         model.trees_ = [Tree.from_dict(t) for t in doc["trees"]]
         model.history_ = list(doc.get("history", []))
@@ -752,14 +806,33 @@ class SecureBoostPlatform:
         self.on_tree = on_tree
         self.trees_: list[Tree] = []
         self.timings_: dict[str, float] = {}
+        #: this party's feature column names, when its caller knows them (saved with the model part)
+        self.feature_names_: list[str] | None = None
+        self.live_: SecureBoostPlatform | None = None
 
-    def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None) -> "SecureBoostPlatform":
+    def fit(self, link: Link, X: np.ndarray, eval_X: np.ndarray | None = None,
+            xgb_model: "SecureBoostPlatform | None" = None) -> "SecureBoostPlatform":
+        """Serve one training job; ``xgb_model``: this party's part of the live model the job continues.
+
+        Continuing (XGBoost's ``xgb_model``), this party first answers the lender's
+        ``sb.predict`` for the training rows, then the validation rows, with its live
+        part (the lender's starting margins; :meth:`SecureBoostLender._live_margins`),
+        then trains exactly as from scratch, checking that the lender continues a model
+        of as many trees as its own (``sb.hello``) and keeps its intercept (``sb.finish``).
+        Its live part must have the mode, objective and class count this party agreed to.
+        """
         from fedacq import compute
         from fedacq.crypto.scheme import peer_public_key
 
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2:
             raise ValueError(f"platform features must be a 2-D array, got shape {X.shape}")
+        self.live_ = xgb_model
+        if xgb_model is not None:
+            self._check_live(xgb_model, X.shape[1])
+            xgb_model.serve_predict(link, X)
+            if eval_X is not None:
+                xgb_model.serve_predict(link, eval_X)
         hello = link.recv("sb.hello")
         try:
             config = json.loads(hello.header["config"])
@@ -770,6 +843,7 @@ class SecureBoostPlatform:
             layout = PackingLayout(**config["layout"])
             n_rows, n_eval = int(config["n_rows"]), int(config["n_eval_rows"])
             first_tree = config.get("first_tree", 0)
+            live_trees = config.get("live_trees", 0)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"sb.hello: malformed config: {exc}") from exc
         pk = peer_public_key(public_key, scheme=params.get("scheme", "paillier"), allowed=self.schemes,
@@ -793,6 +867,17 @@ class SecureBoostPlatform:
         n_estimators = params.get("n_estimators")
         if isinstance(n_estimators, bool) or not isinstance(n_estimators, int) or n_estimators < 1:
             raise ValueError(f"sb.hello: n_estimators must be a positive integer, got {n_estimators!r}")
+        held = 0 if self.live_ is None else len(self.live_.trees_)
+        if self.live_ is not None and (self.live_.mode, self.live_.objective_.name, self.live_.objective_.params) \
+                != (mode, obj.name, obj.params):
+            raise ValueError(f"sb.hello: the lender asks for mode {mode!r}, objective {obj.name!r} {obj.params}; "
+                             f"this party's live model part is {self.live_.mode!r}, {self.live_.objective_.name!r} "
+                             f"{self.live_.objective_.params}")
+        if live_trees != held or isinstance(live_trees, bool):
+            raise ValueError(f"sb.hello: the lender continues a model of {live_trees!r} trees; this party's "
+                             f"live model part holds {held}" if held else
+                             f"sb.hello: the lender continues a model of {live_trees!r} trees; this party "
+                             f"was given none to continue")
         self.params_ = params
         self.mode = mode
         self.objective, self.objective_ = obj.name, obj
@@ -825,6 +910,18 @@ class SecureBoostPlatform:
             engine.close()
         self.timings_ = timings
         return self
+
+    def _check_live(self, live: "SecureBoostPlatform", n_features: int) -> None:
+        """Refuse a live model part of another mode, objective or class count than agreed, or other features."""
+        agreed = {"mode": self.agreed_mode, "objective": self.agreed_objective, "num_class": self.agreed_num_class}
+        held = {"mode": live.mode, "objective": live.objective_.name, "num_class": live.objective_.num_class}
+        for key, value in agreed.items():
+            if value is not None and held[key] != value:
+                raise ValueError(f"xgb_model: the live model part has {key} {held[key]!r}; this party agreed to "
+                                 f"{value!r}")
+        if live.binner_.n_features != n_features:
+            raise ValueError(f"xgb_model: the live model part has {live.binner_.n_features} features, the data "
+                             f"{n_features}")
 
     def _train(self, link: Link, X: np.ndarray, Xe: np.ndarray | None, bins: np.ndarray,
                n_bins: np.ndarray, pk, engine: HistogramEngine, timings: dict) -> None:
@@ -974,6 +1071,11 @@ class SecureBoostPlatform:
                     tr.value[leaf] = float(values[pos])
                     pos += 1
             self.base_margin_ = base.astype(np.float32)
+        if self.live_ is not None:  # the continued model: the live trees, then this job's; the live intercept
+            if self.mode == "prospect" and not np.array_equal(self.base_margin_, self.live_.base_margin_):
+                raise ValueError(f"sb.finish: base margin {self.base_margin_.tolist()} is not the live model's "
+                                 f"{self.live_.base_margin_.tolist()}")
+            self.trees_ = self.live_.trees_ + self.trees_
 
     # -- inference -------------------------------------------------------------
     def serve_predict(self, link: Link, X: np.ndarray) -> None:
@@ -1020,7 +1122,7 @@ class SecureBoostPlatform:
         doc = {"format": "fedacq.secureboost.platform/1", "mode": self.mode, "objective": self.objective,
                "objective_params": self.objective_.params,
                "base_margin": None if self.base_margin_ is None else [float(v) for v in self.base_margin_],
-               "binner": self.binner_.to_dict(),
+               "binner": self.binner_.to_dict(), "feature_names": self.feature_names_,
                "trees": [t.to_dict() for t in self.trees_]}
         out = path / "secureboost_platform.json"
         out.write_text(json.dumps(doc, allow_nan=False))
@@ -1040,6 +1142,7 @@ class SecureBoostPlatform:
         model.base_margin_ = (None if doc["base_margin"] is None
                               else np.atleast_1d(np.asarray(doc["base_margin"], dtype=np.float32)))
         model.binner_ = QuantileBinner.from_dict(doc["binner"])
+        model.feature_names_ = doc.get("feature_names")
         model.trees_ = [Tree.from_dict(t) for t in doc["trees"]]
         return model
 

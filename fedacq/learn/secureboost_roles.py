@@ -11,6 +11,12 @@ the platform holds the released leaf values and exports an XGBoost JSON model,
 and the lender's scores for evaluation come from the same federated inference
 over the intersection rows it already shares with the platform.
 
+Continuing a live model (the ``run`` job's ``xgb_model``, XGBoost's): each party
+loads its own part of it from its own files (:func:`load_live_model`); the lender
+starts from the live model's margins, which the platform's live splits give it
+through the joint prediction protocol, and both save the live trees followed by
+the new ones, so the result exports and scores like any model.
+
 Checkpoints (node jobs): each party saves its own state after every tree and
 resumes from the last tree both hold (:class:`fedacq.learn.run.RunCheckpoints`;
 what each side stores is listed in ``protocols/secureboost.md``).
@@ -18,6 +24,7 @@ what each side stores is listed in ``protocols/secureboost.md``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fedacq.learn import objectives
@@ -48,6 +55,38 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def load_live_model(directory: Path, party: str, params: dict[str, Any], mode: str,
+                    feature_names: list[str]) -> Any:
+    """This party's part of the live model a job continues (XGBoost's ``xgb_model``), from its own ``directory``.
+
+    Refused (ValueError; nothing else is read or written) unless it is a
+    SecureBoost model part of this job's ``mode``, objective and objective
+    parameters, trained on the same feature columns, in the same order, as this
+    party's table has now.
+    """
+    from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
+
+    cls = SecureBoostLender if party == "lender" else SecureBoostPlatform
+    try:
+        live = cls.load(directory)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"xgb_model: no usable SecureBoost {party} model part ({exc})") from None
+    wanted = objectives.get(params["objective"], tweedie_variance_power=params["tweedie_variance_power"],
+                            max_delta_step=params["max_delta_step"], num_class=params["num_class"])
+    if (live.mode, live.objective_.name, live.objective_.params) != (mode, wanted.name, wanted.params):
+        raise ValueError(f"xgb_model: the live model is a {live.mode} {live.objective_.name} model "
+                         f"{live.objective_.params}; this job trains a {mode} {wanted.name} model {wanted.params}")
+    if live.feature_names_ != list(feature_names):
+        raise ValueError(f"xgb_model: the live model was trained on the {party}'s features {live.feature_names_}; "
+                         f"this job's table has {list(feature_names)}")
+    return live
+
+
+def _continued(ctx: RoleContext, n_trees: int) -> dict[str, Any]:
+    """What a continued model's result adds: the model it continues and its trees in all."""
+    return {} if ctx.xgb_model is None else {"xgb_model": ctx.xgb_model_job, "n_trees": n_trees}
+
+
 def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     from fedacq.learn.secureboost import SecureBoostLender
 
@@ -55,10 +94,11 @@ def lender_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
                                insecure_test_key=ctx.insecure_test_key, random_state=ctx.seed,
                                callback=ctx.on_iteration, checkpoints=ctx.checkpoints)
     train_score, valid_score = fit_lender(lender, link, data, ctx)
+    lender.feature_names_ = list(data.feature_names)
     lender.save(ctx.model_dir)
     history = [dict(h) for h in getattr(lender, "history_", []) or []]
     return RoleResult(files=model_files(ctx), train_score=train_score, valid_score=valid_score,
-                      history=history, info={"trees": len(history)})
+                      history=history, info={"trees": len(history), **_continued(ctx, len(lender.trees_))})
 
 
 def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
@@ -73,8 +113,9 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
                                    objective=objective.name, num_class=ctx.params["num_class"],
                                    checkpoints=ctx.checkpoints,
                                    on_tree=lambda t: ctx.progress("tree", t + 1, n_trees))
+    platform.feature_names_ = list(data.feature_names)
     serve_platform(platform, link, data, ctx)
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = _continued(ctx, len(platform.trees_))
     if ctx.mode == "prospect":
         path = ctx.model_dir / "prospect_xgboost.json"
         platform.export_xgboost_json(path, feature_names=data.feature_names)
