@@ -95,3 +95,10 @@ def test_repeated_keys_on_one_side_fall_back_to_32_bytes():
     assert (ia.tolist(), ib.tolist()) == _void_intersection(a, b)
     empty = np.empty((0, 32), dtype=np.uint8)
     assert all(len(x) == 0 for x in ecdh_psi._intersect_points(a, empty))
+
+
+def test_a_peer_announcing_more_points_than_memory_holds_is_refused_before_any_receive():
+    from fedacq.link.memory import memory_pair
+    link, _ = memory_pair("lender", "platform")
+    with pytest.raises(ecdh_psi.PsiError, match=r"announced \[4611686018427387904\] points"):
+        ecdh_psi._recv_points(link, "platform_blinded", [2**62], with_tokens=True)

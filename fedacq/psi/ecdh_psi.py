@@ -131,11 +131,18 @@ def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
                  transform=None, bar: tqdm | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Collect one phase's streamed chunks into per-column arrays (optionally transformed).
 
-    ``sizes`` come from the peer, so memory is taken as chunks arrive (one copy at
-    the end), never up front for what the peer merely announced.
+    ``sizes`` come from the peer. Arrays of those sizes are reserved but not touched: the
+    OS backs their pages only as chunks are written in, so a peer that announces more
+    than it sends costs address space, not memory, and no chunk is copied a second time
+    (10M points: 320 MB less at the peak than collecting chunks and joining them). An
+    announcement this machine cannot even reserve is refused.
     """
-    points: list[list[np.ndarray]] = [[] for _ in sizes]
-    tokens: list[list[np.ndarray]] = [[] for _ in sizes]
+    try:
+        points = [np.empty((size, POINT_BYTES), dtype=np.uint8) for size in sizes]
+        tokens = [np.empty(size if with_tokens else 0, dtype=np.int64) for size in sizes]
+    except (MemoryError, ValueError):
+        raise PsiError(f"psi.points ({phase}): the peer announced {sizes} points, more than this "
+                       "machine can hold") from None
     got = [0] * len(sizes)
     while got != list(sizes):
         msg = link.recv("psi.points")
@@ -150,14 +157,12 @@ def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
             toks = msg.parts.get("tokens")
             if toks is None or len(toks) != len(pts):
                 raise PsiError(f"psi.points ({phase}) chunk lacks its tokens")
-            tokens[c].append(np.array(toks, dtype=np.int64))
-        points[c].append(transform(pts) if transform is not None else np.array(pts, dtype=np.uint8))
+            tokens[c][off:off + len(pts)] = toks
+        points[c][off:off + len(pts)] = transform(pts) if transform is not None else pts
         got[c] += len(pts)
         if bar is not None:
             bar.update(len(pts))
-    join = lambda chunks, empty: np.concatenate(chunks) if chunks else empty  # noqa: E731
-    return ([join(p, np.empty((0, POINT_BYTES), dtype=np.uint8)) for p in points],
-            [join(t, np.empty(0, dtype=np.int64)) for t in tokens])
+    return points, tokens
 
 
 def _warm(engine: compute.Engine, n_rows: int) -> None:
