@@ -67,6 +67,8 @@ def make_ids(start: int, count: int, seed: int) -> pd.Series:
     values = (i * _MIX + _SHIFT + seed) % _SPACE
     values = np.random.default_rng(seed + start).permutation(values)
     strings = pa.array(values).cast(pa.string())
+    del values
+    pa.default_memory_pool().release_unused()  # the int64 staging array: not part of the party's table
     return pd.Series(pd.arrays.ArrowStringArray(strings), name="uid")
 
 
