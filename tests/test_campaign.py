@@ -222,3 +222,29 @@ def test_a_paused_campaign_keeps_bidding_and_runs_no_cycle(tmp_path: Path, boost
     source.steps.clear()
     run_campaign(run, source)  # type: ignore[arg-type]
     assert source.steps == []
+
+
+def test_the_operators_rollback_command_acts_on_the_platforms_view(tmp_path: Path, boost_service) -> None:
+    import argparse
+
+    from fedacq.campaign import commands
+    from fedacq.node.local import write_party_config
+
+    table_root, client = boost_service
+    c = _campaign(tmp_path, days=14)
+    party = write_party_config(tmp_path / PLATFORM / "party.toml", PLATFORM, LENDER, 1, 2, tmp_path, ["psi"], {},
+                               tmp_path / "mlruns")
+    states = {p: CampaignState(tmp_path / p / "state" / "campaigns", c.name) for p in (LENDER, PLATFORM)}
+    for p, state in states.items():
+        state.create(party=p, digest=c.digest, description="", settings={})
+    run = CampaignRun(c, None, states, PlatformSide(Path(), table_root, client, tmp_path))  # type: ignore[arg-type]
+    first, _ = _publish_two(tmp_path, c, states, run)
+    parser = argparse.ArgumentParser()
+    commands.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["campaign", "rollback", c.name, "--config", str(party), "--boost-service",
+                              client.address, "--reason", "bids look wrong"])
+    assert args.func(args) == 0
+    assert served_table(run) == first
+    cycle = states[PLATFORM].read_cycle(2)
+    assert cycle["outcome"] == "rolled_back" and cycle["reason"].startswith("bids look wrong; rolled back to")
+    assert states[LENDER].read_cycle(2)["outcome"] == "published"  # the lender's view is the lender's to write

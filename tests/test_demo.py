@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from fedacq.demo import DemoConfig, run_demo
@@ -76,3 +77,22 @@ def test_a_rerun_replaces_the_previous_demo_and_refuses_any_other_folder(tmp_pat
     with pytest.raises(ValueError, match="holds no previous demo run"):
         _fresh_out_dir(other)
     assert (other / "notes.txt").read_text() == "keep"
+
+
+def test_demo_campaign_flag_runs_the_campaign_demo_with_its_own_defaults(monkeypatch, tmp_path: Path) -> None:
+    import argparse
+
+    from fedacq import demo_commands
+    from fedacq.campaign.demo import CampaignDemoConfig
+
+    seen = []
+    monkeypatch.setattr(demo_commands, "run_campaign_demo", seen.append)
+    monkeypatch.setattr(demo_commands, "run_demo", lambda cfg: pytest.fail("the one-shot demo ran"))
+    parser = argparse.ArgumentParser()
+    demo_commands.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["demo", "--campaign", "--out", str(tmp_path), "--users", "5000", "--quiet"])
+    assert args.func(args) == 0
+    cfg = seen[0]
+    default = CampaignDemoConfig()
+    assert (cfg.out_dir, cfg.n_users, cfg.days, cfg.n_estimators, cfg.key_bits, cfg.progress) == \
+        (tmp_path, 5000, default.days, default.n_estimators, 2048, False)
