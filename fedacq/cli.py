@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "experiments": "fedacq.experiments.commands",
     "audit": "fedacq.link.commands",
     "console": "fedacq.console.commands",
+    "campaign": "fedacq.campaign.commands",
 }
 
 
