@@ -57,7 +57,7 @@ def test_platform_gets_only_ciphertexts_and_split_requests():
                 assert part.dtype.kind in "bi"
     config = json.loads(next(m for m in got if m.type == "sb.hello").header["config"])
     # no claim about the key's status crosses: the platform judges the key by its own min_key_bits
-    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows", "first_tree"}
+    assert set(config) == {"params", "public_key", "layout", "n_rows", "n_eval_rows", "first_tree", "live_trees"}
     assert "d" not in json.loads(config["public_key"]) and "p" not in json.loads(config["public_key"])
     # split requests: lender splits say nothing about the lender's feature or bin
     for msg in (m for m in got if m.type == "sb.split"):

@@ -35,7 +35,10 @@ parameters: ``models``, ``modes``, ``schemes``, ``min_key_bits`` and
 ``test_mode`` (key size), ``min_intersection`` (the PSI inside the job); and
 for the lender's labels ``leaf_noise_max_epsilon`` (prospect SecureBoost
 releases leaf values: they must carry DP noise of at most that epsilon),
-``hetero_lr_min_batch_size`` and ``splitnn_min_gradient_noise``.
+``hetero_lr_min_batch_size`` and ``splitnn_min_gradient_noise``; and the
+lender's ``secureboost_goss`` (default false), checked by the lender's node when
+its side starts, before anything crosses: GOSS (``top_rate``/``other_rate``) shows
+the platform each tree's sample, the rows of largest gradients.
 """
 
 from __future__ import annotations
@@ -154,6 +157,11 @@ def _role(party: str, ctx: JobContext) -> dict[str, Any]:
     if DATASET not in ctx.datasets:
         raise ValueError(f"run: the job names no data set {DATASET!r} for {ctx.party} (has {sorted(ctx.datasets)})")
     p = ctx.params
+    goss = p["model"] == "secureboost" and (p["model_params"].get("top_rate") is not None
+                                            or p["model_params"].get("other_rate") is not None)
+    if party == LENDER and goss and not ctx.policy.secureboost_goss:
+        raise ctx.policy.refuse("secureboost_goss", f"top_rate={p['model_params']['top_rate']!r} (GOSS: the "
+                                "platform learns each tree's sample)", "no GOSS (secureboost_goss = false)")
     path = Path(ctx.datasets[DATASET])
     cfg = RunConfig(lender_path=path, platform_path=path, id_column=p["id_column"],
                     label_column=p["label_column"], out_dir=ctx.work_dir, model=p["model"],

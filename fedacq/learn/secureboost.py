@@ -99,9 +99,11 @@ register(
     MessageSpec("sb.hello", header={"config": str}),
     MessageSpec("sb.hello_reply", header={"n_rows": int, "n_eval_rows": int},
                 parts={"n_bins": PartSpec(dtypes=("int32",), ndim=1)}),
+    # sample (GOSS only): the rows whose ciphertexts follow, in row order
     MessageSpec("sb.tree", header={"tree": int},
                 parts={"gradients": PartSpec(kind="bigints"),
-                       "features": PartSpec(dtypes=("bool",), ndim=1)}),
+                       "features": PartSpec(dtypes=("bool",), ndim=1),
+                       "sample": PartSpec(dtypes=("bool",), ndim=1, optional=True)}),
     MessageSpec("sb.split", header={"tree": int, "depth": int, "build": bool},
                 parts={"nodes": PartSpec(dtypes=("int32",), ndim=1),
                        "kind": PartSpec(dtypes=("int8",), ndim=1),
@@ -139,10 +141,64 @@ def _built_child(tree: Tree, row_node: np.ndarray, parent: int) -> tuple[int, in
 
     Both parties know every node's rows, so both compute the same answer: the
     platform builds and sends the first, the lender derives the second's sums.
+    ``row_node``: the current node of every row histograms are built from (with
+    GOSS, of the tree's sample only).
     """
     lc, rc = tree.left[parent], tree.right[parent]
     nl, nr = int(np.sum(row_node == lc)), int(np.sum(row_node == rc))
     return (lc, rc) if nl <= nr else (rc, lc)
+
+
+def check_goss(top_rate: Any, other_rate: Any) -> None:
+    """Refuse GOSS rates LightGBM would refuse: both set, each in (0, 1), together at most 1."""
+    for name, v in (("top_rate", top_rate), ("other_rate", other_rate)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"{name} must be a number in (0, 1) (GOSS needs both top_rate and other_rate), got {v!r}")
+    if top_rate + other_rate > 1:
+        raise ValueError(f"top_rate + other_rate must be at most 1, got {top_rate} + {other_rate}")
+
+
+def goss_sizes(n: int, top_rate: float, other_rate: float) -> tuple[int, int]:
+    """(rows kept by largest |g|, rows drawn from the rest) of an ``n``-row tree, LightGBM's way.
+
+    Both parties compute it from the announced rates, so the platform can check
+    every sample's size; too few rows for one random row is an error.
+    """
+    top_k, other_k = max(1, int(n * top_rate)), int(n * other_rate)
+    if other_k < 1 or top_k + other_k > n:
+        raise ValueError(f"GOSS: {n} rows are too few for top_rate {top_rate} and other_rate {other_rate}")
+    return top_k, other_k
+
+
+def goss_sample(g: np.ndarray, top_rate: float, other_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient-based one-side sampling (LightGBM's GOSS) of one tree: (sampled rows, sorted; row weights).
+
+    The ``top_k`` rows of largest ``|g|`` are kept with weight 1; ``other_k`` of the
+    others are drawn uniformly, from the OS CSPRNG (never from ``random_state``,
+    which the platform holds), with weight ``(n - top_k) / other_k``, about
+    ``(1 - top_rate) / other_rate``, so their ``g`` and ``h`` sums estimate the rest's
+    (LightGBM's ``multiply``); every other row weighs 0. The paper ranks by
+    ``|g|``, as here; LightGBM's code ranks by ``|g h|``. Not XGBoost-exact: the
+    trees are those of the sampled, reweighted gradients.
+
+    Privacy: the platform receives the sample, so it learns which rows have the
+    largest ``|g|``. For ``binary:logistic`` the first tree's ``|g|`` takes two values
+    (``p0`` for a negative, ``1 - p0`` for a positive), so its top set is the
+    minority class: **the platform learns those labels** (all of them when the
+    minority share is below ``top_rate``). This is why a lender's node must opt in
+    (``[policy] secureboost_goss``); ``protocols/secureboost.md`` says more.
+    """
+    import secrets
+
+    n = len(g)
+    top_k, other_k = goss_sizes(n, top_rate, other_rate)
+    order = np.argsort(-np.abs(np.asarray(g, dtype=np.float64)), kind="stable")
+    rest = order[top_k:]
+    drawn = rest[secrets.SystemRandom().sample(range(len(rest)), other_k)]
+    weight = np.zeros(n, dtype=np.float32)
+    weight[order[:top_k]] = 1
+    weight[drawn] = np.float32((n - top_k) / other_k)
+    return np.sort(np.concatenate([order[:top_k], drawn])), weight
 
 
 def _objective_of(params: dict[str, Any]) -> objectives.Objective:
@@ -190,7 +246,8 @@ class SecureBoostLender:
                  subsample: float = 1.0, colsample_bytree: float = 1.0, objective: str = "binary:logistic",
                  tweedie_variance_power: float = 1.5, num_class: int | None = None,
                  base_score: float | list[float] | None = None, early_stopping_rounds: int | None = None,
-                 leaf_noise: dict | None = None, mode: str = "joint", scheme: str = "paillier", key_bits: int = 2048,
+                 leaf_noise: dict | None = None, top_rate: float | None = None, other_rate: float | None = None,
+                 mode: str = "joint", scheme: str = "paillier", key_bits: int = 2048,
                  random_state: int = 0, insecure_test_key: bool = False, n_jobs: int | None = None,
                  callback: Callable[[int, dict], Any] | None = None, checkpoints: Any = None) -> None:
         self.n_estimators = n_estimators
@@ -210,6 +267,8 @@ class SecureBoostLender:
         self.base_score = base_score
         self.early_stopping_rounds = early_stopping_rounds
         self.leaf_noise = leaf_noise
+        self.top_rate = top_rate
+        self.other_rate = other_rate
         self.mode = mode
         self.scheme = scheme
         self.key_bits = key_bits
@@ -239,6 +298,10 @@ class SecureBoostLender:
             raise ValueError(f"max_delta_step must be a finite number >= 0, got {self.max_delta_step!r}")
         if self.leaf_noise is not None:
             _check_noise(self.leaf_noise, obj, self.reg_lambda, self.mode)
+        if (self.top_rate, self.other_rate) != (None, None):
+            check_goss(self.top_rate, self.other_rate)
+            if self.subsample < 1:
+                raise ValueError("top_rate/other_rate (GOSS) sample the rows already: leave subsample at 1")
         return obj
 
     @property
@@ -280,7 +343,9 @@ class SecureBoostLender:
                 raise ValueError(f"tree checkpoint: a {pk.n_bits}-bit key, the job's is {self.key_bits} bits")
         self.public_key_, self._private_key = pk, sk
         # the first tree's encryption randomness is computed while binning and the handshake run
-        ahead = RandomnessAhead(pk, int(np.asarray(X).shape[0]), self.n_jobs)
+        n = int(np.asarray(X).shape[0])
+        ahead = RandomnessAhead(pk, n if self.top_rate is None else sum(goss_sizes(n, self.top_rate, self.other_rate)),
+                                self.n_jobs)  # GOSS: only each tree's sample is encrypted
         try:
             return self._fit(link, X, y, eval_set, ahead, resumed, xgb_model)
         finally:
@@ -667,6 +732,11 @@ class _TreeGrower:
         n = len(g)
         p = lender.split_params
         in_sample = (rng.random(n) < lender.subsample) if lender.subsample < 1 else np.ones(n, dtype=bool)
+        sample = None  # GOSS: the rows the platform builds histograms from (sorted), else every row
+        if lender.top_rate is not None:
+            sample, weight = goss_sample(g, lender.top_rate, lender.other_rate)
+            g, h = (g * weight).astype(np.float32), (h * weight).astype(np.float32)
+            in_sample = weight > 0
         in_sample &= labelled
         g = np.where(in_sample, g, np.float32(0))
         h = np.where(in_sample, h, np.float32(0))
@@ -676,12 +746,15 @@ class _TreeGrower:
         platform_mask = np.array(active[d_l:], dtype=bool)
 
         t0 = time.perf_counter()
-        plain = codec.encode(g, h, in_sample)
+        sent = slice(None) if sample is None else sample
+        plain = codec.encode(g[sent], h[sent], in_sample[sent])
         factors = self.ahead.take(more=t + 1 < self.n_trees)  # the next tree's start computing now
         cts = self.ahead.encrypt(plain, factors)
         timings["encrypt"] += time.perf_counter() - t0
-        link.send(Message("sb.tree", {"tree": t}, {"gradients": BigInts(cts, pk.ciphertext_bytes),
-                                                   "features": platform_mask}, step=f"tree{t}"))
+        parts = {"gradients": BigInts(cts, pk.ciphertext_bytes), "features": platform_mask}
+        if sample is not None:
+            parts["sample"] = np.isin(np.arange(n), sample)
+        link.send(Message("sb.tree", {"tree": t}, parts, step=f"tree{t}"))
         g64, h64 = g.astype(np.float64), h.astype(np.float64)
         cnt = in_sample.astype(np.int64)
         tree = Tree()
@@ -755,7 +828,8 @@ class _TreeGrower:
                 eval_left = msg.parts.get("eval_left")
                 break
             # the platform sends the child it built from rows; the sibling is parent - child, here
-            pairs = [(nd, *_built_child(tree, row_node, nd)) for nd, k in zip(level, kinds) if k != LEAF]
+            sampled = row_node if sample is None else row_node[sample]
+            pairs = [(nd, *_built_child(tree, sampled, nd)) for nd, k in zip(level, kinds) if k != LEAF]
             got = lender._received_entries(msg, sorted(built for _, built, _ in pairs), active_p, n_bins_p,
                                            codec, sk, pk, decompress, timings)
             new_entries = {}
@@ -789,7 +863,7 @@ class SecureBoostPlatform:
 
     def __init__(self, n_jobs: int | None = None, min_key_bits: int = MIN_KEY_BITS,
                  schemes: tuple[str, ...] = ("paillier",), mode: str | None = None, objective: str | None = None,
-                 num_class: int | None = None,
+                 num_class: int | None = None, goss: tuple[float | None, float | None] | None = None,
                  checkpoints: Any = None, on_tree: Callable[[int], Any] | None = None) -> None:
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
@@ -801,6 +875,8 @@ class SecureBoostPlatform:
         self.agreed_mode = mode
         self.agreed_objective = objective
         self.agreed_num_class = num_class
+        #: (top_rate, other_rate) agreed, (None, None) for no GOSS; None accepts what sb.hello announces
+        self.agreed_goss = None if goss is None else tuple(goss)
         #: a :class:`fedacq.learn.run.RunCheckpoints` (node jobs): its trees after each tree, resume
         self.checkpoints = checkpoints
         self.on_tree = on_tree
@@ -878,6 +954,18 @@ class SecureBoostPlatform:
                              f"live model part holds {held}" if held else
                              f"sb.hello: the lender continues a model of {live_trees!r} trees; this party "
                              f"was given none to continue")
+        goss = (params.get("top_rate"), params.get("other_rate"))
+        if self.agreed_goss is not None and goss != self.agreed_goss:
+            raise ValueError(f"sb.hello: the lender asks for GOSS (top_rate, other_rate) {goss}; this party agreed "
+                             f"to {self.agreed_goss}")
+        #: GOSS: the (top, other) sample size of every tree, which this party checks; None: every row, every tree
+        self.goss_sizes_ = None
+        if goss != (None, None):
+            try:
+                check_goss(*goss)
+                self.goss_sizes_ = goss_sizes(int(n_rows), *goss)
+            except ValueError as exc:
+                raise ValueError(f"sb.hello: {exc}") from None
         self.params_ = params
         self.mode = mode
         self.objective, self.objective_ = obj.name, obj
@@ -900,14 +988,18 @@ class SecureBoostPlatform:
         if first_tree != len(self.trees_) or isinstance(first_tree, bool):
             raise ValueError(f"sb.hello: the lender continues from tree {first_tree!r}; this party's checkpoints "
                              f"hold {len(self.trees_)} trees")
-        kernel_args = (bins, n_bins, pk.ciphertext_modulus, pk.plaintext_bits + 1, layout.entry_bits)
         party_engine = compute.active()  # this party's own (its node's [compute]); Ray: one actor per block
-        engine = (party_engine.histograms(*kernel_args) if party_engine.distributed
-                  else HistogramEngine(*kernel_args, self.n_jobs))
+
+        def engine_for(rows_bins: np.ndarray) -> HistogramEngine:
+            args = (rows_bins, n_bins, pk.ciphertext_modulus, pk.plaintext_bits + 1, layout.entry_bits)
+            return party_engine.histograms(*args) if party_engine.distributed else HistogramEngine(*args, self.n_jobs)
+        self._engine_for = engine_for
+        self._engine = engine_for(bins) if self.goss_sizes_ is None else None  # GOSS: one per tree, on its sample
         try:
-            self._train(link, X, Xe, bins, n_bins, pk, engine, timings)
+            self._train(link, X, Xe, bins, n_bins, pk, timings)
         finally:
-            engine.close()
+            if self._engine is not None:
+                self._engine.close()
         self.timings_ = timings
         return self
 
@@ -924,7 +1016,7 @@ class SecureBoostPlatform:
                              f"{n_features}")
 
     def _train(self, link: Link, X: np.ndarray, Xe: np.ndarray | None, bins: np.ndarray,
-               n_bins: np.ndarray, pk, engine: HistogramEngine, timings: dict) -> None:
+               n_bins: np.ndarray, pk, timings: dict) -> None:
         n = X.shape[0]
         while True:
             t0 = time.perf_counter()
@@ -936,9 +1028,10 @@ class SecureBoostPlatform:
             if msg.header["tree"] != len(self.trees_) or len(self.trees_) >= self.max_trees_:
                 raise ValueError(f"sb.tree: tree {msg.header['tree']}, expected {len(self.trees_)} "
                                  f"(of {self.max_trees_} announced)")
+            sample = self._tree_sample(msg, n)
             cts = pk.vector_from_bigints(msg.parts["gradients"]).ciphertexts
-            if len(cts) != n:
-                raise ValueError(f"sb.tree: {len(cts)} ciphertexts for {n} rows")
+            if len(cts) != (n if sample is None else len(sample)):
+                raise ValueError(f"sb.tree: {len(cts)} ciphertexts for {n if sample is None else len(sample)} rows")
             mask = msg.parts["features"]
             if mask.shape != (X.shape[1],):
                 raise ValueError(f"sb.tree: feature mask of length {len(mask)} for {X.shape[1]} features")
@@ -946,6 +1039,11 @@ class SecureBoostPlatform:
             tree = Tree()
             row_node = np.zeros(n, dtype=np.int32)
             t0 = time.perf_counter()
+            if sample is not None:  # GOSS: this tree's histograms come from its sample's rows only
+                if self._engine is not None:
+                    self._engine.close()
+                self._engine = self._engine_for(bins[sample])
+            engine = self._engine
             engine.start_tree(cts, active)
             packed = engine.root()
             timings["histograms"] += time.perf_counter() - t0
@@ -1009,9 +1107,10 @@ class SecureBoostPlatform:
                     break
                 t0 = time.perf_counter()
                 jobs = []
+                sampled = row_node if sample is None else row_node[sample]  # positions in the engine's rows
                 for parent in lender_nodes + platform_nodes:
-                    small, big = _built_child(tree, row_node, parent)
-                    jobs.append((parent, small, big, np.nonzero(row_node == small)[0]))
+                    small, big = _built_child(tree, sampled, parent)
+                    jobs.append((parent, small, big, np.nonzero(sampled == small)[0]))
                 level = sorted(children)
                 built = sorted(job[1] for job in jobs)  # the lender derives their siblings
                 packed = engine.level(jobs, built)
@@ -1025,6 +1124,20 @@ class SecureBoostPlatform:
                 self.checkpoints.save("tree", t, {"trees": [tr.to_dict() for tr in self.trees_]})
             if self.on_tree is not None:
                 self.on_tree(t)
+
+    def _tree_sample(self, msg: Message, n: int) -> np.ndarray | None:
+        """The rows of a GOSS tree (sorted), after checking the sample's size against the announced rates."""
+        sample = msg.parts.get("sample")
+        if self.goss_sizes_ is None:
+            if sample is not None:
+                raise ValueError("sb.tree: a row sample, but the job announced no GOSS (top_rate, other_rate)")
+            return None
+        want = sum(self.goss_sizes_)
+        if sample is None or sample.shape != (n,) or int(sample.sum()) != want:
+            got = None if sample is None else (sample.shape, int(sample.sum()))
+            raise ValueError(f"sb.tree: GOSS sample (shape, rows) {got}, expected {want} of {n} rows "
+                             f"(top {self.goss_sizes_[0]} + other {self.goss_sizes_[1]})")
+        return np.nonzero(sample)[0]
 
     @staticmethod
     def _hist_message(tree: int, depth: int, nodes: list[int], packed: list, block_features: list[int], pk,

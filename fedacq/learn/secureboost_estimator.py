@@ -43,7 +43,8 @@ class _SecureBoost(FederatedEstimator):
                  tweedie_variance_power: float = _D["tweedie_variance_power"],
                  base_score: float | None = _D["base_score"],
                  early_stopping_rounds: int | None = _D["early_stopping_rounds"],
-                 leaf_noise: dict | None = _D["leaf_noise"], mode: str = _D["mode"], scheme: str = _D["scheme"],
+                 leaf_noise: dict | None = _D["leaf_noise"], top_rate: float | None = _D["top_rate"],
+                 other_rate: float | None = _D["other_rate"], mode: str = _D["mode"], scheme: str = _D["scheme"],
                  key_bits: int = _D["key_bits"],
                  random_state: int = _D["random_state"], insecure_test_key: bool = _D["insecure_test_key"],
                  n_jobs: int | None = _D["n_jobs"], peer: Any = None) -> None:
@@ -63,6 +64,8 @@ class _SecureBoost(FederatedEstimator):
         self.base_score = base_score
         self.early_stopping_rounds = early_stopping_rounds
         self.leaf_noise = leaf_noise
+        self.top_rate = top_rate
+        self.other_rate = other_rate
         self.mode = mode
         self.scheme = scheme
         self.key_bits = key_bits

@@ -52,6 +52,9 @@ SPEC: dict[str, Param] = {
     "early_stopping_rounds": Param(None, int, "stop after this many rounds without validation improvement"),
     "leaf_noise": Param(None, dict, "prospect mode: DP noise on the released leaf values "
                         "({mechanism: laplace|gaussian, epsilon, [delta], [gradient_bound]})"),
+    "top_rate": Param(None, float, "GOSS (LightGBM's name; with other_rate; off when unset): share of rows kept per "
+                      "tree by largest |gradient|. Not XGBoost-exact; the platform learns each tree's sample"),
+    "other_rate": Param(None, float, "GOSS: share of rows drawn at random from the rest, their g and h amplified"),
 }
 
 TRAIN: dict[str, Any] = {name: p.default for name, p in SPEC.items()}

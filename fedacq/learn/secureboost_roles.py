@@ -49,9 +49,13 @@ def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
     (:func:`fedacq.learn.objectives.get`); every objective of
     :data:`fedacq.learn.objectives.OBJECTIVES` is accepted.
     """
+    from fedacq.learn.secureboost import check_goss
+
     out = sb_params.resolve(params)
     objectives.get(out["objective"], tweedie_variance_power=out["tweedie_variance_power"],
                    max_delta_step=out["max_delta_step"], num_class=out["num_class"])
+    if (out["top_rate"], out["other_rate"]) != (None, None):
+        check_goss(out["top_rate"], out["other_rate"])
     return out
 
 
@@ -111,6 +115,7 @@ def platform_role(link: Link, data: PartyData, ctx: RoleContext) -> RoleResult:
     platform = SecureBoostPlatform(n_jobs=ctx.params.get("n_jobs"), min_key_bits=ctx.min_key_bits,
                                    schemes=(ctx.scheme,), mode=ctx.mode,
                                    objective=objective.name, num_class=ctx.params["num_class"],
+                                   goss=(ctx.params["top_rate"], ctx.params["other_rate"]),
                                    checkpoints=ctx.checkpoints,
                                    on_tree=lambda t: ctx.progress("tree", t + 1, n_trees))
     platform.feature_names_ = list(data.feature_names)

@@ -25,12 +25,16 @@ safe ones)::
     leaf_noise_max_epsilon = 10.0     # prospect SecureBoost must noise released leaves (unset: no floor)
     hetero_lr_min_batch_size = 64     # hetero LR batch floor (the protocol also needs every batch > d_p)
     splitnn_min_gradient_noise = 0.0  # split NN gradient noise multiplier floor
+    secureboost_goss = false          # lender: allow GOSS (top_rate/other_rate), which shows the platform each tree's sample
     measure_min_cohort = 10           # smallest per-bucket cohort the lender releases to the platform
     measure_max_epsilon = 1.0         # measurement's Laplace epsilon must be > 0 and <= this (unset: noise optional)
     max_concurrent_jobs = 4           # jobs running at once with the peer
 
 Which key protects whom: the lender's node guards its labels with the leaf-noise
-floor, the hetero LR batch floor and the split NN noise floor, and its outcomes in
+floor, the hetero LR batch floor, the split NN noise floor and ``secureboost_goss``
+(GOSS sends the platform each tree's sample, the rows of largest gradients: in the
+first tree of a binary model, the minority class; checked by the lender's node when
+its side of the job starts, before anything crosses), and its outcomes in
 measurement with the minimum cohort and the epsilon cap; the platform's
 node guards its users and features with the minimum intersection,
 ``reveal_to`` and the models and modes it allows; both guard the key size.
@@ -78,6 +82,7 @@ class Policy:
     leaf_noise_max_epsilon: float | None = None
     hetero_lr_min_batch_size: int = 64
     splitnn_min_gradient_noise: float = 0.0
+    secureboost_goss: bool = False
     measure_min_cohort: int = 10
     measure_max_epsilon: float | None = None
     max_concurrent_jobs: int = 4
@@ -151,9 +156,9 @@ def load_policy(table: Any, source: str, party: str) -> Policy:
             out[key] = _names(value, key, source, lists[key])
             if key == "schemes" and not value:
                 raise ValueError(f"{source}: [policy] schemes must name at least one scheme of {list(SCHEMES)}")
-        elif key == "test_mode":
+        elif key in ("test_mode", "secureboost_goss"):
             if not isinstance(value, bool):
-                raise ValueError(f"{source}: [policy] test_mode must be true or false")
+                raise ValueError(f"{source}: [policy] {key} must be true or false")
             out[key] = value
         elif key in ("min_key_bits", "min_intersection", "hetero_lr_min_batch_size", "measure_min_cohort",
                      "max_concurrent_jobs"):
