@@ -38,8 +38,8 @@ ids it does not hold; any DH-PSI allows that).
 Memory (10M x 10M must stay well inside 4 GB per party): ids are packed
 (:class:`~fedacq.psi.ids.IdArray`, ~28 bytes per id with its row number), points
 stream in 2 MiB messages and are written straight into arrays of the announced
-size, and matching sorts 8-byte keys rather than 32-byte values. No Python object
-per id is alive at any point of the job.
+size, and matching sorts 8-byte keys rather than 32-byte values. Python objects
+per id exist only for one slice of ids at a time (normalising, hashing).
 """
 
 from __future__ import annotations
