@@ -348,3 +348,27 @@ def test_fedacq_run_continues_an_earlier_runs_folder_and_refuses_a_mismatch_befo
     assert not (tmp_path / "refused").exists()
     with pytest.raises(ValueError, match="starts two fresh nodes"):
         run_mod.run(dataclasses.replace(cfg, transport="grpc"))
+
+
+def test_two_node_processes_add_trees_to_their_live_model(tables, tmp_path):
+    """gRPC between two real nodes (mutual TLS): the second job continues the first by id at each node."""
+    from fedacq.node.local import start_local_pair
+
+    datasets = {party: {name: tables[f"{party}-{name}"] for name in ("a", "b")} for party in PARTIES}
+
+    def job(job_id, sample, **params):
+        return {"job": {"protocol": "run", "id": job_id},
+                "datasets": {party: {"table": sample} for party in PARTIES},
+                "params": {"id_column": "id", "label_column": "y", "key_bits": 512, "insecure_test_key": True,
+                           "min_intersection": 50, "validation_fraction": 0.2, "mode": "prospect",
+                           "model_params": {**MODEL, "n_estimators": 1}, **params}}
+    with start_local_pair(tmp_path, datasets=datasets, allow=["run"],
+                          policy={party: POLICY for party in PARTIES}) as pair:
+        first = pair.submit(job("grpc-live", "a"), party="lender")
+        assert first["status"] == "succeeded", first.get("error")
+        added = pair.submit(job("grpc-added", "b", xgb_model="grpc-live"), party="lender")
+        assert added["status"] == "succeeded", added.get("error")
+        platform = pair.status("platform", "grpc-added")
+    assert platform["status"] == "succeeded" and platform["result"]["info"]["n_trees"] == 2
+    exported = xgboost.Booster(model_file=platform["result"]["info"]["xgboost_json"])
+    assert exported.num_boosted_rounds() == 2
