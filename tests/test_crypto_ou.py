@@ -204,3 +204,15 @@ def test_ciphertext_outside_the_subgroup_refused(keys):
             break
     with pytest.raises(ValueError, match="outside the OU plaintext bound"):
         sk.decrypt_raw(EncryptedVector(pk, [c]), workers=1)
+
+
+def test_a_refused_ciphertext_is_named_by_its_place_in_the_whole_batch():
+    """Threaded decryption splits a batch into chunks; the refusal names the batch index."""
+    from fedacq.crypto import parallel
+
+    pk, sk = ou.generate_keypair(768, insecure_test_key=True)  # small key: speed only
+    good = pk.encrypt_raw_local(list(range(9)))
+    forged = gmpy2.powmod(pk.g, gmpy2.mpz(1) << (pk.plaintext_bits + 8), pk.n)  # g^M, M above the bound
+    batch = good[:7] + [forged] + good[7:]
+    with pytest.raises(ValueError, match=r"ciphertext 7 decrypts outside the OU plaintext bound"):
+        parallel.decrypt(sk, batch, workers=2)

@@ -17,7 +17,7 @@ crosses from the node to the Ray workers, per batch:
 * encryption: the public key's ``spec()`` (Paillier ``n``; OU ``n, g, h``) and the
   plaintexts (the lender's packed gradients: its secret data, so on its own cluster);
 * the key owner's encryption and decryption: the private key's ``spec()`` (adding
-  ``p``, ``q``) and the plaintexts or ciphertexts; the lender's private key therefore
+  ``p``, ``q`` and, for OU keys, ``t``) and the plaintexts or ciphertexts; the lender's private key therefore
   only ever reaches the lender's cluster, and the platform's node never holds it;
 * SecureBoost histograms (the platform): its bin codes, once per job, and the lender's
   ciphertexts with ``n^2`` (public values), once per tree

@@ -337,11 +337,26 @@ class PrivateKey(PrivateKeyBase):
         for i, x in enumerate(gmpy2.powmod_base_list([c % psq for c in ciphertexts], self.exponent, psq)):
             v = signed_residue((x - 1) // p * ginv % p, p, limit) if x % p == 1 else None
             if v is None:
-                raise ValueError(f"ciphertext {i} decrypts outside the OU plaintext bound "
-                                 f"(2^{self.public_key.plaintext_bits}): an overflowed sum or a forged "
-                                 "ciphertext; refused")
+                raise OutOfBound(i, self.public_key.plaintext_bits)
             out.append(int(v % n))  # negatives as n - |v|, as Paillier returns them
         return out
+
+
+class OutOfBound(ValueError):
+    """A ciphertext whose residue is outside the plaintext bound (module docstring): refused.
+
+    ``index`` is its position in the batch, so a caller that decrypted a slice can name it
+    in the whole batch (:func:`fedacq.crypto.parallel.decrypt`).
+    """
+
+    def __init__(self, index: int, plaintext_bits: int) -> None:
+        super().__init__(f"ciphertext {index} decrypts outside the OU plaintext bound (2^{plaintext_bits}): "
+                         "an overflowed sum or a forged ciphertext; refused")
+        self.index = index
+        self.plaintext_bits = plaintext_bits
+
+    def shifted(self, offset: int) -> "OutOfBound":
+        return OutOfBound(self.index + offset, self.plaintext_bits)
 
 
 def generate_keypair(n_length: int = 2048, *, insecure_test_key: bool = False) -> tuple[PublicKey, PrivateKey]:

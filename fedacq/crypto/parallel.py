@@ -29,6 +29,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Sequence
 
+from fedacq.crypto.ou import OutOfBound
+
 if TYPE_CHECKING:  # imported lazily by paillier; typing only here
     from gmpy2 import mpz
 
@@ -152,6 +154,12 @@ def decrypt(private_key: "PrivateKey", ciphertexts: Sequence["mpz"], workers: in
     Two chunks per thread, so a thread slowed by other load is helped by the others.
     """
     size = max(1, math.ceil(len(ciphertexts) / (2 * workers)))
-    chunks = [ciphertexts[i:i + size] for i in range(0, len(ciphertexts), size)]
+
+    def chunk(start: int) -> list[int]:
+        try:
+            return private_key.decrypt_raw_local(ciphertexts[start:start + size])
+        except OutOfBound as exc:  # name the ciphertext in the whole batch, not in its chunk
+            raise exc.shifted(start) from None
+
     pool = _get_thread_pool(workers)
-    return [x for part in pool.map(private_key.decrypt_raw_local, chunks) for x in part]
+    return [x for part in pool.map(chunk, range(0, len(ciphertexts), size)) for x in part]
