@@ -151,7 +151,6 @@ def run_campaign_demo(cfg: CampaignDemoConfig) -> dict[str, Any]:
     from fedacq.campaign.simulated import SimulatedMarket
     from fedacq.campaign.state import CampaignState, campaigns_dir
     from fedacq.demo import _fresh_out_dir
-    from fedacq.node.config import load_config
     from fedacq.node.local import free_port
     from fedacq.sim.world import World
 
