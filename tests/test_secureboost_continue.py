@@ -372,3 +372,62 @@ def test_two_node_processes_add_trees_to_their_live_model(tables, tmp_path):
     assert platform["status"] == "succeeded" and platform["result"]["info"]["n_trees"] == 2
     exported = xgboost.Booster(model_file=platform["result"]["info"]["xgboost_json"])
     assert exported.num_boosted_rounds() == 2
+
+
+def test_a_continuation_cut_mid_training_resumes_to_xgboosts_trees(tables, tmp_path):
+    """A continued job killed after some added trees resumes from both parties' checkpoints: the live
+    prediction is exchanged again, the margins come from the checkpoint, and the trees are still XGBoost's."""
+    from fedacq.learn import run as run_mod
+    from fedacq.learn.run_config import RunConfig, model_module, objective_of
+    from fedacq.learn.run_tables import load_table
+    from fedacq.node.checkpoint import Checkpoints
+
+    first = RunConfig(tables["lender-a"], tables["platform-a"], "id", "y", tmp_path / "first",
+                      params={**MODEL, "n_estimators": 2}, key_bits=512, insecure_test_key=True,
+                      min_intersection=50, validation_fraction=0.0, progress=False)
+    run_mod.run(first)
+    cfg = dataclasses.replace(first, lender_path=tables["lender-b"], platform_path=tables["platform-b"],
+                              params={**MODEL, "n_estimators": 3}, xgb_model=tmp_path / "first",
+                              out_dir=tmp_path / "added")
+    params = model_module("secureboost").resolve_params(dict(cfg.params))
+    party_tables = {"lender": load_table(cfg.lender_path, "id", "y", party="lender", objective=objective_of(params),
+                                         empty_labels=True),
+                    "platform": load_table(cfg.platform_path, "id", party="platform")}
+
+    def attempt(resume: bool, cut_at: int | None = None) -> tuple[dict, Cut]:
+        cut = Cut(cut_at)
+        links = dict(zip(PARTIES, (CutLink(link, cut) for link in memory_pair(*PARTIES, job="j"))))
+        results: dict = {}
+
+        def side(party: str) -> None:
+            try:
+                results[party] = run_mod.party_job(party, links[party], party_tables[party], cfg, params, None,
+                                                   Checkpoints(tmp_path / "checkpoints" / party), resume)
+            except Exception as exc:  # noqa: BLE001 - a cut ends both sides
+                results[party] = exc
+                cut.event.set()
+        threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in PARTIES]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+            assert not t.is_alive(), "a party never ended"
+        return results, cut
+
+    # PSI (6 messages), the live prediction (2 x 2), hello (2), then 2 + 2 x max_depth per tree: cut in tree 3
+    cut_results, cut = attempt(False, cut_at=6 + 4 + 2 + 2 * 8 + 4)
+    assert all(isinstance(r, Exception) for r in cut_results.values())
+    held = sorted(p.name for p in (tmp_path / "checkpoints" / "lender").iterdir())
+    assert any("tree-0001" in name for name in held) and not any("tree-0002" in name for name in held), held
+    resumed, _ = attempt(True)
+    assert all(isinstance(r, dict) for r in resumed.values()), resumed
+    assert resumed["lender"]["info"]["n_trees"] == 5
+
+    Xl, Xp, y, _ = joined(tables, "a")
+    Xl2, Xp2, y2, _ = joined(tables, "b")
+    xparams = {**XGB, "objective": "binary:logistic"}
+    live = xgboost.train(xparams, xgboost.DMatrix(np.hstack([Xl, Xp]), label=y), 2)
+    booster = xgboost.train(xparams, xgboost.DMatrix(np.hstack([Xl2, Xp2]), label=y2), 3, xgb_model=live)
+    lender = SecureBoostLender.load(tmp_path / "added" / "lender" / "model")
+    platform = SecureBoostPlatform.load(tmp_path / "added" / "platform" / "model")
+    assert_trees_equal(booster, lender, platform, Xl.shape[1])
