@@ -248,3 +248,28 @@ def test_the_operators_rollback_command_acts_on_the_platforms_view(tmp_path: Pat
     cycle = states[PLATFORM].read_cycle(2)
     assert cycle["outcome"] == "rolled_back" and cycle["reason"].startswith("bids look wrong; rolled back to")
     assert states[LENDER].read_cycle(2)["outcome"] == "published"  # the lender's view is the lender's to write
+
+
+def test_add_trees_continues_the_live_version_through_the_run_job(tmp_path: Path, boost_service) -> None:
+    from fedacq.sim.world import World
+
+    table_root, client = boost_service
+    c = _campaign(tmp_path, days=8, **{"min_intersection = 500": "min_intersection = 200",
+                                       'update = "retrain"': 'update = "add_trees"',
+                                       "cycle_days = 10\nmeasure_days = 10": "cycle_days = 7\nmeasure_days = 7"})
+    world = World(10_000, horizon_days=c.days, seed=5)
+    source = SimulatedMarket(world, tmp_path, c, budget_per_day=200.0, seed=5, frozen=False)
+    policy = pipeline.one_operator_policy(1024, True, min_intersection=100)
+    with pipeline.start_parties("inproc", tmp_path, source.paths, {LENDER: policy, PLATFORM: policy}) as parties:
+        states = _states(tmp_path, c)
+        side = PlatformSide(scoring=source.paths[PLATFORM]["users-scoring"], table_root=table_root, boosts=client,
+                            work=tmp_path / PLATFORM / "campaign")
+        run_campaign(CampaignRun(c, parties, states, side), source)
+    first, second = (states[LENDER].read_cycle(n) for n in (1, 2))
+    assert first["outcome"] == "published" and second["update"] == "add_trees"
+    job = json.loads((tmp_path / LENDER / "state" / "jobs" / second["model_job"] / "job.json").read_text())
+    trees = [len(json.loads(Path(states[PLATFORM].read()["models"][x["version"]]["model"]).read_text())
+                 ["learner"]["gradient_booster"]["model"]["trees"]) for x in (first, second)]
+    assert trees == [3, 6], trees  # the live version's trees, then three more
+    assert job["spec"]["params"]["xgb_model"] == first["version"] and job["status"] == "succeeded"
+    assert second["outcome"] in ("published", "refused") and len(second["gates"]) == 3

@@ -68,13 +68,19 @@ def test_a_bad_campaign_file_is_refused_naming_the_file_and_key(campaign_file: P
     assert str(campaign_file) in str(err.value) and message in str(err.value)
 
 
-def test_add_trees_only_when_the_run_job_takes_the_live_model(campaign_file: Path) -> None:
+def test_add_trees_only_when_the_run_job_takes_the_live_model(campaign_file: Path, monkeypatch) -> None:
+    from fedacq.campaign import config
+
     _edit(campaign_file, 'update = "retrain"', 'update = "add_trees"')
-    if run_job_adds_trees():
-        assert load_campaign(campaign_file).update == "add_trees"
-    else:
-        with pytest.raises(CampaignError, match=r"\[model\] update.*xgb_model"):
-            load_campaign(campaign_file)
+    assert run_job_adds_trees()  # the run job's xgb_model (fedacq.learn.run_node)
+    assert load_campaign(campaign_file).update == "add_trees"
+    with_value = _edit(campaign_file, 'update = "add_trees"', 'update = "add_trees"\nvalue = "drawdown"')
+    with pytest.raises(CampaignError, match=r"\[model\] update.*value stages"):
+        load_campaign(with_value)
+    _edit(campaign_file, 'value = "drawdown"', "")
+    monkeypatch.setattr(config, "run_job_adds_trees", lambda: False)  # an older node's run job
+    with pytest.raises(CampaignError, match=r"\[model\] update.*xgb_model"):
+        load_campaign(campaign_file)
 
 
 def _campaign(campaign_file: Path, **edits: tuple[str, str]):

@@ -241,6 +241,8 @@ def parse_campaign(doc: dict[str, Any], source: str) -> Campaign:
         raise fail("[model] mode", f"must be \"prospect\": the platform scores its whole user base with the "
                                    f"model it holds, got {m['mode']!r}")
     value = m.get("value")
+    if value is not None and update == "add_trees":
+        raise fail("[model] update", "= \"add_trees\" continues one live model; with value stages use \"retrain\"")
     if value is not None:
         from fedacq.activate.value import VALUE_MODELS
 

@@ -92,10 +92,10 @@ def _train(run: CampaignRun, n: int, live_version: str | None) -> tuple[dict[str
     """The run job(s) of cycle ``n``: (the first model's metrics, {stage or "model": metrics})."""
     c = run.campaign
     params = c.model_params()
-    if c.update == "add_trees" and live_version is not None:
-        params[ADD_TREES_PARAM] = live_version
     common = {"model_params": params, "key_bits": c.key_bits, "insecure_test_key": c.insecure_test_key,
               "min_intersection": c.min_intersection, "experiment": f"campaign-{c.name}", "progress": run.progress}
+    if c.value is None and c.update == "add_trees" and live_version is not None:
+        common[ADD_TREES_PARAM] = live_version  # a version is its run job's id; each node finds it in its own store
     if c.value is None:
         metrics = pipeline.train(run.parties, job_id=run.job_id(n, "run"), label_column=c.label, model=c.model,
                                  mode=c.mode, lender_table=c.datasets["lender"],

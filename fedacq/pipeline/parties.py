@@ -15,15 +15,17 @@ the party whose side failed and why.
   same parameter resolution against each party's policy. For tests and quick runs.
 
 Both lay each party's files out the way a node does, under ``root/<party>/``:
-job outputs in ``state/jobs/<id>/work``, ledgers in ``state/``, the MLflow store
-in ``mlruns/``, keys in ``keys/``.
+job records and outputs in ``state/jobs/<id>/`` (``job.json``, ``work/``), ledgers
+in ``state/``, the MLflow store in ``mlruns/``, keys in ``keys/``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -129,7 +131,7 @@ class InProcessParties(Parties):
 
     def run(self, job: dict[str, Any], progress: bool = False) -> dict[str, dict[str, Any]]:
         from fedacq.link.memory import memory_pair, run_parties
-        from fedacq.node.jobs import parse_job
+        from fedacq.node.jobs import JobStore, parse_job
         from fedacq.node.protocols import JobContext, load_protocol
         from fedacq.paths import under
 
@@ -143,10 +145,16 @@ class InProcessParties(Parties):
         for party, work_dir in work_dirs.items():
             if work_dir.exists():
                 raise ValueError(f"job {spec.id!r} already exists at {party}")
+        # each party's job record, as its node keeps it (a later job may name this one, e.g. xgb_model)
+        stores = {party: JobStore(self.root / party / "state") for party in PARTIES}
+        agreed = dataclasses.replace(spec, params=dict(params), initiator=LENDER)
+        for party in PARTIES:
+            stores[party].create(agreed, dataclasses.asdict(self.policies[party]))
+            stores[party].update(spec.id, status="running", started=time.time())
         links = dict(zip(PARTIES, memory_pair(LENDER, PLATFORM, job=spec.id, ledgers=self.ledgers)))
         contexts, handlers = {}, []
         for party, peer in (PARTIES, PARTIES[::-1]):
-            work_dirs[party].mkdir(parents=True)
+            work_dirs[party].mkdir(parents=True, exist_ok=True)
             logger = logging.getLogger(f"fedacq.job.{party}.{spec.id}")
             logger.setLevel(logging.INFO)
             logger.propagate = False
@@ -164,9 +172,13 @@ class InProcessParties(Parties):
                 policy=self.policies[party], registered=dict(spec.datasets.get(party, {})), logger=logger)
         def side(party: str) -> dict[str, Any]:
             try:
-                return protocol.roles[party](contexts[party])
+                result = protocol.roles[party](contexts[party])
             except Exception as exc:
+                stores[party].update(spec.id, status="failed", finished=time.time(),
+                                     error=f"{type(exc).__name__}: {exc}")
                 raise _failures({party: f"{type(exc).__name__}: {exc}"}, spec.id) from exc
+            stores[party].update(spec.id, status="succeeded", finished=time.time(), result=result)
+            return result
 
         try:
             results = run_parties(*((side, p) for p in PARTIES), timeout=JOB_TIMEOUT)

@@ -103,9 +103,10 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
           key_bits: int = 2048, insecure_test_key: bool = False, min_intersection: int = 100,
           validation_fraction: float = 0.2, seed: int = 0, experiment: str = "fedacq-pipeline",
           lender_table: str = INPUTS[LENDER], platform_table: str = INPUTS[PLATFORM],
-          progress: bool = False) -> dict[str, Any]:
+          xgb_model: str | None = None, progress: bool = False) -> dict[str, Any]:
     """PSI then federated training and the lender's evaluation (a ``run`` job) on the lender's
-    registered table ``lender_table`` and the platform's ``platform_table``.
+    registered table ``lender_table`` and the platform's ``platform_table``; with ``xgb_model``
+    (the id of an earlier ``run`` job both nodes hold, XGBoost's name) trees are added to that model.
 
     Returns the job's metrics as ``fedacq run`` reports them
     (:func:`fedacq.learn.run_report.job_metrics`): ``intersection_size``, ``train`` /
@@ -121,6 +122,8 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
                       "model_params": dict(model_params or {}), "mode": mode, "key_bits": key_bits,
                       "insecure_test_key": insecure_test_key, "min_intersection": min_intersection,
                       "validation_fraction": validation_fraction, "seed": seed, "experiment": experiment}}
+    if xgb_model is not None:
+        job["params"]["xgb_model"] = xgb_model
     results = parties.run(job, progress)
     return job_metrics(results[LENDER], results[PLATFORM], job_id=job_id, model=model, mode=mode,
                        transport=parties.transport, tracking={p: parties.store(p) for p in (LENDER, PLATFORM)})
