@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+import proctree
+
 #: the tree before issue 15's work on the hetero LR kernel
 BASELINE_REVISION = "3e1c4da"
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,33 +121,10 @@ def party(role: str, revision: str | None, conn: Any, args: dict[str, Any], out:
 
 def process_tree_usage() -> dict[str, float]:
     """CPU seconds of this process and every live descendant (its crypto pool's fork server and
-    workers), and the largest peak RSS among the descendants, from ``/proc`` (Linux)."""
-    me = os.getpid()
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, grew = {me}, True
-    while grew:
-        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-        tree |= more
-        grew = bool(more)
-    cpu, peak = 0.0, 0.0
-    for pid in tree:
-        try:
-            fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            status = (Path("/proc") / str(pid) / "status").read_text()
-        except OSError:
-            continue
-        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-        if pid != me:
-            hwm = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
-            peak = max(peak, int(hwm[0]) / 1024 if hwm else 0.0)
-    return {"cpu_seconds": round(cpu, 2), "worker_peak_rss_mb": round(peak, 1)}
+    workers), and the largest peak RSS among the descendants (:mod:`proctree`)."""
+    workers = proctree.workers_peak_rss_mb()
+    return {"cpu_seconds": round(proctree.tree_cpu_seconds(), 2),
+            "worker_peak_rss_mb": round(max(workers.values(), default=0.0), 1)}
 
 
 def fit_party(role: str, revision: str | None, conn: Any, args: dict[str, Any]) -> dict[str, Any]:

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+import proctree
 from fedacq.link import codec
 from fedacq.link.link import Link, LinkError, LinkTimeout
 from fedacq.link.memory import memory_pair, run_parties
@@ -178,50 +179,6 @@ class PipeLink(Link):
         return item
 
 
-def _status_kb(pid: int | str, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cpu_seconds(pid: int | str) -> float:
-    """User + system CPU seconds of one process so far, from /proc (0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _tree_cpu_seconds() -> float:
-    """CPU seconds of this process and every process below it (its forkserver and pool workers)."""
-    return _cpu_seconds("self") + sum(_cpu_seconds(pid) for pid in _descendants(os.getpid()))
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (this party's forkserver and its pool workers), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            parents.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        out += children
-        todo += children
-    return out
-
-
 class _RssTrace:
     """Resident memory of this process once a second: where in the job the peak falls."""
 
@@ -233,7 +190,7 @@ class _RssTrace:
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            self.points.append((round(time.time() - self._t0, 1), round(_status_kb("self", "VmRSS") / 1024)))
+            self.points.append((round(time.time() - self._t0, 1), round(proctree.status_kb("self", "VmRSS") / 1024)))
 
     def stop(self) -> list[tuple[float, float]]:
         self._stop.set()
@@ -243,16 +200,16 @@ class _RssTrace:
 def _party(role: str, n: int, seed: int, workers: int | None, conn, barrier, results) -> None:
     """One party of a scale case, in its own process: build its table, run PSI, report time and memory."""
     table = pd.DataFrame({"uid": make_ids(0 if role == "lender" else n // 2, n, seed)})
-    table_mb = _status_kb("self", "VmRSS") / 1024
+    table_mb = proctree.status_kb("self", "VmRSS") / 1024
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: the PSI job (table included)
     link = PipeLink(role, "platform" if role == "lender" else "lender", conn, job=f"bench-{n}")
     run = psi_lender if role == "lender" else psi_platform
     barrier.wait()
-    t0, cpu0, trace = time.time(), _tree_cpu_seconds(), _RssTrace()
+    t0, cpu0, trace = time.time(), proctree.tree_cpu_seconds(), _RssTrace()
     res = run(link, table, ["uid"], workers=workers, min_intersection=0)
-    t1, cpu, rss_trace_mb = time.time(), _tree_cpu_seconds() - cpu0, trace.stop()
-    workers_mb = {str(pid): _status_kb(pid, "VmHWM") / 1024 for pid in _descendants(os.getpid())}
-    peak_mb = _status_kb("self", "VmHWM") / 1024
+    t1, cpu, rss_trace_mb = time.time(), proctree.tree_cpu_seconds() - cpu0, trace.stop()
+    workers_mb = proctree.workers_peak_rss_mb()
+    peak_mb = proctree.status_kb("self", "VmHWM") / 1024
     results.put({"role": role, "start": t0, "end": t1, "size": res.size, "stats": res.stats, "cpu_seconds": cpu,
                  "table_rss_mb": table_mb, "peak_rss_mb": peak_mb, "workers_peak_rss_mb": workers_mb,
                  "peak_rss_mb_upper": peak_mb + sum(workers_mb.values()), "rss_trace_mb": rss_trace_mb,
@@ -307,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         n = 100_000 // scale
         lender, plat = make_sets(n, n, n // 2)
         load = os.getloadavg()
-        cpu0 = _tree_cpu_seconds()
+        cpu0 = proctree.tree_cpu_seconds()
         t_fed, size_fed, stats = run_fedacq(lender, plat, args.workers)
-        cpu_fed = _tree_cpu_seconds() - cpu0
+        cpu_fed = proctree.tree_cpu_seconds() - cpu0
         cpu0 = time.process_time()
         t_om, size_om = run_openmined(lender, plat)
         cpu_om = time.process_time() - cpu0
