@@ -227,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     demo = args.demo_out.resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
     private = sorted({str(demo), str(Path.home()), str(Path.cwd().resolve())} - {"/"}, key=len, reverse=True)
     with ExitStack() as stack:
         urls = {party: start_console(stack, demo / party) for party in PAGES}
+        args.out.mkdir(parents=True, exist_ok=True)
         p = stack.enter_context(sync_playwright())
         browser = p.chromium.launch(executable_path=args.chromium, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
