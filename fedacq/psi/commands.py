@@ -80,17 +80,13 @@ def run(args: argparse.Namespace) -> int:
     if args.cache:
         cache_dir = Path(args.cache)
         t0 = time.perf_counter()
-        cache = None
-        if (cache_dir / "meta.json").exists():
-            cache = PlatformCache.load(cache_dir)
-            if cache.columns != platform_cols or cache.n_rows != len(platform):
-                cache = None
-        if cache is None or args.rotate:
-            cache = PlatformCache.build(cache_dir, platform, platform_cols, duplicates=args.duplicates,
-                                        workers=args.workers, progress=True)
+        cache, _ = PlatformCache.serve(cache_dir, platform, platform_cols, duplicates=args.duplicates,
+                                       incremental=args.incremental, rotate=args.rotate,
+                                       workers=args.workers, progress=True)
         offline = time.perf_counter() - t0
         platform_kw["cache"] = cache
-        lender_kw.update(mode="unbalanced", set_store=LenderSetStore(out / "lender_platform_sets"))
+        lender_kw.update(mode="unbalanced", set_store=LenderSetStore(out / "lender_platform_sets"),
+                         incremental=args.incremental)
     t0 = time.perf_counter()
     res_l, res_p = run_parties((lambda: psi_lender(link_l, lender, lender_cols, **lender_kw),),
                                (lambda: psi_platform(link_p, platform, platform_cols, **platform_kw),))
@@ -127,5 +123,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duplicates", choices=("first", "drop", "error"), default="first")
     p.add_argument("--cache", help="unbalanced mode: platform cache folder (built if absent)")
     p.add_argument("--rotate", action="store_true", help="rebuild the cache with a new key")
+    p.add_argument("--incremental", action="store_true",
+                   help="with --cache: update the cache in place when the platform table changed and send "
+                        "the lender only the change (bounded: see fedacq.psi.cache)")
     p.add_argument("--workers", type=int, default=None, help="processes per party (default: all cores)")
     p.set_defaults(func=run)

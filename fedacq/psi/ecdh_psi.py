@@ -26,6 +26,17 @@ sends ``H(x)^a``, gets ``H(x)^ab`` back, unblinds it to ``H(x)^b`` with ``a^-1``
 looks it up in the stored set. Online cost is three scalar multiplications per
 *lender* id and nothing per platform id.
 
+Which set crosses (``transfer`` in ``psi.hello_ack``): the lender announces the key
+fingerprint and the digest (:func:`~fedacq.psi.cache.set_digest`) of the copy it holds.
+``none`` if that is the platform's current set; with ``incremental`` asked for and the
+copy an earlier state of this key's cache (the platform updated it in place,
+:meth:`~fedacq.psi.cache.PlatformCache.update`), ``delta``: the added points with
+their tokens (phase ``delta_added``) and the removed tokens (``psi.removed``), sizes
+announced in the ack; otherwise ``full``. After ``none`` or ``delta`` the lender checks
+that its (patched) copy has the platform's digest and sizes and says so in
+``psi.set_check``; on a mismatch the platform sends the full set in the same job, so a
+lost or altered delta costs a transfer, never a wrong result.
+
 What each party learns: the lender learns which of its rows are in the intersection
 (and, from the points' tokens, how many platform rows have each id column; balanced:
 the platform set sizes). The platform learns the lender's set sizes per column, the
@@ -59,7 +70,7 @@ from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, POOL_THRESHOLD, BlindingKey, warm_pool
 from fedacq.link.link import Link
 from fedacq.link.message import Message, MessageSpec, PartSpec, register
-from fedacq.psi.cache import FINGERPRINT, LenderSetStore, PlatformCache, column_domain
+from fedacq.psi.cache import FINGERPRINT, LenderSetStore, PlatformCache, column_domain, set_digest
 from fedacq.psi.ids import PreparedIds, prepare_ids
 
 PROTOCOL_VERSION = 1
@@ -70,13 +81,17 @@ MESSAGE_TARGET_BYTES = 2 * 1024 * 1024
 CHUNK = MESSAGE_TARGET_BYTES // POINT_BYTES
 REVEAL = ("both", "lender")
 MODES = ("balanced", "unbalanced")
+#: how the platform's set reaches the lender in unbalanced mode (module docstring).
+TRANSFERS = ("none", "delta", "full")
 
 register(
     MessageSpec("psi.hello", header={"version": int, "mode": str, "salt": str, "kinds": list,
                                      "sizes": list, "reveal_to": str, "min_intersection": int,
-                                     "have_set": str}),
+                                     "have_set": str},
+                optional_header={"incremental": bool, "have_digest": str}),
     MessageSpec("psi.hello_ack", header={"sizes": list, "n_rows": int, "min_intersection": int,
-                                         "fingerprint": str, "salt": str, "send_set": bool}),
+                                         "fingerprint": str, "salt": str, "send_set": bool},
+                optional_header={"transfer": str, "set_digest": str, "added": list, "removed": list}),
     MessageSpec("psi.points", header={"phase": str, "column": int, "offset": int},
                 parts={"points": PartSpec(dtypes=("uint8",), ndim=2, max_bytes=CHUNK * POINT_BYTES),
                        "tokens": PartSpec(dtypes=("int64",), ndim=1, optional=True,
@@ -84,6 +99,9 @@ register(
     MessageSpec("psi.result", header={"size": int},
                 parts={"tokens": PartSpec(dtypes=("int64",), ndim=1, optional=True),
                        "columns": PartSpec(dtypes=("int8",), ndim=1, optional=True)}),
+    MessageSpec("psi.removed", header={"column": int, "offset": int},
+                parts={"tokens": PartSpec(dtypes=("int64",), ndim=1, max_bytes=CHUNK * 8)}),
+    MessageSpec("psi.set_check", header={"ok": bool}),
     MessageSpec("psi.abort", header={"reason": str}),
 )
 
@@ -171,6 +189,57 @@ def _recv_points(link: Link, phase: str, sizes: list[int], *, with_tokens: bool,
     return points, tokens
 
 
+def _send_removed(link: Link, removed: list[np.ndarray]) -> None:
+    for c, toks in enumerate(removed):
+        for start in range(0, len(toks), CHUNK):
+            link.send(Message("psi.removed", {"column": c, "offset": start},
+                              {"tokens": np.ascontiguousarray(toks[start:start + CHUNK])},
+                              step=f"psi/delta_removed/col{c}"))
+
+
+def _recv_removed(link: Link, sizes: list[int]) -> list[np.ndarray]:
+    """The removed tokens per column, in chunks of the announced (already capped) sizes."""
+    out = [np.empty(size, dtype=np.int64) for size in sizes]
+    got = [0] * len(sizes)
+    while got != list(sizes):
+        msg = link.recv("psi.removed")
+        c, off, toks = msg.header["column"], msg.header["offset"], msg.parts["tokens"]
+        if not 0 <= c < len(sizes) or off != got[c] or off + len(toks) > sizes[c]:
+            raise PsiError(f"psi.removed out of order: expected column/offset {got}, got "
+                           f"{msg.header} with {len(toks)} tokens")
+        out[c][off:off + len(toks)] = toks
+        got[c] += len(toks)
+    return out
+
+
+def _patch(stored: tuple[list[np.ndarray], list[np.ndarray]] | None, removed: list[np.ndarray],
+           added: list[np.ndarray], added_tokens: list[np.ndarray]
+           ) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """The lender's copy with a delta applied, or None when the delta does not fit the copy
+    (a removed token it lacks or repeated, an added token it already has)."""
+    if stored is None:
+        return None
+    points, tokens = [], []
+    for pts, toks, rem, add, add_toks in zip(*stored, removed, added, added_tokens):
+        gone = np.isin(toks, rem)
+        if int(gone.sum()) != len(rem) or len(np.unique(rem)) != len(rem):
+            return None
+        toks = np.concatenate([toks[~gone], add_toks])
+        if len(np.unique(toks)) != len(toks):
+            return None
+        points.append(np.concatenate([pts[~gone], add]))
+        tokens.append(toks)
+    return points, tokens
+
+
+def _counts(value: object, n: int, caps: list[int], what: str) -> list[int]:
+    """Per-column counts announced by the peer: ``n`` non-negative integers, each within its cap."""
+    counts = _sizes(value, what)
+    if len(counts) != n or any(k > cap for k, cap in zip(counts, caps)):
+        raise PsiError(f"{what}: {counts} is not {n} counts within {caps}")
+    return counts
+
+
 def _warm(engine: compute.Engine, n_rows: int) -> None:
     """Start this machine's blinding pool while the ids are prepared (local engine, batches that use it)."""
     if engine.name == "local" and n_rows >= POOL_THRESHOLD:
@@ -247,14 +316,14 @@ def _match(prepared: PreparedIds, own: list[np.ndarray], peer: list[np.ndarray],
 
 def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: bytes | None = None,
                min_intersection: int = 1, reveal_to: str = "both", mode: str = "balanced",
-               set_store: str | Path | LenderSetStore | None = None,
+               set_store: str | Path | LenderSetStore | None = None, incremental: bool = False,
                kinds: dict[str, str] | None = None, duplicates: str = "first",
                workers: int | None = None, engine: compute.Engine | None = None,
                progress: bool = False) -> PsiResult:
     """The lender's side of ECDH-PSI; returns its rows of the intersection in shared order.
 
     ``mode="unbalanced"`` uses the platform's cached blinded set, kept by the lender in
-    ``set_store`` (a folder) between jobs. Blinding runs on ``engine`` (default: the
+    ``set_store`` (a folder) between jobs; ``incremental=True`` accepts a delta of it. Blinding runs on ``engine`` (default: the
     party's active engine, or a local one with ``workers`` processes); the lender's
     blinding key goes to that engine's workers only (:mod:`fedacq.compute`).
     """
@@ -266,6 +335,8 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if mode == "unbalanced" and set_store is None:
         raise ValueError("unbalanced PSI needs set_store (where the lender keeps the platform's set)")
+    if incremental and mode != "unbalanced":
+        raise ValueError("incremental PSI needs mode='unbalanced' (only the platform's cached set is reused)")
     store = LenderSetStore(set_store) if isinstance(set_store, (str, Path)) else set_store
     timer = _Timer()
     with timer.phase("prepare"):
@@ -274,16 +345,22 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
     if mode == "balanced":
         salt_bytes = salt if salt is not None else os.urandom(32)
     sizes = [len(c.rows) for c in prepared.columns]
+    have = store.fingerprints() if store else []
     link.send(Message("psi.hello", {
         "version": PROTOCOL_VERSION, "mode": mode, "salt": salt_bytes.hex(),
         "kinds": [c.kind for c in prepared.columns], "sizes": sizes, "reveal_to": reveal_to,
         "min_intersection": int(min_intersection),
-        "have_set": ",".join(store.fingerprints()) if store else ""}, step="psi/hello"))
+        "have_set": ",".join(have), "incremental": bool(incremental),
+        "have_digest": store.digest(have[-1]) if have else ""}, step="psi/hello"))
     ack = link.recv("psi.hello_ack").header
     peer_sizes = _sizes(ack["sizes"], "psi.hello_ack")
     if len(peer_sizes) != len(sizes):
         raise PsiError(f"platform has {len(peer_sizes)} id columns, lender {len(sizes)}")
+    transfer, set_received, resent = "balanced", sum(peer_sizes), False
     if mode == "unbalanced":
+        transfer = ack.get("transfer", "full" if ack["send_set"] else "none")
+        if transfer not in TRANSFERS or (transfer == "delta" and not incremental):
+            raise PsiError(f"psi.hello_ack: transfer {transfer!r} was not offered")
         if not FINGERPRINT.match(ack["fingerprint"]):
             raise PsiError(f"psi.hello_ack: platform key fingerprint {ack['fingerprint']!r} is not 16 hex digits")
         try:
@@ -309,23 +386,39 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
         bar.close()
     else:
         fingerprint = ack["fingerprint"]
-        if ack["send_set"]:
+        if transfer == "full":
             with timer.phase("offline_receive_set"):
                 peer, peer_tokens = _recv_points(link, "cache_set", peer_sizes, with_tokens=True)
                 store.put(fingerprint, peer, peer_tokens)
         else:
-            stored = store.get(fingerprint)
-            if stored is None:
-                raise PsiError(f"platform set {fingerprint} not in {store.directory}")
-            peer, peer_tokens = stored
-            if [len(p) for p in peer] != peer_sizes:
-                raise PsiError(f"stored platform set {fingerprint} has sizes "
-                               f"{[len(p) for p in peer]}, platform says {peer_sizes}")
+            stored = store.get(fingerprint) if fingerprint in have else None
+            if transfer == "delta":
+                with timer.phase("receive_delta"):
+                    held = [len(t) for t in stored[1]] if stored else [0] * len(sizes)
+                    added_n = _counts(ack.get("added"), len(sizes), peer_sizes, "psi.hello_ack added")
+                    removed_n = _counts(ack.get("removed"), len(sizes), held, "psi.hello_ack removed")
+                    added, added_tokens = _recv_points(link, "delta_added", added_n, with_tokens=True)
+                    removed = _recv_removed(link, removed_n)
+                    stored = _patch(stored, removed, added, added_tokens)
+            set_received = sum(added_n) if transfer == "delta" else 0
     bar = tqdm(total=total, desc="psi lender: receive own double-blinded", unit="id", disable=not progress)
     with timer.phase("receive_own"):
         transform = (lambda p: engine.unblind(key, p)) if mode == "unbalanced" else None
         own, _ = _recv_points(link, "lender_reblinded", sizes, with_tokens=False, transform=transform, bar=bar)
     bar.close()
+    if transfer in ("none", "delta"):
+        ok = stored is not None and [len(t) for t in stored[1]] == peer_sizes and \
+            set_digest(*stored) == ack.get("set_digest")
+        link.send(Message("psi.set_check", {"ok": ok}, step="psi/set_check"))
+        if ok:
+            peer, peer_tokens = stored
+            if transfer == "delta":
+                store.put(fingerprint, peer, peer_tokens)
+        else:
+            with timer.phase("offline_receive_set"):
+                peer, peer_tokens = _recv_points(link, "cache_set", peer_sizes, with_tokens=True)
+                store.put(fingerprint, peer, peer_tokens)
+            set_received, resent = set_received + sum(peer_sizes), True
     with timer.phase("match"):
         rows, tokens, columns = _match(prepared, own, peer, peer_tokens)
     needed = max(int(min_intersection), int(ack["min_intersection"]))
@@ -336,6 +429,8 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
     parts = {"tokens": tokens, "columns": columns} if reveal_to == "both" else {}
     link.send(Message("psi.result", {"size": len(rows)}, parts, step="psi/result"))
     stats = {"party": "lender", "mode": mode, "n_rows": prepared.n_rows, "ids": prepared.stats(),
+             "transfer": transfer, "resent_full_set": resent, "ids_blinded": total,
+             "set_points_received": set_received,
              "peer_sizes": dict(zip(id_columns, peer_sizes)), "intersection": len(rows),
              "matched_by_column": {id_columns[c]: int((columns == c).sum()) for c in range(len(sizes))},
              "reveal_to": reveal_to, "seconds": timer.times, **link.stats()}
@@ -346,11 +441,11 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
                  cache: PlatformCache | str | Path | None = None, min_intersection: int = 1,
                  kinds: dict[str, str] | None = None, duplicates: str = "first",
                  workers: int | None = None, engine: compute.Engine | None = None, progress: bool = False,
-                 expect: dict[str, str] | None = None) -> PsiResult:
+                 expect: dict[str, object] | None = None) -> PsiResult:
     """The platform's side of ECDH-PSI; returns its rows in shared order (empty if not revealed).
 
-    ``expect`` holds the ``mode`` and ``reveal_to`` the platform agreed to (a node's
-    job); a ``psi.hello`` asking for anything else is refused before any work. The
+    ``expect`` holds the ``mode``, ``reveal_to`` and ``incremental`` the platform agreed
+    to (a node's job); a ``psi.hello`` asking for anything else is refused before any work. The
     platform also stops at once when the lender's sets cannot reach ``min_intersection``.
     Blinding runs on ``engine`` as in :func:`psi_lender`.
     """
@@ -363,10 +458,15 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
     mode = hello["mode"]
     if mode not in MODES or hello["reveal_to"] not in REVEAL:
         raise PsiError(f"psi.hello: unknown mode {mode!r} or reveal_to {hello['reveal_to']!r}")
+    incremental = hello.get("incremental", False)
     for key, agreed in (expect or {}).items():
-        if hello[key] != agreed:
-            raise PsiError(f"psi.hello: the lender asks for {key}={hello[key]!r}, the job agreed {agreed!r}")
+        if hello.get(key, False) != agreed:
+            raise PsiError(f"psi.hello: the lender asks for {key}={hello.get(key, False)!r}, "
+                           f"the job agreed {agreed!r}")
+    if incremental and mode != "unbalanced":
+        raise PsiError("psi.hello: incremental PSI needs mode 'unbalanced'")
     lender_sizes = _sizes(hello["sizes"], "psi.hello")
+    delta = None
     if len(lender_sizes) != len(id_columns):
         raise PsiError(f"lender has {len(lender_sizes)} id columns, platform {len(id_columns)}")
     if sum(lender_sizes) < min_intersection:
@@ -381,7 +481,14 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
         key, salt = cache.key, cache.salt
         peer_points, peer_tokens, rows_by_token = cache.points, cache.tokens, cache.rows_by_token
         kinds_used = cache.kinds
-        send_set = cache.fingerprint not in hello["have_set"].split(",")
+        if cache.fingerprint not in hello["have_set"].split(","):
+            transfer = "full"
+        elif hello.get("have_digest") == cache.set_digest:
+            transfer = "none"
+        elif incremental and (delta := cache.delta_since(hello.get("have_digest", ""))) is not None:
+            transfer = "delta"
+        else:
+            transfer = "full"
         n_rows = cache.n_rows
     else:
         with timer.phase("prepare"):
@@ -392,15 +499,20 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
         token_of_row = np.empty_like(rows_by_token)
         token_of_row[rows_by_token] = np.arange(prepared.n_rows, dtype=np.int64)
         kinds_used = [c.kind for c in prepared.columns]
-        send_set = False
+        transfer = "balanced"
         n_rows = prepared.n_rows
     if list(hello["kinds"]) != kinds_used:
         raise PsiError(f"id column kinds differ: lender {hello['kinds']}, platform {kinds_used}")
     sizes = [len(p) for p in peer_points] if mode == "unbalanced" else [len(c.rows) for c in prepared.columns]
-    link.send(Message("psi.hello_ack", {
-        "sizes": sizes, "n_rows": n_rows, "min_intersection": int(min_intersection),
-        "fingerprint": key.fingerprint if mode == "unbalanced" else "",
-        "salt": salt.hex() if mode == "unbalanced" else "", "send_set": send_set}, step="psi/hello_ack"))
+    ack = {"sizes": sizes, "n_rows": n_rows, "min_intersection": int(min_intersection),
+           "fingerprint": key.fingerprint if mode == "unbalanced" else "",
+           "salt": salt.hex() if mode == "unbalanced" else "", "send_set": transfer == "full"}
+    if mode == "unbalanced":
+        ack.update(transfer=transfer, set_digest=cache.set_digest)
+    if delta is not None:
+        ack.update(added=[len(t) for t in delta[2]], removed=[len(t) for t in delta[0]])
+    link.send(Message("psi.hello_ack", ack, step="psi/hello_ack"))
+    set_sent = sum(sizes) if transfer == "full" else 0
     if mode == "balanced":
         bar = tqdm(total=sum(sizes), desc="psi platform: blind own ids", unit="id", disable=not progress)
         with timer.phase("blind_own"):
@@ -412,10 +524,17 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
                     pts = engine.blind_ids(key, col.values.take(idx), salt, column_domain(c, col.kind))
                     _send_points(link, "platform_blinded", c, pts, toks[idx], offset=start, bar=bar)
         bar.close()
-    elif send_set:
+    elif transfer == "full":
         with timer.phase("offline_send_set"):
             for c in range(len(sizes)):
                 _send_points(link, "cache_set", c, peer_points[c], peer_tokens[c])
+    elif transfer == "delta":
+        with timer.phase("send_delta"):
+            removed, added, added_tokens = delta
+            for c in range(len(sizes)):
+                _send_points(link, "delta_added", c, added[c], added_tokens[c])
+            _send_removed(link, removed)
+        set_sent = sum(len(a) for a in added)
     bar = tqdm(total=sum(lender_sizes), desc="psi platform: re-blind lender ids", unit="id",
                disable=not progress)
     with timer.phase("reblind_peer"):
@@ -431,6 +550,16 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
             got[c] += len(pts)
             bar.update(len(pts))
     bar.close()
+    resent = False
+    if transfer in ("none", "delta"):
+        check = link.recv(("psi.set_check", "psi.abort"))
+        if check.type == "psi.set_check" and not check.header["ok"]:
+            with timer.phase("offline_send_set"):
+                for c in range(len(sizes)):
+                    _send_points(link, "cache_set", c, peer_points[c], peer_tokens[c])
+            set_sent, resent = set_sent + sum(sizes), True
+        elif check.type == "psi.abort":
+            raise PsiError(f"lender stopped the PSI: {check.header['reason']}")
     with timer.phase("wait_result"):
         msg = link.recv(("psi.result", "psi.abort"))
     if msg.type == "psi.abort":
@@ -440,15 +569,20 @@ def psi_platform(link: Link, table: pd.DataFrame, id_columns: list[str], *,
         raise PsiError(f"intersection of {size} is below the platform's minimum of {min_intersection}")
     tokens = msg.parts.get("tokens")
     if tokens is not None:
-        if len(tokens) != size or (size and (tokens.min() < 0 or tokens.max() >= n_rows)):
+        if len(tokens) != size or (size and (tokens.min() < 0 or tokens.max() >= len(rows_by_token))):
             raise PsiError("psi.result tokens do not match the platform's rows")
         rows = rows_by_token[tokens]
+        if size and rows.min() < 0:
+            raise PsiError("psi.result names a token whose row has left the platform's table")
         if len(np.unique(rows)) != len(rows):
             raise PsiError("psi.result matches a platform row twice")
         matched_on = msg.parts.get("columns")
     else:
         rows, matched_on = np.empty(0, dtype=np.int64), None
     stats = {"party": "platform", "mode": mode, "n_rows": n_rows, "lender_sizes": lender_sizes,
+             "transfer": transfer, "resent_full_set": resent, "set_points_sent": set_sent,
+             "set_tokens_removed": sum(len(t) for t in delta[0]) if delta is not None else 0,
+             "ids_blinded": sum(sizes) if mode == "balanced" else 0,  # unbalanced: the cache's (node)
              "intersection": size, "revealed": tokens is not None, "seconds": timer.times, **link.stats()}
     if mode == "balanced":
         stats["ids"] = prepared.stats()

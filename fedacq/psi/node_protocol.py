@@ -11,7 +11,11 @@ name, default ``"ids"``), ``id_columns`` (lender's columns, priority order),
 (``"first"``), ``mode`` (``"balanced"`` or ``"unbalanced"``: the platform keeps its
 blinded set in ``keys_dir/psi_cache/<registered data-set name>`` — a name its own
 config chose, never one from the job — and the lender its copy in
-``keys_dir/psi_platform_sets/<platform key fingerprint>``).
+``keys_dir/psi_platform_sets/<platform key fingerprint>``), ``incremental`` (false;
+with ``mode = "unbalanced"`` only: the platform updates its cache in place when its
+table changed and sends the lender only what changed since the copy the lender holds —
+see :mod:`fedacq.psi.cache` for when it rebuilds with a fresh key instead, and
+:mod:`fedacq.psi.ecdh_psi` for how both sides agree on what crosses).
 
 Policy (:mod:`fedacq.node.policy`): ``psi_modes``, ``reveal_to`` and
 ``min_intersection`` of each node. Each side also checks before any blinding
@@ -19,7 +23,10 @@ that its own set can reach the minimum, and the platform refuses a
 ``psi.hello`` whose mode or ``reveal_to`` differ from the agreed job.
 
 Output: ``work_dir/intersection.parquet`` (this side's ``row`` numbers and id values in
-the shared order) and the stats as the job result.
+the shared order) and the stats as the job result, with ``transfer`` (``none``, ``delta``,
+``full``, ``balanced``), ``ids_blinded`` (own ids hashed and blinded in this job: the
+platform's cache build or update), ``set_points_sent`` / ``set_points_received`` and
+``set_tokens_removed``, and at the platform ``cache`` (action, generation, increments).
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     """PSI's complete parameters, checked against ``policy`` (see the module docstring)."""
     defaults = {"dataset": "ids", "id_columns": None, "platform_id_columns": None,
                 "reveal_to": "both" if "both" in policy.reveal_to else policy.reveal_to[0],
-                "min_intersection": policy.min_intersection, "duplicates": "first", "mode": "balanced"}
+                "min_intersection": policy.min_intersection, "duplicates": "first", "mode": "balanced",
+                "incremental": False}
     out = complete(params, defaults, "psi")
     try:
         check_name(out["dataset"], "psi: dataset")
@@ -53,6 +61,10 @@ def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
     if out["duplicates"] not in DUPLICATES:
         raise PolicyError(f"psi: duplicates must be one of {list(DUPLICATES)}, got {out['duplicates']!r}")
     policy.one_of("psi_modes", "mode", out["mode"])
+    if not isinstance(out["incremental"], bool):
+        raise PolicyError(f"psi: incremental must be true or false, got {out['incremental']!r}")
+    if out["incremental"] and out["mode"] != "unbalanced":
+        raise PolicyError("psi: incremental = true needs mode = \"unbalanced\" (only the platform's cache is reused)")
     policy.one_of("reveal_to", "reveal_to", out["reveal_to"])
     if not isinstance(out["min_intersection"], int) or isinstance(out["min_intersection"], bool):
         raise PolicyError(f"psi: min_intersection must be an integer, got {out['min_intersection']!r}")
@@ -91,6 +103,7 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
     _, table = _table(ctx, columns)
     result = psi_lender(ctx.link, table, columns, mode=p["mode"], reveal_to=p["reveal_to"],
                         min_intersection=p["min_intersection"], duplicates=p["duplicates"],
+                        incremental=p["incremental"],
                         set_store=LenderSetStore(under(ctx.keys_dir, "psi_platform_sets")))
     return _finish(ctx, table, columns, result)
 
@@ -101,20 +114,19 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
     p = ctx.params
     columns = list(p["platform_id_columns"] or p["id_columns"])
     name, table = _table(ctx, columns)
-    cache = None
-    duplicates = p["duplicates"]
+    cache, report = None, None
     if p["mode"] == "unbalanced":
         # keyed by the name this node registered the data set under, never the job's logical name
-        cache_dir = under(ctx.keys_dir, "psi_cache", ctx.registered[name])
-        if (cache_dir / "meta.json").exists():
-            cache = PlatformCache.load(cache_dir)
-            if cache.columns != columns or cache.n_rows != len(table):
-                ctx.logger.info("psi: cache %s is for another table; rebuilding", cache_dir)
-                cache = None
-        if cache is None:
-            cache = PlatformCache.build(cache_dir, table, columns, duplicates=duplicates)
+        cache, report = PlatformCache.serve(under(ctx.keys_dir, "psi_cache", ctx.registered[name]), table,
+                                            columns, duplicates=p["duplicates"], incremental=p["incremental"])
+        ctx.logger.info("psi: cache %s (generation %s, %d increments, %d ids blinded)", report["action"],
+                        report["generation"], report["increments"], report["ids_blinded"])
     result = psi_platform(ctx.link, table, columns, cache=cache, min_intersection=p["min_intersection"],
-                          duplicates=duplicates, expect={"mode": p["mode"], "reveal_to": p["reveal_to"]})
+                          duplicates=p["duplicates"], expect={"mode": p["mode"], "reveal_to": p["reveal_to"],
+                                                              "incremental": p["incremental"]})
+    if report is not None:
+        result.stats["ids_blinded"] = report["ids_blinded"]
+        result.stats["cache"] = report
     return _finish(ctx, table, columns, result)
 
 
