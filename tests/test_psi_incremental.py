@@ -250,3 +250,20 @@ def test_job_parameter_and_node_decisions(tmp_path):
     assert l1["intersection"] == p1["intersection"]
     full_l, full_p = run(lender_table(1), tables[1])
     assert l1["intersection"] == full_l.size
+
+
+def test_lender_store_names_are_its_own_and_a_stopped_swap_keeps_the_copy(tmp_path):
+    store = LenderSetStore(tmp_path / "sets")
+    points, tokens = [np.zeros((2, 32), np.uint8)], [np.array([5, 1])]
+    digest = store.put("00112233aabbccdd", points, tokens)
+    assert [p.name for p in (tmp_path / "sets").iterdir()] == ["current"]
+    assert store.fingerprints() == ["00112233aabbccdd"] and store.digest("00112233aabbccdd") == digest
+    assert store.get("ffffffffffffffff") is None and store.digest("ffffffffffffffff") == ""
+    with pytest.raises(ValueError, match="16 hex"):
+        store.put("../../etc", points, tokens)
+    (tmp_path / "sets" / "current").rename(tmp_path / "sets" / "current.old")   # stopped mid-swap
+    assert store.get("00112233aabbccdd")[1][0].tolist() == [1, 5]
+    (tmp_path / "sets" / "current" / "tokens_0.npy").write_bytes(b"")   # a copy damaged on disk
+    assert store.get("00112233aabbccdd") is None                      # -> the platform's full set
+    store.put("00112233aabbccdd", points, [np.array([9, 1])])
+    assert store.get("00112233aabbccdd")[1][0].tolist() == [1, 9]

@@ -59,7 +59,6 @@ from tqdm import tqdm
 from fedacq import compute
 from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
-from fedacq.paths import under
 from fedacq.psi.ids import IdArray, PreparedIds, prepare_ids
 
 CHUNK_IDS = 65536
@@ -445,74 +444,84 @@ class PlatformCache:
         return cache, report
 
 
-#: a platform key fingerprint as :attr:`BlindingKey.fingerprint` writes it. It arrives from the
-#: platform and names a folder, so nothing else is accepted.
+#: a platform key fingerprint as :attr:`BlindingKey.fingerprint` writes it (checked when it arrives).
 FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
 
 
 class LenderSetStore:
-    """The lender's copy of platform blinded sets, one folder per platform key fingerprint."""
+    """The lender's copy of one platform blinded set (the platform's current key generation).
+
+    The folder and file names are the lender's own (``current/``); the platform key
+    fingerprint the copy belongs to and its digest are recorded in ``current/meta.json``,
+    never used as a path. A set under a new key replaces the old one: the old copy is
+    useless once the platform rotated its key."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    def _folder(self, fingerprint: str) -> Path:
-        if not isinstance(fingerprint, str) or not FINGERPRINT.match(fingerprint):
-            raise ValueError(f"platform key fingerprint {fingerprint!r} is not 16 hex digits")
-        return under(self.directory, fingerprint)
+    @property
+    def _folder(self) -> Path:
+        return self.directory / "current"
+
+    def _meta(self) -> dict:
+        old = self._folder.with_name("current.old")
+        if not self._folder.exists() and (old / "meta.json").exists():
+            old.rename(self._folder)  # a put stopped between its two renames: the old copy stands
+        path = self._folder / "meta.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def get(self, fingerprint: str) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-        """The stored set under ``fingerprint``, or None if absent or not what was stored
-        (its digest is checked against the one recorded when it was stored)."""
-        folder = self._folder(fingerprint)
-        meta_path = folder / "meta.json"
-        if not meta_path.exists():
+        """The stored set if it is under ``fingerprint``, else None; also None when the files
+        are unreadable or not what was stored (its digest is checked against the recorded one)."""
+        meta = self._meta()
+        if meta.get("fingerprint") != fingerprint:
             return None
-        meta = json.loads(meta_path.read_text())
-        n = meta["n_columns"]
-        load = lambda name: np.load(folder / name, allow_pickle=False)  # noqa: E731
-        points = [load(f"points_{c}.npy") for c in range(n)]
-        tokens = [load(f"tokens_{c}.npy") for c in range(n)]
+        load = lambda name: np.load(self._folder / name, allow_pickle=False)  # noqa: E731
+        try:
+            points = [load(f"points_{c}.npy") for c in range(meta["n_columns"])]
+            tokens = [load(f"tokens_{c}.npy") for c in range(meta["n_columns"])]
+        except (OSError, ValueError, EOFError):
+            return None  # damaged: the platform's full set replaces it
         if set_digest(points, tokens) != meta.get("digest"):
             return None
         return points, tokens
 
     def digest(self, fingerprint: str) -> str:
         """The recorded digest of the set stored under ``fingerprint`` ("" if none)."""
-        meta = self._folder(fingerprint) / "meta.json"
-        return json.loads(meta.read_text()).get("digest", "") if meta.exists() else ""
+        meta = self._meta()
+        return meta.get("digest", "") if meta.get("fingerprint") == fingerprint else ""
 
     def put(self, fingerprint: str, points: list[np.ndarray], tokens: list[np.ndarray]) -> str:
-        """Store a set (sorted by token) and drop the copies under older (rotated) keys.
+        """Store a set (sorted by token) in place of the previous one; returns its digest.
 
         Written to a sibling folder and swapped in, so a crash leaves the previous copy
-        (which the platform then patches or replaces). Returns the set's digest."""
-        folder = self._folder(fingerprint)
-        if self.directory.exists():
-            for old in self.directory.iterdir():
-                if old.is_dir() and old.name != fingerprint:
-                    shutil.rmtree(old)
-        tmp = folder.with_name(folder.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        (which the platform then patches or replaces)."""
+        if not isinstance(fingerprint, str) or not FINGERPRINT.match(fingerprint):
+            raise ValueError(f"platform key fingerprint {fingerprint!r} is not 16 hex digits")
+        folder = self._folder
+        tmp, old = folder.with_name("current.tmp"), folder.with_name("current.old")
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
         tmp.mkdir(parents=True)
         for c, (pts, toks) in enumerate(zip(points, tokens)):
             order = np.argsort(toks, kind="stable")
             np.save(tmp / f"points_{c}.npy", pts[order])
             np.save(tmp / f"tokens_{c}.npy", toks[order])
         digest = set_digest(points, tokens)
-        (tmp / "meta.json").write_text(json.dumps({"n_columns": len(points), "stored": time.time(),
-                                                   "digest": digest}))
+        (tmp / "meta.json").write_text(json.dumps({"fingerprint": fingerprint, "n_columns": len(points),
+                                                   "stored": time.time(), "digest": digest}))
         if folder.exists():
-            shutil.rmtree(folder)
+            folder.rename(old)
         tmp.rename(folder)
+        if old.exists():
+            shutil.rmtree(old)
         return digest
 
     def fingerprints(self) -> list[str]:
-        if not self.directory.exists():
-            return []
-        return sorted(p.name for p in self.directory.iterdir()
-                      if FINGERPRINT.match(p.name) and (p / "meta.json").exists())
+        """The platform key fingerprint of the stored set (none or one)."""
+        fingerprint = self._meta().get("fingerprint")
+        return [fingerprint] if fingerprint else []
 
 
 __all__ = ["PlatformCache", "LenderSetStore", "column_domain", "set_digest", "table_digest"]

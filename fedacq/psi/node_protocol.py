@@ -11,7 +11,8 @@ name, default ``"ids"``), ``id_columns`` (lender's columns, priority order),
 (``"first"``), ``mode`` (``"balanced"`` or ``"unbalanced"``: the platform keeps its
 blinded set in ``keys_dir/psi_cache/<registered data-set name>`` — a name its own
 config chose, never one from the job — and the lender its copy in
-``keys_dir/psi_platform_sets/<platform key fingerprint>``), ``incremental`` (false;
+``keys_dir/psi_platform_sets/<peer>/<dataset>/current``: the peer's name from its own
+config and the job's checked data-set name, never anything the platform sent), ``incremental`` (false;
 with ``mode = "unbalanced"`` only: the platform updates its cache in place when its
 table changed and sends the lender only what changed since the copy the lender holds —
 see :mod:`fedacq.psi.cache` for when it rebuilds with a fresh key instead, and
@@ -104,7 +105,7 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
     result = psi_lender(ctx.link, table, columns, mode=p["mode"], reveal_to=p["reveal_to"],
                         min_intersection=p["min_intersection"], duplicates=p["duplicates"],
                         incremental=p["incremental"],
-                        set_store=LenderSetStore(under(ctx.keys_dir, "psi_platform_sets")))
+                        set_store=LenderSetStore(under(ctx.keys_dir, "psi_platform_sets", ctx.peer, p["dataset"])))
     return _finish(ctx, table, columns, result)
 
 
