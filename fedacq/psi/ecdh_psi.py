@@ -323,9 +323,10 @@ def psi_lender(link: Link, table: pd.DataFrame, id_columns: list[str], *, salt: 
     """The lender's side of ECDH-PSI; returns its rows of the intersection in shared order.
 
     ``mode="unbalanced"`` uses the platform's cached blinded set, kept by the lender in
-    ``set_store`` (a folder) between jobs; ``incremental=True`` accepts a delta of it. Blinding runs on ``engine`` (default: the
-    party's active engine, or a local one with ``workers`` processes); the lender's
-    blinding key goes to that engine's workers only (:mod:`fedacq.compute`).
+    ``set_store`` (a folder) between jobs; ``incremental=True`` accepts a delta of it.
+    Blinding runs on ``engine`` (default: the party's active engine, or a local one with
+    ``workers`` processes); the lender's blinding key goes to that engine's workers only
+    (:mod:`fedacq.compute`).
     """
     engine = compute.choose(engine, workers)
     _warm(engine, len(table))
