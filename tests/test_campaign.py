@@ -1,10 +1,10 @@
 """Campaign cycles on simulated days: gates, publication, measurement, rollback, pause — and the
 console reads what both nodes recorded.
 
-The cycle test runs the real node jobs (psi, run, measure) in process over memory links on a
-small world with a 1024-bit test key (both nodes in test mode: the key size is for the test's
-speed only). The rollback test drives the measurement with a stand-in for the measure job's
-result (a lender report whose lift is significantly bad), and a real boost service.
+The cycle test runs the real node jobs (psi, run, campaign_publish, measure) in process over
+memory links on a small world with a 1024-bit test key (both nodes in test mode: the key size is
+for the test's speed only), and a real boost service on 127.0.0.1. Rollback through the
+platform's node is tested in tests/test_campaign_protocol.py.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import pytest
 from fedacq import pipeline
 from fedacq.activate.service import BoostClient, BoostRegistry, BoostServer
 from fedacq.campaign import gates
-from fedacq.campaign.config import load_campaign
-from fedacq.campaign.cycle import CampaignRun, PlatformSide, publish
+from fedacq.campaign.config import CampaignPolicy, load_campaign
+from fedacq.campaign.cycle import CampaignRun
 from fedacq.campaign.demo import CampaignDemoConfig, campaign_text
-from fedacq.campaign.loop import measure_live, rollback, run_campaign, served_table
+from fedacq.campaign.loop import drive, run_campaign
+from fedacq.campaign.protocol import register_campaign
 from fedacq.campaign.simulated import SimulatedMarket
 from fedacq.campaign.state import CampaignState
 from fedacq.console.data import NodeState, Sources
@@ -44,6 +45,20 @@ def _states(root: Path, c: Any) -> dict[str, CampaignState]:
     for party, state in states.items():
         state.create(party=party, digest=c.digest, description=c.description, settings=c.settings())
     return states
+
+
+def _register(root: Path, c: Any, boost_service: Any) -> dict[str, CampaignState]:
+    """Each operator's ``fedacq campaign start``; the platform's with its own boost service."""
+    table_root, client = boost_service
+    for party in (LENDER, PLATFORM):
+        limits = CampaignPolicy(boost_service=client.address) if party == PLATFORM else CampaignPolicy()
+        register_campaign(root / party / "state", c, party=party, campaigns_dir=root / party / "state" / "campaigns",
+                          limits=limits, table_root=table_root if party == PLATFORM else None)
+    return {p: CampaignState(root / p / "state" / "campaigns", c.name) for p in (LENDER, PLATFORM)}
+
+
+def _served(c: Any, client: Any) -> Any:
+    return lambda: next((t.table_version or None for t in client.status().tables if t.layer == c.layer), None)
 
 
 @pytest.fixture
@@ -67,12 +82,10 @@ def test_cycles_publish_refuse_and_both_consoles_read_them(tmp_path: Path, boost
     source = SimulatedMarket(world, tmp_path, c, budget_per_day=240.0, seed=3)
     policy = pipeline.one_operator_policy(1024, True, min_intersection=100)
     with pipeline.start_parties("inproc", tmp_path, source.paths, {LENDER: policy, PLATFORM: policy}) as parties:
-        states = _states(tmp_path, c)
-        side = PlatformSide(scoring=source.paths[PLATFORM]["users-scoring"], table_root=table_root, boosts=client,
-                            work=tmp_path / PLATFORM / "campaign")
-        run = CampaignRun(c, parties, states, side)
+        states = _register(tmp_path, c, boost_service)
+        run = CampaignRun(c, parties, states[LENDER], served=_served(c, client))
         served: list[str | None] = []
-        run_campaign(run, source, {2: "shuffled_labels"}, on_day=lambda day, version: served.append(version))
+        drive(run, source, {2: "shuffled_labels"}, on_day=lambda day, version: served.append(version))
 
     lender = [states[LENDER].read_cycle(n) for n in states[LENDER].cycles()]
     platform = [states[PLATFORM].read_cycle(n) for n in states[PLATFORM].cycles()]
@@ -111,74 +124,6 @@ def test_cycles_publish_refuse_and_both_consoles_read_them(tmp_path: Path, boost
     assert comparison["control"]["relative"] == pytest.approx(0.0)  # control arms are identical by construction
 
 
-class _MeasureStandIn:
-    """Parties whose ``measure`` job returns a prepared lender report (the rollback test's stand-in)."""
-
-    transport = "inproc"
-
-    def __init__(self, root: Path, layer: str, relative: dict[str, float]) -> None:
-        self.root, self.layer, self.relative = root, layer, relative
-        self.jobs: list[dict[str, Any]] = []
-
-    def run(self, job: dict[str, Any], progress: bool = False) -> dict[str, dict[str, Any]]:
-        self.jobs.append(job)
-        report = self.root / f"{job['job']['id']}.json"
-        report.write_text(json.dumps({"layers": {self.layer: {"lift": {
-            "cost_per_credit_user": {"relative": self.relative}}}}}))
-        view = self.root / f"{job['job']['id']}.parquet"
-        pd.DataFrame({"bucket": [0]}).to_parquet(view)
-        return {LENDER: {"report": str(report)}, PLATFORM: {"layer": self.layer, "view": str(view), "epsilon": 1.0}}
-
-
-class _Delivered:
-    def __init__(self) -> None:
-        self.windows: list[tuple[int, int]] = []
-
-    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
-        self.windows.append((first_day, day))
-
-
-def _publish_two(tmp_path: Path, c: Any, states: dict[str, CampaignState], run: CampaignRun) -> list[str]:
-    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(400)]})
-    tables = []
-    for n in (1, 2):
-        scores = users.assign(score=np.linspace(0, 1, len(users))[::(1 if n == 1 else -1)])
-        table = publish(run, scores, f"v{n}")
-        tables.append(table)
-        for state in states.values():
-            state.write_cycle(n, outcome="published", boost_table=table, version=f"v{n}")
-            record = state.read()
-            state.update(live_version=f"v{n}", live_table=table,
-                         published=[*record.get("published", []), {"cycle": n, "table": table, "version": f"v{n}"}])
-    return tables
-
-
-def test_a_significantly_bad_lift_rolls_the_live_version_back(tmp_path: Path, boost_service) -> None:
-    table_root, client = boost_service
-    c = _campaign(tmp_path, days=14)
-    states = _states(tmp_path, c)
-    bad = {"value": 0.4, "ci_low": 0.1, "ci_high": 0.8}
-    parties = _MeasureStandIn(tmp_path, c.layer, bad)
-    run = CampaignRun(c, parties, states, PlatformSide(Path(), table_root, client, tmp_path))  # type: ignore[arg-type]
-    first, second = _publish_two(tmp_path, c, states, run)
-    assert served_table(run) == second
-    source = _Delivered()
-    assert measure_live(run, source, day=14, first_day=7)  # type: ignore[arg-type]
-    assert source.windows == [(7, 14)] and parties.jobs[0]["params"]["epsilon"] == c.epsilon
-    assert served_table(run) == first  # the boost service's Rollback
-    for party, state in states.items():
-        cycle = state.read_cycle(2)
-        assert cycle["outcome"] == "rolled_back" and "+40.0% [+10.0%, +80.0%]" in cycle["reason"]
-        assert first in cycle["reason"] and state.read()["live_table"] == first
-    assert states[LENDER].read_cycle(2)["measurement"]["relative"] == bad
-    assert "measurement" not in states[PLATFORM].read_cycle(2) or states[PLATFORM].read_cycle(2)["measurement"] is None
-    # an interval that includes 0 is no reason to roll back; nothing earlier is left to roll back to
-    parties.relative = {"value": 0.3, "ci_low": -0.1, "ci_high": 0.7}
-    assert not measure_live(run, source, day=21, first_day=14)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no earlier published table"):
-        rollback(states, client, "operator")
-
-
 def test_the_rollback_rule_looks_at_the_whole_interval() -> None:
     assert gates.significantly_bad({"value": 0.2, "ci_low": 0.01, "ci_high": 0.4}, "lower")
     assert not gates.significantly_bad({"value": 0.2, "ci_low": -0.01, "ci_high": 0.4}, "lower")
@@ -204,7 +149,7 @@ class _Counting:
     def step(self, day: int, table_version: str | None) -> None:
         self.steps.append(table_version)
 
-    def published(self, cycle: int, model_files: dict[str, str]) -> None:
+    def published(self, cycle: int, version: str) -> None:
         raise AssertionError("a paused campaign publishes nothing")
 
 
@@ -212,13 +157,13 @@ def test_a_paused_campaign_keeps_bidding_and_runs_no_cycle(tmp_path: Path, boost
     table_root, client = boost_service
     c = _campaign(tmp_path, days=10)
     states = _states(tmp_path, c)
-    states[PLATFORM].update(status="paused")  # either node's pause holds the loop
-    run = CampaignRun(c, None, states, PlatformSide(Path(), table_root, client, tmp_path))  # type: ignore[arg-type]
+    states[LENDER].update(status="paused")  # the lender's driver reads its own node's status
+    run = CampaignRun(c, None, states[LENDER], served=_served(c, client))  # type: ignore[arg-type]
     source = _Counting()
     run_campaign(run, source)  # type: ignore[arg-type]
     assert source.steps == [None] * 10 and states[LENDER].cycles() == []
-    assert states[PLATFORM].read()["status"] == "paused"
-    states[PLATFORM].update(status="stopped")
+    assert states[LENDER].read()["status"] == "paused"
+    states[LENDER].update(status="stopped")
     source.steps.clear()
     run_campaign(run, source)  # type: ignore[arg-type]
     assert source.steps == []
@@ -237,14 +182,27 @@ def test_the_operators_rollback_command_acts_on_the_platforms_view(tmp_path: Pat
     states = {p: CampaignState(tmp_path / p / "state" / "campaigns", c.name) for p in (LENDER, PLATFORM)}
     for p, state in states.items():
         state.create(party=p, digest=c.digest, description="", settings={})
-    run = CampaignRun(c, None, states, PlatformSide(Path(), table_root, client, tmp_path))  # type: ignore[arg-type]
-    first, _ = _publish_two(tmp_path, c, states, run)
+    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(400)]})
+    tables = []
+    for n in (1, 2):  # two versions the platform published (as its campaign_publish jobs do)
+        scores = users.assign(score=np.linspace(0, 1, len(users))[::(1 if n == 1 else -1)])
+        table = pipeline.activate(scores, layer=c.layer, tiers=pipeline.tier_config(c.cuts, c.boosts),
+                                  experiment=pipeline.experiment_config(c.layer, c.salt, c.treatment_share),
+                                  model_version=f"v{n}", table_root=table_root, store=None, job_id=f"v{n}",
+                                  tracking="t", versioned=True).version
+        client.reload(f"{c.layer}/{table}")
+        tables.append(table)
+        for state in states.values():
+            state.write_cycle(n, outcome="published", boost_table=table, version=f"v{n}")
+            state.update(live_version=f"v{n}", live_table=table,
+                         published=[*state.read()["published"], {"cycle": n, "table": table, "version": f"v{n}"}])
+    first = tables[0]
     parser = argparse.ArgumentParser()
     commands.add_parser(parser.add_subparsers())
     args = parser.parse_args(["campaign", "rollback", c.name, "--config", str(party), "--boost-service",
                               client.address, "--reason", "bids look wrong"])
     assert args.func(args) == 0
-    assert served_table(run) == first
+    assert _served(c, client)() == first
     cycle = states[PLATFORM].read_cycle(2)
     assert cycle["outcome"] == "rolled_back" and cycle["reason"].startswith("bids look wrong; rolled back to")
     assert states[LENDER].read_cycle(2)["outcome"] == "published"  # the lender's view is the lender's to write
@@ -261,10 +219,8 @@ def test_add_trees_continues_the_live_version_through_the_run_job(tmp_path: Path
     source = SimulatedMarket(world, tmp_path, c, budget_per_day=200.0, seed=5, frozen=False)
     policy = pipeline.one_operator_policy(1024, True, min_intersection=100)
     with pipeline.start_parties("inproc", tmp_path, source.paths, {LENDER: policy, PLATFORM: policy}) as parties:
-        states = _states(tmp_path, c)
-        side = PlatformSide(scoring=source.paths[PLATFORM]["users-scoring"], table_root=table_root, boosts=client,
-                            work=tmp_path / PLATFORM / "campaign")
-        run_campaign(CampaignRun(c, parties, states, side), source)
+        states = _register(tmp_path, c, boost_service)
+        drive(CampaignRun(c, parties, states[LENDER], served=_served(c, client)), source)
     first, second = (states[LENDER].read_cycle(n) for n in (1, 2))
     assert first["outcome"] == "published" and second["update"] == "add_trees"
     job = json.loads((tmp_path / LENDER / "state" / "jobs" / second["model_job"] / "job.json").read_text())

@@ -1,11 +1,14 @@
-"""``fedacq campaign start|status|pause|resume|stop|rollback``: one node operator's commands.
+"""``fedacq campaign start|run|status|pause|resume|stop|rollback``: one node operator's commands.
 
 Each operator runs them at their own node (``--config`` their ``party.toml``):
 
 * ``start --campaign FILE [--peer-digest HEX]``: check the campaign file against this node's
-  policy and ``[campaigns]`` limits, record it (``campaign.json``, status running) and print its
-  canonical digest; with ``--peer-digest`` (the digest the other operator's ``start`` printed) a
-  different campaign is refused before anything is recorded;
+  policy and ``[campaigns]`` limits, register this node's own copy
+  (:func:`fedacq.campaign.protocol.register_at_node`) and its state (``campaign.json``, status
+  running) and print its canonical digest; with ``--peer-digest`` a different campaign is refused
+  before anything is recorded (the nodes also compare digests over the link before every job);
+* ``run NAME`` (the lender): drive the schedule in real days, every step a job submitted to this
+  node (:func:`fedacq.campaign.loop.run_at_node`); the platform's steps run at its node;
 * ``status [NAME]``: the campaign(s) and their cycles as this node recorded them;
 * ``pause NAME`` / ``resume NAME`` / ``stop NAME``: the loop reads both nodes' status before each
   cycle (:mod:`fedacq.campaign.loop`): a paused campaign publishes and measures nothing;
@@ -29,6 +32,10 @@ def add_parser(subparsers: Any) -> None:
     start.add_argument("--campaign", type=Path, required=True, help="the campaign TOML both operators agreed on")
     start.add_argument("--peer-digest", help="the peer's digest of the campaign (refused if it differs)")
     start.set_defaults(func=_start)
+    run = sub.add_parser("run", help="(lender) drive the campaign's schedule by jobs at this node")
+    run.add_argument("name")
+    run.add_argument("--progress", action="store_true", help="echo each job's log")
+    run.set_defaults(func=_run)
     status = sub.add_parser("status", help="campaigns and cycles as this node recorded them")
     status.add_argument("name", nargs="?")
     status.add_argument("--json", action="store_true", help="the records as JSON")
@@ -44,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
     rb.add_argument("--to", help="the table version to serve (default: the previous published one)")
     rb.add_argument("--reason", default="operator rollback", help="recorded with the rollback")
     rb.set_defaults(func=_rollback)
-    for q in (start, status, rb, *[sub.choices[a] for a in ("pause", "resume", "stop")]):
+    for q in (start, run, status, rb, *[sub.choices[a] for a in ("pause", "resume", "stop")]):
         q.add_argument("--config", type=Path, required=True, help="this node's party.toml")
 
 
@@ -57,19 +64,27 @@ def _root(args: Any) -> tuple[Any, Path]:
 
 
 def _start(args: Any) -> int:
-    from fedacq.campaign.config import check_at_node, load_campaign
-    from fedacq.campaign.state import CampaignState, campaigns_dir
+    from fedacq.campaign.config import load_campaign
+    from fedacq.campaign.protocol import register_at_node
+    from fedacq.campaign.state import campaigns_dir
 
     campaign = load_campaign(args.campaign)
     if args.peer_digest is not None and args.peer_digest.lower() != campaign.digest:
         raise SystemExit(f"{args.campaign}: digest {campaign.digest} differs from the peer's {args.peer_digest}: "
                          "the two operators hold different campaign files")
-    config = check_at_node(campaign, args.config)
-    state = CampaignState(campaigns_dir(config), campaign.name)
-    state.create(party=config.party, digest=campaign.digest, description=campaign.description,
-                 settings=campaign.settings())
-    print(f"campaign {campaign.name} accepted by the {config.party}'s policy; recorded in {state.dir}")
+    config = register_at_node(campaign, args.config)
+    print(f"campaign {campaign.name} accepted by the {config.party}'s policy; recorded in "
+          f"{campaigns_dir(config) / campaign.name}")
     print(f"digest {campaign.digest}")
+    return 0
+
+
+def _run(args: Any) -> int:
+    from fedacq.campaign.loop import run_at_node
+
+    run = run_at_node(args.config, args.name, progress=args.progress,
+                      say=lambda text: print(f"[campaign {args.name}] {text}", flush=True))
+    print(f"campaign {args.name}: {run.state.read()['status']}")
     return 0
 
 
@@ -121,7 +136,7 @@ def _rollback(args: Any) -> int:
     state = CampaignState(root, args.name)
     client = BoostClient(args.boost_service, tls_dir=args.tls_dir)
     try:  # this node's own record; the lender records it in its own view when told
-        table = rollback({"platform": state}, client, args.reason, to=args.to)
+        table = rollback(state, client, args.reason, to=args.to)
     finally:
         client.close()
     print(f"campaign {args.name}: the boost service now serves {table}")

@@ -318,11 +318,20 @@ class CampaignPolicy:
         max_boost = 3.0             # no tier's boost above this
         max_score_psi = 0.25        # a campaign's score-PSI gate may be no looser
         max_treatment_share = 0.5   # at most this share of users in treatment
+        boost_service = "127.0.0.1:50070"   # (platform) its boost service's admin address
+        boost_tls_dir = "certs/boost"       # (platform) client certificates for it, if mutual TLS
+        boost_tables = "boost-tables"       # (platform) the service's table root (default: [console] boost_tables)
+
+    The platform's campaign node jobs (:mod:`fedacq.campaign.protocol`) publish through these,
+    never through an address or path the peer names.
     """
 
     max_boost: float = 3.0
     max_score_psi: float = 0.25
     max_treatment_share: float = 0.5
+    boost_service: str | None = None
+    boost_tls_dir: str | None = None
+    boost_tables: str | None = None
 
 
 def load_campaign_policy(party_toml: str | Path) -> CampaignPolicy:
@@ -334,14 +343,22 @@ def load_campaign_policy(party_toml: str | Path) -> CampaignPolicy:
         raise CampaignError(f"cannot read node config {path}: {exc}") from None
     if not isinstance(table, dict):
         raise CampaignError(f"{path}: [campaigns] must be a table")
-    known = {"max_boost", "max_score_psi", "max_treatment_share"}
-    unknown = sorted(set(table) - known)
+    numbers = {"max_boost", "max_score_psi", "max_treatment_share"}
+    texts = {"boost_service", "boost_tls_dir", "boost_tables"}
+    unknown = sorted(set(table) - numbers - texts)
     if unknown:
-        raise CampaignError(f"{path}: unknown [campaigns] key(s) {unknown}; known: {sorted(known)}")
+        raise CampaignError(f"{path}: unknown [campaigns] key(s) {unknown}; known: {sorted(numbers | texts)}")
+    out: dict[str, Any] = {}
     for key, value in table.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        if key in texts:
+            if not isinstance(value, str) or not value:
+                raise CampaignError(f"{path}: [campaigns] {key} must be a non-empty string, got {value!r}")
+            out[key] = value if key == "boost_service" else str((path.parent / value).resolve())
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
             raise CampaignError(f"{path}: [campaigns] {key} must be a positive number, got {value!r}")
-    return CampaignPolicy(**{k: float(v) for k, v in table.items()})
+        else:
+            out[key] = float(value)
+    return CampaignPolicy(**out)
 
 
 def check_against(campaign: Campaign, party: str, policy: Any, limits: CampaignPolicy) -> None:

@@ -6,17 +6,22 @@ What runs (the default sizes fit 15 minutes on a 2-core machine with 2048-bit ke
   arrivals, churn and drift over ``days`` (56) days; labels mature at the lender over days;
 * **two nodes** (``grpc``): a lender and a platform ``fedacq node`` process with mutual TLS,
   each with its console on loopback, its ``[campaigns]`` limits and every data set registered;
-* **the campaign file** ``<out>/campaign.toml`` (:data:`CAMPAIGN_TOML`), checked by each node
-  against its own policy; both record its canonical hash and the demo refuses to run if they
-  differ;
+* **the campaign file** ``<out>/campaign.toml`` (:data:`CAMPAIGN_TOML`), registered at each node
+  as its operator's ``fedacq campaign start`` does (checked against that node's own policy);
+  the nodes compare digests over the link (a ``campaign`` job) before anything runs;
 * **the boost service**: a :class:`fedacq.activate.service.BoostServer` on loopback over the
-  platform's table root; every version is loaded by ``Reload``, withdrawn by ``Rollback``, and
-  the simulated bidding serves what the service reports it serves;
-* **the schedule** (:func:`fedacq.campaign.loop.run_campaign`): a cycle every 10 days (PSI job,
-  run job, gates, publication: days 0, 10, ..., 50), a measure job every 10 days;
+  platform's table root, named in the platform's own ``[campaigns] boost_service``; the
+  platform's node loads every version by ``Reload`` and withdraws one by ``Rollback``, and the
+  simulated bidding serves what the service reports it serves;
+* **the schedule**, driven as the lender's ``fedacq campaign run`` drives it
+  (:func:`fedacq.campaign.loop.run_at_node`: every job submitted to the lender's node alone): a
+  cycle every 10 days (``psi`` job, ``run`` job, the lender's gate, a ``campaign_publish`` job in
+  which the platform's node scores, gates, builds and loads the table: days 0, 10, ..., 50), a
+  ``measure`` job every 10 days and a ``campaign_rollback`` job when the lift turns bad;
 * **two injected faults**, documented as such:
   cycle 2 ``inverted_boosts+lost_treatment_clicks`` — the constructed negative lift. The version
-  is good but its table is built from the negated scores (the lowest-scored users get the highest
+  is good but its table is built (at the platform's node: its operator registered the fault) from
+  the negated scores (the lowest-scored users get the highest
   boost, a sign error at activation); it passes the gates (they look at the model) and goes live.
   Its real damage in this market is small against a week's noise (the simulator's expected cost
   per credit user of an inverted table is some 15-20% above control while a week's 95% interval
@@ -145,11 +150,12 @@ def campaign_text(cfg: CampaignDemoConfig) -> str:
 def run_campaign_demo(cfg: CampaignDemoConfig) -> dict[str, Any]:
     """Run the campaign (module docstring); writes ``campaign-demo.json`` under ``cfg.out_dir``."""
     from fedacq.activate.service import BoostClient, BoostRegistry, BoostServer
-    from fedacq.campaign.config import CampaignPolicy, check_against, check_at_node, load_campaign
-    from fedacq.campaign.cycle import CampaignRun, PlatformSide
-    from fedacq.campaign.loop import run_campaign
+    from fedacq.campaign.config import CampaignPolicy, check_against, load_campaign
+    from fedacq.campaign.cycle import CampaignRun
+    from fedacq.campaign.loop import drive, run_at_node
+    from fedacq.campaign.protocol import PUBLISH_FAULTS, register_at_node, register_campaign
     from fedacq.campaign.simulated import SimulatedMarket
-    from fedacq.campaign.state import CampaignState, campaigns_dir
+    from fedacq.campaign.state import CampaignState
     from fedacq.demo import _fresh_out_dir
     from fedacq.node.local import free_port
     from fedacq.sim.world import World
@@ -165,45 +171,51 @@ def run_campaign_demo(cfg: CampaignDemoConfig) -> dict[str, Any]:
     source = SimulatedMarket(world, out, campaign, cfg.budget_per_user_day * cfg.n_users, seed=cfg.seed)
     table_root = out / PLATFORM / "boost_tables"
     table_root.mkdir(parents=True, exist_ok=True)
+    # the platform operator's own injected publication fault (its registration), the rest the world's
+    publication = {n: f for n, faults in FAULTS.items() for f in faults.split("+") if f in PUBLISH_FAULTS}
     policy = pipeline.one_operator_policy(cfg.key_bits, cfg.insecure_test_key, min_intersection=100)
-    sections = {p: {"campaigns": LIMITS, "console": {"listen": f"127.0.0.1:{free_port()}",
-                                                     **({"boost_tables": str(table_root)} if p == PLATFORM else {})}}
-                for p in (LENDER, PLATFORM)}
     how = "two node processes, mutual TLS" if cfg.transport == "grpc" else "in-process"
     with contextlib.ExitStack() as stack:
-        parties = stack.enter_context(pipeline.start_parties(cfg.transport, out, source.paths,
-                                                             {LENDER: policy, PLATFORM: policy}, sections))
-        say(f"parties started ({how})")
-        states = {}
-        for party in (LENDER, PLATFORM):
-            if cfg.transport == "grpc":  # each node checks the campaign against its own party.toml
-                config = check_at_node(campaign, parties.pair.nodes[party].config)
-                root = campaigns_dir(config)
-            else:
-                check_against(campaign, party, parties.policies[party], CampaignPolicy(**LIMITS))
-                root = out / party / "state" / "campaigns"
-            states[party] = CampaignState(root, campaign.name)
-            states[party].create(party=party, digest=campaign.digest, description=campaign.description,
-                                 settings=campaign.settings())
-        digests = {p: s.read()["digest"] for p, s in states.items()}
-        if len(set(digests.values())) != 1:
-            raise RuntimeError(f"the parties hold different campaigns: {digests}")
         server = BoostServer(BoostRegistry(table_root), "127.0.0.1:0").start()
         stack.callback(server.stop)
-        client = BoostClient(server.address)
+        client = BoostClient(server.address)  # the world's view of what bidding is served
         stack.callback(client.close)
-        side = PlatformSide(scoring=source.paths[PLATFORM][campaign.datasets["platform_scoring"]],
-                            table_root=table_root, boosts=client, work=out / PLATFORM / "campaign",
-                            store=parties.store(PLATFORM))
-        run = CampaignRun(campaign, parties, states, side, progress=False, say=say)
-        say(f"boost service on {server.address}; injected faults: "
+        limits = {LENDER: LIMITS, PLATFORM: {**LIMITS, "boost_service": server.address,
+                                             "boost_tables": str(table_root)}}
+        sections = {p: {"campaigns": limits[p], "console": {"listen": f"127.0.0.1:{free_port()}",
+                                                            **({"boost_tables": str(table_root)}
+                                                               if p == PLATFORM else {})}}
+                    for p in (LENDER, PLATFORM)}
+        parties = stack.enter_context(pipeline.start_parties(cfg.transport, out, source.paths,
+                                                             {LENDER: policy, PLATFORM: policy}, sections))
+        say(f"parties started ({how}); boost service on {server.address}; injected faults: "
             + ", ".join(f"cycle {n} {f}" for n, f in FAULTS.items()))
+
+        def served() -> str | None:
+            return next((t.table_version or None for t in client.status().tables if t.layer == campaign.layer), None)
 
         def on_day(day: int, version: str | None) -> None:
             if (day + 1) % 7 == 0:
                 say(f"day {day}: bidding with {version} ({time.perf_counter() - started:.0f} s)")
 
-        run_campaign(run, source, FAULTS, on_day)
+        for party in (LENDER, PLATFORM):  # each operator's `fedacq campaign start` at its own node
+            faults = publication if party == PLATFORM else None
+            if cfg.transport == "grpc":
+                register_at_node(campaign, parties.pair.nodes[party].config, faults)
+            else:
+                check_against(campaign, party, parties.policies[party], CampaignPolicy(**LIMITS))
+                state_dir = out / party / "state"
+                register_campaign(state_dir, campaign, party=party, campaigns_dir=state_dir / "campaigns",
+                                  limits=CampaignPolicy(**limits[party]),
+                                  table_root=table_root if party == PLATFORM else None, faults=faults)
+        if cfg.transport == "grpc":  # the lender's `fedacq campaign run`: jobs at its own node only
+            run_at_node(parties.pair.nodes[LENDER].config, campaign.name, source, faults=FAULTS, on_day=on_day,
+                        served=served, say=say)
+        else:
+            run = CampaignRun(campaign, parties, CampaignState(out / LENDER / "state" / "campaigns", campaign.name),
+                              served=served, say=say)
+            drive(run, source, FAULTS, on_day)
+    states = {p: CampaignState(out / p / "state" / "campaigns", campaign.name) for p in (LENDER, PLATFORM)}
     last = cfg.days - 1
     first = max(0, cfg.days - 28)
     comparison = source.compare(first, last)

@@ -126,9 +126,16 @@ class SimulatedMarket:
             self._frames[version] = table.serving_frame()
         return self._frames[version]
 
-    def published(self, cycle: int, model_files: dict[str, str]) -> None:
-        """The frozen counterfactual keeps the first published version's (released) model."""
-        if self._frozen_model is None and "model" in model_files:
+    def published(self, cycle: int, version: str) -> None:
+        """The frozen counterfactual keeps the first published version's (released) model: the
+        world reads it where the platform's node recorded it (no party is told of it)."""
+        from fedacq.campaign.state import CampaignState
+
+        if self._frozen_model is not None:
+            return
+        state = CampaignState(self.root / PLATFORM / "state" / "campaigns", self.c.name)
+        model_files = state.read().get("models", {}).get(version, {})
+        if "model" in model_files:
             self._frozen_model = Path(model_files["model"])
 
     def step(self, day: int, table_version: str | None) -> None:

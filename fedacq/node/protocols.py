@@ -114,6 +114,9 @@ PROTOCOLS: dict[str, str] = {
     "psi": "fedacq.psi.node_protocol:PROTOCOL",
     "run": "fedacq.learn.run_node:PROTOCOL",
     "measure": "fedacq.measure.node_protocol:PROTOCOL",
+    "campaign": "fedacq.campaign.protocol:AGREE",
+    "campaign_publish": "fedacq.campaign.protocol:PUBLISH",
+    "campaign_rollback": "fedacq.campaign.protocol:ROLLBACK",
 }
 
 

@@ -27,14 +27,14 @@ demo's default ``grpc`` transport) or in two threads over memory links
 (:class:`~fedacq.pipeline.parties.InProcessParties`, ``inproc``).
 """
 
-from fedacq.pipeline.parties import (LENDER, PLATFORM, InProcessParties, NodeParties, Parties,
+from fedacq.pipeline.parties import (LENDER, PLATFORM, InProcessParties, NodeParties, Parties, SiteParties,
                                      one_operator_policy, start_parties)
 from fedacq.pipeline.steps import (HEADLINE_KPIS, INPUTS, Measured, activate, activity_scores, align, campaign,
                                    campaign_datasets, campaign_files, compare, experiment_config, headline, measure,
                                    prospect_model_path, registry, report, score, stage_dataset, tier_config, train,
                                    train_stages, value_scores, write_party_files)
 
-__all__ = ["LENDER", "PLATFORM", "InProcessParties", "NodeParties", "Parties", "one_operator_policy",
+__all__ = ["LENDER", "PLATFORM", "InProcessParties", "NodeParties", "Parties", "SiteParties", "one_operator_policy",
            "start_parties", "HEADLINE_KPIS", "INPUTS", "Measured", "activate", "activity_scores", "align",
            "campaign", "campaign_datasets", "campaign_files", "compare", "experiment_config", "headline", "measure",
            "prospect_model_path", "registry", "report", "score", "stage_dataset", "tier_config", "train",

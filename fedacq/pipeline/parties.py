@@ -96,6 +96,41 @@ class NodeParties(Parties):
         return {p: r["result"] for p, r in records.items()}
 
 
+class SiteParties(Parties):
+    """Jobs submitted at ONE operator's own node (``fedacq campaign run``, and the campaign demo's
+    lender): it waits on that node's record only and never reads the peer's, so ``run`` returns
+    ``{party: result}`` of this party alone. ``config`` is the node's party.toml."""
+
+    transport = "grpc"
+
+    def __init__(self, config: str | Path) -> None:
+        from fedacq.node.config import load_config
+
+        self.config = load_config(config)
+        super().__init__(self.config.state_dir)
+        self.party = self.config.party
+
+    def store(self, party: str) -> str:
+        """This node's MLflow store; the peer's is the peer's (empty here)."""
+        return self.config.mlflow if party == self.party else ""
+
+    def run(self, job: dict[str, Any], progress: bool = False) -> dict[str, dict[str, Any]]:
+        from fedacq.node.control import ControlClient
+        from fedacq.node.jobs import parse_job
+
+        client = ControlClient(self.config.socket_path)
+        follow = (lambda line: print(f"[{self.party} node] {line}", file=sys.stderr, flush=True)) \
+            if progress else None
+        try:
+            job_id = client.submit(parse_job(job, "job"))["id"]
+            record = client.wait(job_id, timeout=JOB_TIMEOUT, on_log=follow)
+        finally:
+            client.close()
+        if record["status"] != "succeeded":
+            raise _failures({self.party: record.get("error")}, job_id)
+        return {self.party: record["result"]}
+
+
 class InProcessParties(Parties):
     """Jobs as two threads of this process over memory links, each party with its own policy and folders."""
 

@@ -125,7 +125,9 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
     if xgb_model is not None:
         job["params"]["xgb_model"] = xgb_model
     results = parties.run(job, progress)
-    return job_metrics(results[LENDER], results[PLATFORM], job_id=job_id, model=model, mode=mode,
+    # at one site (SiteParties) the platform's side stays at the platform: its part is not named here
+    platform = results.get(PLATFORM) or {"timings": {}, "info": None, "files": []}
+    return job_metrics(results[LENDER], platform, job_id=job_id, model=model, mode=mode,
                        transport=parties.transport, tracking={p: parties.store(p) for p in (LENDER, PLATFORM)})
 
 
@@ -245,10 +247,11 @@ def campaign(market: Any, table: Any, *, layer: str, days: int, budget_per_day: 
 
 @dataclass
 class Measured:
-    """One layer's measurement: the lender's report and what the platform was released."""
+    """One layer's measurement: the lender's report and what the platform was released (None
+    when the lender ran the job from its own node alone: the platform's view stays there)."""
 
     report: dict[str, Any]
-    platform_view: Any  # fedacq.measure.private.PlatformView
+    platform_view: Any  # fedacq.measure.private.PlatformView | None
     results: dict[str, dict[str, Any]]
 
 
@@ -267,8 +270,8 @@ def measure(parties: Parties, *, job_id: str, layer: str, min_cohort: int, epsil
                       "experiment": experiment}}
     results = parties.run(job, progress)
     report = json.loads(Path(results[LENDER]["report"]).read_text(encoding="utf-8"))
-    mine = results[PLATFORM]
-    view = PlatformView(mine["layer"], pd.read_parquet(mine["view"]), mine["epsilon"])
+    mine = results.get(PLATFORM)
+    view = PlatformView(mine["layer"], pd.read_parquet(mine["view"]), mine["epsilon"]) if mine else None
     return Measured(report, view, results)
 
 

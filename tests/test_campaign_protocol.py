@@ -1,0 +1,222 @@
+"""The campaign's node protocols: the digests agreed over the link, the platform's steps at the
+platform's node under its own policy, rollback through the platform's node.
+
+Jobs run in process over memory links (:class:`fedacq.pipeline.InProcessParties`: the same role
+functions, parameter resolution and job-store layout as two nodes). No cryptography runs here:
+the platform's "run jobs" are records of succeeded prospect jobs in its own job store, each with
+a small XGBoost model in the job's own folder, so these tests are about who decides what, not
+about training. A real boost service on 127.0.0.1, started and stopped by the test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from fedacq import pipeline
+from fedacq.activate.service import BoostClient, BoostRegistry, BoostServer
+from fedacq.campaign.config import CampaignPolicy, load_campaign
+from fedacq.campaign.cycle import CampaignRun, publish
+from fedacq.campaign.demo import CampaignDemoConfig, campaign_text
+from fedacq.campaign.loop import measure_live, request_rollback, served_table
+from fedacq.campaign.protocol import register_campaign
+from fedacq.campaign.state import CampaignState
+from fedacq.node.jobs import JobStore, parse_job
+from fedacq.pipeline import LENDER, PLATFORM
+
+
+def _campaign(path: Path, **edits: str) -> Any:
+    text = campaign_text(CampaignDemoConfig(days=14, key_bits=1024, insecure_test_key=True, n_estimators=3))
+    for old, new in edits.items():
+        text = text.replace(old, new)
+    path.write_text(text)
+    return load_campaign(path)
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    """Both parties' folders, the platform's users, a boost service, in-process parties."""
+    rng = np.random.default_rng(0)
+    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(600)], "f0": rng.normal(size=600),
+                          "f1": rng.normal(size=600)})
+    scoring = tmp_path / PLATFORM / "data" / "users.parquet"
+    scoring.parent.mkdir(parents=True)
+    users.to_parquet(scoring, index=False)
+    table_root = tmp_path / PLATFORM / "boost_tables"
+    table_root.mkdir(parents=True)
+    server = BoostServer(BoostRegistry(table_root), "127.0.0.1:0").start()
+    client = BoostClient(server.address)
+    policy = pipeline.one_operator_policy(1024, True, min_intersection=100)
+    with pipeline.start_parties("inproc", tmp_path, {PLATFORM: {"users-scoring": scoring}},
+                                {LENDER: policy, PLATFORM: policy}) as parties:
+        yield {"root": tmp_path, "users": users, "table_root": table_root, "client": client, "parties": parties,
+               "address": server.address}
+    client.close()
+    server.stop()
+
+
+def _register(site: dict[str, Any], lender_file: Any, platform_file: Any | None = None,
+              platform_psi: float = 0.25) -> dict[str, CampaignState]:
+    """Each operator's ``fedacq campaign start``: its own copy, its own limits and boost service."""
+    root = site["root"]
+    out = {}
+    for party, c in ((LENDER, lender_file), (PLATFORM, platform_file or lender_file)):
+        limits = CampaignPolicy(max_score_psi=platform_psi, boost_service=site["address"]) if party == PLATFORM \
+            else CampaignPolicy()
+        register_campaign(root / party / "state", c, party=party, campaigns_dir=root / party / "state" / "campaigns",
+                          limits=limits, table_root=site["table_root"] if party == PLATFORM else None)
+        out[party] = CampaignState(root / party / "state" / "campaigns", c.name)
+    return out
+
+
+def _platform_run_job(site: dict[str, Any], job_id: str, flip: bool = False) -> str:
+    """A succeeded prospect run job in the PLATFORM's own store, its model in the job's folder."""
+    users = site["users"]
+    store = JobStore(site["root"] / PLATFORM / "state")
+    store.create(parse_job({"job": {"protocol": "run", "id": job_id}, "params": {"mode": "prospect"}}, "job"))
+    label = (users["f0"] > 0) != flip
+    booster = xgb.train({"max_depth": 2, "objective": "binary:logistic"},
+                        xgb.DMatrix(users[["f0", "f1"]], label=label.astype(int)), num_boost_round=3)
+    model = store.dir(job_id) / "work" / "prospect_xgboost.json"
+    booster.save_model(model)
+    store.update(job_id, status="succeeded", result={"files": [str(model)], "intersection_size": 600})
+    return job_id
+
+
+def _final(store: JobStore, job_id: str, deadline: float = 60.0) -> dict[str, Any]:
+    """The job's record once it is final (polled with a deadline)."""
+    end = time.monotonic() + deadline
+    while (record := store.get(job_id))["status"] in ("submitted", "running") and time.monotonic() < end:
+        time.sleep(0.05)
+    return record
+
+
+def _run(site: dict[str, Any], c: Any, states: dict[str, CampaignState]) -> CampaignRun:
+    client = site["client"]
+
+    def served() -> str | None:
+        return next((t.table_version or None for t in client.status().tables if t.layer == c.layer), None)
+
+    return CampaignRun(c, site["parties"], states[LENDER], served=served)
+
+
+def test_a_different_campaign_at_the_peer_is_refused_over_the_link_at_both(site, tmp_path: Path) -> None:
+    c = _campaign(tmp_path / "lender.toml")
+    other = _campaign(tmp_path / "platform.toml", **{"boosts = [0.3, 1.0, 1.6, 3.0]": "boosts = [0.3, 1.0, 1.6, 2.5]"})
+    assert c.name == other.name and c.digest != other.digest
+    states = _register(site, c, other)
+    job = {"job": {"protocol": "campaign", "id": "agree-1"}, "params": {"campaign": c.name}}
+    with pytest.raises(RuntimeError, match="digest .* differs from the"):
+        site["parties"].run(job)
+    for party in (LENDER, PLATFORM):  # both sides fail with the reason (the other thread may finish later)
+        record = _final(JobStore(tmp_path / party / "state"), "agree-1")
+        assert record["status"] == "failed" and "differs" in record["error"]
+    _platform_run_job(site, "v1")
+    with pytest.raises(RuntimeError, match="differs"):
+        publish(_run(site, c, states), 1, 0, {"model": "v1"}, True, "")
+    assert states[PLATFORM].cycles() == [] and served_table(_run(site, c, states)) is None
+    # a campaign the peer never registered: refused the same way
+    with pytest.raises(RuntimeError, match="no such campaign registered"):
+        site["parties"].run({"job": {"protocol": "campaign", "id": "agree-2"}, "params": {"campaign": "other"}})
+
+
+def test_the_platform_gates_with_its_own_stricter_psi_and_publishes_nothing_that_fails(site, tmp_path) -> None:
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c, platform_psi=0.01)  # the platform's own [campaigns] max_score_psi, stricter
+    run = _run(site, c, states)
+    first = publish(run, 1, 0, {"model": _platform_run_job(site, "v1")}, True, "")
+    assert first["outcome"] == "published" and served_table(run) == first["table"]
+    second = publish(run, 2, 7, {"model": _platform_run_job(site, "v2", flip=True)}, True, "")
+    psi = next(g for g in second["gates"] if g["name"] == "max_score_psi")
+    assert second["outcome"] == "refused" and not psi["passed"] and psi["threshold"] == 0.01
+    assert 0.01 < psi["value"] and "max_score_psi" in second["reason"]
+    assert served_table(run) == first["table"]  # never published
+    assert sorted(p.name for p in (site["table_root"] / c.layer).iterdir()) == [first["table"]]
+    cycle = states[PLATFORM].read_cycle(2)
+    assert cycle["outcome"] == "refused" and cycle["boost_table"] is None and not cycle["gates"][-1]["passed"]
+    assert states[PLATFORM].read()["live_table"] == first["table"]
+    assert set(second) == {"outcome", "gates", "table", "version", "reason"}  # nothing about a user
+    # the lender's own verdict: the platform records the refusal and scores nothing
+    third = publish(run, 3, 14, {"model": _platform_run_job(site, "v3")}, False, "gate failed: auc")
+    assert third["outcome"] == "refused" and states[PLATFORM].read_cycle(3)["reason"].startswith("the lender refused")
+    assert not (states[PLATFORM].cycle_dir(3) / "scores.npy").exists()
+
+
+def test_a_publish_job_naming_a_run_job_the_platform_lacks_is_refused_and_changes_nothing(site, tmp_path) -> None:
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    run = _run(site, c, states)
+    before = states[PLATFORM].read()
+    with pytest.raises(RuntimeError, match="'v9': the platform has no such job"):
+        publish(run, 1, 0, {"model": "v9"}, True, "")
+    assert states[PLATFORM].cycles() == [] and states[PLATFORM].read() == before
+    assert served_table(run) is None and not (site["table_root"] / c.layer).exists()
+    # a job of another protocol is no model either; a path is no job id
+    store = JobStore(tmp_path / PLATFORM / "state")
+    store.create(parse_job({"job": {"protocol": "psi", "id": "p1"}}, "job"))
+    store.update("p1", status="succeeded", result={})
+    with pytest.raises(RuntimeError, match="not a run job that succeeded"):
+        publish(run, 2, 0, {"model": "p1"}, True, "")
+    with pytest.raises(ValueError, match="run job id"):
+        publish(run, 3, 0, {"model": "../lender/state/jobs/x"}, True, "")
+    assert states[PLATFORM].cycles() == []
+
+
+class _MeasureStandIn:
+    """The real parties, except a ``measure`` job returns a prepared lender report whose lift is
+    significantly bad (the measurement itself is tested elsewhere)."""
+
+    transport = "inproc"
+
+    def __init__(self, parties: Any, root: Path, layer: str, relative: dict[str, float]) -> None:
+        self.parties, self.root, self.layer, self.relative = parties, root, layer, relative
+
+    def run(self, job: dict[str, Any], progress: bool = False) -> dict[str, dict[str, Any]]:
+        if job["job"]["protocol"] != "measure":
+            return self.parties.run(job, progress)
+        report = self.root / f"{job['job']['id']}.json"
+        report.write_text(json.dumps({"layers": {self.layer: {"lift": {
+            "cost_per_credit_user": {"relative": self.relative}}}}}))
+        return {LENDER: {"report": str(report)}}
+
+
+class _Delivered:
+    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
+        pass
+
+
+def test_a_significantly_bad_lift_rolls_back_through_the_platforms_node(site, tmp_path: Path) -> None:
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    bad = {"value": 0.4, "ci_low": 0.1, "ci_high": 0.8}
+    run = _run(site, c, states)
+    run = dataclasses.replace(run, parties=_MeasureStandIn(site["parties"], tmp_path, c.layer, bad))
+    tables = []
+    for n in (1, 2):
+        answer = publish(run, n, 7 * (n - 1), {"model": _platform_run_job(site, f"v{n}")}, True, "")
+        assert answer["outcome"] == "published"
+        states[LENDER].write_cycle(n, outcome="published", boost_table=answer["table"], version=f"v{n}")
+        states[LENDER].update(live_version=f"v{n}", live_table=answer["table"])
+        tables.append(answer["table"])
+    assert served_table(run) == tables[1]
+    assert measure_live(run, _Delivered(), day=14, first_day=7)  # type: ignore[arg-type]
+    assert served_table(run) == tables[0]  # the platform's boost service's Rollback
+    for party, state in states.items():
+        cycle = state.read_cycle(2)
+        assert cycle["outcome"] == "rolled_back" and "+40.0% [+10.0%, +80.0%]" in cycle["reason"]
+        assert tables[0] in cycle["reason"] and state.read()["live_table"] == tables[0]
+    assert states[LENDER].read_cycle(2)["measurement"]["relative"] == bad
+    assert states[PLATFORM].read_cycle(2)["measurement"] is None  # the lift is the lender's
+    # the platform checks the cycle is its live one: cycle 2 is rolled back already, 7 never ran
+    for n in (2, 7):
+        with pytest.raises(RuntimeError, match="not live|has no cycle"):
+            request_rollback(run, n, "again")
+    assert served_table(run) == tables[0]
