@@ -56,22 +56,24 @@ def lender_table(day):
     return df
 
 
-def new_ids(before, after):
-    old, new = prepare_ids(before, COLS), prepare_ids(after, COLS)
+def new_ids(before, after, duplicates):
+    old, new = prepare_ids(before, COLS, duplicates=duplicates), prepare_ids(after, COLS, duplicates=duplicates)
     return sum(len(set(n.values) - set(o.values)) for o, n in zip(old.columns, new.columns))
 
 
-def test_incremental_equals_full_run_day_by_day(tmp_path):
+@pytest.mark.parametrize("duplicates", ["first", "drop"])
+def test_incremental_equals_full_run_day_by_day(tmp_path, duplicates):
     store = LenderSetStore(tmp_path / "lender_sets")
+    dup = {"duplicates": duplicates}
     seen_generation = None
     for day, platform in enumerate(days()):
         lender = lender_table(day)
-        cache, report = PlatformCache.serve(tmp_path / "cache", platform, COLS, incremental=True, workers=1)
+        cache, report = PlatformCache.serve(tmp_path / "cache", platform, COLS, incremental=True, workers=1, **dup)
         seen_generation = seen_generation or cache.fingerprint
         assert cache.fingerprint == seen_generation            # one key across the updates
-        res_l, res_p = run(lender, platform, {"mode": "unbalanced", "set_store": store, "incremental": True},
-                           {"cache": cache})
-        full_l, full_p = run(lender, platform)                   # balanced: fresh keys, everything crosses
+        res_l, res_p = run(lender, platform, {"mode": "unbalanced", "set_store": store, "incremental": True, **dup},
+                           {"cache": cache, **dup})
+        full_l, full_p = run(lender, platform, dup, dup)         # balanced: fresh keys, everything crosses
         assert pairs(res_l, res_p) == pairs(full_l, full_p) and res_l.size > 0
         assert (lender.phone.values[res_l.rows[res_l.matched_on == 0]]
                 == platform.phone.values[res_p.rows[res_p.matched_on == 0]]).all()
@@ -84,22 +86,22 @@ def test_incremental_equals_full_run_day_by_day(tmp_path):
             assert res_p.stats["transfer"] == res_l.stats["transfer"] == "delta"
             assert not res_l.stats["resent_full_set"]
             # exactly the ids new to a column's set: arrivals, returning users, a device whose holder left
-            assert report["ids_blinded"] == new_ids(previous, platform) >= 20
+            assert report["ids_blinded"] == new_ids(previous, platform, duplicates) >= 20
             # plus the repeated devices whose first row changed (the day's rows are shuffled)
             assert 0 < res_p.stats["set_points_sent"] == res_l.stats["set_points_received"] < n_points / 5
             assert res_p.stats["set_tokens_removed"] >= 15
         # the same key over the same table gives the same points for the same rows
         same_key = PlatformCache.build(tmp_path / "check", platform, COLS, key=cache.key, salt=cache.salt,
-                                       workers=1)
+                                       workers=1, **dup)
         for c in range(len(COLS)):
             mine = {(cache.rows_by_token[t], p.tobytes()) for t, p in zip(cache.tokens[c], cache.points[c])}
             fresh = {(same_key.rows_by_token[t], p.tobytes()) for t, p in zip(same_key.tokens[c], same_key.points[c])}
             assert mine == fresh
-        assert cache.table_digest == table_digest(prepare_ids(platform, COLS), "first")
+        assert cache.table_digest == table_digest(prepare_ids(platform, COLS, **dup), duplicates)
         previous = platform
     # nothing changed: nothing crosses
-    again_l, again_p = run(lender, platform, {"mode": "unbalanced", "set_store": store, "incremental": True},
-                           {"cache": PlatformCache.load(tmp_path / "cache")})
+    again_l, again_p = run(lender, platform, {"mode": "unbalanced", "set_store": store, "incremental": True, **dup},
+                           {"cache": PlatformCache.load(tmp_path / "cache"), **dup})
     assert again_p.stats["transfer"] == "none" and again_p.stats["set_points_sent"] == 0
     assert pairs(again_l, again_p) == pairs(res_l, res_p)
 
