@@ -4,6 +4,8 @@ Each check compares against a full run on the same tables: the pairs (lender row
 platform row, matched column) must be the same whatever crossed the link.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,6 +142,10 @@ def test_not_incremental_or_bounds_reached_rebuild_with_a_fresh_key(tmp_path):
     assert report["action"] == "rebuilt" and "days old" in report["reason"]
     asked, report = PlatformCache.serve(tmp_path / "c", tables[3], COLS, incremental=True, rotate=True, workers=1)
     assert report["action"] == "rebuilt" and asked.fingerprint != aged.fingerprint
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({**meta, "format": 1}))   # written by an older fedacq
+    _, report = PlatformCache.serve(tmp_path / "c", tables[3], COLS, incremental=True, workers=1)
+    assert report["action"] == "rebuilt" and "format" in report["reason"]
 
 
 def test_a_crash_mid_update_leaves_the_old_cache(tmp_path, monkeypatch):
