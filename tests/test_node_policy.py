@@ -170,3 +170,14 @@ def test_example_jobs_pass_both_example_parties_policies():
         protocol = load_protocol(spec.protocol)
         proposed = protocol.resolve(dict(spec.params), policies["lender"])
         assert protocol.resolve(dict(proposed), policies["platform"]) == proposed, path.name
+
+
+def test_the_platform_bounds_its_psi_cache_key_life(tmp_path):
+    """The cache key's life is the platform node's own policy, not the job's."""
+    policy = load_policy({"psi_cache_max_increments": 5, "psi_cache_max_age_days": 2.5}, "party.toml", "platform")
+    assert (policy.psi_cache_max_increments, policy.psi_cache_max_age_days) == (5, 2.5)
+    for table, words in (({"psi_cache_max_increments": 0}, "positive integer"),
+                         ({"psi_cache_max_age_days": 0}, "non-negative number"),
+                         ({"psi_cache_max_age_days": "week"}, "non-negative number")):
+        with pytest.raises(ValueError, match=words):
+            load_policy(table, "party.toml", "platform")

@@ -28,6 +28,8 @@ safe ones)::
     secureboost_goss = false          # lender: allow GOSS (top_rate/other_rate), which shows the platform each tree's sample
     measure_min_cohort = 10           # smallest per-bucket cohort the lender releases to the platform
     measure_max_epsilon = 1.0         # measurement's Laplace epsilon must be > 0 and <= this (unset: noise optional)
+    psi_cache_max_increments = 30     # platform: incremental PSI updates under one cache key before a fresh key
+    psi_cache_max_age_days = 30.0     # platform: the cache key's age (days) before a fresh key
     max_concurrent_jobs = 4           # jobs running at once with the peer
 
 Which key protects whom: the lender's node guards its labels with the leaf-noise
@@ -37,7 +39,11 @@ first tree of a binary model, the minority class; checked by the lender's node w
 its side of the job starts, before anything crosses), and its outcomes in
 measurement with the minimum cohort and the epsilon cap; the platform's
 node guards its users and features with the minimum intersection,
-``reveal_to`` and the models and modes it allows; both guard the key size.
+``reveal_to``, the models and modes it allows and the life of its PSI cache key
+(``psi_cache_max_increments``, ``psi_cache_max_age_days``: under one key the lender
+can link tokens across jobs, i.e. count how many of the platform's users came and
+went, so the key is renewed after that many incremental updates or days); both guard
+the key size.
 
 ``schemes``: the additive homomorphic schemes (:mod:`fedacq.crypto.scheme`) this
 node takes part in; a job it proposes uses the first one unless the job names
@@ -85,6 +91,8 @@ class Policy:
     secureboost_goss: bool = False
     measure_min_cohort: int = 10
     measure_max_epsilon: float | None = None
+    psi_cache_max_increments: int = 30
+    psi_cache_max_age_days: float = 30.0
     max_concurrent_jobs: int = 4
 
     # -- the checks every protocol's parameters go through -------------------------------
@@ -161,12 +169,12 @@ def load_policy(table: Any, source: str, party: str) -> Policy:
                 raise ValueError(f"{source}: [policy] {key} must be true or false")
             out[key] = value
         elif key in ("min_key_bits", "min_intersection", "hetero_lr_min_batch_size", "measure_min_cohort",
-                     "max_concurrent_jobs"):
+                     "max_concurrent_jobs", "psi_cache_max_increments"):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{source}: [policy] {key} must be a positive integer, got {value!r}")
             out[key] = value
-        else:  # leaf_noise_max_epsilon, measure_max_epsilon, splitnn_min_gradient_noise
-            if not _number(value) or value < 0 or (key.endswith("_max_epsilon") and value == 0):
+        else:  # leaf_noise_max_epsilon, measure_max_epsilon, splitnn_min_gradient_noise, psi_cache_max_age_days
+            if not _number(value) or value < 0 or (key.endswith(("_max_epsilon", "_days")) and value == 0):
                 raise ValueError(f"{source}: [policy] {key} must be a non-negative number, got {value!r}")
             out[key] = float(value)
     policy = Policy(**out)

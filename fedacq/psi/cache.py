@@ -58,12 +58,10 @@ from tqdm import tqdm
 from fedacq import compute
 from fedacq.crypto import dp_noise
 from fedacq.crypto.ecdh import POINT_BYTES, BlindingKey
+from fedacq.node.policy import Policy
 from fedacq.psi.ids import IdArray, PreparedIds, prepare_ids
 
 CHUNK_IDS = 65536
-#: the node's default bounds on one key's life (see the module docstring).
-MAX_INCREMENTS = 30
-MAX_AGE_DAYS = 30.0
 #: cache format; a cache written by another format is rebuilt rather than read.
 CACHE_FORMAT = 2
 
@@ -398,7 +396,8 @@ class PlatformCache:
     @classmethod
     def serve(cls, directory: str | Path, table: pd.DataFrame, id_columns: list[str], *,
               duplicates: str = "first", incremental: bool = False, rotate: bool = False,
-              max_increments: int = MAX_INCREMENTS, max_age_days: float = MAX_AGE_DAYS,
+              max_increments: int = Policy.psi_cache_max_increments,
+              max_age_days: float = Policy.psi_cache_max_age_days,
               workers: int | None = None, engine: compute.Engine | None = None,
               progress: bool = False) -> tuple["PlatformCache", dict]:
         """The cache that serves ``table`` now, by this node's policy (module docstring).

@@ -119,7 +119,9 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
     if p["mode"] == "unbalanced":
         # keyed by the name this node registered the data set under, never the job's logical name
         cache, report = PlatformCache.serve(under(ctx.keys_dir, "psi_cache", ctx.registered[name]), table,
-                                            columns, duplicates=p["duplicates"], incremental=p["incremental"])
+                                            columns, duplicates=p["duplicates"], incremental=p["incremental"],
+                                            max_increments=ctx.policy.psi_cache_max_increments,
+                                            max_age_days=ctx.policy.psi_cache_max_age_days)
         ctx.logger.info("psi: cache %s (generation %s, %d increments, %d ids blinded)", report["action"],
                         report["generation"], report["increments"], report["ids_blinded"])
     result = psi_platform(ctx.link, table, columns, cache=cache, min_intersection=p["min_intersection"],
