@@ -56,3 +56,20 @@ def test_start_refuses_a_campaign_the_node_policy_refuses(setup) -> None:
     campaign.write_text(campaign.read_text().replace('lender = "customers"', 'lender = "outcomes"'))
     with pytest.raises(ValueError, match=r"\[datasets\] lender = 'outcomes' is not registered at the lender"):
         _cli("start", "--config", str(party), "--campaign", str(campaign))
+
+
+def test_start_registers_this_nodes_own_copy_and_run_drives_only_from_the_lender(setup, tmp_path: Path) -> None:
+    campaign, party = setup
+    assert _cli("start", "--config", str(party), "--campaign", str(campaign)) == 0
+    registration = json.loads((party.parent / "state" / "campaign-registry" / "acq-demo.json").read_text())
+    assert registration["digest"] == load_campaign(campaign).digest and registration["party"] == "lender"
+    with pytest.raises(ValueError, match="'other' is not registered at this node"):
+        _cli("run", "--config", str(party), "other")
+    # the platform publishes through its own boost service: its start needs one in its own config
+    platform = write_party_config(tmp_path / "platform" / "party.toml", "platform", "lender", 2, 1, tmp_path, ["psi"],
+                                  {"users": tmp_path / "u.csv", "users-scoring": tmp_path / "u.parquet"},
+                                  tmp_path / "mlruns")
+    with pytest.raises(ValueError, match=r"\[campaigns\] boost_service"):
+        _cli("start", "--config", str(platform), "--campaign", str(campaign))
+    with pytest.raises(ValueError, match="driven from the lender's node"):
+        _cli("run", "--config", str(platform), "acq-demo")

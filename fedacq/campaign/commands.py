@@ -12,9 +12,11 @@ Each operator runs them at their own node (``--config`` their ``party.toml``):
 * ``status [NAME]``: the campaign(s) and their cycles as this node recorded them;
 * ``pause NAME`` / ``resume NAME`` / ``stop NAME``: the loop reads both nodes' status before each
   cycle (:mod:`fedacq.campaign.loop`): a paused campaign publishes and measures nothing;
-* ``rollback NAME --boost-service HOST:PORT [--to TABLE] [--reason TEXT]`` (the platform): the
-  boost service serves the previous published table (or ``--to``) and the live cycle is recorded
-  ``rolled_back`` with the reason.
+* ``rollback NAME [--boost-service HOST:PORT] [--to TABLE] [--reason TEXT]`` (the platform): its
+  boost service (by default the ``[campaigns] boost_service`` it registered the campaign with)
+  serves the previous published table (or ``--to``) and the live cycle is recorded
+  ``rolled_back`` with the reason. (The lender's driver asks for a rollback with a
+  ``campaign_rollback`` job, which the platform's node checks and records the same way.)
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def add_parser(subparsers: Any) -> None:
         q.set_defaults(func=_set_status, status=state)
     rb = sub.add_parser("rollback", help="(platform) serve the previous published table and record why")
     rb.add_argument("name")
-    rb.add_argument("--boost-service", required=True, help="HOST:PORT of the platform's boost service (admin)")
+    rb.add_argument("--boost-service", help="HOST:PORT of the platform's boost service (admin; default: the "
+                                           "[campaigns] boost_service the campaign was registered with)")
     rb.add_argument("--tls-dir", help="client certificates for a mutual-TLS boost service")
     rb.add_argument("--to", help="the table version to serve (default: the previous published one)")
     rb.add_argument("--reason", default="operator rollback", help="recorded with the rollback")
@@ -133,8 +136,15 @@ def _rollback(args: Any) -> int:
     config, root = _root(args)
     if config.party != "platform":
         raise SystemExit("rollback runs at the platform, which serves the boost tables")
+    from fedacq.campaign.protocol import registered
+
     state = CampaignState(root, args.name)
-    client = BoostClient(args.boost_service, tls_dir=args.tls_dir)
+    reg = registered(config.state_dir, args.name)
+    limits = reg.policy() if reg is not None else None
+    address = args.boost_service or (limits.boost_service if limits else None)
+    if address is None:
+        raise SystemExit(f"campaign {args.name}: no --boost-service and none registered ([campaigns] boost_service)")
+    client = BoostClient(address, tls_dir=args.tls_dir or (limits.boost_tls_dir if limits else None))
     try:  # this node's own record; the lender records it in its own view when told
         table = rollback(state, client, args.reason, to=args.to)
     finally:
