@@ -10,6 +10,8 @@ the party whose side failed and why.
   127.0.0.1 with mutual TLS, started once (:func:`fedacq.node.local.start_local_pair`)
   with every data set the run will use registered, and every job submitted at
   the lender's node. Each node checks the job against its own policy.
+* :class:`SiteParties`: one operator's own node only (``fedacq campaign run``): jobs are
+  submitted there and only its own record is read, so a step returns this party's result alone.
 * :class:`InProcessParties` (``transport="inproc"``): the same protocol's role
   functions in two threads over :func:`fedacq.link.memory.memory_pair`, after the
   same parameter resolution against each party's policy. For tests and quick runs.
