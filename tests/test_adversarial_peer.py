@@ -214,8 +214,8 @@ def test_lender_refuses_a_fingerprint_that_is_not_hex(lender: Side, fingerprint:
     (lambda: psi_job(exfiltrate_to="http://evil"), "psi: unknown parameter(s) ['exfiltrate_to']"),
     (lambda: run_job(model_params={"n_estimators": 1}, callback_url="x"), "run: unknown parameter(s) ['callback_url']"),
     (lambda: {**psi_job(), "params": {"id_columns": ["id"], "reveal_to": "lender"}},
-     "platform needs a complete job from lender: missing ['dataset', 'duplicates', 'min_intersection', 'mode', "
-     "'platform_id_columns']"),
+     "platform needs a complete job from lender: missing ['dataset', 'duplicates', 'incremental', 'min_intersection', "
+     "'mode', 'platform_id_columns']"),
     (lambda: {**run_job(), "params": {k: v for k, v in run_job()["params"].items() if k != "key_bits"}},
      "platform needs a complete job from lender: missing ['key_bits']"),
 ], ids=["test-key", "1024-bits", "key-bits-string", "test-key-string", "prospect", "scheme", "run-min-intersection",

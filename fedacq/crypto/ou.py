@@ -358,6 +358,9 @@ class OutOfBound(ValueError):
     def shifted(self, offset: int) -> "OutOfBound":
         return OutOfBound(self.index + offset, self.plaintext_bits)
 
+    def __reduce__(self) -> tuple:  # rebuilt from its fields where it crosses processes (Ray tasks)
+        return OutOfBound, (self.index, self.plaintext_bits)
+
 
 def generate_keypair(n_length: int = 2048, *, insecure_test_key: bool = False) -> tuple[PublicKey, PrivateKey]:
     """A fresh OU key pair with an ``n_length``-bit ``n = p^2 q``.
