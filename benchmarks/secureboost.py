@@ -9,10 +9,22 @@ Two cases, both with 2048-bit Paillier keys:
   and scored on the whole intersection as FATE's benchmark does. Compared with
   XGBoost ``hist`` on the joined data, and with FATE 2.2's 1360 s (2048-bit key)
   and 507 s (1024-bit key) measured on this machine (issue 8).
-* ``synthetic`` - 100k rows, 30 lender + 300 platform features, depth 5:
-  seconds per tree of the SecureBoost protocol over an in-process link (rows
-  aligned by construction, no PSI), against FATE's published 131 s per tree on
-  16 cores and XGBoost ``hist`` per tree on the same data.
+* ``synthetic`` - ``--rows`` (100k) rows, 30 lender + 300 platform features,
+  depth 5, 32 bins: seconds per tree of the SecureBoost protocol with
+  ``--scheme`` (Paillier or OU, 2048-bit keys) and the platform's histograms on
+  ``--engine`` (local worker processes, or Ray: ``--ray-address`` or a loopback
+  cluster of two 1-CPU nodes the benchmark starts, as the tests do). Each party
+  runs in a process of its own (``spawn``), rows aligned by construction (no
+  PSI), the two connected by a pipe carrying the link's wire frames; each
+  generates its own float32 columns from the seed (:func:`synthetic_columns`).
+  Peak memory per party (:class:`MemoryWatch`): the largest sum of resident
+  memory over the party's process and its worker processes, sampled from
+  ``/proc`` (plus, with the loopback Ray cluster, the cluster's processes,
+  which then run only the platform's histogram actors); not ``RUSAGE_CHILDREN``,
+  which reports one child's peak and misses a pool's grandchildren. Against
+  XGBoost ``hist`` on the same data (every core): trees compared split for
+  split up to 200k rows, above that its time and AUC only (``--compare``); and
+  FATE's published 131 s per tree on 16 cores.
 
 * ``kernel`` - one tree's cryptographic work without the protocol around it,
   per additive scheme (Paillier, OU; 2048-bit keys): the lender's encryption
@@ -38,6 +50,18 @@ script works; its numbers mean nothing. Full run::
 
     python benchmarks/secureboost.py --json benchmarks/results/secureboost.json
 
+The synthetic case at scale, one configuration per run (quiet machine; file names as in
+``benchmarks/results``)::
+
+    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme ou --synthetic-trees 2 \
+        --json benchmarks/results/secureboost_scale_100k_ou_local.json
+    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme paillier --synthetic-trees 2 \
+        --json benchmarks/results/secureboost_scale_100k_paillier_local.json
+    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme ou --engine ray --synthetic-trees 2 \
+        --json benchmarks/results/secureboost_scale_100k_ou_ray.json
+    python benchmarks/secureboost.py --cases synthetic --rows 1000000 --scheme ou --synthetic-trees 1 \
+        --json benchmarks/results/secureboost_scale_1m_ou_local.json
+
 The kernel case at full size (the dense headline and the sparse case beside it; run it alone, quiet)::
 
     python benchmarks/secureboost.py --cases kernel --kernel-rows 100000 --kernel-features 300 \
@@ -50,6 +74,7 @@ import argparse
 import json
 import os
 import platform as host_platform
+import queue
 import sys
 import tempfile
 import time
@@ -58,6 +83,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+import proctree
 
 DATA = Path(os.environ.get("FEDACQ_DATASETS", "/work/shared/datasets")) / "fate"
 
@@ -70,18 +97,18 @@ FATE_SECONDS_PER_TREE_SYNTHETIC = 131.0
 
 
 def xgboost_hist(X: np.ndarray, y: np.ndarray, params: dict[str, Any]) -> tuple[float, float, Any]:
-    """(seconds, train AUC, booster) of plaintext XGBoost ``hist`` on the joined columns."""
+    """(seconds, train AUC, booster) of plaintext XGBoost ``hist`` on the joined columns (every core)."""
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
 
     start = time.perf_counter()
-    model = xgb.XGBClassifier(tree_method="hist", n_estimators=params["n_estimators"],
-                              max_depth=params["max_depth"], learning_rate=params["learning_rate"],
-                              max_bin=params["max_bin"], reg_lambda=1.0, min_child_weight=1.0,
-                              n_jobs=params.get("n_jobs") or os.cpu_count())
-    model.fit(X, y)
+    train = xgb.QuantileDMatrix(X, label=y, max_bin=params["max_bin"])
+    booster = xgb.train({"tree_method": "hist", "objective": "binary:logistic", "max_depth": params["max_depth"],
+                         "eta": params["learning_rate"], "max_bin": params["max_bin"], "lambda": 1.0,
+                         "min_child_weight": 1.0, "nthread": params.get("n_jobs") or os.cpu_count()},
+                        train, params["n_estimators"])
     seconds = time.perf_counter() - start
-    return seconds, float(roc_auc_score(y, model.predict_proba(X)[:, 1])), model
+    return seconds, float(roc_auc_score(y, booster.predict(train))), booster
 
 
 def bench_default_credit(quick: bool, key_bits: int, work: Path) -> dict[str, Any]:
@@ -132,53 +159,264 @@ def bench_default_credit(quick: bool, key_bits: int, work: Path) -> dict[str, An
     }
 
 
-def synthetic_data(rows: int, lender_features: int, platform_features: int, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lender columns, platform columns and labels from a logistic model over a few of each."""
-    rng = np.random.default_rng(seed)
-    X_l = rng.normal(size=(rows, lender_features))
-    X_p = rng.normal(size=(rows, platform_features))
-    logit = X_l[:, :5] @ rng.normal(size=min(5, lender_features)) \
-        + X_p[:, :10] @ rng.normal(size=min(10, platform_features)) * 0.5
-    y = (rng.random(rows) < 1.0 / (1.0 + np.exp(-(logit - 1.0)))).astype(np.float64)
-    return X_l, X_p, y
+def synthetic_columns(role: str, rows: int, lender_features: int, platform_features: int, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One party's float32 columns (and the lender's labels), generated in that party's own process.
+
+    Every column has its own stream (``default_rng([seed, party, column])``), so a party
+    builds only its columns, straight into one float32 array, and the same seed gives the
+    same data in the parties and in the XGBoost run. Labels: a logistic model over the
+    lender's first 5 and the platform's first 10 columns (the lender regenerates those 10
+    from their streams; the benchmark plays both sides, as a shared seed stands for data
+    that would really be aligned by PSI).
+    """
+    def columns(party: int, count: int) -> np.ndarray:
+        out = np.empty((rows, count), dtype=np.float32)
+        for j in range(count):
+            out[:, j] = np.random.default_rng([seed, party, j]).standard_normal(rows, dtype=np.float32)
+        return out
+
+    if role == "platform":
+        return columns(2, platform_features), None
+    X_l = columns(1, lender_features)
+    weights = np.random.default_rng([seed, 0])
+    w_l, w_p = weights.normal(size=min(5, lender_features)), weights.normal(size=min(10, platform_features))
+    logit = X_l[:, :len(w_l)].astype(np.float64) @ w_l + columns(2, len(w_p)).astype(np.float64) @ w_p * 0.5
+    y = (np.random.default_rng([seed, 3]).random(rows) < 1.0 / (1.0 + np.exp(-(logit - 1.0)))).astype(np.float32)
+    return X_l, y
 
 
-def bench_synthetic(quick: bool, key_bits: int, trees: int) -> dict[str, Any]:
+class MemoryWatch:
+    """Peak memory of this process and every process below it, sampled from ``/proc`` while a party runs.
+
+    ``tree_peak_mb``: the largest SUM of ``VmRSS`` over this process and its live
+    descendants (its crypto pool, its histogram workers) seen at one sample (every
+    ``interval`` seconds; a peak shorter than that can be missed). ``self_peak_mb``: this
+    process's ``VmHWM`` (the kernel's exact high-water mark, = ``ru_maxrss`` of
+    ``RUSAGE_SELF``); ``workers_peak_mb``: each descendant's last ``VmHWM`` seen;
+    ``sum_of_peaks_mb``: self + workers' high-water marks, an upper bound (their peaks need not
+    coincide; pages a worker shares count in each). ``extra_pids`` adds processes outside
+    the tree (a Ray cluster's, measured by the benchmark's parent).
+    """
+
+    def __init__(self, interval: float = 0.5, extra_pids: Any = None) -> None:
+        import threading
+
+        self.interval, self.extra_pids = interval, extra_pids
+        self.tree_peak_kb, self.workers_hwm_kb = 0, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _pids(self) -> list[int]:
+        if self.extra_pids is not None:
+            return list(self.extra_pids())
+        return [os.getpid(), *proctree.descendants(os.getpid())]
+
+    def _sample(self) -> None:
+        total = 0
+        for pid in self._pids():
+            total += proctree.status_kb(pid, "VmRSS")
+            if pid != os.getpid():
+                self.workers_hwm_kb[pid] = max(self.workers_hwm_kb.get(pid, 0), proctree.status_kb(pid, "VmHWM"))
+        self.tree_peak_kb = max(self.tree_peak_kb, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "MemoryWatch":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def report(self) -> dict[str, Any]:
+        workers = {str(pid): round(kb / 1024, 1) for pid, kb in self.workers_hwm_kb.items() if kb}
+        own = proctree.status_kb(os.getpid(), "VmHWM") / 1024 if self.extra_pids is None else 0.0
+        return {"tree_peak_mb": round(self.tree_peak_kb / 1024, 1), "self_peak_mb": round(own, 1),
+                "workers_peak_mb": workers, "sum_of_peaks_mb": round(own + sum(workers.values()), 1)}
+
+
+def _tree_splits(tree: Any, platform_tree: Any, d_l: int) -> list[tuple[int, int, float]]:
+    """(node, joined feature, threshold) of every split: lender features first, as in the joined XGBoost data."""
+    out = []
+    for i in range(tree.n_nodes):
+        if tree.party[i] == 0:
+            out.append((i, int(tree.feature[i]), float(tree.threshold[i])))
+        elif tree.party[i] == 1:
+            out.append((i, d_l + int(platform_tree.feature[i]), float(platform_tree.threshold[i])))
+    return out
+
+
+def synthetic_party(role: str, conn: Any, args: dict[str, Any], out: Any) -> None:
+    """One party of the synthetic case in this (spawned) process: its data, its fit, its report on ``out``.
+
+    The platform runs its histograms on ``args["engine"]`` (local worker processes or a Ray
+    cluster); the lender's encryption and decryption stay on its local pool.
+    """
+    import traceback
+
+    from fedacq import compute
+    from fedacq.crypto import parallel
     from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
-    from fedacq.link.memory import memory_pair, run_parties
+    from hetero_lr import pipe_link
 
-    rows, n_l, n_p = (2000, 5, 20) if quick else (100_000, 30, 300)
-    depth = 3 if quick else 5
-    X_l, X_p, y = synthetic_data(rows, n_l, n_p)
+    try:
+        with MemoryWatch() as watch:
+            X, y = synthetic_columns(role, args["rows"], args["lender_features"], args["platform_features"],
+                                     args["seed"])
+            data_mb = (X.nbytes + (0 if y is None else y.nbytes)) / 2 ** 20
+            link = pipe_link(role, "platform" if role == "lender" else "lender", conn)
+            engine = compute.make_engine(compute.ComputeConfig(engine="ray", address=args["ray_address"])) \
+                if role == "platform" and args["engine"] == "ray" else compute.LocalEngine()
+            marks: list[float] = []
+            c0 = proctree.tree_cpu_seconds()
+            start = time.perf_counter()
+            with compute.using(engine):
+                if role == "lender":
+                    model = SecureBoostLender(**args["params"], scheme=args["scheme"], key_bits=args["key_bits"],
+                                              insecure_test_key=args["key_bits"] < 2048,
+                                              callback=lambda i, m: marks.append(time.perf_counter()))
+                    model.fit(link, X, y)
+                else:  # the key floor is this benchmark's own key size: both sides are this benchmark
+                    model = SecureBoostPlatform(min_key_bits=args["key_bits"], schemes=(args["scheme"],)).fit(link, X)
+            seconds = time.perf_counter() - start
+            cpu = proctree.tree_cpu_seconds() - c0  # the live pool's and this process's; ended workers not counted
+        report: dict[str, Any] = {"seconds": seconds, "cpu_seconds_live_tree": round(cpu, 2),
+                                  "data_mb": round(data_mb, 1), "memory": watch.report(),
+                                  "bytes_sent": link.stats()["bytes_sent"],
+                                  "timings": {k: round(v, 3) for k, v in getattr(model, "timings_", {}).items()}}
+        if role == "lender":
+            report["seconds_each_tree"] = np.diff(np.r_[start, marks]).tolist()
+            report["train_auc"] = model.history_[-1].get("train_auc")
+            report["trees"] = [t.to_dict() for t in model.trees_]
+        else:
+            report["trees"] = [t.to_dict() for t in model.trees_]
+        parallel.shutdown()
+        out.put((role, report))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which stops the run
+        out.put((role, {"error": traceback.format_exc()}))
+
+
+def synthetic_federated(args: dict[str, Any], cluster: Any = None) -> dict[str, Any]:
+    """Both parties of the synthetic case, each in its own process, connected by a pipe of wire frames."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    a, b = ctx.Pipe()
+    out = ctx.Queue()
+    procs = [ctx.Process(target=synthetic_party, args=(role, conn, args, out))
+             for role, conn in (("lender", a), ("platform", b))]
+    watch = MemoryWatch(extra_pids=cluster.pids) if cluster is not None else None
+    if watch is not None:
+        watch.__enter__()
+    try:
+        for proc in procs:
+            proc.start()
+        reports: dict[str, Any] = {}
+        while len(reports) < len(procs):
+            try:
+                role, report = out.get(timeout=5.0)
+            except queue.Empty:  # a party that dies without a report (a signal, the OOM killer) ends the run
+                dead = [f"{r} (exit code {p.exitcode})" for r, p in zip(("lender", "platform"), procs)
+                        if p.exitcode is not None and r not in reports]
+                if dead:
+                    raise RuntimeError(f"party process ended without a report: {', '.join(dead)}") from None
+                continue
+            if "error" in report:
+                raise RuntimeError(f"the {role} failed:\n{report['error']}")
+            reports[role] = report
+    finally:
+        if watch is not None:
+            watch.__exit__()
+        for proc in procs:
+            if proc.is_alive() and len(reports) < len(procs):
+                proc.kill()
+            proc.join()
+    if watch is not None:
+        reports["platform"]["memory"]["ray_cluster"] = watch.report()
+    return reports
+
+
+def bench_synthetic(quick: bool, key_bits: int, trees: int, rows: int | None = None, scheme: str = "paillier",
+                    engine: str = "local", ray_address: str | None = None, depth: int | None = None,
+                    platform_features: int | None = None, compare: str = "auto", seed: int = 0,
+                    xgb: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The synthetic case: per tree seconds, each party's peak memory, and XGBoost on the same data.
+
+    ``xgb``: where XGBoost's run is kept between configurations of one benchmark run (same data).
+    """
+    from fedacq.learn.tree import Tree
+
+    rows = rows or (2000 if quick else 100_000)
+    n_l, n_p = (5, 20) if quick else (30, 300)
+    n_p = platform_features or n_p
+    depth = depth or (3 if quick else 5)
     params = {"n_estimators": trees, "max_depth": depth, "max_bin": 32, "learning_rate": 0.3}
-    tree_done: list[float] = []
-    lender = SecureBoostLender(**params, key_bits=key_bits, insecure_test_key=key_bits < 2048,
-                               callback=lambda i, m: tree_done.append(time.perf_counter()))
-    platform = SecureBoostPlatform(min_key_bits=key_bits)  # both sides are this benchmark
-    a, b = memory_pair("lender", "platform", job="bench-synthetic")
-    start = time.perf_counter()
-    run_parties((lender.fit, a, X_l, y), (platform.fit, b, X_p))
-    seconds = time.perf_counter() - start
-    per_tree = np.diff(np.r_[start, tree_done]).tolist() if tree_done else []
+    args = {"rows": rows, "lender_features": n_l, "platform_features": n_p, "seed": seed, "params": params,
+            "scheme": scheme, "key_bits": key_bits, "engine": engine, "ray_address": ray_address}
+    cluster = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine == "ray" and ray_address is None:  # a loopback cluster of this benchmark's own
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from ray_cluster import cluster_env, start_cluster
 
-    xgb_seconds, xgb_auc, _ = xgboost_hist(np.hstack([X_l, X_p]), y, params)
-    per_tree_mean = seconds / trees
-    return {
-        "case": "synthetic",
-        "rows": rows, "lender_features": n_l, "platform_features": n_p,
-        "params": params, "key_bits": key_bits,
-        "fedacq": {"train_seconds": seconds, "seconds_per_tree": per_tree_mean,
-                   "seconds_each_tree": per_tree,
-                   "bytes_lender_to_platform": a.stats()["bytes_sent"],
-                   "bytes_platform_to_lender": a.stats()["bytes_received"]},
-        "xgboost_hist": {"seconds": xgb_seconds, "seconds_per_tree": xgb_seconds / trees,
-                         "train_auc": xgb_auc},
+            cluster = start_cluster(Path(tmp) / "ray")
+            args["ray_address"] = cluster.address
+            os.environ.update(cluster_env(Path(tmp) / "ray"))  # the platform's driver inherits it (spawn)
+        try:
+            reports = synthetic_federated(args, cluster)
+        finally:
+            if cluster is not None:
+                cluster.close()
+    lender, platform = reports["lender"], reports["platform"]
+    l_trees = [Tree.from_dict(t) for t in lender.pop("trees")]
+    p_trees = [Tree.from_dict(t) for t in platform.pop("trees")]
+    per_tree = lender["seconds_each_tree"]
+    out: dict[str, Any] = {
+        "case": "synthetic", "rows": rows, "lender_features": n_l, "platform_features": n_p, "seed": seed,
+        "params": params, "key_bits": key_bits, "scheme": scheme, "engine": engine,
+        "fedacq": {"train_seconds": lender["seconds"], "seconds_per_tree": lender["seconds"] / trees,
+                   "seconds_each_tree": per_tree, "train_auc": lender["train_auc"],
+                   "bytes_lender_to_platform": lender["bytes_sent"],
+                   "bytes_platform_to_lender": platform["bytes_sent"]},
+        "parties": {"lender": lender, "platform": platform},
+        "peak_memory_mb": {"lender": lender["memory"]["tree_peak_mb"],
+                           "platform": platform["memory"]["tree_peak_mb"]
+                           + platform["memory"].get("ray_cluster", {}).get("tree_peak_mb", 0.0)},
         "fate": {"seconds_per_tree": FATE_SECONDS_PER_TREE_SYNTHETIC,
-                 "source": "FATE's published figure, 16 cores (constant)"},
-        "ratios": {"fate_over_fedacq_per_tree": FATE_SECONDS_PER_TREE_SYNTHETIC / per_tree_mean,
-                   "fedacq_over_xgboost": seconds / xgb_seconds},
+                 "source": "FATE's published figure, 100k x (30 + 300), 16 cores (constant)"},
+        "ratios": {"fate_over_fedacq_per_tree": FATE_SECONDS_PER_TREE_SYNTHETIC / (lender["seconds"] / trees)},
     }
+    if compare == "none":
+        return out
+    xgb = {} if xgb is None else xgb
+    if "booster" not in xgb:
+        X_l, y = synthetic_columns("lender", rows, n_l, n_p, seed)
+        X = np.hstack([X_l, synthetic_columns("platform", rows, n_l, n_p, seed)[0]])
+        del X_l
+        xgb["seconds"], xgb["auc"], xgb["booster"] = xgboost_hist(X, y, params)
+        del X
+    xgb_seconds, xgb_auc, booster = xgb["seconds"], xgb["auc"], xgb["booster"]
+    out["xgboost_hist"] = {"seconds": xgb_seconds, "seconds_per_tree": xgb_seconds / trees, "train_auc": xgb_auc}
+    out["ratios"]["fedacq_over_xgboost"] = lender["seconds"] / xgb_seconds
+    out["ratios"]["auc_fedacq_minus_xgboost"] = lender["train_auc"] - xgb_auc
+    if compare == "trees" or (compare == "auto" and rows <= 200_000):
+        import re
+
+        dumps = booster.get_dump()
+        same = len(dumps) == len(l_trees)
+        for t, dump in enumerate(dumps[:len(l_trees)]):
+            want = sorted((int(n), int(f), float(c)) for n, f, c in re.findall(r"(\d+):\[f(\d+)<([^\]]+)\]", dump))
+            got = sorted(_tree_splits(l_trees[t], p_trees[t], n_l))
+            same = same and [g[:2] for g in got] == [w[:2] for w in want] and \
+                np.allclose([g[2] for g in got], [w[2] for w in want], rtol=1e-6)
+        out["trees_equal_xgboost"] = bool(same)
+    return out
 
 
 def _kernel_splits(rng: np.random.Generator, rows: int, depth: int) -> list[list[tuple[int, int, int, np.ndarray]]]:
@@ -360,6 +598,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes and a 1024-bit test key: checks the script only")
     p.add_argument("--cases", default="default_credit,synthetic", help="comma-separated cases to run")
     p.add_argument("--synthetic-trees", type=int, default=2, help="trees to time on the synthetic case")
+    p.add_argument("--rows", type=int, default=None, help="rows of the synthetic case (default 100000)")
+    p.add_argument("--platform-features", type=int, default=None,
+                   help="platform features of the synthetic case (default 300; the lender has 30)")
+    p.add_argument("--depth", type=int, default=None, help="max_depth of the synthetic case (default 5)")
+    p.add_argument("--scheme", default="paillier",
+                   help="additive scheme(s) of the synthetic case: paillier, ou or paillier,ou (ratios in one run)")
+    p.add_argument("--engine", default="local",
+                   help="the platform's compute engine(s) in the synthetic case (histograms): local, ray or "
+                        "local,ray (ratios in one run)")
+    p.add_argument("--ray-address", default=None,
+                   help="with --engine ray: the platform's Ray cluster (default: start a loopback one)")
+    p.add_argument("--compare", choices=("auto", "trees", "auc", "none"), default="auto",
+                   help="XGBoost on the synthetic data: trees split for split (auto: up to 200k rows), "
+                        "time and AUC only (auto: above), or not at all")
+    p.add_argument("--key-bits", type=int, default=None,
+                   help="key size of the synthetic case; below 2048 only to measure memory scaling "
+                        "(an insecure test key, never a result)")
     p.add_argument("--kernel-rows", type=int, default=20_000, help="rows of the kernel case")
     p.add_argument("--kernel-features", type=int, default=30, help="platform features of the kernel case")
     p.add_argument("--kernel-depth", type=int, default=5, help="max_depth of the kernel case")
@@ -381,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         print("--quick: tiny sizes and a 1024-bit test key; the ratios below mean nothing")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if not set(args.scheme.split(",")) <= {"paillier", "ou"} or not set(args.engine.split(",")) <= {"local", "ray"}:
+        p.error("--scheme takes paillier and/or ou, --engine local and/or ray (comma-separated)")
     unknown = set(cases) - {"default_credit", "synthetic", "kernel"}
     if unknown:
         p.error(f"unknown case(s): {', '.join(sorted(unknown))}")
@@ -404,12 +661,34 @@ def main(argv: list[str] | None = None) -> int:
                   f"fedacq / xgboost = {r['ratios']['fedacq_over_xgboost']:.0f}x, "
                   f"AUC fedacq - xgboost = {r['ratios']['auc_fedacq_minus_xgboost']:+.4f}")
         if "synthetic" in cases:
-            r = bench_synthetic(args.quick, key_bits, args.synthetic_trees)
-            results["cases"].append(r)
-            print(f"synthetic ({r['rows']} rows, {r['lender_features']}+{r['platform_features']} features, "
-                  f"depth {r['params']['max_depth']}): fedacq {r['fedacq']['seconds_per_tree']:.1f} s/tree, "
-                  f"xgboost hist {r['xgboost_hist']['seconds_per_tree']:.3f} s/tree; "
-                  f"FATE (16 cores) / fedacq = {r['ratios']['fate_over_fedacq_per_tree']:.1f}x")
+            xgb: dict[str, Any] = {}
+            runs: dict[tuple[str, str], dict[str, Any]] = {}
+            for engine in args.engine.split(","):
+                for scheme_name in args.scheme.split(","):
+                    r = bench_synthetic(args.quick, args.key_bits or key_bits, args.synthetic_trees, args.rows,
+                                        scheme_name, engine, args.ray_address, args.depth, args.platform_features,
+                                        args.compare, xgb=xgb)
+                    results["cases"].append(r)
+                    runs[engine, scheme_name] = r
+                    x = r.get("xgboost_hist")
+                    print(f"synthetic ({r['rows']} rows, {r['lender_features']}+{r['platform_features']} features, "
+                          f"depth {r['params']['max_depth']}, {r['scheme']}-{r['key_bits']}, {r['engine']}): "
+                          f"fedacq {r['fedacq']['seconds_per_tree']:.1f} s/tree (each: "
+                          f"{', '.join(f'{v:.1f}' for v in r['fedacq']['seconds_each_tree'])}), AUC "
+                          f"{r['fedacq']['train_auc']:.4f}; peak MB lender {r['peak_memory_mb']['lender']:.0f}, "
+                          f"platform {r['peak_memory_mb']['platform']:.0f}")
+                    if x:
+                        print(f"  xgboost hist {x['seconds_per_tree']:.3f} s/tree, AUC {x['train_auc']:.4f}; "
+                              f"fedacq / xgboost = {r['ratios']['fedacq_over_xgboost']:.0f}x; trees equal: "
+                              f"{r.get('trees_equal_xgboost', 'not compared')}")
+            per_tree = {k: v["fedacq"]["seconds_per_tree"] for k, v in runs.items()}
+            ratios = {f"{e}/paillier_over_ou_per_tree": per_tree[e, "paillier"] / per_tree[e, "ou"]
+                      for e, _ in per_tree if (e, "paillier") in per_tree and (e, "ou") in per_tree}
+            ratios.update({f"{sc}/ray_over_local_per_tree": per_tree["ray", sc] / per_tree["local", sc]
+                           for _, sc in per_tree if ("ray", sc) in per_tree and ("local", sc) in per_tree})
+            if ratios:  # contenders of this one run, same data
+                results["synthetic_ratios"] = ratios
+                print("  " + json.dumps({k: round(v, 2) for k, v in ratios.items()}))
         if "kernel" in cases:
             if args.kernel_zero_fraction is not None and not 0 <= args.kernel_zero_fraction < 1:
                 p.error("--kernel-zero-fraction must be in [0, 1)")

@@ -43,20 +43,25 @@ class RayHistogramEngine:
         self._groups = np.array_split(np.arange(n_features), blocks)
         actor = ray.remote(num_cpus=1)(BlockKernel)
         args = (int(nsq), n_bits, entry_bits)
+        self._modulus = int(nsq)
         self._actors = [actor.remote(bins[:, cols], n_bins[cols], *args) for cols in self._groups]
         engine.tasks["histogram_actors"] = engine.tasks.get("histogram_actors", 0) + len(self._actors)
         self.block_features: list[int] = []
 
     def start_tree(self, cts: list["mpz"], active: np.ndarray) -> None:
         """New tree: its ciphertexts (sent once to every block) and the active platform features."""
-        payload = ray.put([int(c) for c in cts])
+        from fedacq.learn.histogram import pack_ciphertexts
+
+        width, packed = pack_ciphertexts(cts, self._modulus)
+        payload = ray.put(packed)  # one buffer in the object store, read by every block (not a list of ints)
+        del packed
         self.block_features = []
         calls = []
         for actor, cols in zip(self._actors, self._groups):
             mine = set(cols.tolist())
             local = [int(np.searchsorted(cols, f)) for f in active if f in mine]
             self.block_features.append(len(local))
-            calls.append(actor.start_tree.remote(payload, local))
+            calls.append(actor.start_tree_packed.remote(payload, width, local))
         ray.get(calls)
 
     def root(self) -> list["mpz"]:
