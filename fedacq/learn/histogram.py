@@ -237,7 +237,9 @@ def _codes(bins: np.ndarray, n_bins: np.ndarray, rows: np.ndarray) -> np.ndarray
     codes = bins[rows]
     if codes.dtype.kind != "i" or np.iinfo(codes.dtype).max < int(np.max(n_bins, initial=0)):
         codes = codes.astype(np.int32)
-    np.copyto(codes, np.broadcast_to(np.asarray(n_bins, dtype=codes.dtype), codes.shape), where=codes < 0)
+    for f in range(codes.shape[1]):  # column by column: no node-sized mask
+        column = codes[:, f]
+        column[column < 0] = n_bins[f]
     return codes
 
 
@@ -371,14 +373,17 @@ class BlockKernel:
         if width <= 0 or view.nbytes % width:
             raise ValueError(f"{view.nbytes} bytes is not a whole number of {width}-byte ciphertexts")
         self.cts = [mpz(int.from_bytes(view[i:i + width], "big")) for i in range(0, view.nbytes, width)]
-        self.bins = self.bins_all[:, columns]
-        self.n_bins = self.n_bins_all[columns]
-        self.hists, self.siblings = {}, {}
+        self._select(columns)
 
     def start_tree(self, cts: list, columns: list[int]) -> None:
         self.cts = [mpz(c) for c in cts]
-        self.bins = self.bins_all[:, columns]
-        self.n_bins = self.n_bins_all[columns]
+        self._select(columns)
+
+    def _select(self, columns: list[int]) -> None:
+        """The tree's active columns; all of them (no column sampling) without a copy of the block's codes."""
+        every = list(columns) == list(range(self.bins_all.shape[1]))
+        self.bins = self.bins_all if every else self.bins_all[:, columns]
+        self.n_bins = self.n_bins_all if every else self.n_bins_all[columns]
         self.hists, self.siblings = {}, {}
 
     def root(self) -> list[mpz]:
