@@ -153,7 +153,8 @@ def vector_from_bigints(public_key: Any, b: BigInts) -> "EncryptedVector":
     if b.width != public_key.ciphertext_bytes:
         raise ValueError(f"ciphertext width {b.width} bytes does not match key {public_key.fingerprint} "
                          f"({public_key.ciphertext_bytes} bytes)")
-    cs = [mpz(v) for v in b.values]
+    raw, w = b.buffer(), b.width  # straight from the wire bytes: no Python int list kept beside the mpz
+    cs = [mpz(int.from_bytes(raw[i:i + w], "big")) for i in range(0, raw.nbytes, w)]
     check_range(public_key, cs)
     return EncryptedVector(public_key, cs)
 
