@@ -46,7 +46,7 @@ def test_start_records_the_campaign_and_status_shows_it(setup, capsys) -> None:
         _cli("status", "--config", str(party), "--json")
         assert json.loads(capsys.readouterr().out)[0]["status"] == status
     # the same name with another campaign is refused: a changed campaign needs a new name
-    campaign.write_text(campaign.read_text().replace("max_score_psi = 0.25", "max_score_psi = 0.2"))
+    campaign.write_text(campaign.read_text().replace("max_score_psi = 0.35", "max_score_psi = 0.2"))
     with pytest.raises(ValueError, match="already exists .* with digest"):
         _cli("start", "--config", str(party), "--campaign", str(campaign))
 
@@ -68,7 +68,7 @@ def test_start_registers_this_nodes_own_copy_and_run_drives_only_from_the_lender
     # the platform publishes through its own boost service: its start needs one in its own config
     platform = write_party_config(tmp_path / "platform" / "party.toml", "platform", "lender", 2, 1, tmp_path, ["psi"],
                                   {"users": tmp_path / "u.csv", "users-scoring": tmp_path / "u.parquet"},
-                                  tmp_path / "mlruns")
+                                  tmp_path / "mlruns", sections={"campaigns": {"max_score_psi": 0.35}})
     with pytest.raises(ValueError, match=r"\[campaigns\] boost_service"):
         _cli("start", "--config", str(platform), "--campaign", str(campaign))
     with pytest.raises(ValueError, match="driven from the lender's node"):

@@ -44,7 +44,7 @@ def test_the_digest_ignores_formatting_and_key_order(campaign_file: Path, tmp_pa
     text = text.replace('label = "credit_granted"\n', "").replace("[campaign]\n", '[campaign]\nlabel = "credit_granted"\n')
     reordered.write_text(text)
     assert load_campaign(reordered).digest == c.digest
-    changed = _edit(reordered, "max_score_psi = 0.25", "max_score_psi = 0.2")
+    changed = _edit(reordered, "max_score_psi = 0.35", "max_score_psi = 0.2")
     assert load_campaign(changed).digest != c.digest
 
 
@@ -55,7 +55,7 @@ def test_the_digest_ignores_formatting_and_key_order(campaign_file: Path, tmp_pa
     ("cycle_days = 10", "cycle_days = 0", "[schedule] cycle_days"),
     ("cuts = [0.2, 0.5, 0.8]", "cuts = [0.5, 0.2, 0.8]", "[tiers] cuts"),
     ('kpi = "cost_per_credit_user"', 'kpi = "clicks"', "[rollback] kpi"),
-    ("max_score_psi = 0.25", 'max_score_psi = "low"', "[gates] max_score_psi"),
+    ("max_score_psi = 0.35", 'max_score_psi = "low"', "[gates] max_score_psi"),
     ("[rollback]", "[rollbacks]", "unknown table"),
     ("treatment_share = 0.5", "treatment_share = 0.5\nshare = 1", "unknown key [experiment] share"),
     ('name = "acq-demo"\n', "", "missing [campaign] name"),
@@ -96,7 +96,7 @@ def test_the_platform_refuses_boosts_and_a_psi_gate_beyond_its_own(campaign_file
                                             r"\(3 > \[campaigns\] max_boost 2\)"):
         check_against(c, "platform", platform, limits)
     check_against(c, "lender", load_policy(None, "lender.toml", "lender"), limits)  # boosts are not the lender's
-    looser = _campaign(campaign_file, psi=("max_score_psi = 0.25", "max_score_psi = 0.4"))
+    looser = _campaign(campaign_file, psi=("max_score_psi = 0.35", "max_score_psi = 0.4"))
     with pytest.raises(CampaignError, match=r"\[gates\] max_score_psi: .*looser"):
         check_against(looser, "platform", platform, CampaignPolicy())
 
@@ -122,12 +122,12 @@ def test_the_check_at_a_node_reads_its_party_toml(campaign_file: Path, tmp_path:
     c = load_campaign(campaign_file)
     toml = write_party_config(tmp_path / "platform" / "party.toml", "platform", "lender", 1, 2, tmp_path, ["psi"],
                               {"users": tmp_path / "u.csv", "users-scoring": tmp_path / "u.parquet"}, tmp_path,
-                              sections={"campaigns": {"max_boost": 2.5}})
-    assert load_campaign_policy(toml) == CampaignPolicy(max_boost=2.5)
+                              sections={"campaigns": {"max_boost": 2.5, "max_score_psi": 0.35}})
+    assert load_campaign_policy(toml) == CampaignPolicy(max_boost=2.5, max_score_psi=0.35)
     with pytest.raises(CampaignError, match="max_boost 2.5"):
         check_at_node(c, toml)
     toml = write_party_config(toml, "platform", "lender", 1, 2, tmp_path, ["psi"], {"users": tmp_path / "u.csv"},
-                              tmp_path)
+                              tmp_path, sections={"campaigns": {"max_score_psi": 0.35}})
     with pytest.raises(CampaignError, match=r"\[datasets\] platform_scoring = 'users-scoring' is not registered"):
         check_at_node(c, toml)
     bad = write_party_config(toml, "platform", "lender", 1, 2, tmp_path, ["psi"], {}, tmp_path,

@@ -111,7 +111,9 @@ def run_cycle(run: CampaignRun, n: int, day: int | None, *, fault: str | None = 
     live_version, _ = live(run)
     try:
         run.say(f"cycle {n}: align (psi job)")
+        # unbalanced and incremental: the platform's cache of its users is updated in place each cycle
         aligned = pipeline.align(run.parties, job_id=run.job_id(n, "psi"), min_intersection=c.min_intersection,
+                                 mode="unbalanced", incremental=True,
                                  tables={LENDER: c.datasets["lender"], PLATFORM: c.datasets["platform"]},
                                  progress=run.progress)
         inter = gates.intersection_gate(int(aligned[LENDER]["intersection"]), c.min_intersection)

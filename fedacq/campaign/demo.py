@@ -90,7 +90,7 @@ days = {days}
 [gates]
 validation_metric = "auc"
 min_validation_metric = 0.6
-max_score_psi = 0.25
+max_score_psi = 0.35           # ten simulated days of drift move an honest version's scores by 0.15-0.3 PSI
 min_intersection = 500
 
 [tiers]
@@ -116,7 +116,10 @@ better = "lower"
 #: the demo's injected faults by cycle (module docstring).
 FAULTS = {2: "inverted_boosts+lost_treatment_clicks", 3: "shuffled_labels"}
 #: each node's campaign limits in the demo's party.toml.
-LIMITS = {"max_boost": 3.0, "max_score_psi": 0.25, "max_treatment_share": 0.5}
+#: ``max_score_psi``: between two honest 10-day versions of this simulated world the score PSI was
+#: 0.04-0.26 in runs at 0.25 (one refused the injected cycle 2 on drift alone, so no rollback could
+#: follow) and up to 0.39 in week 8; 0.35 leaves the honest versions room and still guards the bids.
+LIMITS = {"max_boost": 3.0, "max_score_psi": 0.35, "max_treatment_share": 0.5}
 
 
 @dataclass

@@ -83,18 +83,21 @@ def registry(paths: dict[str, Path], root: Path, layers: tuple[str, ...] = ()) -
 # -- align and train (cross: node jobs) ---------------------------------------------------
 
 def align(parties: Parties, *, job_id: str, id_columns: tuple[str, ...] = ("user_id",),
-          min_intersection: int = 100, mode: str = "balanced", tables: dict[str, str] | None = None,
-          progress: bool = False) -> dict[str, Any]:
+          min_intersection: int = 100, mode: str = "balanced", incremental: bool = False,
+          tables: dict[str, str] | None = None, progress: bool = False) -> dict[str, Any]:
     """PSI on the parties' inputs (a ``psi`` job; ``tables[party]``: the registered names, default
     :data:`INPUTS`); ``{party: result}`` with each side's ``intersection`` size and ``output`` (its
-    rows of the intersection, in the shared order).
+    rows of the intersection, in the shared order). ``incremental`` (``mode="unbalanced"`` only):
+    the platform updates its cache of blinded ids in place and only the change crosses
+    (:mod:`fedacq.psi.cache`), what a campaign's cycles want.
 
     :func:`train` aligns again inside its own job; this step alone tells both parties the
     overlap before either commits to training.
     """
     job = {"job": {"protocol": "psi", "id": job_id},
            "datasets": {party: {"ids": name} for party, name in {**INPUTS, **(tables or {})}.items()},
-           "params": {"id_columns": list(id_columns), "min_intersection": min_intersection, "mode": mode}}
+           "params": {"id_columns": list(id_columns), "min_intersection": min_intersection, "mode": mode,
+                      "incremental": incremental}}
     return parties.run(job, progress)
 
 
