@@ -1003,13 +1003,13 @@ class SecureBoostPlatform:
         def engine_for(rows_bins: np.ndarray) -> HistogramEngine:
             args = (rows_bins, n_bins, pk.ciphertext_modulus, pk.plaintext_bits + 1, layout.entry_bits)
             return party_engine.histograms(*args) if party_engine.distributed else HistogramEngine(*args, self.n_jobs)
-        self._engine_for = engine_for
         self._engine = engine_for(bins) if self.goss_sizes_ is None else None  # GOSS: one per tree, on its sample
         try:
-            self._train(link, X, Xe, bins, n_bins, pk, timings)
+            self._train(link, X, Xe, bins, n_bins, pk, timings, engine_for)
         finally:
             if self._engine is not None:
                 self._engine.close()
+            self._engine = None  # workers and closures stay out of the fitted model (it pickles, clones)
         self.timings_ = timings
         return self
 
@@ -1026,7 +1026,8 @@ class SecureBoostPlatform:
                              f"{n_features}")
 
     def _train(self, link: Link, X: np.ndarray, Xe: np.ndarray | None, bins: np.ndarray,
-               n_bins: np.ndarray, pk, timings: dict) -> None:
+               n_bins: np.ndarray, pk, timings: dict,
+               engine_for: Callable[[np.ndarray], HistogramEngine]) -> None:
         n = X.shape[0]
         while True:
             t0 = time.perf_counter()
@@ -1052,7 +1053,7 @@ class SecureBoostPlatform:
             if sample is not None:  # GOSS: this tree's histograms come from its sample's rows only
                 if self._engine is not None:
                     self._engine.close()
-                self._engine = self._engine_for(bins[sample])
+                self._engine = engine_for(bins[sample])
             engine = self._engine
             engine.start_tree(cts, active)
             packed = engine.root()
