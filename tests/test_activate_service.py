@@ -213,32 +213,3 @@ def test_plaintext_only_on_loopback(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="not a loopback address"):
         BoostServer(BoostRegistry(), address="0.0.0.0:0")
-
-
-def test_loader_process_indexes_tables_like_the_serving_process(tmp_path):
-    """fedacq boost-serve loads later versions in a loader process (nice 19, memory-mapped index):
-    the same answers as an index built in the serving process, and a bad table is refused there
-    with its error while the last good one stays."""
-    from fedacq.activate.lookup import BoostLookup
-    from fedacq.activate.service import IndexLoader
-    from fedacq.activate.table import BoostTable
-
-    root = tmp_path / "tables"
-    t1 = _table(3000, "v1", 1)
-    t1.write(root / "camp" / "v1")
-    _table(3000, "v2", 2).write(root / "camp" / "v2")
-    loader = IndexLoader().start()
-    try:
-        registry = BoostRegistry(root, loader=loader)
-        registry.load(root / "camp" / "v1")
-        ids = [f"u{i}" for i in range(0, 3000, 7)] + ["nobody", "u99999", "ü-1"]
-        ours, theirs = registry.get("camp").lookup(ids), BoostLookup(BoostTable.load(root / "camp" / "v1")).lookup(ids)
-        for field in ("boost", "bucket", "treatment", "known"):
-            np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field))
-        data = root / "camp" / "v2" / "boosts.parquet"
-        data.write_bytes(data.read_bytes()[:-10])
-        with pytest.raises(ValueError, match="checksum mismatch"):
-            registry.load(root / "camp" / "v2")
-        assert registry.get("camp").version == "v1" and "checksum mismatch" in registry.errors[-1]
-    finally:
-        loader.close()

@@ -37,19 +37,10 @@ A bad manifest (not JSON, not an object, missing or mistyped keys, a checksum th
 match) is logged, kept in ``Status`` errors and skipped; it never stops a scan, the
 start-up scan included, and a valid table in the same pass still loads.
 
-Loading off the request path. ``fedacq boost-serve`` loads the tables it finds at start-up
-in its own process (nothing is served yet), then hands every later load (``Reload``,
-``Rollback``, the watcher) to a loader process (:class:`IndexLoader`) running at the lowest
-CPU priority (nice 19): it reads, validates and indexes the table (``lookup.write_index``)
-and leaves the index arrays in files that the serving process memory-maps
-(``lookup.read_index``). So a reload costs the serving process no GIL time and no CPU in
-proportion to the table, and the kernel runs request threads ahead of the loader: in
-``benchmarks/boost_service.py`` requests overlapping the mid-run reload of a 1 M-user table
-had a p99 of 35 ms when the index was built in the serving process. The loader only ever
-reads tables under the served root, which the serving process named; what comes back is the
-table's manifest and the arrays, and a failure in it refuses the table like any other fault.
-After the start-up load the serving process freezes the garbage collector's view of the
-objects it has (``gc.freeze``), so later collections do not walk them while requests wait.
+The loader does its heavy work in Arrow kernels, which release the GIL (validation, and
+the sorted id index of ``lookup.py``), and the serving process lowers the interpreter
+switch interval, so request threads are not stalled for long while a large table loads
+(1 M users: 0.65 s, measured mid-run in ``benchmarks/boost_service.py``).
 
 Expired tables: past its expiry a table is still used for buckets, but every boost is 1.0
 and responses say ``expired``; stale bids are worse than no boost.
@@ -62,20 +53,14 @@ yet declared in ``protocols/boost.proto``.
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
-import multiprocessing
-import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent import futures
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import grpc
@@ -84,7 +69,7 @@ from google.protobuf import wrappers_pb2
 
 from fedacq.activate._pb import boost_pb2 as pb
 from fedacq.activate._pb import boost_pb2_grpc as pb_grpc
-from fedacq.activate.lookup import BoostLookup, read_index, write_index
+from fedacq.activate.lookup import BoostLookup
 from fedacq.activate.table import MANIFEST_FILE, BoostTable, BoostTableError, parse_time, read_manifest
 from fedacq.crypto.tls import TlsFiles, channel_credentials, peer_common_name, server_credentials
 
@@ -150,62 +135,6 @@ def check_allow(allow: dict[str, frozenset[str]] | None, tls: bool) -> dict[str,
     return dict(allow)
 
 
-def _lowest_priority() -> None:
-    """Loader process initializer: nice 19, so request threads always run first."""
-    os.nice(19)
-
-
-def _ready() -> bool:
-    return True
-
-
-class IndexLoader:
-    """Build table indexes in one child process at the lowest CPU priority (module docstring).
-
-    The child is started with ``forkserver`` (never a fork of a process running gRPC threads)
-    and kept for the next load. The index files go to a private temporary directory (the
-    system's, not ``/dev/shm``, which containers often cap at 64 MB), are memory-mapped by
-    :func:`~fedacq.activate.lookup.read_index` and deleted at once; the mapping keeps them,
-    in the page cache, until the look-up is dropped.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: futures.ProcessPoolExecutor | None = None
-
-    def _executor(self) -> futures.ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = futures.ProcessPoolExecutor(max_workers=1, initializer=_lowest_priority,
-                                                         mp_context=multiprocessing.get_context("forkserver"))
-            return self._pool
-
-    def start(self) -> "IndexLoader":
-        """Start the child now (its imports cost ~1 s), not at the first reload."""
-        self._executor().submit(_ready).result()
-        return self
-
-    def build(self, table_dir: str | Path) -> BoostLookup:
-        """The look-up of ``table_dir``, validated and indexed in the child; its faults raise here."""
-        out = tempfile.mkdtemp(prefix="fedacq-boost-index-")
-        try:
-            manifest = self._executor().submit(write_index, str(table_dir), out).result()
-            return read_index(manifest, out)
-        except BrokenProcessPool:
-            with self._lock:
-                self._pool = None
-            raise BoostTableError(f"boost table {table_dir}: the loader process died while loading it "
-                                  "(out of memory?); still serving the last good table") from None
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-
 class BoostRegistry:
     """campaign -> current ``BoostLookup``; readers take one reference, writers swap the mapping.
 
@@ -213,11 +142,8 @@ class BoostRegistry:
     watcher look for versions in it.
     """
 
-    def __init__(self, root: str | Path | None = None, max_errors: int = 20,
-                 loader: IndexLoader | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, max_errors: int = 20) -> None:
         self.root = Path(root).resolve() if root is not None else None
-        #: where tables are validated and indexed: a loader process, or (None) the calling thread.
-        self.loader = loader
         self._tables: dict[str, BoostLookup] = {}
         self._loaded_at: dict[str, str] = {}
         self._write = threading.Lock()
@@ -275,8 +201,6 @@ class BoostRegistry:
     def _prepare(self, table_dir: str | Path) -> BoostLookup:
         """Validate and index a table off to the side; any fault refuses the table, never the service."""
         try:
-            if self.loader is not None:
-                return self.loader.build(table_dir)
             return BoostLookup(BoostTable.load(table_dir))
         except BoostTableError as exc:
             self.refuse(str(exc))
@@ -300,8 +224,7 @@ class BoostRegistry:
             current = self._tables.get(lookup.campaign)
             if current is not None and lookup.created_at <= current.created_at:
                 message = (f"boost table {table_dir}: version {lookup.version} "
-                           f"(created {lookup.created_at.isoformat()}) is not newer than {current.version} "
-                           f"(created {current.created_at.isoformat()}), served "
+                           f"(created {lookup.created_at.isoformat()}) is not newer than {current.version} (created {current.created_at.isoformat()}), served "
                            f"for campaign {lookup.campaign!r}: versions only move forward; an admin goes back "
                            f"with: fedacq boosts rollback --to {lookup.version}")
                 self.refuse(message)
@@ -577,9 +500,6 @@ def serve(tables: str | Path, address: str = "127.0.0.1:50071", workers: int = 8
     watcher = TableWatcher(registry, watch_interval or 2.0)
     if not watcher.scan_logged():
         log.warning("no valid boost table under %s yet; errors: %s", root, list(registry.errors))
-    registry.loader = IndexLoader().start()  # every later load off the request path
-    gc.collect()
-    gc.freeze()
     server = BoostServer(registry, address, workers, tls_dir, tls_name, allow).start()
     if watch_interval > 0:
         watcher.start()
@@ -593,5 +513,4 @@ def serve(tables: str | Path, address: str = "127.0.0.1:50071", workers: int = 8
     finally:
         watcher.stop()
         server.stop()
-        registry.loader.close()
     return 0
