@@ -38,7 +38,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fedacq.campaign.config import Campaign, CampaignError, CampaignPolicy, parse_campaign
 from fedacq.link.message import Message, MessageSpec, register
@@ -277,13 +277,18 @@ def _score(campaign: Campaign, models: dict[str, str], scoring: Path, out: Path,
     return combine(VALUE_MODELS[campaign.value], scores)
 
 
-def publish_platform(ctx: JobContext) -> dict[str, Any]:
+def _answering(ctx: JobContext, step: Callable[[JobContext, Registration, Campaign], dict[str, Any]]) -> dict[str, Any]:
+    """Agree the campaign, run the platform's ``step``; a failure is answered to the lender, then raised."""
     reg, c = agree(ctx)
     try:
-        return _publish(ctx, reg, c)
+        return step(ctx, reg, c)
     except Exception as exc:
         _answer(ctx, "failed", reason=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def publish_platform(ctx: JobContext) -> dict[str, Any]:
+    return _answering(ctx, _publish)
 
 
 def _publish(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
@@ -390,12 +395,7 @@ def publish_lender(ctx: JobContext) -> dict[str, Any]:
 # -- rollback (platform) ------------------------------------------------------------------------
 
 def rollback_platform(ctx: JobContext) -> dict[str, Any]:
-    reg, c = agree(ctx)
-    try:
-        return _rollback(ctx, reg, c)
-    except Exception as exc:
-        _answer(ctx, "failed", reason=f"{type(exc).__name__}: {exc}")
-        raise
+    return _answering(ctx, _rollback)
 
 
 def _rollback(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
