@@ -108,7 +108,9 @@ def test_cycles_publish_refuse_and_both_consoles_read_them(tmp_path: Path, boost
     published = [x for x in lender if x["outcome"] == "published"]
     assert served[0] == first["boost_table"] and served[-1] == published[-1]["boost_table"]
     assert len(list((table_root / c.layer).iterdir())) == len(published)
-    assert states[LENDER].read()["status"] == "finished"
+    # the schedule's end reached the platform's record through a campaign job, not only the lender's
+    assert states[LENDER].read()["status"] == states[PLATFORM].read()["status"] == "finished"
+    assert states[PLATFORM].read()["status_by"] == LENDER
     # a measurement of the live version on day 7, recorded with the console's keys
     m = first["measurements"][0]
     assert m["kpi"] == "cost_per_credit_user" and m["job"] == f"{c.name}-d0007-measure"
@@ -157,13 +159,13 @@ def test_a_paused_campaign_keeps_bidding_and_runs_no_cycle(tmp_path: Path, boost
     table_root, client = boost_service
     c = _campaign(tmp_path, days=10)
     states = _states(tmp_path, c)
-    states[LENDER].update(status="paused")  # the lender's driver reads its own node's status
+    states[LENDER].set_status("paused", by=LENDER)  # the lender's driver reads its own node's status
     run = CampaignRun(c, None, states[LENDER], served=_served(c, client))  # type: ignore[arg-type]
     source = _Counting()
     run_campaign(run, source)  # type: ignore[arg-type]
     assert source.steps == [None] * 10 and states[LENDER].cycles() == []
     assert states[LENDER].read()["status"] == "paused"
-    states[LENDER].update(status="stopped")
+    states[LENDER].set_status("stopped", by=LENDER)
     source.steps.clear()
     run_campaign(run, source)  # type: ignore[arg-type]
     assert source.steps == []

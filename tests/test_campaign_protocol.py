@@ -34,7 +34,8 @@ from fedacq.pipeline import LENDER, PLATFORM
 
 
 def _campaign(path: Path, **edits: str) -> Any:
-    text = campaign_text(CampaignDemoConfig(days=14, key_bits=1024, insecure_test_key=True, n_estimators=3))
+    text = campaign_text(CampaignDemoConfig(days=28, cycle_days=7, key_bits=1024, insecure_test_key=True,
+                                            n_estimators=3))
     for old, new in edits.items():
         text = text.replace(old, new)
     path.write_text(text)
@@ -77,11 +78,14 @@ def _register(site: dict[str, Any], lender_file: Any, platform_file: Any | None 
     return out
 
 
-def _platform_run_job(site: dict[str, Any], job_id: str, flip: bool = False) -> str:
-    """A succeeded prospect run job in the PLATFORM's own store, its model in the job's folder."""
+def _platform_run_job(site: dict[str, Any], job_id: str, flip: bool = False, campaign: str = "acq-demo",
+                      table: str = "users") -> str:
+    """A succeeded prospect run job of ``campaign`` on data set ``table`` in the PLATFORM's own
+    store, its model in the job's folder."""
     users = site["users"]
     store = JobStore(site["root"] / PLATFORM / "state")
-    store.create(parse_job({"job": {"protocol": "run", "id": job_id}, "params": {"mode": "prospect"}}, "job"))
+    store.create(parse_job({"job": {"protocol": "run", "id": job_id}, "datasets": {PLATFORM: {"table": table}},
+                            "params": {"mode": "prospect", "experiment": f"campaign-{campaign}"}}, "job"))
     label = (users["f0"] > 0) != flip
     booster = xgb.train({"max_depth": 2, "objective": "binary:logistic"},
                         xgb.DMatrix(users[["f0", "f1"]], label=label.astype(int)), num_boost_round=3)
@@ -220,3 +224,128 @@ def test_a_significantly_bad_lift_rolls_back_through_the_platforms_node(site, tm
         with pytest.raises(RuntimeError, match="not live|has no cycle"):
             request_rollback(run, n, "again")
     assert served_table(run) == tables[0]
+
+
+def test_the_lenders_status_changes_reach_the_platforms_record_which_checks_them(site, tmp_path: Path) -> None:
+    from fedacq.campaign.loop import set_status
+    from fedacq.console.data import NodeState, Sources
+
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    parties = site["parties"]
+    for new in ("paused", "running"):
+        answer = set_status(parties, states[LENDER], new)
+        assert answer["outcome"] == "recorded" and new in answer["reason"]
+        assert states[LENDER].read()["status"] == states[PLATFORM].read()["status"] == new
+        assert states[PLATFORM].read()["status_by"] == LENDER
+    # the platform's own operator pauses: the lender cannot resume it over the link
+    states[PLATFORM].set_status("paused", by=PLATFORM)
+    set_status(parties, states[LENDER], "paused")  # the same status: nothing changes at the platform
+    with pytest.raises(RuntimeError, match="paused by the platform's own operator: only it resumes it"):
+        set_status(parties, states[LENDER], "running")
+    assert states[PLATFORM].read()["status"] == "paused" and states[PLATFORM].read()["status_by"] == PLATFORM
+    states[PLATFORM].set_status("running", by=PLATFORM)
+    # stop reaches the platform; it then publishes nothing, and the console shows it stopped
+    set_status(parties, states[LENDER], "stopped")
+    assert states[PLATFORM].read()["status"] == "stopped"
+    view = NodeState(Sources(PLATFORM, LENDER, tmp_path / PLATFORM / "state", boost_tables=site["table_root"]))
+    assert [(x["name"], x["status"], x["status_by"]) for x in view.campaigns()["campaigns"]] == \
+        [(c.name, "stopped", LENDER)]
+    answer = publish(_run(site, c, states), 1, 0, {"model": _platform_run_job(site, "v1")}, True, "")
+    assert answer["outcome"] == "refused" and "stopped" in answer["reason"]
+
+
+def test_a_peers_status_change_the_platforms_record_does_not_allow_changes_nothing(site, tmp_path: Path) -> None:
+    """A misbehaving lender node sends status jobs directly: revive a stopped campaign, an unknown
+    status, a campaign the platform does not hold. Each is refused and the platform's record stays."""
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    states[PLATFORM].set_status("stopped", by=PLATFORM)
+    before = states[PLATFORM].read()
+
+    def job(i: int, **params: Any) -> dict[str, Any]:
+        return {"job": {"protocol": "campaign", "id": f"status-{i}"}, "params": {"campaign": c.name, **params}}
+
+    with pytest.raises(RuntimeError, match="is stopped: it cannot become running"):
+        site["parties"].run(job(1, status="running"))  # the lender's own record is running: only the relay runs
+    with pytest.raises(ValueError, match="status must be one of"):
+        site["parties"].run(job(2, status="../../deleted"))
+    with pytest.raises(RuntimeError, match="no such campaign registered"):
+        site["parties"].run(job(3, campaign="other", status="paused"))
+    assert states[PLATFORM].read() == before
+    record = _final(JobStore(tmp_path / PLATFORM / "state"), "status-1")
+    assert record["status"] == "failed" and "cannot become running" in record["error"]
+
+
+def _publish_job(c: Any, n: int, day: int, models: dict[str, str], job_id: str) -> dict[str, Any]:
+    """A ``campaign_publish`` job as the lender's node would send it (here: any id and values)."""
+    return {"job": {"protocol": "campaign_publish", "id": job_id},
+            "datasets": {PLATFORM: {"scoring": c.datasets["platform_scoring"]}},
+            "params": {"campaign": c.name, "cycle": n, "day": day, "models": models, "lender_passed": True,
+                       "lender_reason": ""}}
+
+
+def test_a_failed_publication_is_recorded_and_the_same_cycle_publishes_on_retry(site, tmp_path: Path) -> None:
+    from fedacq.node.local import free_port
+
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    # the platform's boost service is down: its operator registered an address nothing listens on
+    down = f"127.0.0.1:{free_port()}"
+    register_campaign(tmp_path / PLATFORM / "state", c, party=PLATFORM,
+                      campaigns_dir=tmp_path / PLATFORM / "state" / "campaigns",
+                      limits=CampaignPolicy(boost_service=down), table_root=site["table_root"])
+    models = {"model": _platform_run_job(site, "v1")}
+    with pytest.raises(RuntimeError, match="publication failed"):
+        site["parties"].run(_publish_job(c, 1, 0, models, "c1-publish"))
+    failed = states[PLATFORM].read_cycle(1)
+    assert failed["outcome"] == "failed" and failed["reason"].startswith("publication failed")
+    withdrawn = failed["attempts"][0]["table"]
+    assert [a["outcome"] for a in failed["attempts"]] == ["failed"] and withdrawn
+    assert not (site["table_root"] / c.layer / withdrawn).exists()  # never half-published: no watcher loads it
+    assert states[PLATFORM].read()["live_table"] is None
+    # the operator starts the service; the same cycle, same version, is published by a new job
+    server = BoostServer(BoostRegistry(site["table_root"]), down).start()
+    try:
+        answer = site["parties"].run(_publish_job(c, 1, 0, models, "c1-publish2"))[LENDER]
+        assert answer["outcome"] == "published" and answer["table"] != withdrawn
+        cycle = states[PLATFORM].read_cycle(1)
+        assert cycle["outcome"] == "published" and cycle["reason"] is None and cycle["boost_table"] == answer["table"]
+        assert [(a["job"], a["outcome"]) for a in cycle["attempts"]] == [("c1-publish", "failed"),
+                                                                          ("c1-publish2", "published")]
+        assert "publication failed" in cycle["attempts"][0]["reason"]
+        assert states[PLATFORM].read()["live_table"] == answer["table"]
+        assert [p.name for p in (site["table_root"] / c.layer).iterdir()] == [answer["table"]]
+        with pytest.raises(RuntimeError, match="cycle 1 of 'acq-demo' is already published"):
+            site["parties"].run(_publish_job(c, 1, 0, models, "c1-publish3"))
+    finally:
+        server.stop()
+
+
+def test_the_platform_checks_the_lenders_cycle_day_and_version_against_its_own_record(site, tmp_path) -> None:
+    """A misbehaving lender names cycles, days and run jobs the platform's record does not allow;
+    each job is refused with the reason and changes nothing at the platform."""
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    run = _run(site, c, states)
+    v1, v2 = _platform_run_job(site, "v1"), _platform_run_job(site, "v2")
+    assert publish(run, 2, 7, {"model": v1}, True, "")["outcome"] == "published"
+    before = (states[PLATFORM].read(), states[PLATFORM].read_cycle(2), served_table(run))
+    other_campaign = _platform_run_job(site, "x1", campaign="other")
+    other_table = _platform_run_job(site, "x2", table="customers")
+    refused = [
+        (1, 14, {"model": v2}, "a new cycle comes after cycle 2"),       # an earlier cycle made up afterwards
+        (9, 14, {"model": v2}, "at most 4 fit the schedule"),           # beyond the campaign's schedule
+        (3, 14, {"model": v1}, "version 'v1' belongs to another cycle"),  # the published version again
+        (3, 40, {"model": v2}, "day 40 of cycle 3 is outside"),          # a day past the campaign
+        (3, 0, {"model": v2}, "day 0 of cycle 3 is outside"),            # days do not go back
+        (3, 14, {"model": other_campaign}, "not a run job of campaign 'acq-demo'"),
+        (3, 14, {"model": other_table}, "not a run job of campaign 'acq-demo'"),
+        (3, 14, {"stage": v2}, r"models names \['stage'\]"),
+        (2, 7, {"model": v2}, "cycle 2 of 'acq-demo' is already published"),
+    ]
+    for i, (n, day, models, reason) in enumerate(refused):
+        with pytest.raises(RuntimeError, match=reason):
+            site["parties"].run(_publish_job(c, n, day, models, f"bad-{i}"))
+    assert (states[PLATFORM].read(), states[PLATFORM].read_cycle(2), served_table(run)) == before
+    assert states[PLATFORM].cycles() == [2]

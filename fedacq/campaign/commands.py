@@ -10,8 +10,12 @@ Each operator runs them at their own node (``--config`` their ``party.toml``):
 * ``run NAME`` (the lender): drive the schedule in real days, every step a job submitted to this
   node (:func:`fedacq.campaign.loop.run_at_node`); the platform's steps run at its node;
 * ``status [NAME]``: the campaign(s) and their cycles as this node recorded them;
-* ``pause NAME`` / ``resume NAME`` / ``stop NAME``: the loop reads both nodes' status before each
-  cycle (:mod:`fedacq.campaign.loop`): a paused campaign publishes and measures nothing;
+* ``pause NAME`` / ``resume NAME`` / ``stop NAME``: this node's record first; at the lender, the
+  change then reaches the platform's record through a ``campaign`` job that the platform checks
+  against its own record (:func:`fedacq.campaign.loop.set_status`; an unreachable or refusing
+  platform is reported, the lender's change stands, and the command can be run again). The
+  lender's loop reads its status before each day (:mod:`fedacq.campaign.loop`); the platform
+  publishes nothing for a campaign its record does not show running;
 * ``rollback NAME [--boost-service HOST:PORT] [--to TABLE] [--reason TEXT]`` (the platform): its
   boost service (by default the ``[campaigns] boost_service`` it registered the campaign with)
   serves the previous published table (or ``--to``) and the live cycle is recorded
@@ -122,9 +126,20 @@ def _status(args: Any) -> int:
 def _set_status(args: Any) -> int:
     from fedacq.campaign.state import CampaignState
 
-    _, root = _root(args)
-    record = CampaignState(root, args.name).update(status=args.status)
-    print(f"campaign {record['name']}: {record['status']}")
+    config, root = _root(args)
+    state = CampaignState(root, args.name)
+    if config.party != "lender":  # the platform's operator: its own record only
+        record = state.set_status(args.status, by=config.party)
+        print(f"campaign {record['name']}: {record['status']} at the {config.party}")
+        return 0
+    from fedacq.campaign.loop import set_status
+    from fedacq.pipeline import SiteParties
+
+    try:
+        answer = set_status(SiteParties(args.config), state, args.status)
+    except RuntimeError as exc:
+        raise SystemExit(f"{exc}; run the command again once the nodes answer") from None
+    print(f"campaign {args.name}: {args.status} at the lender; {answer['reason']}")
     return 0
 
 

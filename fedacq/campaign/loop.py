@@ -20,7 +20,9 @@ The loop runs at the lender (``fedacq campaign run``) and submits every job to i
 ``fedacq campaign pause`` / ``resume`` / ``stop`` change the status in a node's
 ``campaign.json``: the lender's loop reads its own before each day (a paused campaign keeps
 bidding with its live table, publishes nothing and is not measured; a stopped one ends); the
-platform's node refuses to publish for a campaign its own operator paused or stopped.
+platform's node refuses to publish for a campaign that is not running in its own record. The
+lender's changes, and ``finished`` when its schedule ends, reach the platform's record through a
+``campaign`` job (:func:`set_status`), which the platform checks against its own record.
 """
 
 from __future__ import annotations
@@ -186,7 +188,24 @@ def run_campaign(run: CampaignRun, source: DataSource, faults: dict[int, str] | 
         if on_day is not None:
             on_day(day, served_table(run))
     if status(run) == "running":
-        run.state.update(status="finished")
+        set_status(run.parties, run.state, "finished")
+
+
+def set_status(parties: Any, state: Any, new: str) -> dict[str, Any]:
+    """At the lender: ``state`` (its :class:`~fedacq.campaign.state.CampaignState`) becomes ``new``
+    (its operator decides: this stands even if the peer is unreachable), then a ``campaign`` job
+    relays it to the platform's record (:mod:`fedacq.campaign.protocol`): the platform's answer.
+    A RuntimeError names what the platform's node refused or that it could not be reached."""
+    from fedacq.node.jobs import new_job_id
+
+    state.set_status(new, by=LENDER)
+    job = {"job": {"protocol": "campaign", "id": new_job_id("campaign")},
+           "params": {"campaign": state.name, "status": new}}
+    try:
+        return parties.run(job)[LENDER]
+    except RuntimeError as exc:
+        raise RuntimeError(f"campaign {state.name}: {new} at the lender, but the platform's record did not "
+                           f"change: {exc}") from None
 
 
 #: a real day, in seconds.

@@ -2,11 +2,16 @@
 
 Three protocols, each initiated by the lender's driver (:mod:`fedacq.campaign.loop`) at its own node:
 
-* ``campaign`` — the agreement alone: each node looks up the campaign by name among the ones
+* ``campaign`` — the agreement: each node looks up the campaign by name among the ones
   ITS operator registered (``fedacq campaign start``, :func:`register_at_node`) and the two
   compare canonical digests over the link (:func:`agree`). A mismatch (or a campaign one node
   does not hold) fails the job at both with both digests named; nothing is written. The peer
-  never sends a campaign's content: each node runs its own copy.
+  never sends a campaign's content: each node runs its own copy. With ``status`` (the lender's
+  ``pause``, ``resume``, ``stop``, and ``finished`` when its schedule ends) the platform then
+  moves ITS record of the campaign (:meth:`fedacq.campaign.state.CampaignState.set_status`)
+  if its own record allows the transition; the lender cannot resume a campaign the platform's
+  own operator paused (``status_by``), nor revive a stopped or finished one. The platform
+  answers ``campaign.outcome`` ``recorded`` (or ``failed`` with the reason, and nothing changed).
 * ``campaign_publish`` — after the agreement, the platform resolves the cycle's run job(s) in
   its OWN job store (by id; never a path), scores its whole user base (the job's ``scoring``
   data set, which must be the campaign's ``platform_scoring`` as this node registered it) with
@@ -21,7 +26,8 @@ Three protocols, each initiated by the lender's driver (:mod:`fedacq.campaign.lo
   checks that the campaign exists and that the named cycle is its live one, rolls back to the
   previous published table through its boost service and records the reason.
 
-Params (both nodes see them): ``campaign`` (a :data:`fedacq.paths.NAME`); publish also ``cycle``,
+Params (both nodes see them): ``campaign`` (a :data:`fedacq.paths.NAME`); the agreement also
+``status`` (None or one of :data:`RELAYED_STATUSES`); publish also ``cycle``,
 ``day`` (simulated day or None), ``models`` (``{"model" or stage: run job id}``),
 ``lender_passed`` and ``lender_reason`` (the lender's verdict on its own gates; its metric never
 crosses); rollback ``cycle`` and ``reason`` (at most :data:`MAX_REASON` characters).
@@ -36,6 +42,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,9 +62,13 @@ register(MessageSpec(DIGEST_MESSAGE, header={"name": str, "digest": str}),
 #: the longest reason text a rollback job may carry (it is recorded, so it is bounded).
 MAX_REASON = 2000
 #: outcomes the platform may answer with.
-OUTCOMES = ("published", "refused", "rolled_back", "failed")
+OUTCOMES = ("published", "refused", "rolled_back", "recorded", "failed")
+#: the status changes the lender's node relays to the platform's record (a ``campaign`` job).
+RELAYED_STATUSES = ("paused", "running", "stopped", "finished")
 #: faults an operator may inject at its own publication (the demo's constructed negative lift).
 PUBLISH_FAULTS = ("inverted_boosts",)
+#: a cycle the platform recorded with these outcomes may be published again (same cycle, same version).
+RETRYABLE = ("running", "failed")
 #: the platform scores its whole user base before it answers; the lender waits that long at most.
 OUTCOME_TIMEOUT = 6 * 3600.0
 
@@ -158,8 +170,10 @@ def _text(value: Any, key: str) -> str:
 
 
 def resolve_agree(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    out = complete(params, {"campaign": None}, "campaign")
+    out = complete(params, {"campaign": None, "status": None}, "campaign")
     out["campaign"] = _name(out["campaign"], "campaign: campaign")
+    if out["status"] is not None and out["status"] not in RELAYED_STATUSES:
+        raise PolicyError(f"campaign: status must be one of {list(RELAYED_STATUSES)}, got {str(out['status'])[:40]!r}")
     return out
 
 
@@ -225,9 +239,38 @@ def agree(ctx: JobContext) -> tuple[Registration, Campaign]:
     return reg, reg.campaign(str(registration_path(_state_dir(ctx), name)))
 
 
-def _agree_only(ctx: JobContext) -> dict[str, Any]:
+def agree_lender(ctx: JobContext) -> dict[str, Any]:
     reg, _ = agree(ctx)
-    return {"campaign": ctx.params["campaign"], "digest": reg.digest}
+    out = {"campaign": ctx.params["campaign"], "digest": reg.digest}
+    if ctx.params["status"] is None:
+        return out
+    answer = _receive_outcome(ctx)
+    if answer["outcome"] != "recorded":
+        raise ValueError(f"{OUTCOME_MESSAGE}: the {ctx.peer} answered a status change with {answer['outcome']!r}")
+    return {**out, **answer}
+
+
+def agree_platform(ctx: JobContext) -> dict[str, Any]:
+    if ctx.params["status"] is None:
+        reg, _ = agree(ctx)
+        return {"campaign": ctx.params["campaign"], "digest": reg.digest}
+    return _answering(ctx, _set_status)
+
+
+def _set_status(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
+    """The lender's status change, checked against this node's own record of the campaign."""
+    from fedacq.campaign.state import CampaignState
+
+    status = ctx.params["status"]
+    state = CampaignState(Path(reg.campaigns_dir), c.name)
+    record = state.read()
+    if record.get("digest") != reg.digest:
+        raise ValueError(f"campaign {c.name!r}: the {ctx.party}'s campaign record is of another digest")
+    if record["status"] == "paused" and status == "running" and record.get("status_by", ctx.party) != ctx.peer:
+        raise ValueError(f"campaign {c.name!r} was paused by the {ctx.party}'s own operator: only it resumes it")
+    state.set_status(status, by=ctx.peer)
+    ctx.logger.info("campaign %s: %s at the %s's request", c.name, status, ctx.peer)
+    return _answer(ctx, "recorded", reason=f"the {ctx.party}'s campaign is {status}")
 
 
 # -- publication (platform) ---------------------------------------------------------------------
@@ -239,8 +282,10 @@ def _answer(ctx: JobContext, outcome: str, gates: list[dict[str, Any]] | None = 
     return {"outcome": outcome, "gates": gates or [], "table": table, "version": version, "reason": reason}
 
 
-def _own_run_jobs(ctx: JobContext, models: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Each named run job's result in THIS node's job store: a prospect run job that succeeded here."""
+def _own_run_jobs(ctx: JobContext, c: Campaign, models: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each named run job's result in THIS node's job store: a prospect run job of this campaign
+    (its tracking experiment, the campaign's platform data set) that succeeded here, one per
+    model the campaign has (``model``, or each value stage)."""
     from fedacq.node.jobs import JobStore
 
     store = JobStore(_state_dir(ctx))
@@ -256,12 +301,58 @@ def _own_run_jobs(ctx: JobContext, models: dict[str, str]) -> dict[str, dict[str
                              f"{record.get('status')}, not a run job that succeeded")
         if (spec.get("params") or {}).get("mode") != "prospect":
             raise ValueError(f"{what}: not a prospect model (the platform scores with its own part)")
+        if (spec.get("params") or {}).get("experiment") != f"campaign-{c.name}" or \
+                ((spec.get("datasets") or {}).get(ctx.party) or {}).get("table") != c.datasets["platform"]:
+            raise ValueError(f"{what}: not a run job of campaign {c.name!r} on its platform data set "
+                             f"{c.datasets['platform']!r}")
         result = record.get("result") or {}
         model = next((f for f in result.get("files", []) if str(f).endswith("prospect_xgboost.json")), None)
         if model is None or not Path(model).resolve().is_relative_to(store.dir(job).resolve()):
             raise ValueError(f"{what}: its prospect model is not in the job's own folder at the {ctx.party}")
         out[key] = {"model": str(model), "intersection_size": int(result.get("intersection_size", 0))}
     return out
+
+
+def _version(c: Campaign, models: dict[str, str]) -> str:
+    """The version a cycle's models are known by (the run job of ``model``, or of the first value
+    stage), once the names are exactly the models the campaign has."""
+    from fedacq.activate.value import VALUE_MODELS
+
+    expected = ["model"] if c.value is None else [stage.name for stage in VALUE_MODELS[c.value].stages]
+    if sorted(models) != sorted(expected):
+        raise ValueError(f"campaign_publish: models names {sorted(models)}; campaign {c.name!r} has {sorted(expected)}")
+    return models[expected[0]]
+
+
+def _check_cycle(c: Campaign, state: Any, n: int, day: int | None, version: str) -> None:
+    """The lender's cycle number, day and version against this node's own record of the campaign:
+    a new cycle comes after every cycle recorded here and within the schedule; a cycle recorded
+    here is retried only if its publication failed, with the same version; a version belongs to
+    one cycle. Days never go back."""
+    recorded = state.cycles()
+    last = max(recorded, default=0)
+    most = -(-c.days // c.cycle_days)
+    if n in recorded:
+        cycle = state.read_cycle(n)
+        if cycle["outcome"] not in RETRYABLE:
+            raise ValueError(f"campaign_publish: cycle {n} of {c.name!r} is already {cycle['outcome']}")
+        if cycle.get("version") not in (None, version):
+            raise ValueError(f"campaign_publish: cycle {n} of {c.name!r} is version {cycle['version']!r} at the "
+                             f"platform, not {version!r}: a new version is a new cycle")
+        if cycle.get("sim_day") not in (None, day):
+            raise ValueError(f"campaign_publish: cycle {n} of {c.name!r} ran on day {cycle['sim_day']} at the "
+                             f"platform, not day {day}")
+    elif n < last or n > most:
+        raise ValueError(f"campaign_publish: cycle {n} of {c.name!r}: a new cycle comes after cycle {last} "
+                         f"and at most {most} fit the schedule ({c.days} days, one every {c.cycle_days})")
+    others = [m for m in recorded if m != n]
+    if any(state.read_cycle(m).get("version") == version for m in others):
+        raise ValueError(f"campaign_publish: version {version!r} belongs to another cycle of {c.name!r}")
+    if day is not None:
+        days = [d for m in others if m < n and isinstance(d := state.read_cycle(m).get("sim_day"), int)]
+        if day >= c.days or (days and day < max(days)):
+            raise ValueError(f"campaign_publish: day {day} of cycle {n} is outside {c.name!r}'s schedule "
+                             f"(days 0..{c.days - 1}, not before day {max(days, default=0)})")
 
 
 def _score(campaign: Campaign, models: dict[str, str], scoring: Path, out: Path, prefix: str) -> Any:
@@ -292,21 +383,18 @@ def publish_platform(ctx: JobContext) -> dict[str, Any]:
 
 
 def _publish(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
-    from fedacq import pipeline
-    from fedacq.activate.service import BoostClient
     from fedacq.campaign import gates
     from fedacq.campaign.cycle import reference_mask
     from fedacq.campaign.state import CampaignState
 
     p = ctx.params
-    n, version = p["cycle"], p["models"].get("model") or next(iter(p["models"].values()))
+    n, version = p["cycle"], _version(c, p["models"])
     state = CampaignState(Path(reg.campaigns_dir), c.name)
     if ctx.registered.get("scoring") != c.datasets["platform_scoring"]:
         raise ValueError(f"campaign_publish: the job's scoring data set {ctx.registered.get('scoring')!r} is not the "
                          f"campaign's platform_scoring {c.datasets['platform_scoring']!r}")
-    if n in state.cycles() and state.read_cycle(n)["outcome"] != "running":
-        raise ValueError(f"campaign_publish: cycle {n} of {c.name!r} is already {state.read_cycle(n)['outcome']}")
-    runs = _own_run_jobs(ctx, p["models"])  # before anything is written: an unknown job changes nothing
+    _check_cycle(c, state, n, p["day"], version)
+    runs = _own_run_jobs(ctx, c, p["models"])  # before anything is written: an unknown job changes nothing
     record = state.read()
     inter = gates.intersection_gate(min(r["intersection_size"] for r in runs.values()), c.min_intersection)
     shared = {"sim_day": p["day"], "update": c.update, "version": version, "model_job": version,
@@ -329,7 +417,7 @@ def _publish(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
         if live_models else None
     threshold = min(c.max_score_psi, reg.policy().max_score_psi)
     psi = gates.score_psi_gate(scores["score"].to_numpy(), live_scores, threshold)
-    state.write_cycle(n, **shared)
+    state.write_cycle(n, **shared, outcome="running", reason=None, finished=None)  # a retry starts afresh
     state.write_scores(n, scores["score"].to_numpy()[reference_mask(scores["user_id"], c)])
     state.update(models={**record.get("models", {}), version: model_files})
     if not psi["passed"]:
@@ -339,22 +427,65 @@ def _publish(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
     if reg.faults.get(str(n)) == "inverted_boosts":  # the platform operator's own injected fault (demo)
         ctx.logger.warning("campaign %s cycle %d: injected fault inverted_boosts", c.name, n)
         scores = scores.assign(score=-scores["score"])
-    limits = reg.policy()
-    table = pipeline.activate(scores, layer=c.layer, tiers=pipeline.tier_config(c.cuts, c.boosts),
-                              experiment=pipeline.experiment_config(c.layer, c.salt, c.treatment_share),
-                              model_version=version, table_root=Path(reg.table_root or ""),
-                              store=ctx.mlflow_store, job_id=version, tracking=f"campaign-{c.name}", versioned=True)
-    client = BoostClient(limits.boost_service, tls_dir=limits.boost_tls_dir)
-    try:
-        client.reload(f"{c.layer}/{table.version}")
-    finally:
-        client.close()
-    state.write_cycle(n, gates=[inter, psi], outcome="published", boost_table=table.version, live_since_day=p["day"])
-    state.update(live_version=version, live_table=table.version,
-                 published=[*state.read().get("published", []), {"cycle": n, "table": table.version,
+    attempts = state.read_cycle(n).get("attempts", [])
+    table = _load_new_table(ctx, reg, c, state, n, version, scores, [inter, psi], attempts)
+    state.write_cycle(n, gates=[inter, psi], outcome="published", boost_table=table, live_since_day=p["day"],
+                      attempts=[*attempts, {"job": ctx.job_id, "time": time.time(), "outcome": "published",
+                                            "table": table, "reason": None}])
+    state.update(live_version=version, live_table=table,
+                 published=[*state.read().get("published", []), {"cycle": n, "table": table,
                                                                   "version": version}])
-    ctx.logger.info("campaign %s cycle %d: published %s", c.name, n, table.version)
-    return _answer(ctx, "published", [inter, psi], table=table.version, version=version)
+    ctx.logger.info("campaign %s cycle %d: published %s", c.name, n, table)
+    return _answer(ctx, "published", [inter, psi], table=table, version=version)
+
+
+def _load_new_table(ctx: JobContext, reg: Registration, c: Campaign, state: Any, n: int, version: str,
+                    scores: Any, checked: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> str:
+    """Build the cycle's boost table (a new version: versions are ordered by their creation time)
+    and load it into this node's boost service; the table version the service now serves.
+
+    If the table cannot be built or the service does not take it (down, refusing), the table is
+    withdrawn from the table root, so no service or watcher ever loads a table the campaign did
+    not publish; the cycle is recorded ``failed`` with the reason (and the attempt), and the same
+    cycle can be published again by a later ``campaign_publish`` job, under a new table version."""
+    from fedacq import pipeline
+    from fedacq.activate.service import BoostClient
+
+    limits = reg.policy()
+    root = Path(reg.table_root or "")
+    built = None
+    try:
+        table = pipeline.activate(scores, layer=c.layer, tiers=pipeline.tier_config(c.cuts, c.boosts),
+                                  experiment=pipeline.experiment_config(c.layer, c.salt, c.treatment_share),
+                                  model_version=version, table_root=root, store=ctx.mlflow_store, job_id=version,
+                                  tracking=f"campaign-{c.name}", versioned=True)
+        built = table.version
+        client = BoostClient(limits.boost_service, tls_dir=limits.boost_tls_dir)
+        try:
+            client.reload(f"{c.layer}/{built}")
+        except Exception:
+            if _serves(client, c.layer) != built:  # not an answer lost after the service took the table
+                raise
+        finally:
+            client.close()
+        return built
+    except Exception as exc:
+        reason = f"publication failed: {type(exc).__name__}: {str(exc)[:500]}"
+        if built is not None:
+            shutil.rmtree(root / c.layer / built, ignore_errors=True)  # the name is this node's own table's
+        state.write_cycle(n, gates=checked, outcome="failed", reason=reason,
+                          attempts=[*attempts, {"job": ctx.job_id, "time": time.time(), "outcome": "failed",
+                                                "table": built, "reason": reason}])
+        ctx.logger.warning("campaign %s cycle %d: %s (the cycle can be published again)", c.name, n, reason)
+        raise RuntimeError(f"campaign {c.name!r} cycle {n}: {reason}") from exc
+
+
+def _serves(client: Any, layer: str) -> str | None:
+    """The table version the boost service serves for ``layer``, or None (also when it cannot tell)."""
+    try:
+        return next((t.table_version for t in client.status().tables if t.layer == layer), None)
+    except Exception:
+        return None
 
 
 def _check_gate(g: Any) -> dict[str, Any]:
@@ -428,8 +559,9 @@ def rollback_lender(ctx: JobContext) -> dict[str, Any]:
 
 
 _MESSAGES = ("fedacq.campaign.protocol",)
-AGREE = Protocol("campaign", roles={"lender": _agree_only, "platform": _agree_only}, resolve=resolve_agree,
-                 messages=_MESSAGES, description="compare the two nodes' registered campaign digests")
+AGREE = Protocol("campaign", roles={"lender": agree_lender, "platform": agree_platform}, resolve=resolve_agree,
+                 messages=_MESSAGES, description="compare the two nodes' registered campaign digests; "
+                                                 "relay the lender's status change to the platform's record")
 PUBLISH = Protocol("campaign_publish", roles={"lender": publish_lender, "platform": publish_platform},
                    resolve=resolve_publish, messages=_MESSAGES,
                    description="the platform scores, gates, builds and loads a campaign cycle's boost table")

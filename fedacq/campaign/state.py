@@ -24,6 +24,10 @@ import numpy as np
 from fedacq.paths import check_name
 
 STATUSES = ("running", "paused", "finished", "stopped")
+#: the status changes a campaign allows (setting the status it has is a no-op): a stopped or
+#: finished campaign stays so; a changed campaign is a new campaign with a new name.
+TRANSITIONS = {"running": ("paused", "stopped", "finished"), "paused": ("running", "stopped", "finished"),
+               "stopped": (), "finished": ()}
 
 
 def campaigns_dir(config: Any) -> Path:
@@ -78,10 +82,27 @@ class CampaignState:
         return record
 
     def update(self, **changes: Any) -> dict[str, Any]:
+        """Change fields of the record; the status only through :meth:`set_status`."""
+        if "status" in changes:
+            raise ValueError("a campaign's status changes through set_status (its allowed transitions)")
         record = self.read()
-        if "status" in changes and changes["status"] not in STATUSES:
-            raise ValueError(f"campaign status must be one of {STATUSES}, got {changes['status']!r}")
         record.update(changes, updated=time.time())
+        write_json(self.campaign_file, record)
+        return record
+
+    def set_status(self, status: str, by: str) -> dict[str, Any]:
+        """Move the campaign to ``status`` as party ``by`` asked (recorded as ``status_by``); refused
+        unless :data:`TRANSITIONS` allows it. Setting the current status again changes nothing."""
+        record = self.read()
+        current = record["status"]
+        if status not in STATUSES:
+            raise ValueError(f"campaign status must be one of {STATUSES}, got {status!r}")
+        if status == current:
+            return record
+        if status not in TRANSITIONS[current]:
+            raise ValueError(f"campaign {self.name!r} is {current}: it cannot become {status} "
+                             f"(allowed: {', '.join(TRANSITIONS[current]) or 'none, it is over'})")
+        record.update(status=status, status_by=by, updated=time.time())
         write_json(self.campaign_file, record)
         return record
 

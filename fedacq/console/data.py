@@ -42,6 +42,8 @@ present, the others may be absent, and ``null`` is allowed where the type says s
 
     name           str          required: equal to the directory's name
     status         str          required: "running" | "paused" | "finished" | "stopped"
+    status_by      str|null     the party whose operator set that status (the lender's changes
+                                reach the platform's record through a ``campaign`` job)
     created        number       required: when the campaign started
     updated        number       required: the last change
     live_version   str|null     the model version whose boost table bidding uses now
@@ -663,7 +665,8 @@ def _campaign_doc(d: Path) -> dict[str, Any]:
     if status not in CAMPAIGN_STATUSES:
         raise ViewError(f"{path}: status {status!r} is not one of {list(CAMPAIGN_STATUSES)}")
     settings = _typed(doc, path, "settings", (dict,), optional=True) or {}
-    return {"name": d.name, "status": status, "created": _typed(doc, path, "created", (int, float)),
+    return {"name": d.name, "status": status, "status_by": _typed(doc, path, "status_by", (str,), optional=True),
+            "created": _typed(doc, path, "created", (int, float)),
             "updated": _typed(doc, path, "updated", (int, float)),
             "live_version": _typed(doc, path, "live_version", (str,), optional=True),
             "live_table": _typed(doc, path, "live_table", (str,), optional=True),

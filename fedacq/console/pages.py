@@ -442,7 +442,8 @@ def campaigns(cs: dict[str, Any]) -> list[str]:
 def campaign(c: dict[str, Any], lift_series: list[dict[str, Any]]) -> list[str]:
     if "error" in c:
         return [errors([c["error"]])]
-    out = [table(None, [["status", c["status"]], ["live model version", c["live_version"] or "none"],
+    status = c["status"] + (f" (set by the {c['status_by']})" if c.get("status_by") else "")
+    out = [table(None, [["status", status], ["live model version", c["live_version"] or "none"],
                             ["live boost table", c["live_table"] or "none"], ["started", utc(c["created"])],
                             ["updated", utc(c["updated"])], ["description", c["description"]]])]
     if c["settings"]:
