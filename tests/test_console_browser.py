@@ -152,7 +152,7 @@ def test_click_through_every_page(page: Any, console: tuple[ConsoleServer, Path]
 
     nav(page, "Lift")
     check(page, tmp_path, "lift", "Lift over time", ["table.lift"], plots=2)
-    assert page.locator("svg.plot line.interval").count() == 6  # an interval per measurement
+    assert page.locator("svg.plot line.interval").count() == 7  # an interval per measurement (3 jobs, 4 campaign)
 
     nav(page, "Egress ledger")
     check(page, tmp_path, "egress", "Egress ledger", ["table.ledger-sent", "table.ledger-received"], plots=1)

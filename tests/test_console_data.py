@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from fedacq.activate.table import build_boost_table
-from fedacq.console import stability
+from fedacq.console import pages, stability
 from fedacq.console.data import NodeState, Sources, binary_curves, curves
 from fedacq.learn import metrics
 from fedacq.learn.run_report import value_by_decile
@@ -102,6 +102,13 @@ def _tables(root: Path) -> None:
         table.write(root / "camp" / version)
 
 
+def _measured(n: int, day: int, value: float) -> dict:
+    """A campaign cycle's measurement taken on simulated ``day`` over the week before it."""
+    return {"time": T0 + day * 86400, "layer": "acq", "kpi": "credit_rate", "job": None, "confidence": 0.95,
+            "sim_day": day, "first_day": day - 7, "last_day": day - 1,
+            "relative": {"value": value, "ci_low": value - 0.06, "ci_high": value + 0.06}}
+
+
 def _campaign(root: Path) -> None:
     c = root / "autumn"
     (c / "cycles").mkdir(parents=True)
@@ -122,10 +129,11 @@ def _campaign(root: Path) -> None:
                          {"name": "max_psi", "value": 0.41 if not passed else 0.05, "op": "<=", "threshold": 0.25,
                           "passed": passed}],
                "outcome": outcome, "reason": reason, "boost_table": f"camp-v{n}" if passed else None,
-               "measurement": None if not passed else {
-                   "time": T0 + n * 86400 + 7200, "layer": "acq", "kpi": "credit_rate", "job": None,
-                   "confidence": 0.95, "relative": {"value": 0.08 - 0.06 * n, "ci_low": 0.02 - 0.06 * n,
-                                                    "ci_high": 0.14 - 0.06 * n}}}
+               "measurement": None if not passed else _measured(n, {1: 21, 3: 28, 4: 35}[n], 0.08 - 0.06 * n)}
+        if n == 1:  # live days 7..20 (cycle 2 was refused): measured on days 14 and 21
+            doc["measurements"] = [_measured(n, 14, 0.05), doc["measurement"]]
+        elif n == 3:  # a measurement with too little data in an arm: listed, not plotted
+            doc["measurements"] = [_measured(n, 28, 0.0) | {"relative": None}, doc["measurement"]]
         (d / "cycle.json").write_text(json.dumps(doc))
         np.save(d / "scores.npy", np.clip(rng.beta(2, 5, 2000) + shift, 0, 1))
     bad = c / "cycles" / "0005"
@@ -296,8 +304,20 @@ def test_lift_series_from_measure_jobs_and_campaign(node: NodeState) -> None:
     jobs = by[("measure job", "acq", "credit_rate")]["points"]
     assert [round(p["value"], 2) for p in jobs] == [0.1, 0.04, -0.03] and jobs[0]["ci_low"] < jobs[0]["value"]
     assert ("measure job", "acq", "cost_per_credit_user") not in by  # "not enough data" has no point
-    camp = by[("campaign", "autumn", "credit_rate")]["points"]
-    assert [p["cycle"] for p in camp] == [1, 3, 4] and lf["confidence"] == 0.95
+    camp = by[("campaign", "autumn", "credit_rate")]
+    assert lf["confidence"] == 0.95
+    # each measurement at the day it was taken (not the cycle's start day), with the days it covers
+    assert [(p["cycle"], p["version"], p["sim_day"], p["first_day"], p["last_day"]) for p in camp["points"]] == \
+        [(1, "run-v1", 14, 7, 13), (1, "run-v1", 21, 14, 20), (3, "run-v3", 28, 21, 27), (4, "run-v4", 35, 28, 34)]
+    # the plot: one curve per live version, points at those days, intervals as error bars
+    curves, x_label, _, _ = pages.lift_curves(camp)
+    assert x_label == "simulated day"
+    assert [(c.name, list(c.xs)) for c in curves] == [("run-v1", [14.0, 21.0]), ("run-v3", [28.0]),
+                                                       ("run-v4", [35.0])]
+    assert curves[0].ys == pytest.approx([5.0, 2.0]) and curves[0].lows == pytest.approx([-1.0, -4.0])
+    assert curves[2].highs == pytest.approx([-10.0]) and "days 28..34 (taken day 35)" in curves[2].labels[0]
+    jobs_curves, job_x, _, _ = pages.lift_curves(by[("measure job", "acq", "credit_rate")])
+    assert [c.name for c in jobs_curves] == ["credit rate"] and job_x.startswith("days since")
 
 
 def test_ledger_summary(node: NodeState) -> None:

@@ -71,10 +71,15 @@ present, the others may be absent, and ``null`` is allowed where the type says s
                                   name str, value number|null (null: not measured),
                                   op ">=" | "<=", threshold number, passed bool
     boost_table    str|null     the boost table version published for this version
-    measurement    object|null  the lift measured while this version was live: time number
+    measurement    object|null  the latest lift measured while this version was live: time number
                                   (required), kpi str (required), relative {value, ci_low, ci_high}
                                   (required; T/C - 1 as fractions), layer str, job str|null,
-                                  confidence number (e.g. 0.95)
+                                  confidence number (e.g. 0.95), sim_day int|null (the simulated
+                                  day it was taken), first_day / last_day int|null (the days it covers)
+    measurements   list|null    every measurement of this version, oldest first, each as
+                                  ``measurement`` except that relative may be null (an arm had too
+                                  little data: listed, not plotted); the lift plot puts each at the
+                                  day it was taken, one curve per version
 
 Unknown keys are ignored (the loop may record more); a missing required key or a value of
 the wrong type makes that file an error entry on the page, naming the file and the key.
@@ -375,13 +380,14 @@ class NodeState:
                 errors.append(f"{path}: not a measurement report ({exc})")
         for c in self.campaigns()["campaigns"]:
             for cy in self.campaign(c["name"]).get("cycles", []):
-                m = cy.get("measurement")
-                if m:
+                for m in cy.get("measurements") or []:
+                    if m["relative"] is None:
+                        continue  # too little data in an arm: in the cycle's record, not on the plot
                     series.setdefault(("campaign", c["name"], m["kpi"]), []).append(
                         {"time": m["time"], **{k: m["relative"][k] for k in ("value", "ci_low", "ci_high")},
-                         "job": m.get("job"), "cycle": cy["cycle"], "version": cy.get("version"),
-                         "sim_day": cy.get("sim_day")})
-                    confidence = confidence or m.get("confidence")
+                         "job": m["job"], "cycle": cy["cycle"], "version": cy.get("version"),
+                         "sim_day": m["sim_day"], "first_day": m["first_day"], "last_day": m["last_day"]})
+                    confidence = confidence or m["confidence"]
         return {"series": [{"source": s, "scope": scope, "kpi": kpi, "label": labels.get(kpi, kpi),
                             "points": sorted(points, key=lambda p: p["time"] or 0)}
                            for (s, scope, kpi), points in sorted(series.items())],
@@ -702,10 +708,13 @@ def _cycle_doc(d: Path) -> dict[str, Any]:
         raise ViewError(f"{path}: update {update!r} is not one of {list(UPDATES)}")
     measurement = _typed(doc, path, "measurement", (dict,), optional=True)
     if measurement is not None:
-        rel = measurement.get("relative")
-        if not _number(measurement.get("time")) or not isinstance(measurement.get("kpi"), str) \
-                or not isinstance(rel, dict) or not all(_number(rel.get(k)) for k in ("value", "ci_low", "ci_high")):
-            raise ViewError(f"{path}: measurement needs time, kpi and relative {{value, ci_low, ci_high}}")
+        measurement = _measurement(measurement, f"{path}: measurement", relative_required=True)
+    listed = _typed(doc, path, "measurements", (list,), optional=True)
+    if listed is None:  # a record from before the list: its latest measurement is all there is
+        measurements = [measurement] if measurement is not None else []
+    else:
+        measurements = [_measurement(m, f"{path}: measurements[{i}]", relative_required=False)
+                        for i, m in enumerate(listed)]
     return {"cycle": number, "started": _typed(doc, path, "started", (int, float)),
             "finished": _typed(doc, path, "finished", (int, float), optional=True),
             "sim_day": _typed(doc, path, "sim_day", (int,), optional=True),
@@ -714,4 +723,23 @@ def _cycle_doc(d: Path) -> dict[str, Any]:
             "update": update,
             "gates": gates, "outcome": outcome, "reason": reason,
             "boost_table": _typed(doc, path, "boost_table", (str,), optional=True),
-            "measurement": measurement}
+            "measurement": measurement, "measurements": measurements}
+
+
+def _measurement(m: Any, where: str, relative_required: bool) -> dict[str, Any]:
+    """One recorded measurement, checked (the keys the console uses; the others are dropped)."""
+    rel = m.get("relative") if isinstance(m, dict) else None
+    if not isinstance(m, dict) or not _number(m.get("time")) or not isinstance(m.get("kpi"), str) \
+            or not ((rel is None and not relative_required)
+                    or (isinstance(rel, dict) and all(_number(rel.get(k)) for k in ("value", "ci_low", "ci_high")))):
+        raise ViewError(f"{where} needs time, kpi and relative {{value, ci_low, ci_high}}")
+    days = {}
+    for key in ("sim_day", "first_day", "last_day"):
+        day = m.get(key)
+        if day is not None and (not isinstance(day, int) or isinstance(day, bool)):
+            raise ViewError(f"{where}: {key} must be a whole day or null")
+        days[key] = day
+    job, confidence = m.get("job"), m.get("confidence")
+    return {"time": m["time"], "kpi": m["kpi"], "layer": m.get("layer") if isinstance(m.get("layer"), str) else None,
+            "job": job if isinstance(job, str) else None, "confidence": confidence if _number(confidence) else None,
+            "relative": {k: rel[k] for k in ("value", "ci_low", "ci_high")} if rel is not None else None, **days}

@@ -365,28 +365,56 @@ def lift(lf: dict[str, Any]) -> list[str]:
                f'{esc(f"{conf:.0%}" if isinstance(conf, (int, float)) else "")} intervals.</p>')
     out.append('<div class="plots">')
     for s in lf["series"]:
-        pts = s["points"]
-        xs, x_label, x_range, x_format = _time_axis(pts)
-        labels = [f"{utc(p['time'])}: {100 * p['value']:.1f}% [{100 * p['ci_low']:.1f}%, {100 * p['ci_high']:.1f}%]"
-                  for p in pts]
-        out.append(svg.line_chart([svg.Series(s["label"], xs, [100 * p["value"] for p in pts],
-                                              lows=[100 * p["ci_low"] for p in pts],
-                                              highs=[100 * p["ci_high"] for p in pts], markers=True, labels=labels)],
-                                  title=f"{s['label']} — {s['source']} {s['scope']}",
+        curves, x_label, x_range, x_format = lift_curves(s)
+        out.append(svg.line_chart(curves, title=f"{s['label']} — {s['source']} {s['scope']}",
                                   x_label=x_label, y_label="relative lift, %", zero_line=True,
                                   x_range=x_range, x_format=x_format))
     out.append("</div>")
-    rows = [[s["source"], s["scope"], s["label"], utc(p["time"]), 100 * p["value"], 100 * p["ci_low"],
-             100 * p["ci_high"], link(job_href(p["job"]), p["job"]) if p.get("job") else ""]
+    rows = [[s["source"], s["scope"], s["label"], utc(p["time"]), _window(p), p.get("version") or "",
+             100 * p["value"], 100 * p["ci_low"], 100 * p["ci_high"],
+             link(job_href(p["job"]), p["job"]) if p.get("job") else ""]
             for s in lf["series"] for p in s["points"]]
-    out.append(table(["source", "layer / campaign", "KPI", "time", "lift %", "low %", "high %", "job"], rows,
-                     cls="lift"))
+    out.append(table(["source", "layer / campaign", "KPI", "time", "days measured", "version", "lift %", "low %",
+                      "high %", "job"], rows, cls="lift"))
     return out
 
 
+def _window(p: dict[str, Any]) -> str:
+    """The days a measurement covers and the day it was taken, when a campaign recorded them."""
+    if p.get("first_day") is None or p.get("last_day") is None:
+        return ""
+    return f"{p['first_day']}..{p['last_day']} (taken day {p['sim_day']})"
+
+
+def lift_curves(s: dict[str, Any]) -> tuple[list[svg.Series], str, tuple[float, float] | None, Any]:
+    """One lift series as curves: each measurement at the day it was taken (its interval as an
+    error bar), one curve per model version that was live (a campaign's), else one curve.
+    Returns (curves, x label, x range, x tick format)."""
+    pts = s["points"]
+    xs, x_label, x_range, x_format = _time_axis(pts)
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(pts):
+        name = (p["version"] or "(no version)") if "version" in p else s["label"]
+        groups.setdefault(name, []).append(i)
+    curves = []
+    for name, idx in groups.items():
+        mine = [pts[i] for i in idx]
+        labels = [f"{_when(p)}: {100 * p['value']:.1f}% [{100 * p['ci_low']:.1f}%, {100 * p['ci_high']:.1f}%]"
+                  for p in mine]
+        curves.append(svg.Series(name, [xs[i] for i in idx], [100 * p["value"] for p in mine],
+                                 lows=[100 * p["ci_low"] for p in mine], highs=[100 * p["ci_high"] for p in mine],
+                                 markers=True, labels=labels))
+    return curves, x_label, x_range, x_format
+
+
+def _when(p: dict[str, Any]) -> str:
+    window = _window(p)
+    return f"days {window}" if window else utc(p["time"])
+
+
 def _time_axis(pts: list[dict[str, Any]]) -> tuple[list[float], str, tuple[float, float] | None, Any]:
-    """Where measurements go on the x axis: the simulated day when a campaign recorded one, else
-    days since the first measurement, else (no usable times) their order."""
+    """Where measurements go on the x axis: the simulated day each was taken when a campaign
+    recorded it, else days since the first measurement, else (no usable times) their order."""
     days = [p.get("sim_day") for p in pts]
     if all(isinstance(d, int) for d in days):
         return [float(d) for d in days], "simulated day", None, svg.fmt
