@@ -1,10 +1,10 @@
 """The compiled cell products (fedacq.learn._histkernel) equal the gmpy2 loop they replaced, residue for residue.
 
 The oracle is that loop itself (``acc = c if acc is None else acc * c % m`` per cell, rows in
-order), run on seeded random ciphertexts under small and big moduli (odd and even, one limb to
-64 limbs, a 4096-bit one as Paillier's n^2), with missing codes, pairs and single features, a
-skipped (derived) cell, and values at or above the modulus (a first row is kept unreduced).
-No key is needed: products mod m do not care where the factors came from.
+order), run on seeded random ciphertexts below odd moduli from one limb to 64 limbs (a 4096-bit
+one as Paillier's n^2), with missing codes, pairs and single features, a skipped (derived) cell,
+one-row cells (the ciphertext itself) and zero. No key is needed: products mod m do not care
+where the factors came from.
 """
 
 import numpy as np
@@ -27,20 +27,21 @@ def _loop(cts, m, rows, cells, skip=-1):
     return dict(sorted(acc.items()))
 
 
-def _random(bits, n, seed, reduced=True):
+def _random(bits, n, seed, small=False):
+    """An odd ``bits``-bit modulus and ``n`` values below it (``small``: most of them below 2^64, and zeros)."""
     rng = np.random.default_rng(seed)
-    m = mpz(int.from_bytes(rng.bytes((bits + 7) // 8), "big")) | (mpz(1) << (bits - 1))
-    top = m if reduced else mpz(1) << (8 * ((bits + 63) // 64))  # unreduced: anything that fits the limbs
-    cts = [mpz(int.from_bytes(rng.bytes((bits + 7) // 8 + 8), "big")) % top for _ in range(n)]
+    m = mpz(int.from_bytes(rng.bytes((bits + 7) // 8), "big")) % (mpz(1) << bits) | (mpz(1) << (bits - 1)) | 1
+    top = [m, min(m, mpz(1) << 64), mpz(1)] if small else [m]
+    cts = [mpz(int.from_bytes(rng.bytes((bits + 7) // 8 + 8), "big")) % top[i % len(top)] for i in range(n)]
     return m, cts
 
 
 @settings(max_examples=60, deadline=None)
 @given(bits=st.sampled_from([2, 63, 64, 65, 127, 521, 2048, 4096]), n=st.integers(0, 300),
-       n_cells=st.integers(1, 40), seed=st.integers(0, 2 ** 32 - 1), reduced=st.booleans(),
+       n_cells=st.integers(1, 40), seed=st.integers(0, 2 ** 32 - 1), small=st.booleans(),
        skip=st.booleans(), dtype=st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint16]))
-def test_cell_products_equal_the_gmpy2_loop(bits, n, n_cells, seed, reduced, skip, dtype):
-    m, cts = _random(bits, max(n, 1) + 5, seed, reduced)
+def test_cell_products_equal_the_gmpy2_loop(bits, n, n_cells, seed, small, skip, dtype):
+    m, cts = _random(bits, max(n, 1) + 5, seed, small)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(cts), n)
     cells = rng.integers(0, min(n_cells, 127), n).astype(dtype)
@@ -105,6 +106,10 @@ def test_bad_input_is_refused_before_any_product():
         table.products(np.array([0]), np.array([[0]]), 1)
     with pytest.raises(ValueError, match="limb width"):
         _histkernel.cell_products(table.limbs, np.zeros(3, dtype="<u8"), np.array([0]), None, 1, -1)
+    with pytest.raises(ValueError, match="ciphertext 1 is not below the modulus"):
+        CiphertextTable.from_ints([1, m, 2], m)
+    with pytest.raises(ValueError, match="odd"):
+        CiphertextTable.from_ints([1, 2], m + 1)
     with pytest.raises(ValueError, match="whole number of 32-byte"):
         CiphertextTable.from_packed(b"\x00" * 33, 32, m)
     with pytest.raises(ValueError, match="wider than"):
