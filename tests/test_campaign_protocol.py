@@ -208,7 +208,9 @@ def test_a_significantly_bad_lift_rolls_back_through_the_platforms_node(site, tm
         answer = publish(run, n, 7 * (n - 1), {"model": _platform_run_job(site, f"v{n}")}, True, "")
         assert answer["outcome"] == "published"
         states[LENDER].write_cycle(n, outcome="published", boost_table=answer["table"], version=f"v{n}")
-        states[LENDER].update(live_version=f"v{n}", live_table=answer["table"])
+        states[LENDER].update(live_version=f"v{n}", live_table=answer["table"],  # as run_cycle records it
+                              published=[*states[LENDER].read()["published"],
+                                         {"cycle": n, "table": answer["table"], "version": f"v{n}"}])
         tables.append(answer["table"])
     assert served_table(run) == tables[1]
     assert measure_live(run, _Delivered(), day=14, first_day=7)  # type: ignore[arg-type]
@@ -349,3 +351,31 @@ def test_the_platform_checks_the_lenders_cycle_day_and_version_against_its_own_r
             site["parties"].run(_publish_job(c, n, day, models, f"bad-{i}"))
     assert (states[PLATFORM].read(), states[PLATFORM].read_cycle(2), served_table(run)) == before
     assert states[PLATFORM].cycles() == [2]
+
+
+def test_the_lender_checks_the_platforms_answers_against_its_own_record(site, tmp_path: Path, monkeypatch) -> None:
+    """A misbehaving platform node answers with another version than the lender asked to publish,
+    and claims a rollback to a table the lender never recorded: each job fails at the lender and
+    its record stays as it was."""
+    from fedacq.campaign import protocol
+
+    c = _campaign(tmp_path / "campaign.toml")
+    states = _register(site, c)
+    run = _run(site, c, states)
+    monkeypatch.setattr(protocol, "_publish", lambda ctx, reg, c: protocol._answer(ctx, "published", table="t-1",
+                                                                                   version="v9"))
+    with pytest.raises(RuntimeError, match="version 'v1'.* with 'published' of version 'v9'"):
+        publish(run, 1, 0, {"model": "v1"}, True, "")
+    for n, table in ((1, "t-1"), (2, "t-2")):
+        states[LENDER].write_cycle(n, outcome="published", boost_table=table, version=f"v{n}")
+        states[LENDER].update(live_version=f"v{n}", live_table=table,
+                              published=[*states[LENDER].read()["published"],
+                                         {"cycle": n, "table": table, "version": f"v{n}"}])
+    before = (states[LENDER].read(), states[LENDER].read_cycle(2))
+    # a table it never published, an earlier table with another version, the very cycle being rolled back
+    for day, (table, version) in enumerate((("evil", "v1"), ("t-1", "v0"), ("t-2", "v2"))):
+        monkeypatch.setattr(protocol, "_rollback", lambda ctx, reg, c, t=table, v=version:
+                            protocol._answer(ctx, "rolled_back", table=t, version=v, reason="done"))
+        with pytest.raises(RuntimeError, match=f"to table '{table}' .* no earlier version the lender recorded"):
+            request_rollback(run, 2, "bad lift", day)
+        assert (states[LENDER].read(), states[LENDER].read_cycle(2)) == before

@@ -519,8 +519,16 @@ def _receive_outcome(ctx: JobContext) -> dict[str, Any]:
 
 
 def publish_lender(ctx: JobContext) -> dict[str, Any]:
-    agree(ctx)
-    return _receive_outcome(ctx)
+    """The platform's answer, checked against what this node asked: a publication or refusal of
+    the version it sent, with a table exactly when published."""
+    _, c = agree(ctx)
+    answer = _receive_outcome(ctx)
+    asked = _version(c, ctx.params["models"])
+    if answer["outcome"] not in ("published", "refused") or answer["version"] != asked \
+            or bool(answer["table"]) != (answer["outcome"] == "published"):
+        raise ValueError(f"{OUTCOME_MESSAGE}: the {ctx.peer} answered cycle {ctx.params['cycle']} (version {asked!r}) "
+                         f"with {answer['outcome']!r} of version {answer['version']!r}, table {answer['table']!r}")
+    return answer
 
 
 # -- rollback (platform) ------------------------------------------------------------------------
@@ -554,8 +562,22 @@ def _rollback(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]
 
 
 def rollback_lender(ctx: JobContext) -> dict[str, Any]:
-    agree(ctx)
-    return _receive_outcome(ctx)
+    """The platform's answer, checked against this node's own record: the table it now serves
+    must be one this node recorded published for an earlier cycle that was not rolled back."""
+    from fedacq.campaign.state import CampaignState
+
+    reg, c = agree(ctx)
+    answer = _receive_outcome(ctx)
+    n = ctx.params["cycle"]
+    state = CampaignState(Path(reg.campaigns_dir), c.name)
+    known = [p for p in state.read().get("published", [])
+             if p["cycle"] < n and (p["table"], p["version"]) == (answer["table"], answer["version"])
+             and state.read_cycle(p["cycle"])["outcome"] == "published"]
+    if answer["outcome"] != "rolled_back" or not known:
+        raise ValueError(f"{OUTCOME_MESSAGE}: the {ctx.peer} answered the rollback of cycle {n} with "
+                         f"{answer['outcome']!r} to table {answer['table']!r} (version {answer['version']!r}), "
+                         f"which is no earlier version the {ctx.party} recorded published")
+    return answer
 
 
 _MESSAGES = ("fedacq.campaign.protocol",)
