@@ -9,12 +9,13 @@ where the factors came from.
 
 import numpy as np
 import pytest
+import gmpy2
 from gmpy2 import mpz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedacq.learn import _histkernel
-from fedacq.learn.histogram import BlockKernel, CiphertextTable, build_histograms, pack_ciphertexts
+from fedacq.learn.histogram import BlockKernel, CiphertextTable, batch_invert, build_histograms, pack_ciphertexts
 
 
 def _loop(cts, m, rows, cells, skip=-1):
@@ -129,3 +130,16 @@ def test_block_kernel_from_a_packed_buffer_equals_from_a_list():
     left = np.arange(0, 300, 4)
     assert a.level([(0, 1, 2, left)], [1, 2]) == b.level([(0, 1, 2, left)], [1, 2])
     assert a.hists[2] == b.hists[2]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 40), seed=st.integers(0, 2 ** 32 - 1), bits=st.sampled_from([61, 521, 2203]))
+def test_batch_invert_equals_one_inverse_each(n, seed, bits):
+    m = mpz(2) ** bits - 1  # Mersenne primes: every nonzero value is invertible
+    xs = [c % (m - 1) + 1 for c in _random(bits, n, seed)[1]]
+    assert batch_invert(xs, m) == [gmpy2.invert(x, m) for x in xs]
+
+
+def test_batch_invert_refuses_a_non_unit_as_invert_does():
+    with pytest.raises(ZeroDivisionError):
+        batch_invert([mpz(3), mpz(5), mpz(7)], mpz(35))

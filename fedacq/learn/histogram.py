@@ -361,10 +361,34 @@ def build_histograms(cts: "CiphertextTable | list", nsq: mpz, bins: np.ndarray, 
     return out
 
 
+def batch_invert(xs: list[mpz], m: mpz) -> list[mpz]:
+    """Every ``x^-1 mod m`` from one inverse (Montgomery's trick).
+
+    With prefix products ``p_i = x_0 ... x_i``, ``u = p_last^-1`` and walking
+    back, ``x_i^-1 = u p_(i-1)`` and then ``u <- u x_i`` (now ``p_(i-1)^-1``):
+    three multiply-mods per element instead of an inverse (~11 of them under a
+    2048-bit modulus, ~7 under a 4096-bit one, measured with gmpy2). Inverses
+    mod ``m`` are unique, so the results are those of one ``invert`` each; a
+    non-invertible element raises ``ZeroDivisionError`` as ``invert`` does.
+    """
+    if not xs:
+        return []
+    prefix = [xs[0]]
+    for x in xs[1:]:
+        prefix.append(prefix[-1] * x % m)
+    u = gmpy2.invert(prefix[-1], m)
+    out = [mpz(0)] * len(xs)
+    for i in range(len(xs) - 1, 0, -1):
+        out[i] = u * prefix[i - 1] % m
+        u = u * xs[i] % m
+    out[0] = u
+    return out
+
+
 def subtract_histograms(parent: list[list[mpz]], child: list[list[mpz]], nsq: mpz) -> list[list[mpz]]:
-    """Sibling = parent - child, homomorphically (product with the inverse)."""
-    invert = gmpy2.invert
-    return [[p * invert(c, nsq) % nsq for p, c in zip(pf, cf)] for pf, cf in zip(parent, child)]
+    """Sibling = parent - child, homomorphically: the product with the child's inverses (:func:`batch_invert`)."""
+    inverses = iter(batch_invert([c for cf in child for c in cf], nsq))
+    return [[p * next(inverses) % nsq for p in pf] for pf in parent]
 
 
 def cumulative(hist: list[list[mpz]], nsq: mpz) -> list[mpz]:
