@@ -324,16 +324,21 @@ def _version(c: Campaign, models: dict[str, str]) -> str:
     return models[expected[0]]
 
 
-def _check_cycle(c: Campaign, state: Any, n: int, day: int | None, version: str) -> None:
+def _check_cycle(c: Campaign, state: Any, n: int, day: int | None, version: str) -> dict[str, Any] | None:
     """The lender's cycle number, day and version against this node's own record of the campaign:
     a new cycle comes after every cycle recorded here and within the schedule; a cycle recorded
-    here is retried only if its publication failed, with the same version; a version belongs to
-    one cycle. Days never go back."""
+    here is retried only if its publication failed, with the same version and day; a version
+    belongs to one cycle. Days never go back. Returns this node's record of cycle ``n`` when it
+    already published that very version and it is still live (the lender lost the answer and
+    asks again: it gets the same answer, nothing is built again); else None."""
     recorded = state.cycles()
     last = max(recorded, default=0)
     most = -(-c.days // c.cycle_days)
     if n in recorded:
         cycle = state.read_cycle(n)
+        if (cycle["outcome"], cycle.get("version"), cycle.get("sim_day")) == ("published", version, day) \
+                and cycle.get("boost_table") == state.read().get("live_table"):
+            return cycle
         if cycle["outcome"] not in RETRYABLE:
             raise ValueError(f"campaign_publish: cycle {n} of {c.name!r} is already {cycle['outcome']}")
         if cycle.get("version") not in (None, version):
@@ -353,6 +358,7 @@ def _check_cycle(c: Campaign, state: Any, n: int, day: int | None, version: str)
         if day >= c.days or (days and day < max(days)):
             raise ValueError(f"campaign_publish: day {day} of cycle {n} is outside {c.name!r}'s schedule "
                              f"(days 0..{c.days - 1}, not before day {max(days, default=0)})")
+    return None
 
 
 def _score(campaign: Campaign, models: dict[str, str], scoring: Path, out: Path, prefix: str) -> Any:
@@ -393,7 +399,9 @@ def _publish(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
     if ctx.registered.get("scoring") != c.datasets["platform_scoring"]:
         raise ValueError(f"campaign_publish: the job's scoring data set {ctx.registered.get('scoring')!r} is not the "
                          f"campaign's platform_scoring {c.datasets['platform_scoring']!r}")
-    _check_cycle(c, state, n, p["day"], version)
+    repeat = _check_cycle(c, state, n, p["day"], version)
+    if repeat is not None:
+        return _answer(ctx, "published", repeat["gates"], table=repeat["boost_table"], version=version)
     runs = _own_run_jobs(ctx, c, p["models"])  # before anything is written: an unknown job changes nothing
     record = state.read()
     inter = gates.intersection_gate(min(r["intersection_size"] for r in runs.values()), c.min_intersection)
