@@ -231,3 +231,13 @@ def test_add_trees_continues_the_live_version_through_the_run_job(tmp_path: Path
     assert trees == [3, 6], trees  # the live version's trees, then three more
     assert job["spec"]["params"]["xgb_model"] == first["version"] and job["status"] == "succeeded"
     assert second["outcome"] in ("published", "refused") and len(second["gates"]) == 3
+
+
+def test_the_demos_summary_reports_each_nodes_own_status(tmp_path: Path) -> None:
+    from fedacq.campaign.demo import _summary
+
+    c = _campaign(tmp_path, days=14)
+    states = _states(tmp_path, c)
+    states[LENDER].set_status("finished", by=LENDER)
+    summary = _summary(CampaignDemoConfig(out_dir=tmp_path), tmp_path, states, {}, 1.0)
+    assert summary["status"] == {LENDER: "finished", PLATFORM: "running"}  # a platform not told stays running

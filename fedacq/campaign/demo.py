@@ -244,6 +244,8 @@ def _summary(cfg: CampaignDemoConfig, out: Path, states: dict[str, Any], compari
             "published": outcomes.count("published") + outcomes.count("rolled_back"),
             "refused": outcomes.count("refused"), "rolled_back": outcomes.count("rolled_back"),
             "live_table": lender.read().get("live_table"), "comparison": comparison,
+            # each node's own record: the schedule's end reached the platform's through a campaign job
+            "status": {party: state.read()["status"] for party, state in states.items()},
             "consoles": {p: str(out / p / "party.toml") for p in (LENDER, PLATFORM)}}
 
 
@@ -260,7 +262,8 @@ def _print(summary: dict[str, Any], out: Path, transport: str) -> None:
     t = summary["comparison"]["treatment"]
     w = summary["comparison"]["window"]
     say(f"versions published {summary['published']}, refused {summary['refused']}, rolled back "
-        f"{summary['rolled_back']}; {summary['seconds']:.0f} s")
+        f"{summary['rolled_back']}; {summary['seconds']:.0f} s; campaign "
+        + ", ".join(f"{status} at the {party}" for party, status in summary["status"].items()))
     say(f"refreshed vs frozen first model, cost per credit user, treatment arms, days {w[0]}..{w[1]}: "
         f"{t['a']:.1f} vs {t['b']:.1f}, {t['relative']:+.1%} [{t['ci_low']:+.1%}, {t['ci_high']:+.1%}] "
         f"(paired bootstrap over {t['n_buckets']} buckets; negative = the refreshed campaign is cheaper)")
