@@ -134,6 +134,11 @@ def _campaign(root: Path) -> None:
             doc["measurements"] = [_measured(n, 14, 0.05), doc["measurement"]]
         elif n == 3:  # a measurement with too little data in an arm: listed, not plotted
             doc["measurements"] = [_measured(n, 28, 0.0) | {"relative": None}, doc["measurement"]]
+            # published on the second attempt: the boost service was down the first time
+            doc["attempts"] = [{"job": "c3-publish", "time": T0, "outcome": "failed", "table": "camp-x",
+                                "reason": "publication failed: boost service unavailable"},
+                               {"job": "c3-publish2", "time": T0 + 60, "outcome": "published", "table": "camp-v3",
+                                "reason": None}]
         (d / "cycle.json").write_text(json.dumps(doc))
         np.save(d / "scores.npy", np.clip(rng.beta(2, 5, 2000) + shift, 0, 1))
     bad = c / "cycles" / "0005"
@@ -362,6 +367,10 @@ def test_campaign_layout(node: NodeState) -> None:
     assert "cycle.json: not valid JSON" in one["cycles"][4]["error"]
     assert one["cycles"][1]["gates"][1] == {"name": "max_psi", "value": 0.41, "op": "<=", "threshold": 0.25,
                                             "passed": False}
+    assert [(a["job"], a["outcome"]) for a in one["cycles"][2]["attempts"]] == [("c3-publish", "failed"),
+                                                                             ("c3-publish2", "published")]
+    page = "\n".join(str(x) for x in pages.campaign(one, []))  # the failed attempt's reason is on the page
+    assert "publication attempt 1 failed: publication failed: boost service unavailable" in page
     with pytest.raises(KeyError):
         node.campaign("nope")
 

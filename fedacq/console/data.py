@@ -76,6 +76,9 @@ present, the others may be absent, and ``null`` is allowed where the type says s
                                   (required; T/C - 1 as fractions), layer str, job str|null,
                                   confidence number (e.g. 0.95), sim_day int|null (the simulated
                                   day it was taken), first_day / last_day int|null (the days it covers)
+    attempts       list|null    each ``campaign_publish`` job of this cycle, oldest first: job
+                                  str|null, time number|null, outcome str, table str|null, reason
+                                  str|null (a failed publication is retried in the same cycle)
     measurements   list|null    every measurement of this version, oldest first, each as
                                   ``measurement`` except that relative may be null (an arm had too
                                   little data: listed, not plotted); the lift plot puts each at the
@@ -715,6 +718,13 @@ def _cycle_doc(d: Path) -> dict[str, Any]:
     else:
         measurements = [_measurement(m, f"{path}: measurements[{i}]", relative_required=False)
                         for i, m in enumerate(listed)]
+    attempts = []
+    for i, a in enumerate(_typed(doc, path, "attempts", (list,), optional=True) or []):
+        if not isinstance(a, dict) or not isinstance(a.get("outcome"), str) \
+                or not all(a.get(k) is None or isinstance(a.get(k), str) for k in ("job", "table", "reason")):
+            raise ViewError(f"{path}: attempts[{i}] needs an outcome (job, table and reason text or null)")
+        attempts.append({"job": a.get("job"), "time": a.get("time") if _number(a.get("time")) else None,
+                         "outcome": a["outcome"], "table": a.get("table"), "reason": a.get("reason")})
     return {"cycle": number, "started": _typed(doc, path, "started", (int, float)),
             "finished": _typed(doc, path, "finished", (int, float), optional=True),
             "sim_day": _typed(doc, path, "sim_day", (int,), optional=True),
@@ -723,7 +733,7 @@ def _cycle_doc(d: Path) -> dict[str, Any]:
             "update": update,
             "gates": gates, "outcome": outcome, "reason": reason,
             "boost_table": _typed(doc, path, "boost_table", (str,), optional=True),
-            "measurement": measurement, "measurements": measurements}
+            "measurement": measurement, "measurements": measurements, "attempts": attempts}
 
 
 def _measurement(m: Any, where: str, relative_required: bool) -> dict[str, Any]:

@@ -498,7 +498,7 @@ def campaign(c: dict[str, Any], lift_series: list[dict[str, Any]]) -> list[str]:
         lift_cell = (f"{m['kpi']}: {100 * m['relative']['value']:.1f}% "
                      f"[{100 * m['relative']['ci_low']:.1f}%, {100 * m['relative']['ci_high']:.1f}%]") if m else ""
         day = f" (day {cy['sim_day']})" if cy["sim_day"] is not None else ""
-        rows.append([cy["cycle"], utc(cy["started"]) + day, model, outcome, cy["reason"] or "", gates, lift_cell])
+        rows.append([cy["cycle"], utc(cy["started"]) + day, model, outcome, _reason(cy), gates, lift_cell])
         attrs.append(f' class="outcome-{esc(cy["outcome"])}"')
     out.append(table(["cycle", "started", "model version", "outcome", "reason", "gates", "lift"], rows,
                      cls="cycles", row_attrs=attrs))
@@ -512,6 +512,14 @@ def campaign(c: dict[str, Any], lift_series: list[dict[str, Any]]) -> list[str]:
         q = urlencode({"a": f"cycle:{c['name']}/{a['cycle']}", "b": f"cycle:{c['name']}/{b['cycle']}"})
         out.append(f'<p>{link("/drift?" + q, "Score drift between the last two scored cycles")}</p>')
     return out
+
+
+def _reason(cy: dict[str, Any]) -> str:
+    """The cycle's reason, and the publications that failed before its outcome (each retried)."""
+    earlier = cy["attempts"][:-1] if cy["outcome"] == "failed" else cy["attempts"]  # the last: the reason
+    failed = [f"publication attempt {i} failed: {a['reason'] or 'no reason recorded'}"
+              for i, a in enumerate(earlier, start=1) if a["outcome"] == "failed"]
+    return "; ".join(x for x in [cy["reason"] or "", *failed] if x)
 
 
 def login(failed: bool) -> list[str]:
