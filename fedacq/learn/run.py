@@ -12,14 +12,21 @@ Steps, and what each party learns
    :mod:`fedacq.learn.run_tables`). Nothing crosses.
 2. **align** - ECDH PSI (:mod:`fedacq.psi`) on the id column. Both learn the
    intersection size and their own rows of the intersection, in one shared
-   order; see that module for the exact leakage.
+   order; see that module for the exact leakage. A node job naming a finished
+   psi job (``psi_job``, :mod:`fedacq.learn.run_node`) runs no PSI: each node
+   takes its own rows from its own result of that job (a :class:`PsiJobRows`,
+   checked at that node), and both exchange ``run.psi_job`` - the job id, the
+   intersection size and the ``order_digest`` of the aligned order, which both
+   already hold (:mod:`fedacq.psi.node_protocol`) - and stop unless all three
+   agree. Nothing new is learned; it costs one small message each way instead
+   of a PSI.
 3. **split** - both derive the same validation positions of the intersection
    from the shared ``seed`` (a seeded permutation of ``0..n-1``). No message is
    sent and nothing new is learned: the split is a function of the
    intersection size and the seed, which both already hold. It is not
    stratified, because stratifying would need the lender's labels. PSI's shared
-   order is pseudo-random per job, so the same seed picks other rows in another
-   job: the split is reproducible within a job, not across jobs.
+   order is pseudo-random per PSI run, so the same seed picks other rows after
+   another PSI run: the split is reproducible for one alignment, not across them.
 4. **train and predict** - the model's own protocol (the role interface is in
    :mod:`fedacq.learn.run_roles`); what crosses is documented in that
    protocol's module. Continuing a live model (``RunConfig.xgb_model``, XGBoost's
@@ -40,6 +47,7 @@ checkpoints (:mod:`fedacq.learn.run_checkpoints`).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -54,11 +62,45 @@ from fedacq.learn.run_config import (LENDER, PLATFORM, TRANSPORTS, RunConfig, ch
 from fedacq.learn.run_roles import PartyData, RoleContext, RoleResult
 from fedacq.learn.run_tables import PartyTable, check_evaluable, check_labelled, check_rows, load_table
 from fedacq.link.link import Link
+from fedacq.link.message import Message, MessageSpec, register
 from fedacq.node.checkpoint import Checkpoints
 
 # Thin re-export for secureboost_roles.py, which imports the role interface from here
 # (to go once it imports from fedacq.learn.run_roles).
 from fedacq.learn.run_roles import fit_lender, model_files, serve_platform  # noqa: F401
+
+
+#: the one message of a run job that trains on a finished psi job: what each side holds of it.
+PSI_JOB_MESSAGE = "run.psi_job"
+register(MessageSpec(PSI_JOB_MESSAGE, header={"psi_job": str, "intersection": int, "order_digest": str}))
+
+
+@dataclass(frozen=True)
+class PsiJobRows:
+    """This party's result of the finished psi job a run job names (``psi_job``), checked at this
+    node against its own job store and table (:func:`fedacq.learn.run_node.psi_job_rows`)."""
+
+    psi_job: str
+    rows: np.ndarray
+    order_digest: str
+
+
+def agree_psi_job(link: Link, party: str, aligned: PsiJobRows) -> np.ndarray:
+    """This party's rows of ``aligned``, once the peer's ``run.psi_job`` names the same job with
+    the same intersection size and order digest; ValueError naming ``psi_job`` otherwise.
+
+    Both send first, then read: neither waits on the other's verdict, and each refuses on its own."""
+    mine = {"psi_job": aligned.psi_job, "intersection": int(aligned.rows.size), "order_digest": aligned.order_digest}
+    link.send(Message(PSI_JOB_MESSAGE, mine, step="psi_job"))
+    theirs = link.recv(PSI_JOB_MESSAGE).header
+    if theirs != mine:
+        peer = "platform" if party == LENDER else LENDER
+        raise ValueError(
+            f"psi_job {aligned.psi_job!r}: the {peer} holds another alignment under that id "
+            f"({theirs['psi_job'][:80]!r}, {theirs['intersection']} rows, order digest {theirs['order_digest'][:16]!r}) "
+            f"than the {party} ({mine['intersection']} rows, order digest {mine['order_digest'][:16]!r}): "
+            "a different or stale psi job; run a psi job and name it in both nodes' run job")
+    return aligned.rows
 
 
 # -- step 3: split -----------------------------------------------------------------------
@@ -111,7 +153,8 @@ def live_model(module: ModuleType, cfg: RunConfig, party: str, params: dict[str,
 def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
               params: dict[str, Any], log: Callable[[str], None] | None = None,
               checkpoints: Checkpoints | None = None, resume: bool = False,
-              progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str, int, int | None], None] | None = None,
+              aligned: PsiJobRows | None = None) -> dict[str, Any]:
     """Run ``party``'s side of the job over ``link``; return that party's own report.
 
     ``log`` receives one line per iteration (a node passes its job log, which
@@ -120,13 +163,22 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
     after each iteration are saved there, and with ``resume`` both parties first
     agree on the checkpoints they both hold (:class:`RunCheckpoints`) and
     continue from there. ``progress(step, done, total)`` is told the step
-    ("psi", then the model's unit: "tree", "epoch") as it advances.
+    ("psi", then the model's unit: "tree", "epoch") as it advances. ``aligned``
+    (a node job's ``psi_job``) replaces the PSI: both sides check that they hold
+    the same alignment (:func:`agree_psi_job`) before this party writes anything.
     """
     from fedacq.track import PartyRun
 
     module = model_module(cfg.model)
     objective = objective_of(params)
     live = live_model(module, cfg, party, params, table.feature_names)  # refused before anything crosses
+    saved = RunCheckpoints.agree(link, checkpoints, resume) if checkpoints is not None else None
+    rows = saved.psi() if saved is not None else None
+    resumed = rows is not None
+    if rows is None and aligned is not None:
+        rows = agree_psi_job(link, party, aligned)  # refused before this party writes anything
+        if saved is not None:
+            saved.save_psi(rows)
     model_dir = cfg.out_dir / party / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     bar = None
@@ -150,14 +202,12 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in numbers.items()}, refresh=False)
 
-        saved = RunCheckpoints.agree(link, checkpoints, resume) if checkpoints is not None else None
         ctx = RoleContext(party=party, params=params, mode=cfg.mode, scheme=cfg.scheme,
                           key_bits=cfg.key_bits, insecure_test_key=cfg.insecure_test_key, seed=cfg.seed,
                           model_dir=model_dir, on_iteration=on_iteration, checkpoints=saved,
                           progress=report_progress, xgb_model=live,
                           xgb_model_job=cfg.xgb_model_id or (None if live is None else str(cfg.xgb_model)))
         try:
-            rows = saved.psi() if saved is not None else None
             if rows is None:
                 say("private set intersection")
                 report_progress("psi", 0, 1)
@@ -165,10 +215,15 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
                     rows = _psi(party, link, table, cfg.id_column, cfg.min_intersection)
                 if saved is not None:
                     saved.save_psi(rows)
-            else:
+            elif resumed:
                 say(f"resuming: the intersection of {rows.size} rows from this party's PSI checkpoint")
                 if rows.size and (rows.min() < 0 or rows.max() >= table.X.shape[0]):
                     raise ValueError(f"{party}'s PSI checkpoint names rows outside its file {table.path}")
+                if aligned is not None and not np.array_equal(rows, aligned.rows):
+                    raise ValueError(f"psi_job {aligned.psi_job!r}: {party}'s PSI checkpoint of this job holds "
+                                     "other rows than that psi job's result")
+            else:
+                say(f"the intersection of {rows.size} rows from psi job {aligned.psi_job}, agreed with the peer")
             report_progress("psi", 1, 1)
             psi_stats = link.stats()
             train, valid = split_positions(rows.size, cfg.validation_fraction, cfg.seed)
@@ -192,6 +247,7 @@ def party_job(party: str, link: Link, table: PartyTable, cfg: RunConfig,
             "rows": int(table.X.shape[0]),
             "features": len(table.feature_names),
             "intersection_size": int(rows.size),
+            "psi_job": None if aligned is None else aligned.psi_job,
             "train_rows": int(train.size),
             "validation_rows": int(valid.size),
             "timings": dict(ctx.timings),

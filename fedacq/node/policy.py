@@ -30,6 +30,7 @@ safe ones)::
     measure_max_epsilon = 1.0         # measurement's Laplace epsilon must be > 0 and <= this (unset: noise optional)
     psi_cache_max_increments = 30     # platform: incremental PSI updates under one cache key before a fresh key
     psi_cache_max_age_days = 30.0     # platform: the cache key's age (days) before a fresh key
+    psi_job_max_age_days = 1.0        # a run job's psi_job: finished at most this long before the run job
     max_concurrent_jobs = 4           # jobs running at once with the peer
 
 Which key protects whom: the lender's node guards its labels with the leaf-noise
@@ -43,7 +44,9 @@ node guards its users and features with the minimum intersection,
 (``psi_cache_max_increments``, ``psi_cache_max_age_days``: under one key the lender
 can link tokens across jobs, i.e. count how many of the platform's users came and
 went, so the key is renewed after that many incremental updates or days); both guard
-the key size.
+the key size, and both bound how old an alignment they train on (``psi_job_max_age_days``:
+a ``run`` job's ``psi_job``, :mod:`fedacq.learn.run_node`; each node also checks that its own
+table still holds the ids that alignment was made on, whatever its age).
 
 ``schemes``: the additive homomorphic schemes (:mod:`fedacq.crypto.scheme`) this
 node takes part in; a job it proposes uses the first one unless the job names
@@ -93,6 +96,7 @@ class Policy:
     measure_max_epsilon: float | None = None
     psi_cache_max_increments: int = 30
     psi_cache_max_age_days: float = 30.0
+    psi_job_max_age_days: float = 1.0
     max_concurrent_jobs: int = 4
 
     # -- the checks every protocol's parameters go through -------------------------------
@@ -173,7 +177,7 @@ def load_policy(table: Any, source: str, party: str) -> Policy:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{source}: [policy] {key} must be a positive integer, got {value!r}")
             out[key] = value
-        else:  # leaf_noise_max_epsilon, measure_max_epsilon, splitnn_min_gradient_noise, psi_cache_max_age_days
+        else:  # leaf_noise_max_epsilon, measure_max_epsilon, splitnn_min_gradient_noise, psi_*_max_age_days
             if not _number(value) or value < 0 or (key.endswith(("_max_epsilon", "_days")) and value == 0):
                 raise ValueError(f"{source}: [policy] {key} must be a non-negative number, got {value!r}")
             out[key] = float(value)

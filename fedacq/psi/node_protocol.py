@@ -23,23 +23,52 @@ Policy (:mod:`fedacq.node.policy`): ``psi_modes``, ``reveal_to`` and
 that its own set can reach the minimum, and the platform refuses a
 ``psi.hello`` whose mode or ``reveal_to`` differ from the agreed job.
 
-Output: ``work_dir/intersection.parquet`` (this side's ``row`` numbers and id values in
-the shared order) and the stats as the job result, with ``transfer`` (``none``, ``delta``,
+Output: ``work_dir/intersection.parquet`` (:data:`OUTPUT`: this side's ``row`` numbers and id
+values in the shared order) and the stats as the job result, with ``transfer`` (``none``, ``delta``,
 ``full``, ``balanced``), ``ids_blinded`` (own ids hashed and blinded in this job: the
 platform's cache build or update), ``set_points_sent`` / ``set_points_received`` and
 ``set_tokens_removed``, and at the platform ``cache`` (action, generation, increments).
+
+For a later ``run`` job that trains on this result (its ``psi_job``, :mod:`fedacq.learn.run_node`)
+the result also holds ``order_digest`` and ``ids_digest``. ``order_digest`` is the sha256 of the
+``psi.result`` message (the intersection size and, with ``reveal_to = "both"``, the platform's
+tokens and matched columns in the shared order), as :func:`fedacq.link.ledger.payload_digest`
+computes it: the lender sent that message and the platform received it, so both hold the same
+digest of the aligned order without either learning anything new, and two nodes naming results of
+different PSI runs see different digests. ``ids_digest`` (:func:`ids_digest`, per id column of this
+side) lets this node tell later whether its table still has exactly the ids, in the same rows, that
+the row numbers refer to. Both stay in this node's own job record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from fedacq.link.ledger import payload_digest
+from fedacq.link.link import Link
+from fedacq.link.message import Message
 from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
 from fedacq.paths import check_name, under
 
 DUPLICATES = ("first", "drop", "error")
+#: this side's rows of the intersection in the shared order, in the job's work directory.
+OUTPUT = "intersection.parquet"
+
+
+def ids_digest(ids: pd.Series) -> str:
+    """sha256 of an id column as read from the table, in row order (each id as a JSON string).
+
+    The psi job records it per id column; a run job naming that psi job recomputes it over the
+    table it loads, so row ``i`` of the intersection is the same id now as when it was aligned,
+    and no id came or went since (the intersection would then be incomplete)."""
+    text = json.dumps([str(v) for v in ids.tolist()], ensure_ascii=False)
+    return hashlib.sha256(b"fedacq/psi/ids/v1" + text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def resolve(params: dict[str, Any], policy: Policy) -> dict[str, Any]:
@@ -87,13 +116,45 @@ def _table(ctx: JobContext, columns: list[str]):
     return name, table
 
 
-def _finish(ctx: JobContext, table, columns: list[str], result) -> dict[str, Any]:
+class _ResultDigest(Link):
+    """A side's link during PSI, passing every message through and keeping the
+    :func:`~fedacq.link.ledger.payload_digest` of the ``psi.result`` that crosses it
+    (the module docstring's ``order_digest``)."""
+
+    def __init__(self, link: Link) -> None:
+        super().__init__(link.party, link.peer, link.job)
+        self._link, self.digest = link, ""
+
+    def _transmit(self, seq: int, msg: Message) -> None:  # pragma: no cover - send is delegated
+        raise NotImplementedError
+
+    def _receive(self, timeout: float | None) -> tuple[int, Message]:  # pragma: no cover - recv is delegated
+        raise NotImplementedError
+
+    def _see(self, msg: Message) -> Message:
+        if msg.type == "psi.result":
+            self.digest = payload_digest(msg)[0]
+        return msg
+
+    def send(self, msg: Message) -> None:
+        self._link.send(msg)
+        self._see(msg)
+
+    def recv(self, expected: Any, timeout: float | None = 600.0) -> Message:
+        return self._see(self._link.recv(expected, timeout))
+
+    def stats(self) -> dict[str, int]:
+        return self._link.stats()
+
+
+def _finish(ctx: JobContext, table, columns: list[str], result, link: _ResultDigest) -> dict[str, Any]:
     from fedacq.psi.commands import _intersection_table, _write
 
-    out = ctx.work_dir / "intersection.parquet"
+    out = ctx.work_dir / OUTPUT
     _write(_intersection_table(table, result.rows, columns, result.matched_on), out)
     ctx.logger.info("psi: intersection %d, written to %s", result.size, out)
-    return {"intersection": result.size, "output": str(out), "stats": result.stats}
+    return {"intersection": result.size, "output": str(out), "stats": result.stats,
+            "order_digest": link.digest, "ids_digest": {c: ids_digest(table[c]) for c in columns}}
 
 
 def run_lender(ctx: JobContext) -> dict[str, Any]:
@@ -102,11 +163,12 @@ def run_lender(ctx: JobContext) -> dict[str, Any]:
     p = ctx.params
     columns = list(p["id_columns"])
     _, table = _table(ctx, columns)
-    result = psi_lender(ctx.link, table, columns, mode=p["mode"], reveal_to=p["reveal_to"],
+    link = _ResultDigest(ctx.link)
+    result = psi_lender(link, table, columns, mode=p["mode"], reveal_to=p["reveal_to"],
                         min_intersection=p["min_intersection"], duplicates=p["duplicates"],
                         incremental=p["incremental"],
                         set_store=LenderSetStore(under(ctx.keys_dir, "psi_platform_sets", ctx.peer, p["dataset"])))
-    return _finish(ctx, table, columns, result)
+    return _finish(ctx, table, columns, result, link)
 
 
 def run_platform(ctx: JobContext) -> dict[str, Any]:
@@ -124,13 +186,14 @@ def run_platform(ctx: JobContext) -> dict[str, Any]:
                                             max_age_days=ctx.policy.psi_cache_max_age_days)
         ctx.logger.info("psi: cache %s (generation %s, %d increments, %d ids blinded)", report["action"],
                         report["generation"], report["increments"], report["ids_blinded"])
-    result = psi_platform(ctx.link, table, columns, cache=cache, min_intersection=p["min_intersection"],
+    link = _ResultDigest(ctx.link)
+    result = psi_platform(link, table, columns, cache=cache, min_intersection=p["min_intersection"],
                           duplicates=p["duplicates"], expect={"mode": p["mode"], "reveal_to": p["reveal_to"],
                                                               "incremental": p["incremental"]})
     if report is not None:
         result.stats["ids_blinded"] = report["ids_blinded"]
         result.stats["cache"] = report
-    return _finish(ctx, table, columns, result)
+    return _finish(ctx, table, columns, result, link)
 
 
 PROTOCOL = Protocol("psi", roles={"lender": run_lender, "platform": run_platform}, resolve=resolve,
