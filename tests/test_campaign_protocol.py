@@ -79,7 +79,7 @@ def _register(site: dict[str, Any], lender_file: Any, platform_file: Any | None 
 
 
 def _platform_run_job(site: dict[str, Any], job_id: str, flip: bool = False, campaign: str = "acq-demo",
-                      table: str = "users") -> str:
+                      table: str = "users", intersection: int = 600) -> str:
     """A succeeded prospect run job of ``campaign`` on data set ``table`` in the PLATFORM's own
     store, its model in the job's folder."""
     users = site["users"]
@@ -91,7 +91,7 @@ def _platform_run_job(site: dict[str, Any], job_id: str, flip: bool = False, cam
                         xgb.DMatrix(users[["f0", "f1"]], label=label.astype(int)), num_boost_round=3)
     model = store.dir(job_id) / "work" / "prospect_xgboost.json"
     booster.save_model(model)
-    store.update(job_id, status="succeeded", result={"files": [str(model)], "intersection_size": 600})
+    store.update(job_id, status="succeeded", result={"files": [str(model)], "intersection_size": intersection})
     return job_id
 
 
@@ -354,6 +354,10 @@ def test_the_platform_checks_the_lenders_cycle_day_and_version_against_its_own_r
             site["parties"].run(_publish_job(c, n, day, models, f"bad-{i}"))
     assert (states[PLATFORM].read(), states[PLATFORM].read_cycle(2), served_table(run)) == before
     assert states[PLATFORM].cycles() == [2]
+    # a lender that says its gates passed cannot publish a version trained on too small an intersection
+    small = publish(run, 3, 14, {"model": _platform_run_job(site, "v3", intersection=50)}, True, "")
+    assert small["outcome"] == "refused" and "min_intersection = 50" in small["reason"]
+    assert served_table(run) == before[2] and states[PLATFORM].read_cycle(3)["boost_table"] is None
 
 
 def test_the_lender_checks_the_platforms_answers_against_its_own_record(site, tmp_path: Path, monkeypatch) -> None:

@@ -414,6 +414,10 @@ def _publish(ctx: JobContext, reg: Registration, c: Campaign) -> dict[str, Any]:
         state.write_cycle(n, **shared, gates=[inter], outcome="refused",
                           reason="the lender refused the version: its validation gate failed")
         return _answer(ctx, "refused", [inter], version=version, reason="lender: " + p["lender_reason"])
+    if not inter["passed"]:  # the platform's own count, whatever the lender's verdict says
+        reason = f"platform: {gates.failures([inter])}"
+        state.write_cycle(n, **shared, gates=[inter], outcome="refused", reason=reason)
+        return _answer(ctx, "refused", [inter], version=version, reason=reason)
     out = ctx.work_dir
     out.mkdir(parents=True, exist_ok=True)
     model_files = {name: r["model"] for name, r in runs.items()}
