@@ -37,33 +37,51 @@ def _random(bits, n, seed, small=False):
     return m, cts
 
 
+def _fold(cells_products, radix, n_bins):
+    """Per feature of a group, the gmpy2 loop folding cells into bins (empty bins: 1)."""
+    out = []
+    for j, nb in enumerate(n_bins):
+        sums = {}
+        for c, p in cells_products.items():
+            code = c if len(radix) == 1 else (c // radix[1] if j == 0 else c % radix[1])
+            if code < nb:
+                sums[code] = p if code not in sums else sums[code] * p % m_of[0]
+        out.append([sums.get(b, mpz(1)) for b in range(nb)])
+    return out
+
+
+m_of = [None]
+
+
 @settings(max_examples=60, deadline=None)
 @given(bits=st.sampled_from([2, 63, 64, 65, 127, 521, 2048, 4096]), n=st.integers(0, 300),
-       n_cells=st.integers(1, 40), seed=st.integers(0, 2 ** 32 - 1), small=st.booleans(),
-       skip=st.booleans(), dtype=st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint16]))
-def test_cell_products_equal_the_gmpy2_loop(bits, n, n_cells, seed, small, skip, dtype):
+       radix=st.sampled_from([[1], [2], [9], [33], [3, 4], [8, 5], [33, 33], [1, 6]]),
+       seed=st.integers(0, 2 ** 32 - 1), small=st.booleans(), skip=st.booleans(),
+       dtype=st.sampled_from([np.int16, np.int32, np.int64, np.uint16]))
+def test_bin_sums_equal_the_gmpy2_loop(bits, n, radix, seed, small, skip, dtype):
+    """Cells, then bins with the missing code (radix - 1) in none; the derived cell when ``skip``."""
     m, cts = _random(bits, max(n, 1) + 5, seed, small)
+    m_of[0] = m
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(cts), n)
-    cells = rng.integers(0, min(n_cells, 127), n).astype(dtype)
-    skipped = int(cells[0]) if skip and n else -1
+    n_cells = int(np.prod(radix))
+    cells = rng.integers(0, n_cells, n).astype(dtype)
+    n_bins = [r - 1 for r in radix]
     table = CiphertextTable.from_ints(cts, m)
-    got = table.products(rows, cells, n_cells, skipped)
-    assert got == _loop(cts, m, rows.tolist(), cells.tolist(), skipped)
-    assert list(got) == sorted(got)
-    assert table.products(rows) == ({0: _loop(cts, m, rows.tolist(), [0] * n)[0]} if n else {})
-
-
-def test_strided_cells_and_packed_buffers_as_workers_receive_them():
-    m, cts = _random(4096, 500, 1)
-    width, packed = pack_ciphertexts(cts, m)
-    table = CiphertextTable.from_packed(packed, width, m)
-    assert np.array_equal(table.limbs, CiphertextTable.from_ints(cts, m).limbs)
-    codes = np.random.default_rng(1).integers(0, 33, size=(500, 3)).astype(np.int16)
-    rows = np.arange(0, 500, 3)
-    column = codes[rows][:, 1]  # a strided view, as a single feature's cells are
-    assert not column.flags.c_contiguous
-    assert table.products(rows, column, 33) == _loop(cts, m, rows.tolist(), column.tolist())
+    want_cells = _loop(cts, m, rows.tolist(), cells.tolist())
+    total = table.node_total(rows)
+    assert int.from_bytes(total, "little") == (_loop(cts, m, rows.tolist(), [0] * n)[0] if n else 1)
+    top = int(cells[0]) if skip and n else -1
+    if top >= 0:  # derived from the total: the same residue when the other cells' product is invertible
+        rest = mpz(1)
+        for c, p in want_cells.items():
+            if c != top:
+                rest = rest * p % m
+        if gmpy2.gcd(rest, m) != 1:
+            with pytest.raises(ZeroDivisionError):
+                table.bin_sums(rows, cells, radix, n_bins, top, total)
+            return
+    assert table.bin_sums(rows, cells, radix, n_bins, top, total) == _fold(want_cells, radix, n_bins)
 
 
 @pytest.mark.parametrize("bits, dominant", [(2203, 0.0), (4253, 0.85), (521, 0.6)])
@@ -92,21 +110,27 @@ def test_bad_input_is_refused_before_any_product():
     m, cts = _random(256, 10, 2)
     table = CiphertextTable.from_ints(cts, m)
     with pytest.raises(IndexError, match="row 10 out of range"):
-        table.products(np.array([0, 10]), np.array([0, 0]), 1)
+        table.bin_sums(np.array([0, 10]), np.array([0, 0]), [2], [1])
     with pytest.raises(IndexError, match="row -1 out of range"):
-        table.products(np.array([-1]))
+        table.node_total(np.array([-1]))
     with pytest.raises(IndexError, match="cell 3 out of range"):
-        table.products(np.array([0, 1]), np.array([0, 3]), 3)
+        table.bin_sums(np.array([0, 1]), np.array([0, 3]), [3], [2])
     with pytest.raises(ValueError, match="differ in length"):
-        table.products(np.array([0, 1]), np.array([0]), 2)
-    with pytest.raises(ValueError, match="skip"):
-        table.products(np.array([0]), np.array([0]), 2, 2)
+        table.bin_sums(np.array([0, 1]), np.array([0]), [2], [1])
+    with pytest.raises(ValueError, match="do not describe"):
+        table.bin_sums(np.array([0]), np.array([0]), [2], [1], skip=2)
+    with pytest.raises(ValueError, match="do not describe"):
+        table.bin_sums(np.array([0]), np.array([0]), [2, 3], [1, 4])
+    with pytest.raises(ValueError, match="needs the node total"):
+        table.bin_sums(np.array([0]), np.array([0]), [2], [1], skip=1)
+    with pytest.raises(ValueError, match="total is not below"):
+        table.bin_sums(np.array([0]), np.array([0]), [2], [1], 1, int(m).to_bytes(8 * table.k, "little"))
     with pytest.raises(TypeError, match="rows must be a 1-D integer array"):
-        table.products(np.array([0.0]))
+        table.node_total(np.array([0.0]))
     with pytest.raises(TypeError, match="cells must be a 1-D integer array"):
-        table.products(np.array([0]), np.array([[0]]), 1)
+        table.bin_sums(np.array([0]), np.array([[0]]), [2], [1])
     with pytest.raises(ValueError, match="limb width"):
-        _histkernel.cell_products(table.limbs, np.zeros(3, dtype="<u8"), np.array([0]), None, 1, -1)
+        _histkernel.bin_sums(table.limbs, np.zeros(3, dtype="<u8"), np.array([0]), None, 1, 0, 1, 0, -1, None)
     with pytest.raises(ValueError, match="ciphertext 1 is not below the modulus"):
         CiphertextTable.from_ints([1, m, 2], m)
     with pytest.raises(ValueError, match="odd"):

@@ -1,16 +1,21 @@
-/* The encrypted histogram kernel's inner loop: products of ciphertexts per cell, in C over GMP.
+/* The encrypted histogram kernel's inner loop: a feature group's bin sums over a node's rows, in C over GMP.
  *
  * to_montgomery(cts, modulus)
  *   once per tree: each ciphertext x (below the modulus m) becomes x R mod m, R = 2^(64k), in place
- * cell_products(cts, modulus, rows, cells, n_cells, skip) -> (present, products)
+ * bin_sums(cts, modulus, rows, cells, n_cells, radix2, nb1, nb2, skip, total) -> bytes
  *   cts      the tree's ciphertexts in Montgomery form, each as `k` 64-bit limbs, least significant
  *            first (a C-contiguous buffer of k * N limbs: numpy uint64 of shape (N, k))
  *   modulus  the ciphertext modulus m (Paillier n^2, OU n; odd) as `k` limbs, the same layout
  *   rows     a node's row indices (any integer buffer, 1-D, strided allowed)
- *   cells    each row's cell (same length as rows), or None: every row in cell 0
- *   n_cells  number of cells; skip: a cell whose rows are left out (-1: none)
- *   For every non-empty cell c, in increasing order, P(c) = prod_{i: cells[i] = c} x_{rows[i]} mod m:
- *   `present` lists the cells, `products` holds their P(c) as k-limb integers end to end (bytes).
+ *   cells    each row's cell (same length as rows), below n_cells, or None: every row in cell 0
+ *   radix2   0 for one feature (a cell is its bin code), else a pair's second radix: cell c holds
+ *            codes (c / radix2, c % radix2)
+ *   nb1, nb2 bins of the first and second feature (a code >= its bins, "missing", is in none)
+ *   skip     a cell derived instead of accumulated (-1: none): P(skip) = total / prod_{c != skip} P(c),
+ *            `total` (the product over all the node's rows, k limbs, below m) with one inverse
+ *   Returns the nb1 + nb2 bin sums S(b) = prod_{cells c with code b} P(c) mod m, as k-limb
+ *   integers end to end (an empty bin: 1), where P(c) = prod_{i: cells[i] = c} x_{rows[i]}.
+ *   The node total itself is bin_sums(cts, modulus, rows, None, 1, 0, 1, 0, -1, None).
  *
  * The math. Montgomery's product of a R and b R (both below m) is (a R)(b R) / R mod m = (a b) R:
  * one k x k multiply (mpn_mul_n) and one reduction REDC(t) = t / R mod m, which adds to t the
@@ -20,8 +25,10 @@
  * REDC at the end gives P R / R = P, the canonical residue below m. A one-row cell is its
  * ciphertext itself, and every other cell the residue `acc * x % m` gives in Python: so for
  * ciphertexts below m (the only ones a peer's check lets through) the results are bit for bit
- * those of the gmpy2 loop this replaces. m must be odd (R invertible mod m): any Paillier or OU
- * modulus is.
+ * those of the gmpy2 loop this replaces (order does not matter: every product is reduced, and
+ * a one-factor product is the factor, itself below m). Folding cells into bins and the derived
+ * cell's product (T times the inverse, mpz_invert, of the other cells' product) run on the same
+ * Montgomery forms. m must be odd (R invertible mod m): any Paillier or OU modulus is.
  *
  * Why C, and why Montgomery. In Python each product pays an interpreter step, a dict look-up
  * and a new mpz object besides GMP's multiply and division; here the ciphertexts stay in one
@@ -188,19 +195,57 @@ done:
     return result;
 }
 
-static PyObject *cell_products(PyObject *self, PyObject *args) {
+/* r = a b / R mod m (Montgomery's product); t: 2k limbs of scratch. */
+static void mont_mul(mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, const mp_limb_t *m, mp_size_t k,
+                     mp_limb_t minv, mp_limb_t *t) {
+    mpn_mul_n(t, a, b, k);
+    redc(r, t, m, k, minv);
+}
+
+/* r = x R mod m for x below m (into Montgomery form); t: 2k limbs, q: k + 1 limbs of scratch. */
+static void mont_in(mp_limb_t *r, const mp_limb_t *x, const mp_limb_t *m, mp_size_t k, mp_limb_t *t, mp_limb_t *q) {
+    memset(t, 0, (size_t)k * sizeof(mp_limb_t));
+    memcpy(t + k, x, (size_t)k * sizeof(mp_limb_t));
+    mpn_tdiv_qr(q, r, 0, t, 2 * k, m, k);
+}
+
+/* r = x / R mod m (out of Montgomery form); t: 2k limbs of scratch. */
+static void mont_out(mp_limb_t *r, const mp_limb_t *x, const mp_limb_t *m, mp_size_t k, mp_limb_t minv,
+                     mp_limb_t *t) {
+    memcpy(t, x, (size_t)k * sizeof(mp_limb_t));
+    memset(t + k, 0, (size_t)k * sizeof(mp_limb_t));
+    redc(r, t, m, k, minv);
+}
+
+/* Multiply x (Montgomery form) into accumulator j of acc, or start it with x. */
+static inline void accumulate(mp_limb_t *acc, char *started, Py_ssize_t j, const mp_limb_t *x, const mp_limb_t *m,
+                              mp_size_t k, mp_limb_t minv, mp_limb_t *t) {
+    mp_limb_t *a = acc + j * k;
+    if (started[j]) {
+        mont_mul(a, a, x, m, k, minv, t);
+    } else {
+        started[j] = 1;
+        memcpy(a, x, (size_t)k * sizeof(mp_limb_t));
+    }
+}
+
+static PyObject *bin_sums(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *cts_obj, *mod_obj, *rows_obj, *cells_obj;
-    Py_ssize_t n_cells, skip;
-    if (!PyArg_ParseTuple(args, "OOOOnn", &cts_obj, &mod_obj, &rows_obj, &cells_obj, &n_cells, &skip))
+    PyObject *cts_obj, *mod_obj, *rows_obj, *cells_obj, *total_obj;
+    Py_ssize_t n_cells, radix2, nb1, nb2, skip;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnnO", &cts_obj, &mod_obj, &rows_obj, &cells_obj, &n_cells, &radix2, &nb1,
+                          &nb2, &skip, &total_obj))
         return NULL;
 
     Limbs l;
     IndexBuffer rows = {.held = 0}, cells = {.held = 0};
+    Py_buffer total = {0};
     int have_cells = cells_obj != Py_None;
     PyObject *result = NULL;
-    mp_limb_t *acc = NULL, *t = NULL;
-    Py_ssize_t *slot = NULL;
+    mp_limb_t *acc = NULL, *sums = NULL, *t = NULL;
+    char *started = NULL, *bin_started = NULL;
+    mpz_t rest, inv, mz;
+    int mpz_ready = 0;
 
     if (limbs_get(cts_obj, mod_obj, 0, &l) < 0)
         goto done;
@@ -217,20 +262,24 @@ static PyObject *cell_products(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "rows and cells differ in length");
         goto done;
     }
-    if (n_cells <= 0 || skip < -1 || skip >= n_cells) {
-        PyErr_SetString(PyExc_ValueError, "n_cells must be positive and skip a cell or -1");
+    if (n_cells <= 0 || skip < -1 || skip >= n_cells || radix2 < 0 || nb1 < 0 || nb2 < 0 || (!radix2 && nb2) ||
+        nb1 > n_cells || nb2 > radix2) {
+        PyErr_SetString(PyExc_ValueError, "n_cells, radix, bins and skip do not describe one or two features");
         goto done;
     }
-    /* every index checked before the loop (it cannot fail half-way); cells numbered as first met */
-    slot = PyMem_Malloc((size_t)n_cells * sizeof(Py_ssize_t));
-    if (!slot) {
-        PyErr_NoMemory();
-        goto done;
+    if (skip >= 0) {
+        if (total_obj == Py_None || PyObject_GetBuffer(total_obj, &total, PyBUF_C_CONTIGUOUS) < 0 ||
+            total.len != l.mod.len) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a derived cell needs the node total as k limbs");
+            goto done;
+        }
+        if (mpn_cmp(total.buf, m, k) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "the node total is not below the modulus");
+            goto done;
+        }
     }
-    for (Py_ssize_t c = 0; c < n_cells; c++)
-        slot[c] = -1;
-    Py_ssize_t present = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) { /* every index checked before the loop: it cannot fail half-way */
         long long r = index_at(&rows, i), c = have_cells ? index_at(&cells, i) : 0;
         if (r < 0 || r >= l.n_cts) {
             PyErr_Format(PyExc_IndexError, "row %lld out of range (%zd ciphertexts)", r, l.n_cts);
@@ -240,70 +289,103 @@ static PyObject *cell_products(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_IndexError, "cell %lld out of range (%zd cells)", c, n_cells);
             goto done;
         }
-        if (c != skip && slot[c] < 0)
-            slot[c] = present++;
     }
-    acc = PyMem_Malloc((size_t)(present * k + 1) * sizeof(mp_limb_t));
-    t = PyMem_Malloc((size_t)(2 * k) * sizeof(mp_limb_t));
-    char *started = PyMem_Calloc((size_t)present + 1, 1);
-    if (!acc || !t || !started) {
-        PyMem_Free(started);
+    const Py_ssize_t n_sums = nb1 + nb2;
+    acc = PyMem_Malloc((size_t)(n_cells * k) * sizeof(mp_limb_t));
+    sums = PyMem_Malloc((size_t)((n_sums + 4) * k) * sizeof(mp_limb_t)); /* + rest, total, 2k of scratch */
+    t = PyMem_Malloc((size_t)(3 * k + 1) * sizeof(mp_limb_t));
+    started = PyMem_Calloc((size_t)n_cells, 1);
+    bin_started = PyMem_Calloc((size_t)n_sums + 1, 1);
+    if (!acc || !sums || !t || !started || !bin_started) {
         PyErr_NoMemory();
         goto done;
     }
     const mp_limb_t minv = neg_inverse_limb(m[0]);
+    mp_limb_t *rest_m = sums + n_sums * k, *total_m = rest_m + k, *x = total_m + k; /* x: 2k limbs */
+    int derived = 0;
 
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t c = have_cells ? (Py_ssize_t)index_at(&cells, i) : 0;
-        if (c == skip)
-            continue;
-        mp_limb_t *a = acc + slot[c] * k;
-        const mp_limb_t *x = base + (Py_ssize_t)index_at(&rows, i) * k;
-        if (!started[slot[c]]) {
-            started[slot[c]] = 1;
-            memcpy(a, x, (size_t)k * sizeof(mp_limb_t));
-        } else { /* (P R)(x R) / R = (P x) R */
-            mpn_mul_n(t, a, x, k);
-            redc(a, t, m, k, minv);
-        }
+        if (c != skip)
+            accumulate(acc, started, c, base + (Py_ssize_t)index_at(&rows, i) * k, m, k, minv, t);
     }
-    for (Py_ssize_t j = 0; j < present; j++) { /* out of Montgomery form: (P R) / R */
-        memcpy(t, acc + j * k, (size_t)k * sizeof(mp_limb_t));
-        memset(t + k, 0, (size_t)k * sizeof(mp_limb_t));
-        redc(acc + j * k, t, m, k, minv);
+    if (skip >= 0) { /* P(skip) = T / prod_{c != skip} P(c): only the inverse needs the GIL-free mpz layer */
+        char any = 0;
+        for (Py_ssize_t c = 0; c < n_cells; c++)
+            if (started[c])
+                accumulate(rest_m, &any, 0, acc + c * k, m, k, minv, t);
+        mont_in(total_m, total.buf, m, k, t, x);
+        if (any) {
+            mont_out(x, rest_m, m, k, minv, t); /* rest, plain */
+            derived = 1;                        /* inverted below, with the GIL */
+        } else {
+            memcpy(acc + skip * k, total_m, (size_t)k * sizeof(mp_limb_t));
+            started[skip] = 1;
+        }
     }
     Py_END_ALLOW_THREADS
-    PyMem_Free(started);
 
-    PyObject *cell_list = PyList_New(present);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, present * k * (Py_ssize_t)sizeof(mp_limb_t));
-    if (!cell_list || !out) {
-        Py_XDECREF(cell_list);
-        Py_XDECREF(out);
-        goto done;
-    }
-    char *dst = PyBytes_AS_STRING(out);
-    Py_ssize_t j = 0;
-    for (Py_ssize_t c = 0; c < n_cells; c++) { /* in increasing cell order */
-        if (slot[c] < 0)
-            continue;
-        PyObject *ci = PyLong_FromSsize_t(c);
-        if (!ci) {
-            Py_DECREF(cell_list);
-            Py_DECREF(out);
+    if (derived) {
+        mpz_init(rest);
+        mpz_init(inv);
+        mpz_ready = 1;
+        mpz_roinit_n(mz, m, k);
+        mpz_import(rest, (size_t)k, -1, sizeof(mp_limb_t), 0, 0, x);
+        if (!mpz_invert(inv, rest, mz)) {
+            PyErr_SetString(PyExc_ZeroDivisionError, "the cells' product has no inverse modulo the modulus");
             goto done;
         }
-        PyList_SET_ITEM(cell_list, j, ci);
-        memcpy(dst + j * k * (Py_ssize_t)sizeof(mp_limb_t), acc + slot[c] * k, (size_t)k * sizeof(mp_limb_t));
-        j++;
+        memset(x, 0, (size_t)k * sizeof(mp_limb_t));
+        mpz_export(x, NULL, -1, sizeof(mp_limb_t), 0, 0, inv);
+        mp_limb_t *q = PyMem_Malloc((size_t)(k + 1) * sizeof(mp_limb_t));
+        if (!q) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        mont_in(rest_m, x, m, k, t, q); /* inverse, Montgomery form */
+        PyMem_Free(q);
+        mont_mul(acc + skip * k, total_m, rest_m, m, k, minv, t);
+        started[skip] = 1;
     }
-    result = Py_BuildValue("(NN)", cell_list, out);
+
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n_sums * k * (Py_ssize_t)sizeof(mp_limb_t));
+    if (!out)
+        goto done;
+    mp_limb_t *dst = (mp_limb_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t c = 0; c < n_cells; c++) { /* fold cells into each feature's bins; the missing code is in none */
+        if (!started[c])
+            continue;
+        Py_ssize_t code1 = radix2 ? c / radix2 : c, code2 = radix2 ? c % radix2 : nb2;
+        if (code1 < nb1)
+            accumulate(sums, bin_started, code1, acc + c * k, m, k, minv, t);
+        if (code2 < nb2)
+            accumulate(sums, bin_started, nb1 + code2, acc + c * k, m, k, minv, t);
+    }
+    for (Py_ssize_t b = 0; b < n_sums; b++) {
+        if (bin_started[b]) {
+            mont_out(dst + b * k, sums + b * k, m, k, minv, t);
+        } else { /* an empty bin: the product of nothing */
+            memset(dst + b * k, 0, (size_t)k * sizeof(mp_limb_t));
+            dst[b * k] = 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = out;
 
 done:
+    if (mpz_ready) {
+        mpz_clear(rest);
+        mpz_clear(inv);
+    }
     PyMem_Free(acc);
+    PyMem_Free(sums);
     PyMem_Free(t);
-    PyMem_Free(slot);
+    PyMem_Free(started);
+    PyMem_Free(bin_started);
+    if (total.obj)
+        PyBuffer_Release(&total);
     index_buffer_release(&cells);
     index_buffer_release(&rows);
     limbs_release(&l);
@@ -313,8 +395,8 @@ done:
 static PyMethodDef methods[] = {
     {"to_montgomery", to_montgomery, METH_VARARGS,
      "to_montgomery(cts, modulus): each ciphertext x, below the modulus m, becomes x 2^(64k) mod m, in place"},
-    {"cell_products", cell_products, METH_VARARGS,
-     "cell_products(cts, modulus, rows, cells, n_cells, skip) -> (present cells, products as k-limb integers)"},
+    {"bin_sums", bin_sums, METH_VARARGS,
+     "bin_sums(cts, modulus, rows, cells, n_cells, radix2, nb1, nb2, skip, total) -> the bins' products (bytes)"},
     {NULL, NULL, 0, NULL},
 };
 

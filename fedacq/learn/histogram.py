@@ -78,31 +78,34 @@ Any additive scheme
     multiply-mod scales with the modulus: ~3x cheaper under a 2048-bit OU key than under 2048-bit Paillier
     (mod a 4096-bit ``n^2``).
 
-The compiled inner loop (:mod:`fedacq.learn._histkernel`, C over GMP)
-    Products into cells are the kernel's whole cost at scale (every row of a
-    node, per group), so they run in C: the tree's ciphertexts are one array of
-    64-bit limbs (:class:`CiphertextTable`, filled once per tree from the
-    buffer the workers receive), and ``cell_products`` walks a node's rows and
-    a group's cell codes (numpy arrays, read in place) into per-cell
-    accumulators of ``k`` limbs reused in place, with no Python object per
-    ciphertext and the GIL released. Each product is Montgomery's: with ``R =
-    2^(64k)`` the table holds ``c R mod m`` (one division per ciphertext and
-    tree), a cell holds ``P R`` and takes a row as ``REDC(P R * c R) = (P c)
-    R``, where ``REDC(t) = t / R mod m`` is ``k`` multiply-adds of a limb by
-    ``m`` (no long division, no quotient); one last ``REDC`` gives ``P``. That
-    is the canonical residue below ``m``, and a one-row cell is its ciphertext:
-    bit for bit what ``acc * c % m`` over the same rows gives in Python.
-    Measured on the project's 2-core machine (issue 15; CPU seconds of a root
-    histogram, 100k rows x 20 features, 32 bins, same run, load ~6): 1.43x
-    fewer than the gmpy2 loop it replaced under a 2048-bit modulus (OU; 1.75
-    vs 2.50 us per planned product) and 1.19x under a 4096-bit one (Paillier's
-    ``n^2``; 6.3 vs 7.5 us). GMP's ``mpz_mul`` + ``mpz_tdiv_r`` in the same C
-    loop was 1.25x / 1.11x slower than Montgomery's product, and sf-heu's C++
-    ``batch_feature_wise_bucket_sum`` (libtommath Montgomery) no faster per
-    CPU-second than the gmpy2 loop. What remains in Python is
-    per cell or per bin, not per row: folding cells into bins, the derived
-    cell's inverse, siblings, prefix sums and compression (whose ``powmod`` is
-    GMP's own Montgomery exponentiation).
+The compiled kernel (:mod:`fedacq.learn._histkernel`, C over GMP)
+    Products are the kernel's whole cost at scale (every row of a node, per
+    group), so a group's bin sums are computed in C: the tree's ciphertexts are
+    one array of 64-bit limbs (:class:`CiphertextTable`, filled once per tree
+    from the buffer the workers receive), and ``bin_sums`` walks a node's rows
+    and the group's cell codes (numpy arrays, read in place) into per-cell
+    accumulators of ``k`` limbs reused in place, derives the most-populated
+    cell (one ``mpz_invert``) and folds cells into each feature's bins, with no
+    Python object per ciphertext or cell and the GIL released. Each product is
+    Montgomery's: with ``R = 2^(64k)`` the table holds ``c R mod m`` (one
+    division per ciphertext and tree), a cell holds ``P R`` and takes a row as
+    ``REDC(P R * c R) = (P c) R``, where ``REDC(t) = t / R mod m`` is ``k``
+    multiply-adds of a limb by ``m`` (no long division, no quotient); one last
+    ``REDC`` gives ``P``. That is the canonical residue below ``m``, and a
+    one-factor product is its factor: bit for bit what ``acc * c % m`` in
+    Python gives over the same rows, in any order.
+    Measured on the project's 2-core machine (issue 15; CPU seconds of one
+    tree's builds, root and each level's smaller children, 100k rows x 20
+    features, 32 bins, depth 5, same run, load 8-13): 1.5x fewer than the
+    gmpy2 loop it replaced under a 2048-bit modulus (OU; 1.96 vs 3.0 us per
+    planned product) and 1.3-1.4x under a 4096-bit one (Paillier's ``n^2``;
+    6.0-6.6 vs 8.4-8.8 us). GMP's ``mpz_mul`` + ``mpz_tdiv_r`` in the same C
+    loop was 1.1-1.25x slower than Montgomery's product; sf-heu's C++
+    ``batch_feature_wise_bucket_sum`` (libtommath Montgomery) was no faster per
+    CPU-second than the gmpy2 loop. What stays in Python is per bin: siblings
+    (:func:`batch_invert`), prefix sums and compression, whose Horner steps
+    are ``gmpy2.powmod`` by ``2^entry_bits``: GMP's own Montgomery
+    exponentiation, which a C loop of Montgomery squarings measured no faster.
 
 Workers get only public values (ciphertexts, the modulus, bin codes).
 """
@@ -280,11 +283,11 @@ class CiphertextTable:
     ciphertext and tree), so that products need no division (module
     docstring). Every ciphertext must be below ``m`` (as
     :func:`fedacq.crypto.additive.check_range` has already made sure of the
-    peer's).
+    peer's). The constructor converts the (writable) ``limbs`` it is given in
+    place; :meth:`from_ints` and :meth:`from_packed` make them.
     """
 
     def __init__(self, limbs: np.ndarray, modulus: int) -> None:
-        self.modulus = mpz(modulus)
         self.k = limbs.shape[1]
         self._modulus_limbs = np.frombuffer(int(modulus).to_bytes(8 * self.k, "little"), dtype="<u8")
         _histkernel.to_montgomery(limbs, self._modulus_limbs)
@@ -317,12 +320,22 @@ class CiphertextTable:
     def __len__(self) -> int:
         return self.limbs.shape[0]
 
-    def products(self, rows: np.ndarray, cells: np.ndarray | None = None, n_cells: int = 1,
-                 skip: int = -1) -> dict[int, mpz]:
-        """``{cell: product of its rows' ciphertexts mod m}`` over the non-empty cells, ``skip``'s rows left out."""
-        present, out = _histkernel.cell_products(self.limbs, self._modulus_limbs, rows, cells, n_cells, skip)
+    def node_total(self, rows: np.ndarray) -> bytes:
+        """The product of ``rows``' ciphertexts mod m as ``k`` limbs: what :meth:`bin_sums` derives a cell from."""
+        return _histkernel.bin_sums(self.limbs, self._modulus_limbs, rows, None, 1, 0, 1, 0, -1, None)
+
+    def bin_sums(self, rows: np.ndarray, cells: np.ndarray, radix: list[int], n_bins: list[int], skip: int = -1,
+                 total: bytes | None = None) -> list[list[mpz]]:
+        """Each feature's bin sums over ``rows`` for one group (one feature, or a pair: cell ``c1 radix[1] + c2``).
+
+        ``skip``: the cell derived from ``total`` (:meth:`node_total`) instead of multiplied from its rows.
+        """
+        pair = len(radix) == 2
+        out = _histkernel.bin_sums(self.limbs, self._modulus_limbs, rows, cells, int(np.prod(radix)),
+                                   radix[1] if pair else 0, n_bins[0], n_bins[1] if pair else 0, skip, total)
         w = 8 * self.k
-        return {c: mpz(int.from_bytes(out[i * w:(i + 1) * w], "little")) for i, c in enumerate(present)}
+        sums = [mpz(int.from_bytes(out[i:i + w], "little")) for i in range(0, len(out), w)]
+        return [sums[:n_bins[0]], sums[n_bins[0]:]] if pair else [sums]
 
 
 def build_histograms(cts: "CiphertextTable | list", nsq: mpz, bins: np.ndarray, n_bins: np.ndarray,
@@ -337,27 +350,14 @@ def build_histograms(cts: "CiphertextTable | list", nsq: mpz, bins: np.ndarray, 
     codes = _codes(bins, n_bins, rows)
     radix = np.asarray(n_bins, dtype=np.int64) + 1
     groups, use_total = _plan(codes, radix, pair_features)
-    total = table.products(rows)[0] if use_total else None
+    total = table.node_total(rows) if use_total else None
     out: list[list[mpz]] = [[] for _ in range(bins.shape[1])]
-    one = mpz(1)
     for g in groups:
         derive = use_total and g.derived < g.plain
-        size = int(np.prod(g.radix))
-        acc = table.products(rows, g.cells, size, g.top if derive else -1)
-        if derive:  # the most-populated cell: the node total over every other cell, one inverse
-            rest = None
-            for a in acc.values():
-                rest = a if rest is None else rest * a % nsq
-            acc[g.top] = total if rest is None else total * gmpy2.invert(rest, nsq) % nsq
-        for j, f in enumerate(g.features):
-            nb = int(n_bins[f])
-            sums: list = [None] * nb
-            for c, a in acc.items():
-                code = c if len(g.features) == 1 else (c // g.radix[1] if j == 0 else c % g.radix[1])
-                if code < nb:  # the missing code is in no bin
-                    s = sums[code]
-                    sums[code] = a if s is None else s * a % nsq
-            out[f] = [one if s is None else s for s in sums]
+        sums = table.bin_sums(rows, g.cells, g.radix, [int(n_bins[f]) for f in g.features],
+                              g.top if derive else -1, total)
+        for f, s in zip(g.features, sums):
+            out[f] = s
     return out
 
 
