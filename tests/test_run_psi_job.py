@@ -286,3 +286,28 @@ def test_the_parameter_is_a_job_id(psi_job):
     assert "psi_job" in PARAMS
     with pytest.raises(PolicyError, match="psi_job"):
         PROTOCOL.resolve({"id_column": "id", "label_column": "y", "psi_job": psi_job}, Policy())
+
+
+def test_two_node_processes_train_on_their_psi_job(files, tmp_path):
+    """gRPC between two real nodes (mutual TLS): a psi job, then a run job naming it; each node
+    reads its own result, and the run.psi_job schema is known to both before any traffic."""
+    from fedacq.node.local import start_local_pair
+
+    datasets = {"lender": {"customers": files["customers"]}, "platform": {"users": files["users"]}}
+    with start_local_pair(tmp_path, datasets=datasets, allow=["psi", "run"],
+                          policy={party: POLICY for party in PARTIES}) as pair:
+        psi = pair.submit({"job": {"protocol": "psi", "id": "grpc-psi"},
+                           "datasets": {"lender": {"ids": "customers"}, "platform": {"ids": "users"}},
+                           "params": {"id_columns": ["id"], "min_intersection": 50, "mode": "unbalanced",
+                                      "incremental": True}}, party="lender")
+        assert psi["status"] == "succeeded", psi.get("error")
+        run = pair.submit({"job": {"protocol": "run", "id": "grpc-run"},
+                           "datasets": {"lender": {"table": "customers"}, "platform": {"table": "users"}},
+                           "params": {"id_column": "id", "label_column": "y", "key_bits": 512,
+                                      "insecure_test_key": True, "min_intersection": 50, "psi_job": "grpc-psi",
+                                      "model_params": {**MODEL, "n_estimators": 1}}}, party="lender")
+        assert run["status"] == "succeeded", run.get("error")
+        platform = pair.status("platform", "grpc-run")
+    for result in (run["result"], platform["result"]):
+        assert result["psi_job"] == "grpc-psi" and result["intersection_size"] == 300
+        assert result["bytes"]["psi"]["messages_sent"] == 1
