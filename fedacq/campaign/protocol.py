@@ -12,8 +12,13 @@ Three protocols, each initiated by the lender's driver (:mod:`fedacq.campaign.lo
   if its own record allows the transition; the lender cannot resume a campaign the platform's
   own operator paused (``status_by``), nor revive a stopped or finished one. The platform
   answers ``campaign.outcome`` ``recorded`` (or ``failed`` with the reason, and nothing changed).
-* ``campaign_publish`` — after the agreement, the platform resolves the cycle's run job(s) in
-  its OWN job store (by id; never a path), scores its whole user base (the job's ``scoring``
+* ``campaign_publish`` — after the agreement, the platform checks the cycle number, day and
+  version against its own record (:func:`_check_cycle`: a new cycle after those it holds and
+  within the schedule, days never going back, a version in one cycle only; a cycle it holds is
+  published again only if its publication failed, with the same version and day), resolves the
+  cycle's run job(s) in its OWN job store (by id; never a path; a prospect run job of this
+  campaign on its platform data set, exactly the models the campaign has), enforces its own
+  count of the intersection, scores its whole user base (the job's ``scoring``
   data set, which must be the campaign's ``platform_scoring`` as this node registered it) with
   its own part of the model, computes the score-PSI gate against its live version with the
   stricter of the campaign's and its own ``[campaigns] max_score_psi``, and only if the lender's
@@ -22,9 +27,15 @@ Three protocols, each initiated by the lender's driver (:mod:`fedacq.campaign.lo
   ``[campaigns] boost_service``). It records its view of the cycle and answers the lender with
   ``campaign.outcome``: the outcome, the gate records (values and pass/fail; nothing about a
   user), the table version. A paused or stopped campaign at the platform publishes nothing.
+  A table that cannot be built or loaded (the service down or refusing it) is withdrawn from the
+  table root and the cycle recorded ``failed`` with the reason in its ``attempts``; a later job
+  may publish the same cycle (a new table version). A lender asking again for a cycle published
+  with that version and still live gets the same answer. The lender checks the answer against
+  what it asked (the version it sent; a table exactly when published).
 * ``campaign_rollback`` — the lender's measured lift turned significantly bad: the platform
   checks that the campaign exists and that the named cycle is its live one, rolls back to the
-  previous published table through its boost service and records the reason.
+  previous published table through its boost service and records the reason. The lender accepts
+  the answer only if that table is one it recorded published for an earlier cycle.
 
 Params (both nodes see them): ``campaign`` (a :data:`fedacq.paths.NAME`); the agreement also
 ``status`` (None or one of :data:`RELAYED_STATUSES`); publish also ``cycle``,
