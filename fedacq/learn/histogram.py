@@ -299,9 +299,13 @@ class CiphertextTable:
 
     @classmethod
     def from_ints(cls, cts, modulus: int) -> "CiphertextTable":
+        """From integers, a few thousand at a time (no second full-size copy while filling the table)."""
         k = cls._limbs(modulus)
-        buf = bytearray(b"".join(int(c).to_bytes(8 * k, "little") for c in cts))
-        return cls(np.frombuffer(buf, dtype="<u8").reshape(len(cts), k), modulus)
+        limbs = np.empty((len(cts), k), dtype="<u8")
+        for start in range(0, len(cts), 4096):
+            chunk = b"".join(int(c).to_bytes(8 * k, "little") for c in cts[start:start + 4096])
+            limbs[start:start + 4096] = np.frombuffer(chunk, dtype="<u8").reshape(-1, k)
+        return cls(limbs, modulus)
 
     @classmethod
     def from_packed(cls, packed: bytes, width: int, modulus: int) -> "CiphertextTable":
