@@ -91,8 +91,8 @@ def align(parties: Parties, *, job_id: str, id_columns: tuple[str, ...] = ("user
     the platform updates its cache of blinded ids in place and only the change crosses
     (:mod:`fedacq.psi.cache`), what a campaign's cycles want.
 
-    :func:`train` aligns again inside its own job; this step alone tells both parties the
-    overlap before either commits to training.
+    :func:`train` aligns again inside its own job unless it is given this job's id as
+    ``psi_job``; this step alone tells both parties the overlap before either commits to training.
     """
     job = {"job": {"protocol": "psi", "id": job_id},
            "datasets": {party: {"ids": name} for party, name in {**INPUTS, **(tables or {})}.items()},
@@ -106,10 +106,13 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
           key_bits: int = 2048, insecure_test_key: bool = False, min_intersection: int = 100,
           validation_fraction: float = 0.2, seed: int = 0, experiment: str = "fedacq-pipeline",
           lender_table: str = INPUTS[LENDER], platform_table: str = INPUTS[PLATFORM],
-          xgb_model: str | None = None, progress: bool = False) -> dict[str, Any]:
+          xgb_model: str | None = None, psi_job: str | None = None, progress: bool = False) -> dict[str, Any]:
     """PSI then federated training and the lender's evaluation (a ``run`` job) on the lender's
     registered table ``lender_table`` and the platform's ``platform_table``; with ``xgb_model``
-    (the id of an earlier ``run`` job both nodes hold, XGBoost's name) trees are added to that model.
+    (the id of an earlier ``run`` job both nodes hold, XGBoost's name) trees are added to that model;
+    with ``psi_job`` (the id of a finished ``psi`` job of both nodes on the same tables and id
+    column) each node trains on its own result of that job instead of aligning again inside the
+    run job.
 
     Returns the job's metrics as ``fedacq run`` reports them
     (:func:`fedacq.learn.run_report.job_metrics`): ``intersection_size``, ``train`` /
@@ -127,6 +130,8 @@ def train(parties: Parties, *, job_id: str, label_column: str, id_column: str = 
                       "validation_fraction": validation_fraction, "seed": seed, "experiment": experiment}}
     if xgb_model is not None:
         job["params"]["xgb_model"] = xgb_model
+    if psi_job is not None:
+        job["params"]["psi_job"] = psi_job
     results = parties.run(job, progress)
     # at one site (SiteParties) the platform's side stays at the platform: its part is not named here
     platform = results.get(PLATFORM) or {"timings": {}, "info": None, "files": []}
