@@ -37,10 +37,13 @@ A bad manifest (not JSON, not an object, missing or mistyped keys, a checksum th
 match) is logged, kept in ``Status`` errors and skipped; it never stops a scan, the
 start-up scan included, and a valid table in the same pass still loads.
 
-The loader does its heavy work in Arrow kernels, which release the GIL (validation, and
-the sorted id index of ``lookup.py``), and the serving process lowers the interpreter
-switch interval, so request threads are not stalled for long while a large table loads
-(1 M users: 0.65 s, measured mid-run in ``benchmarks/boost_service.py``).
+The loader does its heavy work in Arrow kernels and whole-array numpy operations, which
+release the GIL for most of their time (validation, and the hash index of ``lookup.py``),
+and the serving process lowers the interpreter switch interval, so request threads are not
+stalled for long while a large table loads (1 M users: 0.8 s on a quiet machine, measured
+mid-run in ``benchmarks/boost_service.py``). After the start-up load the process freezes
+what it holds for the garbage collector (``gc.freeze``), so the full collections that
+requests' allocations trigger do not walk the modules and tables on the request path.
 
 Expired tables: past its expiry a table is still used for buckets, but every boost is 1.0
 and responses say ``expired``; stale bids are worse than no boost.
@@ -53,6 +56,7 @@ yet declared in ``protocols/boost.proto``.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import re
 import sys
@@ -347,7 +351,7 @@ class BoostServicer(pb_grpc.BoostServiceServicer):
         n = len(request.user_ids)
         if n > MAX_BATCH:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch of {n} user ids exceeds {MAX_BATCH}")
-        res = lookup.lookup(list(request.user_ids))
+        res = lookup.lookup(request.user_ids)  # the repeated field itself: no copy into a list
         expired = lookup.expired()
         boosts = np.ones(n, dtype=np.float32) if expired else res.boost
         return pb.LookupResponse(table_version=lookup.version, layer=lookup.layer, boosts=boosts.tolist(),
@@ -405,9 +409,14 @@ class BoostServer:
 
     ``allow`` maps client names to roles (:func:`parse_allow`); required with ``tls_dir``,
     ``{"loopback": {"lookup", "admin"}}`` by default without (module docstring).
+
+    Why 2 worker threads by default: a request is Python under the GIL, so more threads do
+    not run more requests at once; they only hand the GIL around more. On this 2-core machine
+    the same service answered 1.2-1.4x more look-ups per second with 2 threads than with 8
+    (``benchmarks/boost_service.py``, same run). A ``Reload`` holds one thread while it indexes.
     """
 
-    def __init__(self, registry: BoostRegistry, address: str = "127.0.0.1:0", max_workers: int = 8,
+    def __init__(self, registry: BoostRegistry, address: str = "127.0.0.1:0", max_workers: int = 2,
                  tls_dir: str | Path | None = None, tls_name: str = "platform",
                  allow: dict[str, frozenset[str]] | None = None) -> None:
         self.registry = registry
@@ -480,7 +489,7 @@ class BoostClient:
         self.channel.close()
 
 
-def serve(tables: str | Path, address: str = "127.0.0.1:50071", workers: int = 8, watch_interval: float = 2.0,
+def serve(tables: str | Path, address: str = "127.0.0.1:50071", workers: int = 2, watch_interval: float = 2.0,
           tls_dir: str | Path | None = None, tls_name: str = "platform",
           allow: dict[str, frozenset[str]] | None = None, port_file: str | Path | None = None) -> int:
     """Serve the boost tables under ``tables`` until the process is stopped (``fedacq boost-serve``).
@@ -500,6 +509,10 @@ def serve(tables: str | Path, address: str = "127.0.0.1:50071", workers: int = 8
     watcher = TableWatcher(registry, watch_interval or 2.0)
     if not watcher.scan_logged():
         log.warning("no valid boost table under %s yet; errors: %s", root, list(registry.errors))
+    # everything alive now (modules, the first tables) lives as long as the process: out of the
+    # collector's sight, a full collection walks only what requests and reloads allocate since
+    gc.collect()
+    gc.freeze()
     server = BoostServer(registry, address, workers, tls_dir, tls_name, allow).start()
     if watch_interval > 0:
         watcher.start()
