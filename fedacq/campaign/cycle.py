@@ -1,9 +1,14 @@
 """One campaign cycle, each step at the node that owns it.
 
-1. **align** (both; a ``psi`` node job): the lender's table with the labels matured so far and
-   the platform's users; the ``min_intersection`` gate at both.
-2. **update** (both; a ``run`` node job): a prospect model of the campaign's label (and, with
-   ``[model] value``, one job per value stage), the lender's evaluation on held-out rows.
+1. **align** (both; a ``psi`` node job, unbalanced and incremental: the platform's cache of its
+   blinded users is updated in place and only what changed crosses): the lender's table with the
+   labels matured so far and the platform's users; the ``min_intersection`` gate at both.
+2. **update** (both; a ``run`` node job): a prospect model of the campaign's label, trained on the
+   align step's result (the run job's ``psi_job``: each node takes its rows from its own result of
+   that psi job and both check they hold the same alignment, :mod:`fedacq.learn.run_node`; no
+   second PSI), and the lender's evaluation on held-out rows. With ``[model] value``, one job per
+   value stage, each on the stage's own lender table, which the psi job did not align: those
+   jobs align inside themselves.
    ``update = "retrain"`` trains afresh on today's labels; ``"add_trees"`` passes the live model
    to the run job (:data:`fedacq.campaign.config.ADD_TREES_PARAM`) so trees are added to it.
 3. **gates**: the lender's validation metric, here at the lender.
@@ -74,7 +79,8 @@ def reference_mask(user_ids: pd.Series, campaign: Campaign) -> np.ndarray:
 
 
 def _train(run: CampaignRun, n: int, live_version: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run job(s) of cycle ``n``: (the first model's metrics, {stage or "model": metrics})."""
+    """The run job(s) of cycle ``n``: (the first model's metrics, {stage or "model": metrics}).
+    The campaign's model trains on the cycle's psi job (module docstring)."""
     c = run.campaign
     params = c.model_params()
     common = {"model_params": params, "key_bits": c.key_bits, "insecure_test_key": c.insecure_test_key,
@@ -84,7 +90,7 @@ def _train(run: CampaignRun, n: int, live_version: str | None) -> tuple[dict[str
     if c.value is None:
         metrics = pipeline.train(run.parties, job_id=run.job_id(n, "run"), label_column=c.label, model=c.model,
                                  mode=c.mode, lender_table=c.datasets["lender"],
-                                 platform_table=c.datasets["platform"], **common)
+                                 platform_table=c.datasets["platform"], psi_job=run.job_id(n, "psi"), **common)
         return metrics, {"model": metrics}
     from fedacq.activate.value import VALUE_MODELS
 
