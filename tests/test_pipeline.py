@@ -17,6 +17,8 @@ from fedacq import pipeline
 from fedacq.pipeline import LENDER, PLATFORM
 from fedacq.sim import generate_market
 
+#: the lender has 424 customers among them, 360 in the intersection: above the policy's minimum of 100.
+N_USERS = 12_000
 KEY = {"key_bits": 1024, "insecure_test_key": True}
 POLICY = pipeline.one_operator_policy(1024, True, min_intersection=100)
 MEASURE = {"min_cohort": 10, "epsilon": 0.0, "value_bounds": {"drawdown_amount": 20_000.0}, "min_bucket_size": 20}
@@ -26,7 +28,7 @@ MEASURE = {"min_cohort": 10, "epsilon": 0.0, "value_bounds": {"drawdown_amount":
 def loop(tmp_path_factory):
     """align, train, score, activate, campaign and measure with two ``fedacq node`` processes."""
     root = tmp_path_factory.mktemp("pipeline")
-    market = generate_market(30_000, seed=3)
+    market = generate_market(N_USERS, seed=3)
     paths = pipeline.write_party_files(market, root)
     datasets = pipeline.registry(paths, root, ("prospect",))
     out: dict = {"root": root, "datasets": datasets}
@@ -81,7 +83,7 @@ def test_steps_hand_on_what_the_next_step_needs(loop):
     align, metrics = loop["align"], loop["train"]
     assert align[LENDER]["intersection"] == align[PLATFORM]["intersection"] == metrics["intersection_size"] > 100
     assert metrics["transport"] == "grpc" and 0.5 < metrics["validation"]["auc"] <= 1
-    assert len(loop["scores"]) == 30_000
+    assert len(loop["scores"]) == N_USERS
     report = loop["measure"].report
     assert set(report["layers"]) == {"prospect"}
     view = loop["measure"].platform_view
