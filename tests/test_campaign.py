@@ -230,6 +230,9 @@ def test_add_trees_continues_the_live_version_through_the_run_job(tmp_path: Path
                  ["learner"]["gradient_booster"]["model"]["trees"]) for x in (first, second)]
     assert trees == [3, 6], trees  # the live version's trees, then three more
     assert job["spec"]["params"]["xgb_model"] == first["version"] and job["status"] == "succeeded"
+    # the run job trained on the cycle's incremental psi job: no PSI of its own
+    assert job["spec"]["params"]["psi_job"] == f"{c.name}-c0002-psi" == job["result"]["psi_job"]
+    assert job["result"]["bytes"]["psi"]["messages_sent"] == 1
     assert second["outcome"] in ("published", "refused") and len(second["gates"]) == 3
 
 
