@@ -84,8 +84,11 @@ class LocalNode:
     def launch(self) -> None:
         out = self.output.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # a session (process group) of its own: kill() takes the node's worker processes with it, as a
+        # crashing machine or container would (multiprocessing's forkserver and pool workers outlive a
+        # SIGKILLed parent otherwise)
         self.process = subprocess.Popen([sys.executable, "-m", "fedacq.cli", "node", "--config", str(self.config)],
-                                        stdout=out, stderr=subprocess.STDOUT, env=env)
+                                        stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         out.close()
 
     def wait_ready(self, timeout: float) -> None:
@@ -112,9 +115,9 @@ class LocalNode:
         return "\n".join(self.output.read_text(errors="replace").splitlines()[-lines:]) if self.output.exists() else ""
 
     def kill(self) -> None:
-        """SIGKILL: the node gets no chance to say goodbye (a crash)."""
+        """SIGKILL to the node's process group: neither the node nor its workers get a chance to say goodbye (a crash)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
