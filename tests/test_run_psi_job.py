@@ -26,7 +26,6 @@ import pytest
 
 from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
 from fedacq.link.memory import memory_pair
-from fedacq.pipeline import steps
 from fedacq.pipeline.parties import InProcessParties
 from test_checkpoint_run import Cut, CutLink
 from test_secureboost_continue import joint_predict
