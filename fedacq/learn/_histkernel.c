@@ -119,6 +119,28 @@ static void redc(mp_limb_t *r, mp_limb_t *t, const mp_limb_t *m, mp_size_t k, mp
         mpn_sub_n(r, r, m, k);
 }
 
+/* r = a b / R mod m (Montgomery's product); t: 2k limbs of scratch. */
+static void mont_mul(mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, const mp_limb_t *m, mp_size_t k,
+                     mp_limb_t minv, mp_limb_t *t) {
+    mpn_mul_n(t, a, b, k);
+    redc(r, t, m, k, minv);
+}
+
+/* r = x R mod m for x below m (into Montgomery form); t: 2k limbs, q: k + 1 limbs of scratch. */
+static void mont_in(mp_limb_t *r, const mp_limb_t *x, const mp_limb_t *m, mp_size_t k, mp_limb_t *t, mp_limb_t *q) {
+    memset(t, 0, (size_t)k * sizeof(mp_limb_t));
+    memcpy(t + k, x, (size_t)k * sizeof(mp_limb_t));
+    mpn_tdiv_qr(q, r, 0, t, 2 * k, m, k);
+}
+
+/* r = x / R mod m (out of Montgomery form); t: 2k limbs of scratch. */
+static void mont_out(mp_limb_t *r, const mp_limb_t *x, const mp_limb_t *m, mp_size_t k, mp_limb_t minv,
+                     mp_limb_t *t) {
+    memcpy(t, x, (size_t)k * sizeof(mp_limb_t));
+    memset(t + k, 0, (size_t)k * sizeof(mp_limb_t));
+    redc(r, t, m, k, minv);
+}
+
 /* The buffers every call shares: ciphertexts and modulus as k-limb numbers. */
 typedef struct {
     Py_buffer cts, mod;
@@ -175,11 +197,8 @@ static PyObject *to_montgomery(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     mp_limb_t *t = malloc((size_t)(2 * k) * sizeof(mp_limb_t)), *q = malloc((size_t)(k + 1) * sizeof(mp_limb_t));
     if (t && q) {
-        for (Py_ssize_t i = 0; i < l.n_cts; i++) { /* x 2^(64k) mod m */
-            memset(t, 0, (size_t)k * sizeof(mp_limb_t));
-            memcpy(t + k, x + i * k, (size_t)k * sizeof(mp_limb_t));
-            mpn_tdiv_qr(q, x + i * k, 0, t, 2 * k, m, k);
-        }
+        for (Py_ssize_t i = 0; i < l.n_cts; i++)
+            mont_in(x + i * k, x + i * k, m, k, t, q);
     } else {
         failed = 1;
     }
@@ -193,28 +212,6 @@ static PyObject *to_montgomery(PyObject *self, PyObject *args) {
 done:
     limbs_release(&l);
     return result;
-}
-
-/* r = a b / R mod m (Montgomery's product); t: 2k limbs of scratch. */
-static void mont_mul(mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b, const mp_limb_t *m, mp_size_t k,
-                     mp_limb_t minv, mp_limb_t *t) {
-    mpn_mul_n(t, a, b, k);
-    redc(r, t, m, k, minv);
-}
-
-/* r = x R mod m for x below m (into Montgomery form); t: 2k limbs, q: k + 1 limbs of scratch. */
-static void mont_in(mp_limb_t *r, const mp_limb_t *x, const mp_limb_t *m, mp_size_t k, mp_limb_t *t, mp_limb_t *q) {
-    memset(t, 0, (size_t)k * sizeof(mp_limb_t));
-    memcpy(t + k, x, (size_t)k * sizeof(mp_limb_t));
-    mpn_tdiv_qr(q, r, 0, t, 2 * k, m, k);
-}
-
-/* r = x / R mod m (out of Montgomery form); t: 2k limbs of scratch. */
-static void mont_out(mp_limb_t *r, const mp_limb_t *x, const mp_limb_t *m, mp_size_t k, mp_limb_t minv,
-                     mp_limb_t *t) {
-    memcpy(t, x, (size_t)k * sizeof(mp_limb_t));
-    memset(t + k, 0, (size_t)k * sizeof(mp_limb_t));
-    redc(r, t, m, k, minv);
 }
 
 /* Multiply x (Montgomery form) into accumulator j of acc, or start it with x. */
@@ -402,7 +399,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_histkernel",
-    "Products of ciphertexts per histogram cell over GMP (see fedacq.learn.histogram).", -1, methods,
+    "Encrypted histogram bin sums over GMP, Montgomery products (see fedacq.learn.histogram).", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__histkernel(void) { return PyModule_Create(&module); }

@@ -276,7 +276,7 @@ def planned_products(bins: np.ndarray, n_bins: np.ndarray, rows: np.ndarray, pai
 class CiphertextTable:
     """A tree's ciphertexts as one ``(rows, k)`` array of 64-bit limbs, least significant first, in Montgomery form.
 
-    The layout :func:`fedacq.learn._histkernel.cell_products` reads in place
+    The layout :func:`fedacq.learn._histkernel.bin_sums` reads in place
     (``k`` limbs hold the ciphertext modulus ``m``): one buffer instead of an
     ``mpz`` object per row, which at 1M rows also spares the objects' overhead.
     Row ``i`` holds ``c_i R mod m`` (``R = 2^(64k)``, one division per
