@@ -1,4 +1,4 @@
-"""The compiled cell products (fedacq.learn._histkernel) equal the gmpy2 loop they replaced, residue for residue.
+"""The compiled bin sums (fedacq.learn._histkernel) equal the gmpy2 loops they replaced, residue for residue.
 
 The oracle is that loop itself (``acc = c if acc is None else acc * c % m`` per cell, rows in
 order), run on seeded random ciphertexts below odd moduli from one limb to 64 limbs (a 4096-bit
@@ -37,7 +37,7 @@ def _random(bits, n, seed, small=False):
     return m, cts
 
 
-def _fold(cells_products, radix, n_bins):
+def _fold(cells_products, m, radix, n_bins):
     """Per feature of a group, the gmpy2 loop folding cells into bins (empty bins: 1)."""
     out = []
     for j, nb in enumerate(n_bins):
@@ -45,12 +45,9 @@ def _fold(cells_products, radix, n_bins):
         for c, p in cells_products.items():
             code = c if len(radix) == 1 else (c // radix[1] if j == 0 else c % radix[1])
             if code < nb:
-                sums[code] = p if code not in sums else sums[code] * p % m_of[0]
+                sums[code] = p if code not in sums else sums[code] * p % m
         out.append([sums.get(b, mpz(1)) for b in range(nb)])
     return out
-
-
-m_of = [None]
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,7 +58,6 @@ m_of = [None]
 def test_bin_sums_equal_the_gmpy2_loop(bits, n, radix, seed, small, skip, dtype):
     """Cells, then bins with the missing code (radix - 1) in none; the derived cell when ``skip``."""
     m, cts = _random(bits, max(n, 1) + 5, seed, small)
-    m_of[0] = m
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(cts), n)
     n_cells = int(np.prod(radix))
@@ -81,7 +77,20 @@ def test_bin_sums_equal_the_gmpy2_loop(bits, n, radix, seed, small, skip, dtype)
             with pytest.raises(ZeroDivisionError):
                 table.bin_sums(rows, cells, radix, n_bins, top, total)
             return
-    assert table.bin_sums(rows, cells, radix, n_bins, top, total) == _fold(want_cells, radix, n_bins)
+    assert table.bin_sums(rows, cells, radix, n_bins, top, total) == _fold(want_cells, m, radix, n_bins)
+
+
+def test_strided_cells_and_packed_buffers_as_workers_receive_them():
+    m, cts = _random(4096, 500, 1)
+    width, packed = pack_ciphertexts(cts, m)
+    table = CiphertextTable.from_packed(packed, width, m)
+    assert np.array_equal(table.limbs, CiphertextTable.from_ints(cts, m).limbs)
+    codes = np.random.default_rng(1).integers(0, 33, size=(500, 3)).astype(np.int16)
+    rows = np.arange(0, 500, 3)
+    column = codes[rows][:, 1]  # a strided view, as a single feature's cells are
+    assert not column.flags.c_contiguous
+    want = _fold(_loop(cts, m, rows.tolist(), column.tolist()), m, [33], [32])
+    assert table.bin_sums(rows, column, [33], [32]) == want
 
 
 @pytest.mark.parametrize("bits, dominant", [(2203, 0.0), (4253, 0.85), (521, 0.6)])
