@@ -1,7 +1,11 @@
 # The fedacq node image (docker-compose.yml). CPU-only; torch is not installed.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY fedacq ./fedacq
 COPY protocols ./protocols
-RUN pip install --no-cache-dir .
+# gcc and GMP's headers build the histogram kernel (fedacq/learn/_histkernel.c); the runtime keeps libgmp only
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libgmp-dev \
+    && pip install --no-cache-dir . \
+    && apt-get purge -y gcc libc6-dev libgmp-dev && apt-get install -y --no-install-recommends libgmp10 \
+    && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
