@@ -5,15 +5,26 @@ stores per URI, and a class-level map of SQLAlchemy engines per database URI, ne
 right for a node daemon with one store, but the suite runs hundreds of in-process runs, each on
 its own ``tmp_path`` SQLite store. Measured: every such store keeps ~44,000 objects (~9 MB)
 alive after its test, so the heap grew to 2.6 GB and pytest's closing ``gc.collect()`` passes
-took over ten minutes after the summary. The stores' folders are gone with the test's
-``tmp_path``; dropping them from the caches changes nothing a test checks (a store still in use
-by a module fixture is rebuilt on its next call, on the same database).
+took over ten minutes after the summary. No test uses another test's ``tmp_path`` store, so
+dropping them from the caches changes nothing a test checks (a store still in use by a module
+fixture is rebuilt on its next call, on the same database).
+
+A new store also costs MLflow's schema migrations on its empty database: 9-13 s at load 9-12 on
+this machine (a few seconds quiet) against 0.6 s for a copy of an already migrated empty
+database. ``mlflow_stores_from_template`` (opt-in per test file) migrates one empty store per
+session and gives every new in-process store a copy of it; each store is still a real, empty,
+separate MLflow database that MLflow opens, checks and writes itself. Node processes still
+migrate their own stores.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +69,41 @@ def _release_test_caches() -> Iterator[None]:
     before = {name: set(engines) for name, engines in _engine_maps().items()}
     yield
     _release_mlflow_stores(before)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow store migrated by MLflow itself, once per session; its engine let go."""
+    from mlflow.tracking import MlflowClient
+
+    from fedacq.track import store_uri
+
+    before = {name: set(engines) for name, engines in _engine_maps().items()}
+    folder = tmp_path_factory.mktemp("mlflow_template")
+    MlflowClient(tracking_uri=store_uri(folder)).search_experiments()  # builds the tables
+    _release_mlflow_stores(before)
+    return folder / "mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def mlflow_stores_from_template(_mlflow_template: Path) -> Iterator[None]:
+    """For this file's tests and module fixtures: a new local store starts as a copy of the template."""
+    import fedacq.track as track
+
+    original = track.store_uri
+    lock = threading.Lock()  # both parties of an in-process run may open one store at once
+
+    def store_uri(store: str | Path) -> str:
+        uri = original(store)
+        if uri.startswith("sqlite:///"):
+            database = Path(uri[len("sqlite:///"):])
+            with lock:
+                if not database.exists():
+                    partial = database.with_name(database.name + ".copying")
+                    shutil.copyfile(_mlflow_template, partial)
+                    os.replace(partial, database)
+        return uri
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(track, "store_uri", store_uri)
+        yield

@@ -21,6 +21,9 @@ from fedacq.measure.synthetic import constructed_experiment
 from fedacq.node.policy import Policy, PolicyError
 from fedacq.pipeline import InProcessParties, one_operator_policy
 
+#: each new in-process MLflow store starts as a copy of a migrated empty one (tests/conftest.py says why)
+pytestmark = pytest.mark.usefixtures("mlflow_stores_from_template")
+
 TEST_POLICY = one_operator_policy(1024, True, min_intersection=100)
 KEY = {"key_bits": 1024, "insecure_test_key": True}
 
@@ -39,6 +42,12 @@ def files(tmp_path_factory) -> dict[str, dict[str, Path]]:
             frame.to_parquet(path, index=False)
             out.setdefault(party, {})[f"{name}-boost"] = path
     return out
+
+
+@pytest.fixture(scope="module")
+def mlruns(tmp_path_factory) -> Path:
+    """The folder of each party's MLflow store for the checkpoint tests' attempts."""
+    return tmp_path_factory.mktemp("measure_mlruns")
 
 
 def _job(job_id: str, **params) -> dict:
@@ -204,9 +213,12 @@ class RecordedLink:
         return Recording(link, cut)
 
 
-def attempt(files, root: Path, job_id: str, number: int, crossed: list, cut_at: int | None = None,
+def attempt(files, mlruns: Path, root: Path, job_id: str, number: int, crossed: list, cut_at: int | None = None,
             **params) -> tuple[dict, dict]:
-    """Attempt ``number`` of the job at both parties: (results, errors) by party."""
+    """Attempt ``number`` of the job at both parties: (results, errors) by party.
+
+    Each party logs to its store under ``mlruns``, shared by every attempt in this file as a node's one
+    store is by all its jobs (a new SQLite store costs MLflow's schema migrations, seconds each)."""
     from fedacq.link.memory import memory_pair
     from fedacq.node.checkpoint import Checkpoints
     from fedacq.node.policy import load_policy
@@ -229,7 +241,7 @@ def attempt(files, root: Path, job_id: str, number: int, crossed: list, cut_at: 
         ctx = JobContext(party=party, role=party, peer="platform" if party == "lender" else "lender", job_id=job_id,
                          link=links[party], datasets={k: files[party][v] for k, v in names.items()},
                          params=resolve(dict(job["params"]), policy), work_dir=work, keys_dir=root / party / "keys",
-                         mlflow_store=str(root / party / "mlruns"), policy=policy, registered=dict(names),
+                         mlflow_store=str(mlruns / party), policy=policy, registered=dict(names),
                          checkpoints=Checkpoints(root / party / "checkpoints"), resume=number > 0,
                          progress=lambda step, done, total=None: steps[party].append((step, done, total)))
         try:
@@ -265,10 +277,10 @@ def releases(crossed: list) -> list[dict[str, np.ndarray]]:
     return [m.parts for m in crossed if m.type == "isum.release"]
 
 
-def test_measurement_cut_at_any_step_resumes_to_the_uninterrupted_outputs(files, tmp_path):
+def test_measurement_cut_at_any_step_resumes_to_the_uninterrupted_outputs(files, mlruns, tmp_path):
     """Noise off: the lender's report and the platform's view equal an uninterrupted run's exactly."""
     crossed: list = []
-    full, errors = attempt(files, tmp_path / "full", "m-full", 0, crossed, epsilon=0, min_cohort=10)
+    full, errors = attempt(files, mlruns, tmp_path / "full", "m-full", 0, crossed, epsilon=0, min_cohort=10)
     assert not errors and full["steps"]["lender"][-1] == full["steps"]["platform"][-1] == ("measure", 3, 3)
     assert held(tmp_path / "full") == {"lender": ["release", "spend"], "platform": ["release", "spend"]}
     expected = outputs(full)
@@ -284,10 +296,10 @@ def test_measurement_cut_at_any_step_resumes_to_the_uninterrupted_outputs(files,
     for i, (cuts, after, last) in enumerate(cases):
         root = tmp_path / f"case{i}"
         for number, at in enumerate(cuts):
-            attempt(files, root, f"m-{i}", number, [], cut_at=at, epsilon=0, min_cohort=10)
+            attempt(files, mlruns, root, f"m-{i}", number, [], cut_at=at, epsilon=0, min_cohort=10)
         assert held(root) == after, cuts
         seen: list = []
-        done, errors = attempt(files, root, f"m-{i}", len(cuts), seen, epsilon=0, min_cohort=10)
+        done, errors = attempt(files, mlruns, root, f"m-{i}", len(cuts), seen, epsilon=0, min_cohort=10)
         assert not errors, (cuts, errors)
         assert len(seen) == last, (cuts, [m.type for m in seen])
         report, view = outputs(done)
@@ -296,7 +308,7 @@ def test_measurement_cut_at_any_step_resumes_to_the_uninterrupted_outputs(files,
         assert done["steps"]["lender"][-1] == ("measure", 3, 3)
 
 
-def test_a_noisy_release_crosses_once_whatever_the_platform_lost(files, tmp_path):
+def test_a_noisy_release_crosses_once_whatever_the_platform_lost(files, mlruns, tmp_path):
     """Noise on: the lender saves its release before sending it and never draws noise again, so every
     ``isum.release`` the platform ever received holds the same values, and its view is the same."""
     from fedacq.node.checkpoint import Checkpoints
@@ -304,11 +316,11 @@ def test_a_noisy_release_crosses_once_whatever_the_platform_lost(files, tmp_path
     # the platform received the release, then lost its view (killed before its checkpoint)
     crossed: list = []
     root = tmp_path / "received"
-    first, errors = attempt(files, root, "m-received", 0, crossed, epsilon=1.0, min_cohort=10)
+    first, errors = attempt(files, mlruns, root, "m-received", 0, crossed, epsilon=1.0, min_cohort=10)
     assert not errors
     n = len(crossed)
     Checkpoints(root / "platform" / "checkpoints").drop("release")
-    again, errors = attempt(files, root, "m-received", 1, crossed, epsilon=1.0, min_cohort=10)
+    again, errors = attempt(files, mlruns, root, "m-received", 1, crossed, epsilon=1.0, min_cohort=10)
     assert not errors and len(crossed) == n + 3  # the handshake and the release, nothing else
     assert outputs(again)[0] == outputs(first)[0]
     pd.testing.assert_frame_equal(outputs(again)[1], outputs(first)[1])
@@ -320,10 +332,10 @@ def test_a_noisy_release_crosses_once_whatever_the_platform_lost(files, tmp_path
     # the lender saved its release and the cut took it before the platform had it
     cut_root = tmp_path / "cut"
     cut_crossed: list = []
-    attempt(files, cut_root, "m-cut", 0, cut_crossed, cut_at=n, epsilon=1.0, min_cohort=10)
+    attempt(files, mlruns, cut_root, "m-cut", 0, cut_crossed, cut_at=n, epsilon=1.0, min_cohort=10)
     assert held(cut_root) == {"lender": ["release", "spend"], "platform": ["spend"]}
     assert not releases(cut_crossed)
-    done, errors = attempt(files, cut_root, "m-cut", 1, cut_crossed, epsilon=1.0, min_cohort=10)
+    done, errors = attempt(files, mlruns, cut_root, "m-cut", 1, cut_crossed, epsilon=1.0, min_cohort=10)
     assert not errors and len(releases(cut_crossed)) == 1
     view = outputs(done)[1].set_index("bucket")
     saved = Checkpoints(cut_root / "lender" / "checkpoints").load("release")[1]
@@ -337,16 +349,16 @@ def test_a_noisy_release_crosses_once_whatever_the_platform_lost(files, tmp_path
     np.testing.assert_array_equal(releases(cut_crossed)[0]["count"], saved["count"])
 
 
-def test_a_platform_holding_a_release_the_lender_never_saved_is_refused(files, tmp_path):
+def test_a_platform_holding_a_release_the_lender_never_saved_is_refused(files, mlruns, tmp_path):
     """The lender would have to draw new noise: it refuses, and nothing is released again."""
     from fedacq.node.checkpoint import Checkpoints
 
     root = tmp_path / "lost"
-    _, errors = attempt(files, root, "m-lost", 0, [], epsilon=1.0, min_cohort=10)
+    _, errors = attempt(files, mlruns, root, "m-lost", 0, [], epsilon=1.0, min_cohort=10)
     assert not errors
     Checkpoints(root / "lender" / "checkpoints").drop("release")
     crossed: list = []
-    _, errors = attempt(files, root, "m-lost", 1, crossed, epsilon=1.0, min_cohort=10)
+    _, errors = attempt(files, mlruns, root, "m-lost", 1, crossed, epsilon=1.0, min_cohort=10)
     assert "refusing to release" in str(errors["lender"]) and "would not release again" in str(errors["platform"])
     assert [m.type for m in crossed] == ["measure.checkpoints"] * 2
 
