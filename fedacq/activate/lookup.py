@@ -14,8 +14,8 @@ word by word to 64 bits (multiply-xorshift, see :func:`_hash_words`), of which t
 operations on 100 words), binary-searches the hashes (uint64 compares: 45-65 us per 100 ids
 over 1 M, where searching the padded strings themselves took 129 us) and confirms every hit
 by comparing the padded id itself, so a hash collision can never make an unknown id known.
-A whole look-up of 100 ids (10 % unknown) took 166 us against 231 us for the sorted strings
-(same process, busy 2-core machine). Table ids whose kept hash bits collide (at 1 M ids, 44
+A whole look-up of 100 ids (10 % unknown) took 166-189 us against 212-265 us for the sorted
+strings (same process, alternating, 4 runs on a busy 2-core machine). Table ids whose kept hash bits collide (at 1 M ids, 44
 bits: a few pairs at most) sit next to each other and are checked in turn.
 
 Only ids missing from the table pay for hashing their bucket. The object is immutable once
