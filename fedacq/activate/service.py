@@ -412,8 +412,9 @@ class BoostServer:
 
     Why 2 worker threads by default: a request is Python under the GIL, so more threads do
     not run more requests at once; they only hand the GIL around more. On this 2-core machine
-    the same service answered 1.2-1.4x more look-ups per second with 2 threads than with 8
-    (``benchmarks/boost_service.py``, same run). A ``Reload`` holds one thread while it indexes.
+    the same service answered 1.2-1.3x more look-ups per second with 2 threads than with 8, and
+    so did a bare gRPC echo server (same runs, alternating). A ``Reload`` holds one thread while
+    it indexes; look-ups go on in the other.
     """
 
     def __init__(self, registry: BoostRegistry, address: str = "127.0.0.1:0", max_workers: int = 2,
