@@ -18,6 +18,9 @@ from mlflow.tracking import MlflowClient
 from fedacq.demo import DemoConfig, run_demo
 from fedacq.track import store_uri
 
+#: each new in-process MLflow store starts as a copy of a migrated empty one (tests/conftest.py says why)
+pytestmark = pytest.mark.usefixtures("mlflow_stores_from_template")
+
 
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     cfg = DemoConfig(out_dir=tmp_path, n_users=40_000, days=5, n_estimators=3, key_bits=1024,

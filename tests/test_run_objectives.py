@@ -25,6 +25,9 @@ from fedacq.learn.run_config import MODELS, RunConfig
 from fedacq.learn.run_roles import RoleResult
 from fedacq.link.message import Message, MessageSpec, register
 
+#: each new in-process MLflow store starts as a copy of a migrated empty one (tests/conftest.py says why)
+pytestmark = pytest.mark.usefixtures("mlflow_stores_from_template")
+
 register(MessageSpec("test_objectives.rows", header={"rows": int}))
 
 N_COMMON = 300
