@@ -10,6 +10,9 @@ from fedacq.cli import main
 from fedacq.experiments import load_config
 from fedacq.experiments.runner import hanley_mcneil_interval
 
+#: each new in-process MLflow store starts as a copy of a migrated empty one (tests/conftest.py says why)
+pytestmark = pytest.mark.usefixtures("mlflow_stores_from_template")
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "experiments" / "sweep_quick.toml"
 

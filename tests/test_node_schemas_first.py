@@ -55,7 +55,8 @@ class HeldNode(LocalNode):
     def launch(self) -> None:
         out = self.output.open("ab")
         self.process = subprocess.Popen([sys.executable, "-c", HOLD, str(self.release), str(self.config)],
-                                        stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                        stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                        start_new_session=True)  # a process group of its own, as LocalNode.launch gives a node
         out.close()
 
 
