@@ -17,6 +17,9 @@ from fedacq import pipeline
 from fedacq.pipeline import LENDER, PLATFORM
 from fedacq.sim import generate_market
 
+#: each new in-process MLflow store starts as a copy of a migrated empty one (tests/conftest.py says why)
+pytestmark = pytest.mark.usefixtures("mlflow_stores_from_template")
+
 #: the lender has 424 customers among them, 360 in the intersection: above the policy's minimum of 100.
 N_USERS = 12_000
 KEY = {"key_bits": 1024, "insecure_test_key": True}
