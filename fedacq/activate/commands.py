@@ -54,7 +54,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tables", required=True, help="directory tree of boost tables (watched for new versions)")
     p.add_argument("--address", default="127.0.0.1:50071", help="host:port to bind (default loopback)")
     p.add_argument("--watch-interval", type=float, default=2.0, help="seconds between directory scans; 0 disables")
-    p.add_argument("--workers", type=int, default=8, help="gRPC worker threads")
+    p.add_argument("--workers", type=int, default=2,
+                   help="gRPC worker threads (look-ups hold the GIL: 2 serve more than 8 on 2 cores)")
     p.add_argument("--tls-dir", help="mutual TLS: directory with ca.pem (the CA client certificates must chain "
                                      "to) and <tls-name>.pem/.key")
     p.add_argument("--tls-name", default="platform", help="certificate name of this server")
