@@ -226,14 +226,21 @@ def test_add_trees_continues_the_live_version_through_the_run_job(tmp_path: Path
     first, second = (states[LENDER].read_cycle(n) for n in (1, 2))
     assert first["outcome"] == "published" and second["update"] == "add_trees"
     job = json.loads((tmp_path / LENDER / "state" / "jobs" / second["model_job"] / "job.json").read_text())
-    trees = [len(json.loads(Path(states[PLATFORM].read()["models"][x["version"]]["model"]).read_text())
-                 ["learner"]["gradient_booster"]["model"]["trees"]) for x in (first, second)]
+
+    def count(version: str) -> int:  # the platform's part of the version, from its own run job (gates aside)
+        record = json.loads((tmp_path / PLATFORM / "state" / "jobs" / version / "job.json").read_text())
+        model = next(f for f in record["result"]["files"] if f.endswith("prospect_xgboost.json"))
+        return len(json.loads(Path(model).read_text())["learner"]["gradient_booster"]["model"]["trees"])
+
+    trees = [count(x["version"]) for x in (first, second)]
     assert trees == [3, 6], trees  # the live version's trees, then three more
     assert job["spec"]["params"]["xgb_model"] == first["version"] and job["status"] == "succeeded"
     # the run job trained on the cycle's incremental psi job: no PSI of its own
     assert job["spec"]["params"]["psi_job"] == f"{c.name}-c0002-psi" == job["result"]["psi_job"]
     assert job["result"]["bytes"]["psi"]["messages_sent"] == 1
-    assert second["outcome"] in ("published", "refused") and len(second["gates"]) == 3
+    # the added trees may or may not pass the gates on this small world; the lender's come first either way
+    assert second["outcome"] in ("published", "refused")
+    assert [g["name"] for g in second["gates"]][:2] == ["min_intersection", "min_validation_auc"]
 
 
 def test_the_demos_summary_reports_each_nodes_own_status(tmp_path: Path) -> None:
