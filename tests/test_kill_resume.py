@@ -36,6 +36,9 @@ import pytest
 
 from fedacq.link.audit import verify
 
+#: each new in-process MLflow store starts as a copy of a migrated empty one (tests/conftest.py says why)
+pytestmark = pytest.mark.usefixtures("mlflow_stores_from_template")
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "resume.py"
 KEY_BITS = 1024
 PARAMS = {"n_estimators": 4, "max_depth": 3, "max_bin": 16, "subsample": 0.9, "colsample_bytree": 0.9}
