@@ -386,3 +386,77 @@ def test_the_lender_checks_the_platforms_answers_against_its_own_record(site, tm
         with pytest.raises(RuntimeError, match=f"to table '{table}' .* no earlier version the lender recorded"):
             request_rollback(run, 2, "bad lift", day)
         assert (states[LENDER].read(), states[LENDER].read_cycle(2)) == before
+
+
+class _Bidding:
+    """The days' data source: no refresh or delivery (the cycle is prepared by the test); on
+    ``start_on`` the platform's operator brings its boost service back (``start()``)."""
+
+    def __init__(self, start_on: int, start: Any) -> None:
+        self.start_on, self.start, self.days, self.published_cycles = start_on, start, [], []
+
+    def refresh(self, day: int, fault: str | None = None) -> None:
+        pass
+
+    def deliver(self, first_day: int, day: int, fault: str | None = None) -> None:
+        raise AssertionError("nothing is live to measure")
+
+    def step(self, day: int, table_version: str | None) -> None:
+        self.days.append((day, table_version))
+        if day == self.start_on:
+            self.start()
+
+    def published(self, cycle: int, version: str) -> None:
+        self.published_cycles.append((cycle, version))
+
+
+def test_the_schedule_publishes_a_failed_cycle_again_until_the_service_takes_it(site, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    from fedacq.campaign import gates, loop
+    from fedacq.campaign.cycle import publish_cycle
+    from fedacq.node.local import free_port
+
+    c = _campaign(tmp_path / "campaign.toml", **{"days = 28": "days = 7"})
+    states = _register(site, c)
+    down = f"127.0.0.1:{free_port()}"  # the platform's boost service, down until day 2
+    register_campaign(tmp_path / PLATFORM / "state", c, party=PLATFORM,
+                      campaigns_dir=tmp_path / PLATFORM / "state" / "campaigns",
+                      limits=CampaignPolicy(boost_service=down), table_root=site["table_root"])
+    model = _platform_run_job(site, "v1")
+    passing = [gates.intersection_gate(600, c.min_intersection)]
+
+    def cycle(run: CampaignRun, n: int, day: int, fault: Any = None) -> dict[str, Any]:
+        """Cycle n as run_cycle leaves it once the lender's steps passed (they are tested elsewhere)."""
+        run.state.write_cycle(n, sim_day=day, version=model, model_job=model, models={"model": model}, gates=passing)
+        return publish_cycle(run, n, day, passing)
+
+    monkeypatch.setattr(loop, "run_cycle", cycle)
+    servers: list[Any] = []
+    source = _Bidding(2, lambda: servers.append(BoostServer(BoostRegistry(site["table_root"]), down).start()))
+    client = BoostClient(down)
+
+    def served() -> str | None:  # what bidding is served: nothing while the service is down
+        return next((t.table_version or None for t in client.status().tables if t.layer == c.layer), None) \
+            if servers else None
+
+    run = CampaignRun(c, site["parties"], states[LENDER], served=served)
+    try:
+        loop.run_campaign(run, source)  # type: ignore[arg-type]
+    finally:
+        client.close()
+        for server in servers:
+            server.stop()
+    lender, platform = states[LENDER].read_cycle(1), states[PLATFORM].read_cycle(1)
+    # day 0 and day 1 failed (service down), day 2 failed too (it starts after the day's bidding), day 3 published
+    assert lender["outcome"] == "published" and lender["reason"] is None
+    jobs = [f"{c.name}-c0001-publish"] + [f"{c.name}-c0001-publish{k}" for k in (2, 3, 4)]
+    for record in (lender, platform):  # each node keeps every attempt with its reason
+        assert [(a["job"], a["outcome"]) for a in record["attempts"]] == [*zip(jobs, ["failed"] * 3 + ["published"])]
+        assert all("publication failed" in a["reason"] for a in record["attempts"][:3])
+    table = lender["boost_table"]
+    assert platform["boost_table"] == table and states[LENDER].read()["live_table"] == table
+    assert source.published_cycles == [(1, model)]
+    assert [t for _, t in source.days] == [None] * 3 + [table] * 4
+    assert [p.name for p in (site["table_root"] / c.layer).iterdir()] == [table]  # failed tables withdrawn
+    with pytest.raises(ValueError, match="cycle 1 is published, not a failed publication"):
+        loop.retry_publish(run, 1)

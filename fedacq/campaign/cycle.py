@@ -27,6 +27,7 @@ of its users (``scores.npy``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -133,37 +134,69 @@ def run_cycle(run: CampaignRun, n: int, day: int | None, *, fault: str | None = 
     validation = {k: v for k, v in (metrics.get("validation") or {}).items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
     state.write_cycle(n, version=version, model_job=version, intersection_size=metrics["intersection_size"],
-                      validation=validation)
+                      validation=validation, models={name: m["job_id"] for name, m in models.items()},
+                      gates=lender_gates)
+    return publish_cycle(run, n, day, lender_gates)
+
+
+def publish_cycle(run: CampaignRun, n: int, day: int | None, lender_gates: list[dict[str, Any]],
+                  attempt: int = 1) -> dict[str, Any]:
+    """The platform's steps of cycle ``n`` (a ``campaign_publish`` job of the version and models
+    the cycle recorded) and the lender's record of the answer, with the attempt in ``attempts``
+    (job, time, outcome, table, reason: as the platform records its own). A job that fails (the
+    platform's boost service down or refusing the table, the link lost) leaves the cycle
+    ``failed`` with the reason; version, models and the lender's gates stay recorded, so
+    :func:`fedacq.campaign.loop.retry_publish` can publish the same cycle again (``attempt`` > 1).
+    Returns the lender's cycle record."""
+    state = run.state
+    record = state.read_cycle(n)
+    version, models = record["version"], record["models"]
     lender_passed = gates.passed(lender_gates)
     lender_reason = "" if lender_passed else gates.failures(lender_gates)
     run.say(f"cycle {n}: {'the platform gates and publishes' if lender_passed else 'refused by the lender'} "
-            f"{version} (campaign_publish job)" + (f": {lender_reason}" if lender_reason else ""))
+            f"{version} (campaign_publish job{f', attempt {attempt}' if attempt > 1 else ''})"
+            + (f": {lender_reason}" if lender_reason else ""))
+
+    def attempted(outcome: str, reason: str | None, table: str | None = None) -> list[dict[str, Any]]:
+        return [*record.get("attempts", []), {"job": publish_job_id(run, n, attempt), "time": time.time(),
+                                              "outcome": outcome, "table": table, "reason": reason}]
+
     try:
-        answer = publish(run, n, day, {name: m["job_id"] for name, m in models.items()}, lender_passed,
-                         lender_reason)
+        answer = publish(run, n, day, models, lender_passed, lender_reason, attempt)
     except RuntimeError as exc:
-        state.write_cycle(n, gates=lender_gates, outcome="failed", reason=str(exc)[:2000])
+        reason = str(exc)[:2000]
+        state.write_cycle(n, gates=lender_gates, outcome="failed", reason=reason, attempts=attempted("failed", reason))
         return state.read_cycle(n)
     platform_psi = [g for g in answer["gates"] if g["name"] == "max_score_psi"]
     if not lender_passed:
-        state.write_cycle(n, gates=lender_gates, outcome="refused", reason=f"lender: {lender_reason}")
+        reason = f"lender: {lender_reason}"
+        state.write_cycle(n, gates=lender_gates, outcome="refused", reason=reason,
+                          attempts=attempted("refused", reason))
     elif answer["outcome"] != "published":
-        state.write_cycle(n, gates=[*lender_gates, *platform_psi], outcome="refused", reason=answer["reason"])
+        state.write_cycle(n, gates=[*lender_gates, *platform_psi], outcome="refused", reason=answer["reason"],
+                          attempts=attempted("refused", answer["reason"]))
         run.say(f"cycle {n}: refused by the platform ({answer['reason']})")
     else:
-        state.write_cycle(n, gates=[*lender_gates, *platform_psi], outcome="published",
-                          boost_table=answer["table"], live_since_day=day)
+        state.write_cycle(n, gates=[*lender_gates, *platform_psi], outcome="published", reason=None,
+                          finished=None, boost_table=answer["table"], live_since_day=day,
+                          attempts=attempted("published", None, answer["table"]))
         state.update(live_version=version, live_table=answer["table"],
                      published=[*state.read().get("published", []), {"cycle": n, "table": answer["table"],
                                                                       "version": version}])
     return state.read_cycle(n)
 
 
+def publish_job_id(run: CampaignRun, n: int, attempt: int = 1) -> str:
+    """The id of cycle ``n``'s ``attempt``-th ``campaign_publish`` job."""
+    return run.job_id(n, "publish" if attempt == 1 else f"publish{attempt}")
+
+
 def publish(run: CampaignRun, n: int, day: int | None, models: dict[str, str], lender_passed: bool,
-            lender_reason: str) -> dict[str, Any]:
-    """The ``campaign_publish`` job of cycle ``n``: the platform's answer (outcome, its gates, table)."""
+            lender_reason: str, attempt: int = 1) -> dict[str, Any]:
+    """The ``campaign_publish`` job of cycle ``n`` (its ``attempt``-th): the platform's answer
+    (outcome, its gates, table)."""
     c = run.campaign
-    job = {"job": {"protocol": "campaign_publish", "id": run.job_id(n, "publish")},
+    job = {"job": {"protocol": "campaign_publish", "id": publish_job_id(run, n, attempt)},
            "datasets": {PLATFORM: {"scoring": c.datasets["platform_scoring"]}},
            "params": {"campaign": c.name, "cycle": n, "day": day, "models": models,
                       "lender_passed": lender_passed, "lender_reason": lender_reason[:2000]}}

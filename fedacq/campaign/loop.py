@@ -14,6 +14,10 @@ On each day ``d`` of the campaign (simulated days with :class:`fedacq.campaign.s
 2. if a cycle is due (``d % cycle_days == 0``) and the campaign is not paused: the parties' data
    sets are refreshed as of ``d`` (the lender's matured labels, the platform's users) and
    :func:`fedacq.campaign.cycle.run_cycle` runs;
+   If no cycle is due but the latest cycle's publication failed (the platform's boost service
+   was down or refused the table, the link was lost: the ``campaign_publish`` job failed), it is
+   published again (:func:`retry_publish`): the same cycle and version, a new job, a new table
+   version at the platform; each node records every attempt and its reason (``attempts``);
 3. the day's bidding runs with the table the boost service serves (the simulator's world).
 
 The loop runs at the lender (``fedacq campaign run``) and submits every job to its own node.
@@ -33,7 +37,7 @@ from typing import Any, Callable, Protocol
 
 from fedacq import pipeline
 from fedacq.campaign import gates
-from fedacq.campaign.cycle import CampaignRun, live, run_cycle
+from fedacq.campaign.cycle import CampaignRun, live, publish_cycle, run_cycle
 from fedacq.campaign.protocol import PUBLISH_FAULTS
 from fedacq.pipeline import LENDER, PLATFORM
 
@@ -176,19 +180,40 @@ def run_campaign(run: CampaignRun, source: DataSource, faults: dict[int, str] | 
         if state == "running" and day > 0 and day % c.measure_days == 0 and live(run)[1] is not None:
             if measure_live(run, source, day, since, faults):
                 since = day  # the restored table is measured from the rollback on
+        record = None
         if state == "running" and day % c.cycle_days == 0:
             n += 1
             injected = _faults(faults, n)
             source.refresh(day, next((f for f in injected if f in DATA_FAULTS), None))
             record = run_cycle(run, n, day, fault=faults.get(n))
-            if record["outcome"] == "published":
-                since = day
-                source.published(n, record["version"])
+        elif state == "running" and n and publication_failed(run.state.read_cycle(n)):
+            run.say(f"day {day}: cycle {n}'s publication failed ({run.state.read_cycle(n)['reason']}); "
+                    "publish it again")
+            record = retry_publish(run, n)
+        if record is not None and record["outcome"] == "published":
+            since = day
+            source.published(n, record["version"])
         source.step(day, served_table(run))
         if on_day is not None:
             on_day(day, served_table(run))
     if status(run) == "running":
         set_status(run.parties, run.state, "finished")
+
+
+def publication_failed(record: dict[str, Any]) -> bool:
+    """Whether a lender's cycle record is one whose ``campaign_publish`` job failed (not a gate)."""
+    return record["outcome"] == "failed" and bool(record.get("attempts"))
+
+
+def retry_publish(run: CampaignRun, n: int) -> dict[str, Any]:
+    """Publish cycle ``n`` again after its publication failed: the version, models and lender's
+    gates it recorded, on its own day, in a new ``campaign_publish`` job
+    (:func:`fedacq.campaign.cycle.publish_cycle`); the platform accepts it only for a cycle its
+    own record shows failed or unfinished, with the same version. The lender's cycle record."""
+    record = run.state.read_cycle(n)
+    if not publication_failed(record):
+        raise ValueError(f"campaign {run.name}: cycle {n} is {record['outcome']}, not a failed publication")
+    return publish_cycle(run, n, record["sim_day"], record["gates"], attempt=len(record["attempts"]) + 1)
 
 
 def set_status(parties: Any, state: Any, new: str) -> dict[str, Any]:
