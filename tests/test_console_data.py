@@ -323,6 +323,12 @@ def test_lift_series_from_measure_jobs_and_campaign(node: NodeState) -> None:
     assert curves[2].highs == pytest.approx([-10.0]) and "days 28..34 (taken day 35)" in curves[2].labels[0]
     jobs_curves, job_x, _, _ = pages.lift_curves(by[("measure job", "acq", "credit_rate")])
     assert [c.name for c in jobs_curves] == ["credit rate"] and job_x.startswith("days since")
+    # measurements minutes apart (a simulated campaign's measure jobs) are placed in minutes, not 0.0005 days
+    series = by[("measure job", "acq", "credit_rate")]
+    t0 = series["points"][0]["time"]
+    close = dict(series, points=[dict(p, time=t0 + 90 * i) for i, p in enumerate(series["points"])])
+    (close_curve,), close_x, _, _ = pages.lift_curves(close)
+    assert close_x.startswith("minutes since") and list(close_curve.xs) == pytest.approx([0.0, 1.5, 3.0])
 
 
 def test_ledger_summary(node: NodeState) -> None:

@@ -420,7 +420,11 @@ def _time_axis(pts: list[dict[str, Any]]) -> tuple[list[float], str, tuple[float
         return [float(d) for d in days], "simulated day", None, svg.fmt
     times = [p.get("time") for p in pts]
     if all(_is_num(t) for t in times) and len(set(times)) == len(times):
-        return [(t - times[0]) / 86400 for t in times], f"days since {utc(times[0])[:10]}", None, svg.fmt
+        # the unit follows the span: measurements minutes apart (a simulated campaign's) in minutes, not 0.0005 days
+        span = max(times) - times[0]
+        seconds, unit = next((u for u in ((86400, "days"), (3600, "hours"), (60, "minutes")) if span >= 2 * u[0]),
+                             (60, "minutes"))
+        return [(t - times[0]) / seconds for t in times], f"{unit} since {utc(times[0])}", None, svg.fmt
     return list(range(1, len(pts) + 1)), "measurement (oldest = 1)", (0.5, len(pts) + 0.5), svg.whole
 
 
