@@ -230,6 +230,20 @@ def _own_store(ctx: JobContext, what: str) -> "JobStore":
     return JobStore(ctx.work_dir.parent.parent.parent)
 
 
+def _own_succeeded_job(ctx: JobContext, job_id: str, protocol: str, what: str) -> tuple["JobStore", dict, dict, dict]:
+    """(store, record, spec, params) of ``job_id`` in THIS node's own store, which must be a
+    ``protocol`` job that succeeded here; the peer only ever names a job, this node decides what it is."""
+    store = _own_store(ctx, what)
+    if not store.exists(job_id):
+        raise ValueError(f"{what}: {ctx.party} has no such job")
+    record = store.get(job_id)
+    spec = record.get("spec") or {}
+    if spec.get("protocol") != protocol or record.get("status") != "succeeded":
+        raise ValueError(f"{what}: at {ctx.party} it is a {spec.get('protocol')!r} job that "
+                         f"{record.get('status')}, not a {protocol} job that succeeded")
+    return store, record, spec, spec.get("params") or {}
+
+
 def psi_job_rows(ctx: JobContext, table: "PartyTable") -> "PsiJobRows | None":
     """This node's result of the psi job ``psi_job`` names, checked against this job and ``table``
     (module docstring), as a :class:`fedacq.learn.run.PsiJobRows`; None without ``psi_job``.
@@ -248,15 +262,7 @@ def psi_job_rows(ctx: JobContext, table: "PartyTable") -> "PsiJobRows | None":
     if psi_job is None:
         return None
     what = f"run: psi_job {psi_job!r}"
-    store = _own_store(ctx, what)
-    if not store.exists(psi_job):
-        raise ValueError(f"{what}: {ctx.party} has no such job")
-    record = store.get(psi_job)
-    spec = record.get("spec") or {}
-    psi = spec.get("params") or {}
-    if spec.get("protocol") != "psi" or record.get("status") != "succeeded":
-        raise ValueError(f"{what}: at {ctx.party} it is a {spec.get('protocol')!r} job that "
-                         f"{record.get('status')}, not a psi job that succeeded")
+    store, record, spec, psi = _own_succeeded_job(ctx, psi_job, "psi", what)
     aligned_set = (spec.get("datasets") or {}).get(ctx.party, {}).get(psi.get("dataset"))
     if aligned_set != ctx.registered.get(DATASET):
         raise ValueError(f"{what}: at {ctx.party} it aligned data set {aligned_set!r}, this job trains on "
@@ -317,15 +323,7 @@ def _live_job_dir(ctx: JobContext) -> Path | None:
     what = f"run: xgb_model {live!r}"
     if live == ctx.job_id:
         raise ValueError(f"{what}: a job cannot continue its own model")
-    store = _own_store(ctx, what)
-    if not store.exists(live):
-        raise ValueError(f"{what}: {ctx.party} has no such job")
-    record = store.get(live)
-    spec = record.get("spec") or {}
-    earlier = spec.get("params") or {}
-    if spec.get("protocol") != "run" or record.get("status") != "succeeded":
-        raise ValueError(f"{what}: at {ctx.party} it is a {spec.get('protocol')!r} job that "
-                         f"{record.get('status')}, not a run job that succeeded")
+    store, _, spec, earlier = _own_succeeded_job(ctx, live, "run", what)
     for key in ("model", "mode"):
         if earlier.get(key) != ctx.params[key]:
             raise ValueError(f"{what}: at {ctx.party} it trained {key} {earlier.get(key)!r}, this job "
