@@ -127,4 +127,42 @@ class Link(abc.ABC):
         self.close()
 
 
-__all__ = ["Link", "LinkError", "LinkTimeout", "MessageError"]
+class PassThroughLink(Link):
+    """A job's own view of another link: every message goes through ``link`` unchanged
+    (its sequence numbers, ledgers and checks), and a job-side hook sees each one on
+    the way out (:meth:`_outgoing`, before it is sent) and in (:meth:`_incoming`).
+
+    Why a wrapper and not a transport: protocol code keeps talking to "a link", while
+    a node job watches or commits what crosses without the protocol knowing.
+    """
+
+    def __init__(self, link: Link) -> None:
+        super().__init__(link.party, link.peer, link.job)
+        self._link = link
+
+    def _transmit(self, seq: int, msg: Message) -> None:  # pragma: no cover - send is delegated
+        raise NotImplementedError
+
+    def _receive(self, timeout: float | None) -> tuple[int, Message]:  # pragma: no cover - recv is delegated
+        raise NotImplementedError
+
+    def _outgoing(self, msg: Message) -> None:
+        """Called with each message before it is sent (no-op by default)."""
+
+    def _incoming(self, msg: Message) -> None:
+        """Called with each message received and checked (no-op by default)."""
+
+    def send(self, msg: Message) -> None:
+        self._outgoing(msg)
+        self._link.send(msg)
+
+    def recv(self, expected: str | Iterable[str], timeout: float | None = 600.0) -> Message:
+        msg = self._link.recv(expected, timeout)
+        self._incoming(msg)
+        return msg
+
+    def stats(self) -> dict[str, int]:
+        return self._link.stats()
+
+
+__all__ = ["Link", "LinkError", "LinkTimeout", "MessageError", "PassThroughLink"]

@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedacq.link.link import Link
+from fedacq.link.link import Link, PassThroughLink
 from fedacq.link.message import Message, MessageSpec, register
 from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
@@ -218,7 +218,7 @@ def _array(column: pd.Series) -> np.ndarray:
     return column.astype(str).to_numpy(dtype=str)
 
 
-class _CommitBeforeRelease(Link):
+class _CommitBeforeRelease(PassThroughLink):
     """The lender's link during the intersection-sum: saves the release before it is sent.
 
     Whatever happens after the save (a kill before, during or after the send), a
@@ -227,25 +227,12 @@ class _CommitBeforeRelease(Link):
     """
 
     def __init__(self, link: Link, commit: Any) -> None:
-        super().__init__(link.party, link.peer, link.job)
-        self._link, self._commit = link, commit
+        super().__init__(link)
+        self._commit = commit
 
-    def _transmit(self, seq: int, msg: Message) -> None:  # pragma: no cover - send is delegated
-        raise NotImplementedError
-
-    def _receive(self, timeout: float | None) -> tuple[int, Message]:  # pragma: no cover - recv is delegated
-        raise NotImplementedError
-
-    def send(self, msg: Message) -> None:
+    def _outgoing(self, msg: Message) -> None:
         if msg.type == "isum.release":
             self._commit(msg.parts)
-        self._link.send(msg)
-
-    def recv(self, expected: Any, timeout: float | None = 600.0) -> Message:
-        return self._link.recv(expected, timeout)
-
-    def stats(self) -> dict[str, int]:
-        return self._link.stats()
 
 
 def run_lender(ctx: JobContext) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from typing import Any
 import pandas as pd
 
 from fedacq.link.ledger import payload_digest
-from fedacq.link.link import Link
+from fedacq.link.link import Link, PassThroughLink
 from fedacq.link.message import Message
 from fedacq.node.policy import Policy, PolicyError, complete
 from fedacq.node.protocols import JobContext, Protocol
@@ -123,35 +123,19 @@ def _table(ctx: JobContext, columns: list[str]):
     return name, table
 
 
-class _ResultDigest(Link):
-    """A side's link during PSI, passing every message through and keeping the
-    :func:`~fedacq.link.ledger.payload_digest` of the ``psi.result`` that crosses it
-    (the module docstring's ``order_digest``)."""
+class _ResultDigest(PassThroughLink):
+    """A side's link during PSI, keeping the :func:`~fedacq.link.ledger.payload_digest`
+    of the ``psi.result`` that crosses it (the module docstring's ``order_digest``)."""
 
     def __init__(self, link: Link) -> None:
-        super().__init__(link.party, link.peer, link.job)
-        self._link, self.digest = link, ""
+        super().__init__(link)
+        self.digest = ""
 
-    def _transmit(self, seq: int, msg: Message) -> None:  # pragma: no cover - send is delegated
-        raise NotImplementedError
-
-    def _receive(self, timeout: float | None) -> tuple[int, Message]:  # pragma: no cover - recv is delegated
-        raise NotImplementedError
-
-    def _see(self, msg: Message) -> Message:
+    def _outgoing(self, msg: Message) -> None:
         if msg.type == "psi.result":
             self.digest = payload_digest(msg)[0]
-        return msg
 
-    def send(self, msg: Message) -> None:
-        self._link.send(msg)
-        self._see(msg)
-
-    def recv(self, expected: Any, timeout: float | None = 600.0) -> Message:
-        return self._see(self._link.recv(expected, timeout))
-
-    def stats(self) -> dict[str, int]:
-        return self._link.stats()
+    _incoming = _outgoing
 
 
 def _finish(ctx: JobContext, table, columns: list[str], result, link: _ResultDigest) -> dict[str, Any]:
