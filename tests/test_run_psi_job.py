@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +23,8 @@ import pandas as pd
 import pytest
 
 from fedacq.learn.secureboost import SecureBoostLender, SecureBoostPlatform
-from fedacq.link.memory import memory_pair
 from fedacq.pipeline.parties import InProcessParties
-from test_checkpoint_run import Cut, CutLink
-from test_secureboost_continue import joint_predict
+from test_secureboost_continue import joint_predict, run_sides
 from test_secureboost_exact import synthetic
 
 PARTIES = ("lender", "platform")
@@ -81,47 +77,14 @@ class Nodes:
         """Run job ``job_id`` (``own[party]``: parameters only that side is handed); each party's
         result, or the exception its side raised."""
         from fedacq.learn.run_node import PROTOCOL
-        from fedacq.node.checkpoint import Checkpoints
-        from fedacq.node.jobs import JobSpec
-        from fedacq.node.protocols import JobContext
 
         proposal = {"id_column": "id", "label_column": "y", "key_bits": 512, "insecure_test_key": True,
                     "min_intersection": 50, "validation_fraction": 0.0, "seed": 3,
                     "model_params": dict(MODEL), **params}
         names = {"lender": lender, "platform": platform}
-        cut = Cut(cut_at)
-        links = dict(zip(PARTIES, (CutLink(link, cut) for link in memory_pair(*PARTIES, job=job_id))))
-        results: dict[str, object] = {}
-
-        def side(party: str) -> None:
-            store = self.stores[party]
-            resolved = PROTOCOL.resolve({**proposal, **(own or {}).get(party, {})}, self.policies[party])
-            if not resume:
-                store.create(JobSpec(id=job_id, protocol="run", datasets={p: {"table": n} for p, n in names.items()},
-                                     params=resolved))
-            store.update(job_id, status="running", started=time.time())
-            ctx = JobContext(party=party, role=party, peer=PARTIES[1 - PARTIES.index(party)], job_id=job_id,
-                             link=links[party], datasets={"table": self.registry[party][names[party]]},
-                             params=dict(resolved), work_dir=store.dir(job_id) / "work",
-                             keys_dir=self.root / party / "keys", mlflow_store=str(self.root / party / "mlruns"),
-                             policy=self.policies[party], registered={"table": names[party]},
-                             checkpoints=Checkpoints(store.checkpoint_dir(job_id)), resume=resume)
-            try:
-                results[party] = PROTOCOL.roles[party](ctx)
-            except Exception as exc:  # noqa: BLE001 - the job fails, as at a node; the peer's link ends
-                results[party] = exc
-                store.update(job_id, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
-                cut.event.set()
-            else:
-                store.update(job_id, status="succeeded", finished=time.time(), result=results[party])
-
-        threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in PARTIES]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=600)
-            assert not t.is_alive(), "a party never ended"
-        return results
+        resolved = {p: PROTOCOL.resolve({**proposal, **(own or {}).get(p, {})}, self.policies[p]) for p in PARTIES}
+        return run_sides(self.root, self.stores, self.policies, job_id, names,
+                         {p: self.registry[p][names[p]] for p in PARTIES}, resolved, cut_at, resume)
 
     def model(self, job_id: str) -> tuple[SecureBoostLender, SecureBoostPlatform]:
         return (SecureBoostLender.load(self.stores["lender"].dir(job_id) / "work" / "lender" / "model"),

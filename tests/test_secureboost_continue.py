@@ -152,6 +152,51 @@ def tables(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+def run_sides(root: Path, stores: dict, policies: dict, job_id: str, names: dict[str, str],
+              tables: dict[str, Path], resolved: dict[str, dict], cut_at: int | None = None,
+              resume: bool = False) -> dict[str, object]:
+    """Run job ``job_id`` as two nodes run it (each party's store, policy and its own resolved
+    parameters), over memory links cut after ``cut_at`` messages; each party's result, or the
+    exception its side raised."""
+    from fedacq.learn.run_node import PROTOCOL
+    from fedacq.node.checkpoint import Checkpoints
+    from fedacq.node.jobs import JobSpec
+    from fedacq.node.protocols import JobContext
+
+    cut = Cut(cut_at)
+    links = dict(zip(PARTIES, (CutLink(link, cut) for link in memory_pair(*PARTIES, job=job_id))))
+    results: dict[str, object] = {}
+
+    def side(party: str) -> None:
+        store = stores[party]
+        if not resume:
+            store.create(JobSpec(id=job_id, protocol="run", datasets={p: {"table": n} for p, n in names.items()},
+                                 params=resolved[party]))
+        store.update(job_id, status="running", started=time.time())
+        ctx = JobContext(party=party, role=party, peer=PARTIES[1 - PARTIES.index(party)], job_id=job_id,
+                         link=links[party], datasets={"table": tables[party]}, params=dict(resolved[party]),
+                         work_dir=store.dir(job_id) / "work", keys_dir=root / party / "keys",
+                         mlflow_store=str(root / party / "mlruns"), policy=policies[party],
+                         registered={"table": names[party]}, checkpoints=Checkpoints(store.checkpoint_dir(job_id)),
+                         resume=resume)
+        try:
+            results[party] = PROTOCOL.roles[party](ctx)
+        except Exception as exc:  # noqa: BLE001 - the job fails, as at a node; the peer's link ends
+            results[party] = exc
+            store.update(job_id, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+            cut.event.set()
+        else:
+            store.update(job_id, status="succeeded", finished=time.time(), result=results[party])
+
+    threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in PARTIES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+        assert not t.is_alive(), "a party never ended"
+    return results
+
+
 class Nodes:
     """Two parties' node state under ``root``: a job store each, and the role functions of a job run as a node runs them."""
 
@@ -166,46 +211,14 @@ class Nodes:
     def run(self, job_id: str, lender_table: str, platform_table: str, **params) -> dict[str, object]:
         """Run job ``job_id``; each party's result, or the exception its side raised."""
         from fedacq.learn.run_node import PROTOCOL
-        from fedacq.node.checkpoint import Checkpoints
-        from fedacq.node.jobs import JobSpec
-        from fedacq.node.protocols import JobContext
 
         proposal = {"id_column": "id", "label_column": "y", "key_bits": 512, "insecure_test_key": True,
                     "min_intersection": 50, "validation_fraction": 0.0, "seed": 3, **params}
         resolved = PROTOCOL.resolve(dict(proposal), self.policies["lender"])
         assert PROTOCOL.resolve(dict(resolved), self.policies["platform"]) == resolved
         names = {"lender": lender_table, "platform": platform_table}
-        cut = Cut(None)
-        links = dict(zip(PARTIES, (CutLink(link, cut) for link in memory_pair(*PARTIES, job=job_id))))
-        results: dict[str, object] = {}
-
-        def side(party: str) -> None:
-            store = self.stores[party]
-            spec = JobSpec(id=job_id, protocol="run", datasets={p: {"table": n} for p, n in names.items()},
-                           params=resolved)
-            store.create(spec)
-            store.update(job_id, status="running", started=time.time())
-            ctx = JobContext(party=party, role=party, peer=PARTIES[1 - PARTIES.index(party)], job_id=job_id,
-                             link=links[party], datasets={"table": self.tables[names[party]]}, params=dict(resolved),
-                             work_dir=store.dir(job_id) / "work", keys_dir=self.root / party / "keys",
-                             mlflow_store=str(self.root / party / "mlruns"), policy=self.policies[party],
-                             registered={"table": names[party]}, checkpoints=Checkpoints(store.checkpoint_dir(job_id)))
-            try:
-                results[party] = PROTOCOL.roles[party](ctx)
-            except Exception as exc:  # noqa: BLE001 - the job fails, as at a node; the peer's link ends
-                results[party] = exc
-                store.update(job_id, status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
-                cut.event.set()
-            else:
-                store.update(job_id, status="succeeded", finished=time.time(), result=results[party])
-
-        threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in PARTIES]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=600)
-            assert not t.is_alive(), "a party never ended"
-        return results
+        return run_sides(self.root, self.stores, self.policies, job_id, names,
+                         {p: self.tables[names[p]] for p in PARTIES}, {p: resolved for p in PARTIES})
 
     def model_dir(self, party: str, job_id: str) -> Path:
         return self.stores[party].dir(job_id) / "work" / party / "model"
