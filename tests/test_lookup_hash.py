@@ -49,6 +49,15 @@ def test_colliding_hashes_are_told_apart_by_the_ids(monkeypatch, weak):
     _check(BoostLookup(t), t, QUERIES)
 
 
+def test_each_index_draws_its_own_hash_key_so_colliding_ids_cannot_be_chosen_in_advance():
+    t = _table(IDS)
+    first, second = BoostLookup(t), BoostLookup(t)
+    assert not np.array_equal(first._muls, second._muls)  # 2^-64 per word of being equal by chance
+    assert np.all(first._muls & np.uint64(1) == 1)  # odd: each multiplier is invertible mod 2^64
+    _check(first, t, QUERIES)
+    _check(second, t, QUERIES)
+
+
 def test_duplicates_are_refused_even_when_their_hashes_collide_with_others(monkeypatch):
     monkeypatch.setattr(lookup_module, "_hash_words", lambda keys, m: np.zeros(len(keys), dtype=np.uint64))
     t = _table(["a", "b", "c"])

@@ -29,6 +29,7 @@ queried id containing NUL is unknown.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -40,7 +41,6 @@ from fedacq.activate.buckets import bucket_of
 from fedacq.activate.table import BoostTable, parse_time
 
 _PAD_CHUNK = 2_000  # rows per GIL-holding numpy step of the non-ASCII padding path
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # SplitMix64's finaliser constants
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -82,15 +82,21 @@ def _fixed_width(ids: pa.Array, width: int) -> np.ndarray:
 
 
 def _multipliers(words: int) -> np.ndarray:
-    """One distinct odd 64-bit constant per word (odd multiples of the golden ratio, mod 2**64)."""
-    return (_GOLDEN * np.arange(1, 2 * words, 2, dtype=np.uint64)) | np.uint64(1)
+    """One random odd 64-bit multiplier per word, drawn from the OS CSPRNG for each index.
+
+    Why random: with public constants, whoever chooses user ids (sign-ups, device ids) could
+    choose ids whose hashes collide and turn look-ups into scans of one collision run; with a
+    key per index the hash still only places ids (equality is checked on the bytes), but which
+    ids collide is not known outside this process.
+    """
+    return np.array([secrets.randbits(64) | 1 for _ in range(words)], dtype=np.uint64)
 
 
 def _hash_words(keys: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
     """64-bit hash of each ``S<8k>`` key: the key's 64-bit words times distinct odd constants,
     summed mod 2**64, then SplitMix64's finaliser (xorshift-multiply-xorshift) so every input
-    bit reaches the high bits the binary search orders by. Not a keyed hash: it only places
-    ids, equality is always checked on the bytes. A handful of whole-array ufuncs whatever the
+    bit reaches the high bits the binary search orders by. Keyed by the index's random
+    multipliers (:func:`_multipliers`); it only places ids, equality is always checked on the bytes. A handful of whole-array ufuncs whatever the
     batch size, which release the GIL on a large index and cost microseconds on a request."""
     words = keys.view(np.uint64).reshape(len(keys), keys.dtype.itemsize // 8)
     h = (words * multipliers).sum(axis=1, dtype=np.uint64)
