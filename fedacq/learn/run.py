@@ -94,7 +94,7 @@ def agree_psi_job(link: Link, party: str, aligned: PsiJobRows) -> np.ndarray:
     link.send(Message(PSI_JOB_MESSAGE, mine, step="psi_job"))
     theirs = link.recv(PSI_JOB_MESSAGE).header
     if theirs != mine:
-        peer = "platform" if party == LENDER else LENDER
+        peer = PLATFORM if party == LENDER else LENDER
         raise ValueError(
             f"psi_job {aligned.psi_job!r}: the {peer} holds another alignment under that id "
             f"({theirs['psi_job'][:80]!r}, {theirs['intersection']} rows, order digest {theirs['order_digest'][:16]!r}) "
