@@ -11,11 +11,25 @@ import numpy as np
 import pytest
 import gmpy2
 from gmpy2 import mpz
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedacq.learn import _histkernel
 from fedacq.learn.histogram import BlockKernel, CiphertextTable, batch_invert, build_histograms, pack_ciphertexts
+
+
+AVX2 = _histkernel.simd()
+
+
+@pytest.fixture(params=[pytest.param(True, id="avx2"), pytest.param(False, id="portable")])
+def products(request):
+    """Each property under both product loops: AVX2 (where the CPU has it) and the portable one."""
+    if request.param and not AVX2:
+        pytest.skip("this CPU has no AVX2")
+    before = _histkernel.simd()
+    _histkernel.simd(request.param)
+    yield request.param
+    _histkernel.simd(before)
 
 
 def _loop(cts, m, rows, cells, skip=-1):
@@ -50,12 +64,12 @@ def _fold(cells_products, m, radix, n_bins):
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # one loop per run
 @given(bits=st.sampled_from([2, 63, 64, 65, 127, 521, 2048, 4096]), n=st.integers(0, 300),
        radix=st.sampled_from([[1], [2], [9], [33], [3, 4], [8, 5], [33, 33], [1, 6]]),
        seed=st.integers(0, 2 ** 32 - 1), small=st.booleans(), skip=st.booleans(),
        dtype=st.sampled_from([np.int16, np.int32, np.int64, np.uint16]))
-def test_bin_sums_equal_the_gmpy2_loop(bits, n, radix, seed, small, skip, dtype):
+def test_bin_sums_equal_the_gmpy2_loop(products, bits, n, radix, seed, small, skip, dtype):
     """Cells, then bins with the missing code (radix - 1) in none; the derived cell when ``skip``."""
     m, cts = _random(bits, max(n, 1) + 5, seed, small)
     rng = np.random.default_rng(seed)
@@ -84,7 +98,7 @@ def test_strided_cells_and_packed_buffers_as_workers_receive_them():
     m, cts = _random(4096, 500, 1)
     width, packed = pack_ciphertexts(cts, m)
     table = CiphertextTable.from_packed(packed, width, m)
-    assert np.array_equal(table.limbs, CiphertextTable.from_ints(cts, m).limbs)
+    assert table.table == CiphertextTable.from_ints(cts, m).table
     codes = np.random.default_rng(1).integers(0, 33, size=(500, 3)).astype(np.int16)
     rows = np.arange(0, 500, 3)
     column = codes[rows][:, 1]  # a strided view, as a single feature's cells are
@@ -94,7 +108,7 @@ def test_strided_cells_and_packed_buffers_as_workers_receive_them():
 
 
 @pytest.mark.parametrize("bits, dominant", [(2203, 0.0), (4253, 0.85), (521, 0.6)])
-def test_histograms_equal_the_gmpy2_kernel(bits, dominant):
+def test_histograms_equal_the_gmpy2_kernel(products, bits, dominant):
     """The whole kernel (pairs, singles, missing codes, the derived cell) against per-feature gmpy2 sums.
 
     A Mersenne prime modulus and units below it: the derived cell takes an inverse.
@@ -138,8 +152,10 @@ def test_bad_input_is_refused_before_any_product():
         table.node_total(np.array([0.0]))
     with pytest.raises(TypeError, match="cells must be a 1-D integer array"):
         table.bin_sums(np.array([0]), np.array([[0]]), [2], [1])
-    with pytest.raises(ValueError, match="limb width"):
-        _histkernel.bin_sums(table.limbs, np.zeros(3, dtype="<u8"), np.array([0]), None, 1, 0, 1, 0, -1, None)
+    with pytest.raises(ValueError, match="odd"):
+        _histkernel.bin_sums(table.table, np.zeros(3, dtype="<u8"), np.array([0]), None, 1, 0, 1, 0, -1, None)
+    with pytest.raises(ValueError, match="not a whole number of this modulus's rows"):  # a table of another modulus
+        _histkernel.bin_sums(table.table, np.array([1, 0, 1], dtype="<u8"), np.array([0]), None, 1, 0, 1, 0, -1, None)
     with pytest.raises(ValueError, match="ciphertext 1 is not below the modulus"):
         CiphertextTable.from_ints([1, m, 2], m)
     with pytest.raises(ValueError, match="odd"):

@@ -78,34 +78,26 @@ Any additive scheme
     multiply-mod scales with the modulus: ~3x cheaper under a 2048-bit OU key than under 2048-bit Paillier
     (mod a 4096-bit ``n^2``).
 
-The compiled kernel (:mod:`fedacq.learn._histkernel`, C over GMP)
+The compiled kernel (:mod:`fedacq.learn._histkernel`, C)
     Products are the kernel's whole cost at scale (every row of a node, per
     group), so a group's bin sums are computed in C: the tree's ciphertexts are
-    one array of 64-bit limbs (:class:`CiphertextTable`, filled once per tree
-    from the buffer the workers receive), and ``bin_sums`` walks a node's rows
-    and the group's cell codes (numpy arrays, read in place) into per-cell
-    accumulators of ``k`` limbs reused in place, derives the most-populated
-    cell (one ``mpz_invert``) and folds cells into each feature's bins, with no
-    Python object per ciphertext or cell and the GIL released. Each product is
-    Montgomery's: with ``R = 2^(64k)`` the table holds ``c R mod m`` (one
-    division per ciphertext and tree), a cell holds ``P R`` and takes a row as
-    ``REDC(P R * c R) = (P c) R``, where ``REDC(t) = t / R mod m`` is ``k``
-    multiply-adds of a limb by ``m`` (no long division, no quotient); one last
-    ``REDC`` gives ``P``. That is the canonical residue below ``m``, and a
-    one-factor product is its factor: bit for bit what ``acc * c % m`` in
-    Python gives over the same rows, in any order.
-    Measured on the project's 2-core machine (issue 15; CPU seconds of one
-    tree's builds, root and each level's smaller children, 100k rows x 20
-    features, 32 bins, depth 5, same run, load 8-13): 1.5x fewer than the
-    gmpy2 loop it replaced under a 2048-bit modulus (OU; 1.96 vs 3.0 us per
-    planned product) and 1.3-1.4x under a 4096-bit one (Paillier's ``n^2``;
-    6.0-6.6 vs 8.4-8.8 us). GMP's ``mpz_mul`` + ``mpz_tdiv_r`` in the same C
-    loop was 1.1-1.25x slower than Montgomery's product; sf-heu's C++
-    ``batch_feature_wise_bucket_sum`` (libtommath Montgomery) was no faster per
-    CPU-second than the gmpy2 loop. What stays in Python is per bin: siblings
-    (:func:`batch_invert`), prefix sums and compression, whose Horner steps
-    are ``gmpy2.powmod`` by ``2^entry_bits``: GMP's own Montgomery
-    exponentiation, which a C loop of Montgomery squarings measured no faster.
+    one table (:class:`CiphertextTable`, filled once per tree from the buffer
+    the workers receive), and ``bin_sums`` walks a node's rows and the group's
+    cell codes (numpy arrays, read in place) into per-cell accumulators,
+    derives the most-populated cell (one ``mpz_invert``) and folds cells into
+    each feature's bins, with no Python object per ciphertext or cell and the
+    GIL released. Products are Montgomery's in 27-bit digits, four at a time
+    in the lanes of AVX2 registers (a portable loop computes the same digits
+    where there is no AVX2): the C file's header has the math, and why the
+    planner's product counts are unchanged. The results are the canonical
+    residues, bit for bit what ``acc * c % m`` in Python gives over the same
+    rows, in any order. Measured on the project's 2-core machine (Zen 3), one
+    product: 3.0-3.7 us at 4096 bits (Paillier's ``n^2``) against 5.3-6.2 us
+    for GMP's multiply and Montgomery reduction, 0.75-0.85 us against 1.5 at
+    2048 bits (OU); the gmpy2 loop before them took 8.4-8.8 and 3.0 us. What
+    stays in Python is per bin: siblings (:func:`batch_invert`), prefix sums
+    and compression, whose Horner steps are ``gmpy2.powmod`` by
+    ``2^entry_bits``.
 
 Workers get only public values (ciphertexts, the modulus, bin codes).
 """
@@ -274,24 +266,24 @@ def planned_products(bins: np.ndarray, n_bins: np.ndarray, rows: np.ndarray, pai
 
 
 class CiphertextTable:
-    """A tree's ciphertexts as one ``(rows, k)`` array of 64-bit limbs, least significant first, in Montgomery form.
+    """A tree's ciphertexts in the kernel's own table: Montgomery form, 27-bit digits (``_histkernel``).
 
-    The layout :func:`fedacq.learn._histkernel.bin_sums` reads in place
-    (``k`` limbs hold the ciphertext modulus ``m``): one buffer instead of an
-    ``mpz`` object per row, which at 1M rows also spares the objects' overhead.
-    Row ``i`` holds ``c_i R mod m`` (``R = 2^(64k)``, one division per
-    ciphertext and tree), so that products need no division (module
-    docstring). Every ciphertext must be below ``m`` (as
+    Given as a ``(rows, k)`` array of 64-bit limbs, least significant first
+    (``k`` limbs hold the ciphertext modulus ``m``), each row ``c`` is stored
+    as ``c R mod m`` (``R = 2^(27 L) > 4m``, one division per ciphertext and
+    tree) in ``L`` digits of 27 bits, what four-lane products read (module
+    docstring of :mod:`fedacq.learn._histkernel`): one buffer instead of an
+    ``mpz`` object per row, which at 1M rows also spares the objects'
+    overhead. Every ciphertext must be below ``m`` (as
     :func:`fedacq.crypto.additive.check_range` has already made sure of the
-    peer's). The constructor converts the (writable) ``limbs`` it is given in
-    place; :meth:`from_ints` and :meth:`from_packed` make them.
+    peer's). :meth:`from_ints` and :meth:`from_packed` make the limbs.
     """
 
     def __init__(self, limbs: np.ndarray, modulus: int) -> None:
         self.k = limbs.shape[1]
         self._modulus_limbs = np.frombuffer(int(modulus).to_bytes(8 * self.k, "little"), dtype="<u8")
-        _histkernel.to_montgomery(limbs, self._modulus_limbs)
-        self.limbs = limbs
+        self.table = _histkernel.to_table(limbs, self._modulus_limbs)
+        self.n_rows = limbs.shape[0]
 
     @staticmethod
     def _limbs(modulus: int) -> int:
@@ -322,11 +314,11 @@ class CiphertextTable:
         return cls(little.view("<u8"), modulus)
 
     def __len__(self) -> int:
-        return self.limbs.shape[0]
+        return self.n_rows
 
     def node_total(self, rows: np.ndarray) -> bytes:
         """The product of ``rows``' ciphertexts mod m as ``k`` limbs: what :meth:`bin_sums` derives a cell from."""
-        return _histkernel.bin_sums(self.limbs, self._modulus_limbs, rows, None, 1, 0, 1, 0, -1, None)
+        return _histkernel.bin_sums(self.table, self._modulus_limbs, rows, None, 1, 0, 1, 0, -1, None)
 
     def bin_sums(self, rows: np.ndarray, cells: np.ndarray, radix: list[int], n_bins: list[int], skip: int = -1,
                  total: bytes | None = None) -> list[list[mpz]]:
@@ -335,7 +327,7 @@ class CiphertextTable:
         ``skip``: the cell derived from ``total`` (:meth:`node_total`) instead of multiplied from its rows.
         """
         pair = len(radix) == 2
-        out = _histkernel.bin_sums(self.limbs, self._modulus_limbs, rows, cells, int(np.prod(radix)),
+        out = _histkernel.bin_sums(self.table, self._modulus_limbs, rows, cells, int(np.prod(radix)),
                                    radix[1] if pair else 0, n_bins[0], n_bins[1] if pair else 0, skip, total)
         w = 8 * self.k
         sums = [mpz(int.from_bytes(out[i:i + w], "little")) for i in range(0, len(out), w)]
