@@ -4,7 +4,7 @@ WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
 COPY fedacq ./fedacq
 COPY protocols ./protocols
-# gcc and GMP's headers build the histogram kernel (fedacq/learn/_histkernel.c); the runtime keeps libgmp only
+# gcc and GMP's headers build the compiled kernels (setup.py); the runtime keeps libgmp only
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libgmp-dev \
     && pip install --no-cache-dir . \
     && apt-get purge -y gcc libc6-dev libgmp-dev && apt-get install -y --no-install-recommends libgmp10 \

@@ -100,6 +100,7 @@ from gmpy2 import mpz
 from fedacq.crypto.additive import PrivateKeyBase, PublicKeyBase, _b64, _unb64, signed_residue
 from fedacq.crypto.paillier import (WINDOW_BITS, _exponent_bits, _fixed_base_powers, _random_digits, _random_prime,
                                     _table_rows, _window_table)
+from fedacq.crypto.powmod import powmod_list
 
 #: minimum modulus size accepted for real keys (~112-bit security, see the module docstring).
 MIN_KEY_BITS = 2048
@@ -328,13 +329,14 @@ class PrivateKey(PrivateKeyBase):
     def decrypt_raw_local(self, ciphertexts: Sequence[mpz]) -> list[int]:
         """Decrypt in this process; residues outside the bound raise (module docstring).
 
-        All exponentiations in one ``powmod_base_list`` call: one C loop that releases the
-        GIL, so :mod:`fedacq.crypto.parallel` runs chunks on every core in threads.
+        All exponentiations in one :func:`fedacq.crypto.powmod.powmod_list` call: four at
+        a time in C with the GIL released, so :mod:`fedacq.crypto.parallel` runs chunks on
+        every core in threads.
         """
         p, psq, ginv = self.p, self.psquare, self.gp_inverse
         n, limit = self.public_key.n, self.public_key.max_int
         out = []
-        for i, x in enumerate(gmpy2.powmod_base_list([c % psq for c in ciphertexts], self.exponent, psq)):
+        for i, x in enumerate(powmod_list(ciphertexts, self.exponent, psq)):
             v = signed_residue((x - 1) // p * ginv % p, p, limit) if x % p == 1 else None
             if v is None:
                 raise OutOfBound(i, self.public_key.plaintext_bits)

@@ -94,6 +94,7 @@ from gmpy2 import mpz
 
 from fedacq.crypto.additive import (PARALLEL_THRESHOLD, EncryptedVector, PrivateKeyBase, PublicKeyBase, _b64,
                                     _unb64, distributed_engine, signed_residue, vector_from_bigints)
+from fedacq.crypto.powmod import powmod_list
 
 __all__ = ["MIN_KEY_BITS", "PARALLEL_THRESHOLD", "RANDOM_EXPONENT_BITS", "WINDOW_BITS", "EncryptedVector",
            "FixedPoint", "Packing", "PrivateKey", "PublicKey", "compress", "compress_capacity",
@@ -360,15 +361,15 @@ class PrivateKey(PrivateKeyBase):
 
         ``m_p = L_p(c^(p-1) mod p^2) * h_p mod p`` (and the same mod q), recombined with
         ``p^-1 mod q``. The exponents are p-1 and q-1 (the smallest that remove ``r^n``);
-        each half is one ``gmpy2.powmod_base_list`` call over the whole batch: one C loop
-        that reduces each c mod p^2 once, costs no Python per exponentiation, and
-        releases the GIL, so :mod:`fedacq.crypto.parallel` runs chunks on every core in
+        each half is one :func:`fedacq.crypto.powmod.powmod_list` call over the whole
+        batch: four exponentiations at a time in C, no Python per exponentiation, the
+        GIL released, so :mod:`fedacq.crypto.parallel` runs chunks on every core in
         threads of this process.
         """
         p, q, hp, hq, pinv = self.p, self.q, self.hp, self.hq, self.p_inverse
         cs = ciphertexts if isinstance(ciphertexts, list) else list(ciphertexts)
-        xs = gmpy2.powmod_base_list(cs, self._pm1, self.psquare)
-        ys = gmpy2.powmod_base_list(cs, self._qm1, self.qsquare)
+        xs = powmod_list(cs, self._pm1, self.psquare)
+        ys = powmod_list(cs, self._qm1, self.qsquare)
         out = []
         for x, y in zip(xs, ys):
             mp = (x - 1) // p * hp % p

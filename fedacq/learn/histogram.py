@@ -404,17 +404,16 @@ def compress(cts: list[mpz], entry_bits: int, n_bits: int, nsq: mpz) -> list[mpz
     Same layout as :func:`fedacq.crypto.paillier.compress` (element i at bit
     ``(i % capacity) * entry_bits``) so :func:`fedacq.crypto.paillier.decompress`
     undoes it; this version works on bare ciphertexts so worker processes can run it.
+    Horner's rule, ``entry_bits`` squarings per value, runs in the compiled
+    kernel four chunks at a time (:func:`fedacq.learn._histkernel.compress`):
+    at 4096 bits a squaring there costs about two thirds of ``gmpy2.powmod``'s.
     """
-    capacity = (n_bits - 1) // entry_bits
-    shift = mpz(1) << entry_bits
-    out = []
-    for start in range(0, len(cts), capacity):
-        chunk = cts[start:start + capacity]
-        acc = chunk[-1]
-        for c in reversed(chunk[:-1]):
-            acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
-        out.append(acc)
-    return out
+    if not cts:
+        return []
+    width = 8 * CiphertextTable._limbs(nsq)
+    packed = _histkernel.compress(b"".join(int(c).to_bytes(width, "little") for c in cts),
+                                  int(nsq).to_bytes(width, "little"), entry_bits, capacity(entry_bits, n_bits))
+    return [mpz(int.from_bytes(packed[i:i + width], "little")) for i in range(0, len(packed), width)]
 
 
 def capacity(entry_bits: int, n_bits: int) -> int:

@@ -1,0 +1,148 @@
+/* Exponentiations with one exponent over many bases, four at a time (fedacq/crypto/_lanes.h's products).
+ *
+ * powmod_list(bases, exponent, modulus) -> bytes
+ *   bases     k-limb integers end to end (little-endian limbs), each below the modulus
+ *   exponent  little-endian limbs (any number; zero gives 1 mod m)
+ *   modulus   k limbs, odd
+ *   Returns each base^exponent mod m, k limbs each. What a key's owner runs to decrypt a batch: Paillier's
+ *   CRT halves x^(p-1) mod p^2 and x^(q-1) mod q^2, OU's x^(p-1) mod p^2 (fedacq.crypto).
+ * simd(enabled=None) -> bool
+ *   as in fedacq.learn._histkernel
+ *
+ * Measured on the project's 2-core machine (Zen 3): a 1024-bit exponent mod a 2048-bit p^2 (a
+ * Paillier-2048 half) 1.08 ms per base against 1.73 ms for gmpy2.powmod_base_list.
+ */
+#include "_lanes.h"
+
+/* powmod_list(bases, exponent, modulus): each base^exponent mod m (the exponent the same for all, as
+ * little-endian limbs), four bases at a time: what a key's owner runs to decrypt (Paillier's CRT halves
+ * x^(p-1) mod p^2, OU's x^(p-1) mod p^2). Fixed windows of 5 bits from the top: a table of x^0..x^31
+ * per lane (30 products), then per window 5 squarings and one product with the window's entry, the same
+ * sequence of operations for every base and every exponent of the same length. */
+static PyObject *powmod_list(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *bases_obj, *exp_obj, *mod_obj, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &bases_obj, &exp_obj, &mod_obj))
+        return NULL;
+    enum { WINDOW = 5, ENTRIES = 1 << WINDOW };
+    Py_buffer bases = {0}, ex = {0}, mod = {0};
+    Mod M;
+    mp_limb_t *t = NULL;
+    uint64_t *table = NULL, *acc = NULL, *sq = NULL, *tmp = NULL;
+    uint32_t *digits = NULL;
+    if (mod_get(mod_obj, &mod, &M) < 0 || PyObject_GetBuffer(bases_obj, &bases, PyBUF_C_CONTIGUOUS) < 0 ||
+        PyObject_GetBuffer(exp_obj, &ex, PyBUF_C_CONTIGUOUS) < 0)
+        goto done;
+    if (bases.len % mod.len || ex.len % (Py_ssize_t)sizeof(mp_limb_t)) {
+        PyErr_SetString(PyExc_ValueError, "powmod_list: bases of the modulus's width and an exponent of whole limbs");
+        goto done;
+    }
+    const mp_size_t k = M.k, ek = ex.len / (Py_ssize_t)sizeof(mp_limb_t);
+    const int L = M.L;
+    const Py_ssize_t n = bases.len / mod.len;
+    const mp_limb_t *in = bases.buf, *e = ex.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (mpn_cmp(in + i * k, M.limbs, k) >= 0) {
+            PyErr_Format(PyExc_ValueError, "base %zd is not below the modulus", i);
+            goto done;
+        }
+    }
+    size_t ebits = 0;
+    for (mp_size_t i = ek; i > 0 && !ebits; i--)
+        if (e[i - 1])
+            ebits = (size_t)(i - 1) * 64 + (64 - (size_t)__builtin_clzll(e[i - 1]));
+    const size_t windows = (ebits + WINDOW - 1) / WINDOW;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * k * (Py_ssize_t)sizeof(mp_limb_t));
+    t = PyMem_Malloc((size_t)(3 * k + L + 8) * sizeof(mp_limb_t));
+    digits = PyMem_Malloc((size_t)(LANES + 1) * (size_t)L * sizeof(uint32_t));
+    table = aligned_lanes((size_t)ENTRIES * (size_t)L);
+    acc = aligned_lanes((size_t)L);
+    sq = aligned_lanes((size_t)L);
+    tmp = aligned_lanes((size_t)L + 1);
+    if (!out || !t || !digits || !table || !acc || !sq || !tmp) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    mp_limb_t *dst = (mp_limb_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    mp_limb_t one[k];
+    memset(one, 0, sizeof(one));
+    one[0] = 1;
+    to_form(digits + LANES * L, one, &M, t, t + 2 * k + 4); /* R mod m: 1 in Montgomery form */
+    for (Py_ssize_t first = 0; first < n; first += LANES) {
+        const int count = n - first < LANES ? (int)(n - first) : LANES;
+        for (int lane = 0; lane < LANES; lane++) {
+            const uint32_t *x = digits + LANES * L; /* idle lanes raise 1 */
+            if (lane < count) {
+                to_form(digits + lane * L, in + (first + lane) * k, &M, t, t + 2 * k + 4);
+                x = digits + lane * L;
+            }
+            for (int j = 0; j < L; j++) {
+                table[LANES * j + lane] = digits[LANES * L + j];
+                table[LANES * (L + j) + lane] = x[j];
+            }
+        }
+        for (int w = 2; w < ENTRIES; w++)
+            mont4(table + (size_t)w * LANES * L, table + (size_t)(w - 1) * LANES * L, table + (size_t)LANES * L, &M,
+                  tmp);
+        memcpy(acc, table, (size_t)LANES * L * sizeof(uint64_t));
+        for (size_t w = windows; w > 0; w--) {
+            unsigned idx = 0;
+            for (int b = WINDOW - 1; b >= 0; b--) {
+                size_t bit = (w - 1) * WINDOW + (size_t)b;
+                idx = (idx << 1) | (bit < ebits ? (unsigned)((e[bit / 64] >> (bit % 64)) & 1) : 0);
+            }
+            if (w < windows)
+                for (int s = 0; s < WINDOW; s++) {
+                    mont4(sq, acc, acc, &M, tmp);
+                    uint64_t *swap = acc;
+                    acc = sq;
+                    sq = swap;
+                }
+            mont4(sq, acc, table + (size_t)idx * LANES * L, &M, tmp);
+            uint64_t *swap = acc;
+            acc = sq;
+            sq = swap;
+        }
+        mp_limb_t *to[LANES];
+        for (int lane = 0; lane < count; lane++)
+            to[lane] = dst + (first + lane) * k;
+        leave_form(to, count, acc, &M, sq, tmp);
+    }
+    Py_END_ALLOW_THREADS
+    result = out;
+done:
+    PyMem_Free(t);
+    PyMem_Free(digits);
+    free(table);
+    free(acc);
+    free(sq);
+    free(tmp);
+    mod_release(&M);
+    if (bases.obj)
+        PyBuffer_Release(&bases);
+    if (ex.obj)
+        PyBuffer_Release(&ex);
+    if (mod.obj)
+        PyBuffer_Release(&mod);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"powmod_list", powmod_list, METH_VARARGS,
+     "powmod_list(bases, exponent, modulus) -> each base^exponent mod modulus (exponent as little-endian limbs)"},
+    {"simd", simd, METH_VARARGS, "simd(enabled=None) -> whether products run on AVX2 (False: the portable loop)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_powmod", "One exponent over many bases, four Montgomery exponentiations at a time.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__powmod(void) {
+    mont4 = best_mont4();
+    return PyModule_Create(&module);
+}
