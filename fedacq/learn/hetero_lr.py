@@ -117,6 +117,7 @@ from gmpy2 import mpz
 from fedacq.crypto.paillier import MIN_KEY_BITS, PARALLEL_THRESHOLD
 from fedacq.learn import hetero_lr_objectives as objectives
 from fedacq.learn.early_stopping import EarlyStopping
+from fedacq.learn.histogram import CiphertextTable, compress_chunks
 from fedacq.learn.objectives import Objective
 from fedacq.learn.metrics import metric_key
 from fedacq.link.link import Link
@@ -370,26 +371,26 @@ def _combine(buckets: dict[int, mpz], nsq: mpz) -> mpz:
     return total
 
 
-def _multiexp(bases: Sequence[mpz], inverses: Sequence[mpz], ks: np.ndarray, nsq: mpz) -> mpz:
-    """``prod_i bases[i]^ks[i] mod nsq`` for signed int64 ``ks`` (``inverses`` for negative ones).
+def _multiexp(table: CiphertextTable, n_bases: int, ks: np.ndarray, nsq: mpz) -> mpz:
+    """``prod_i bases[i]^ks[i] mod nsq`` for signed int64 ``ks``; ``table`` holds the bases, then their inverses.
 
     Bucket method with one bucket per distinct ``|k|``: each row is multiplied
     into the bucket of its magnitude (its base, or the inverse for a negative
     ``k``), then :func:`_combine` raises each bucket to its ``|k|``. A batch
     has at most as many distinct values as rows, so this costs about one
     multiply per row with a non-zero ``k`` plus two per distinct magnitude,
-    whatever the width of ``k``.
+    whatever the width of ``k``. The buckets are the histogram kernel's cells
+    (:meth:`fedacq.learn.histogram.CiphertextTable.bin_sums`: compiled,
+    four products at a time), the magnitudes their codes.
     """
     mags = np.abs(ks)
     rows = np.flatnonzero(mags)
     if not rows.size:
         return mpz(1)
-    buckets: dict[int, mpz] = {}
-    for i, d, negative in zip(rows.tolist(), mags[rows].tolist(), (ks[rows] < 0).tolist()):
-        base = inverses[i] if negative else bases[i]
-        b = buckets.get(d)
-        buckets[d] = base if b is None else b * base % nsq
-    return _combine(buckets, nsq)
+    values, codes = np.unique(mags[rows], return_inverse=True)
+    picks = np.where(ks[rows] < 0, rows + n_bases, rows)
+    sums = table.bin_sums(picks, codes, [len(values)], [len(values)])[0]
+    return _combine(dict(zip(values.tolist(), sums)), nsq)
 
 
 def _column_cost(ks: np.ndarray) -> int:
@@ -431,23 +432,20 @@ def _packed_columns(nsq: int, bases: list, inverses: list, K: np.ndarray, first:
     Column ``j`` goes to packed ciphertext ``j // capacity`` at bit ``(j %
     capacity) * slot_bits``: the part of each packed ciphertext these columns
     make is returned as ``(index, ciphertext)``; the parts of one packed
-    ciphertext from several blocks multiply together. A worker-process entry
-    point: the key's public modulus, the residual ciphertexts, their inverses
-    and the platform's own quantised features.
+    ciphertext from several blocks multiply together. The packing is the
+    histogram kernel's compression (Horner's rule in C), the slots below
+    ``first`` in its first packed ciphertext filled with 1 (an encryption of
+    0 with no randomness: it adds nothing). A worker-process entry point: the
+    key's public modulus, the residual ciphertexts, their inverses and the
+    platform's own quantised features.
     """
     nsq = mpz(nsq)
-    shift = mpz(1) << slot_bits
-    out = []
-    last = first + K.shape[1]
-    for k in range(first // capacity, (last - 1) // capacity + 1):
-        lo, hi = max(first, k * capacity), min(last, (k + 1) * capacity)
-        acc = _multiexp(bases, inverses, K[:, hi - 1 - first], nsq)
-        for j in range(hi - 2, lo - 1, -1):  # Horner: acc * 2^slot_bits + column j, in the plaintext
-            acc = gmpy2.powmod(acc, shift, nsq) * _multiexp(bases, inverses, K[:, j - first], nsq) % nsq
-        if lo > k * capacity:
-            acc = gmpy2.powmod(acc, mpz(1) << (slot_bits * (lo - k * capacity)), nsq)
-        out.append((k, acc))
-    return out
+    table = CiphertextTable.from_ints([*bases, *inverses], nsq)
+    columns = [_multiexp(table, len(bases), K[:, j], nsq) for j in range(K.shape[1])]
+    if capacity == 1:
+        return list(enumerate(columns, start=first))
+    packed = compress_chunks([mpz(1)] * (first % capacity) + columns, slot_bits, capacity, nsq)
+    return list(enumerate(packed, start=first // capacity))
 
 
 def encrypted_dot(public_key: Any, ciphertexts: list[mpz], K: np.ndarray, n_jobs: int | None = None,

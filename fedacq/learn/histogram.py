@@ -404,15 +404,22 @@ def compress(cts: list[mpz], entry_bits: int, n_bits: int, nsq: mpz) -> list[mpz
     Same layout as :func:`fedacq.crypto.paillier.compress` (element i at bit
     ``(i % capacity) * entry_bits``) so :func:`fedacq.crypto.paillier.decompress`
     undoes it; this version works on bare ciphertexts so worker processes can run it.
+    """
+    return compress_chunks(cts, entry_bits, capacity(entry_bits, n_bits), nsq)
+
+
+def compress_chunks(cts: list[mpz], entry_bits: int, per_chunk: int, nsq: mpz) -> list[mpz]:
+    """Each chunk of ``per_chunk`` ciphertexts ``c_i`` as ``prod_i c_i^(2^(i entry_bits)) mod nsq``.
+
     Horner's rule, ``entry_bits`` squarings per value, runs in the compiled
     kernel four chunks at a time (:func:`fedacq.learn._histkernel.compress`):
-    at 4096 bits a squaring there costs about two thirds of ``gmpy2.powmod``'s.
+    at 4096 bits about 1.6x faster than the ``gmpy2.powmod`` loop it replaced.
     """
     if not cts:
         return []
     width = 8 * CiphertextTable._limbs(nsq)
     packed = _histkernel.compress(b"".join(int(c).to_bytes(width, "little") for c in cts),
-                                  int(nsq).to_bytes(width, "little"), entry_bits, capacity(entry_bits, n_bits))
+                                  int(nsq).to_bytes(width, "little"), entry_bits, per_chunk)
     return [mpz(int.from_bytes(packed[i:i + width], "little")) for i in range(0, len(packed), width)]
 
 
