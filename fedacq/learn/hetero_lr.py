@@ -320,6 +320,11 @@ def _check_batch(batch_size: int, n_rows: int, n_platform_features: int, who: st
 
 # -- the platform's encrypted gradient ----------------------------------------------------
 
+#: magnitudes up to this many bits are bucketed as a pair of half-width codes (:func:`_multiexp`): at most
+#: 2^6 x 2^6 cells, whose four lane copies the kernel keeps (10 MB at 4096 bits)
+JOINT_MAGNITUDE_BITS = 12
+
+
 def _chain_cost(keys: Sequence[int]) -> float:
     """Multiplies :func:`_combine`'s running product spends on descending distinct ``keys``."""
     cost = 0.0
@@ -374,21 +379,34 @@ def _combine(buckets: dict[int, mpz], nsq: mpz) -> mpz:
 def _multiexp(table: CiphertextTable, n_bases: int, ks: np.ndarray, nsq: mpz) -> mpz:
     """``prod_i bases[i]^ks[i] mod nsq`` for signed int64 ``ks``; ``table`` holds the bases, then their inverses.
 
-    Bucket method with one bucket per distinct ``|k|``: each row is multiplied
-    into the bucket of its magnitude (its base, or the inverse for a negative
-    ``k``), then :func:`_combine` raises each bucket to its ``|k|``. A batch
-    has at most as many distinct values as rows, so this costs about one
-    multiply per row with a non-zero ``k`` plus two per distinct magnitude,
-    whatever the width of ``k``. The buckets are the histogram kernel's cells
-    (:meth:`fedacq.learn.histogram.CiphertextTable.bin_sums`: compiled,
-    four products at a time), the magnitudes their codes.
+    Bucket method: each row is multiplied into the bucket of its magnitude
+    ``|k|`` (its base, or the inverse for a negative ``k``), then
+    :func:`_combine` raises each bucket to its magnitude: about one multiply
+    per row with a non-zero ``k`` plus two per distinct magnitude, whatever
+    the width of ``k``. The buckets are the histogram kernel's cells
+    (:meth:`fedacq.learn.histogram.CiphertextTable.bin_sums`: compiled, four
+    products at a time). Magnitudes of up to :data:`JOINT_MAGNITUDE_BITS`
+    bits are split as ``|k| = 2^w h + l`` and bucketed as a pair of codes
+    ``(h, l)``, so the kernel also folds the buckets into ``H_h`` and ``L_l``
+    and only ``prod_h H_h^h`` (raised to ``2^w``) and ``prod_l L_l^l``, a few
+    dozen keys each, are left to :func:`_combine` (``prod_d B_d^d =
+    (prod_h H_h^h)^(2^w) prod_l L_l^l``).
     """
     mags = np.abs(ks)
     rows = np.flatnonzero(mags)
     if not rows.size:
         return mpz(1)
-    values, codes = np.unique(mags[rows], return_inverse=True)
     picks = np.where(ks[rows] < 0, rows + n_bases, rows)
+    mags = mags[rows]
+    bits = int(mags.max()).bit_length()
+    if bits <= JOINT_MAGNITUDE_BITS:
+        w = (bits + 1) // 2
+        radix = 1 << w
+        high, low = table.bin_sums(picks, (mags >> w) * radix + (mags & (radix - 1)), [radix, radix], [radix, radix])
+        parts = [{d: b for d, b in enumerate(sums) if d and b != 1} for sums in (high, low)]
+        total = gmpy2.powmod(_combine(parts[0], nsq), radix, nsq) if parts[0] else mpz(1)
+        return total * _combine(parts[1], nsq) % nsq if parts[1] else total
+    values, codes = np.unique(mags, return_inverse=True)
     sums = table.bin_sums(picks, codes, [len(values)], [len(values)])[0]
     return _combine(dict(zip(values.tolist(), sums)), nsq)
 
