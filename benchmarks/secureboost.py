@@ -50,22 +50,21 @@ script works; its numbers mean nothing. Full run::
 
     python benchmarks/secureboost.py --json benchmarks/results/secureboost.json
 
-The synthetic case at scale, one configuration per run (quiet machine; file names as in
-``benchmarks/results``)::
+The synthetic case at scale (quiet machine; file names as in ``benchmarks/results``): OU against
+Paillier, and the local engine against a loopback Ray cluster, each pair in one run::
 
-    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme ou --synthetic-trees 2 \
-        --json benchmarks/results/secureboost_scale_100k_ou_local.json
-    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme paillier --synthetic-trees 2 \
-        --json benchmarks/results/secureboost_scale_100k_paillier_local.json
-    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme ou --engine ray --synthetic-trees 2 \
-        --json benchmarks/results/secureboost_scale_100k_ou_ray.json
+    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme ou,paillier --synthetic-trees 2 \
+        --json benchmarks/results/secureboost_scale_100k_local.json
+    python benchmarks/secureboost.py --cases synthetic --rows 100000 --scheme ou --engine local,ray \
+        --synthetic-trees 2 --json benchmarks/results/secureboost_scale_100k_ou_ray.json
     python benchmarks/secureboost.py --cases synthetic --rows 1000000 --scheme ou --synthetic-trees 1 \
         --json benchmarks/results/secureboost_scale_1m_ou_local.json
 
-The kernel case at full size (the dense headline and the sparse case beside it; run it alone, quiet)::
+The kernel case at full size (the dense headline; ``--kernel-zero-fraction 0.8`` adds the sparse case beside
+it; run it alone, quiet)::
 
     python benchmarks/secureboost.py --cases kernel --kernel-rows 100000 --kernel-features 300 \
-        --kernel-zero-fraction 0.8 --json benchmarks/results/secureboost_kernel.json
+        --json benchmarks/results/secureboost_kernel_100k.json
 """
 
 from __future__ import annotations
