@@ -12,7 +12,7 @@ owner's machine; nothing here talks to a peer. Each worker caches its key object
 (and the encryption tables) per spec.
 
 Decryption is almost all modular exponentiation, which each scheme does in one
-``gmpy2.powmod_base_list`` call per chunk: a C loop that releases the GIL. So a
+:func:`fedacq.crypto.powmod.powmod_list` call per chunk: compiled, the GIL released. So a
 batch is split over threads of the calling process: no pickling, no pool start-up,
 worth it from two ciphertexts on, and the private key never leaves the process.
 """

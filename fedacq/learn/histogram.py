@@ -94,10 +94,9 @@ The compiled kernel (:mod:`fedacq.learn._histkernel`, C)
     rows, in any order. Measured on the project's 2-core machine (Zen 3), one
     product: 3.0-3.7 us at 4096 bits (Paillier's ``n^2``) against 5.3-6.2 us
     for GMP's multiply and Montgomery reduction, 0.75-0.85 us against 1.5 at
-    2048 bits (OU); the gmpy2 loop before them took 8.4-8.8 and 3.0 us. What
-    stays in Python is per bin: siblings (:func:`batch_invert`), prefix sums
-    and compression, whose Horner steps are ``gmpy2.powmod`` by
-    ``2^entry_bits``.
+    2048 bits (OU); the gmpy2 loop before them took 8.4-8.8 and 3.0 us. The
+    compression (:func:`compress_chunks`) runs on the same lanes. What stays
+    in Python is per bin: siblings (:func:`batch_invert`) and prefix sums.
 
 Workers get only public values (ciphertexts, the modulus, bin codes).
 """
