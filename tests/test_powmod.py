@@ -40,3 +40,32 @@ def test_powmod_list_refuses_what_it_cannot_compute():
         powmod_list([3], -1, 11)
     with pytest.raises(ValueError, match="base 0 is not below the modulus"):  # the raw call takes reduced bases only
         _powmod.powmod_list((11).to_bytes(8, "little"), (3).to_bytes(8, "little"), (11).to_bytes(8, "little"))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bits=st.sampled_from([64, 683, 2048, 4096]), count=st.integers(0, 9), rows=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_fixed_base_powers_equal_the_gmpy2_products(products, bits, count, rows, seed):
+    """Encryption's randomness from a fixed-base table: prod_i table[i][digit_i], any count (a short last batch)."""
+    import numpy as np
+
+    from fedacq.crypto.paillier import WINDOW_BITS, _fixed_base_powers, _random_digits, _window_table
+
+    rs = gmpy2.random_state(seed)
+    m = gmpy2.mpz_urandomb(rs, bits) | (mpz(1) << (bits - 1)) | 1
+    table = _window_table(gmpy2.mpz_urandomb(rs, bits) % m, m, rows)
+    digits = _random_digits(count, rows)
+    digits[:1, :] = (1 << WINDOW_BITS) - 1  # the largest digit in every row, and 0 somewhere below
+    digits[1:2, :] = 0
+    want = []
+    for ds in digits.tolist():
+        acc = mpz(1)
+        for row, d in zip(table, ds):
+            acc = acc * row[d] % m
+        want.append(acc)
+    assert _fixed_base_powers(table, m, digits) == want
+    assert table[-1][3] == gmpy2.powmod(table[0][1], 3 << (WINDOW_BITS * (rows - 1)), m)  # base^(d 2^(w i))
+    with pytest.raises(ValueError, match="digit"):
+        _fixed_base_powers(table, m, np.full((1, rows), 1 << WINDOW_BITS, dtype=np.uint16))
+    with pytest.raises(ValueError, match="uint16 array"):
+        _fixed_base_powers(table, m, np.zeros((1, rows + 1), dtype=np.uint16))

@@ -6,6 +6,10 @@
  *   modulus   k limbs, odd
  *   Returns each base^exponent mod m, k limbs each. What a key's owner runs to decrypt a batch: Paillier's
  *   CRT halves x^(p-1) mod p^2 and x^(q-1) mod q^2, OU's x^(p-1) mod p^2 (fedacq.crypto).
+ * fixed_base_powers(rows, digits, modulus) -> bytes
+ *   encryption's randomness from a fixed-base table (see the function)
+ * to_table(values, modulus) -> bytes
+ *   values in the lanes' Montgomery form (a fixed-base table's rows)
  * simd(enabled=None) -> bool
  *   as in fedacq.learn._histkernel
  *
@@ -130,9 +134,113 @@ done:
     return result;
 }
 
+/* fixed_base_powers(rows, digits, modulus): for each exponent x given by its digits x_0, x_1, ... (one per row,
+ * row i holding the values g^(d 2^(w i)) for every digit d, as to_table makes them), g^x = prod_i row_i[x_i] mod
+ * m: one product per digit, four exponents at a time. What encryption runs for its randomness (a DJN or OU
+ * fixed-base table; fedacq.crypto.paillier). */
+static PyObject *fixed_base_powers(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *rows_obj, *digits_obj, *mod_obj, *result = NULL;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &rows_obj, &digits_obj, &mod_obj))
+        return NULL;
+    Py_buffer digits = {0}, mod = {0};
+    Mod M;
+    const Py_ssize_t n_rows = PyList_GET_SIZE(rows_obj);
+    Py_buffer *rows = PyMem_Calloc((size_t)(n_rows ? n_rows : 1), sizeof(Py_buffer));
+    uint64_t *acc = NULL, *fac = NULL, *r = NULL, *tmp = NULL;
+    if (!rows) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (mod_get(mod_obj, &mod, &M) < 0 ||
+        PyObject_GetBuffer(digits_obj, &digits, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0)
+        goto done;
+    const int L = M.L;
+    const Py_ssize_t entry = L * (Py_ssize_t)sizeof(uint32_t);
+    if (n_rows == 0 || digits.ndim != 2 || digits.itemsize != 2 || !strchr("HB", digits.format[strlen(digits.format) - 1]) ||
+        digits.shape[1] != n_rows) {
+        PyErr_SetString(PyExc_ValueError, "fixed_base_powers: digits must be a (count, rows) uint16 array, rows > 0");
+        goto done;
+    }
+    Py_ssize_t entries = -1;
+    for (Py_ssize_t i = 0; i < n_rows; i++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(rows_obj, i), &rows[i], PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+        if (rows[i].len % entry || (entries >= 0 && rows[i].len / entry != entries)) {
+            PyErr_Format(PyExc_ValueError, "fixed_base_powers: row %zd is not a table row of this modulus", i);
+            goto done;
+        }
+        entries = rows[i].len / entry;
+    }
+    const Py_ssize_t count = digits.shape[0];
+    const uint16_t *d = digits.buf;
+    for (Py_ssize_t i = 0; i < count * n_rows; i++) {
+        if (d[i] >= entries) {
+            PyErr_Format(PyExc_ValueError, "fixed_base_powers: digit %d beyond the table's %zd entries", d[i], entries);
+            goto done;
+        }
+    }
+    const mp_size_t k = M.k;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, count * k * (Py_ssize_t)sizeof(mp_limb_t));
+    acc = aligned_lanes((size_t)L);
+    fac = aligned_lanes((size_t)L);
+    r = aligned_lanes((size_t)L);
+    tmp = aligned_lanes((size_t)L + 1);
+    if (!out || !acc || !fac || !r || !tmp) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    mp_limb_t *dst = (mp_limb_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t first = 0; first < count; first += LANES) {
+        const int lanes = count - first < LANES ? (int)(count - first) : LANES;
+        for (Py_ssize_t row = 0; row < n_rows; row++) {
+            uint64_t *into = row ? fac : acc;
+            for (int lane = 0; lane < lanes; lane++) {
+                const uint32_t *x = (const uint32_t *)rows[row].buf + (size_t)d[(first + lane) * n_rows + row] * L;
+                for (int j = 0; j < L; j++)
+                    into[LANES * j + lane] = x[j];
+            }
+            if (row) {
+                mont4(r, acc, fac, &M, tmp);
+                uint64_t *swap = acc;
+                acc = r;
+                r = swap;
+            }
+        }
+        mp_limb_t *to[LANES];
+        for (int lane = 0; lane < lanes; lane++)
+            to[lane] = dst + (first + lane) * k;
+        leave_form(to, lanes, acc, &M, r, tmp);
+    }
+    Py_END_ALLOW_THREADS
+    result = out;
+done:
+    for (Py_ssize_t i = 0; i < n_rows; i++) /* zeroed by PyMem_Calloc: obj is NULL where none was taken */
+        if (rows[i].obj)
+            PyBuffer_Release(&rows[i]);
+    PyMem_Free(rows);
+    free(acc);
+    free(fac);
+    free(r);
+    free(tmp);
+    mod_release(&M);
+    if (digits.obj)
+        PyBuffer_Release(&digits);
+    if (mod.obj)
+        PyBuffer_Release(&mod);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"powmod_list", powmod_list, METH_VARARGS,
      "powmod_list(bases, exponent, modulus) -> each base^exponent mod modulus (exponent as little-endian limbs)"},
+    {"fixed_base_powers", fixed_base_powers, METH_VARARGS,
+     "fixed_base_powers(rows, digits, modulus) -> for each row of digits, prod_i rows[i][digit_i] mod modulus"},
+    {"to_table", to_table, METH_VARARGS,
+     "to_table(values, modulus) -> the values (each below the modulus) in the lanes' Montgomery form"},
     {"simd", simd, METH_VARARGS, "simd(enabled=None) -> whether products run on AVX2 (False: the portable loop)"},
     {NULL, NULL, 0, NULL},
 };

@@ -95,6 +95,7 @@ import threading
 from typing import Sequence
 
 import gmpy2
+import numpy as np
 from gmpy2 import mpz
 
 from fedacq.crypto.additive import PrivateKeyBase, PublicKeyBase, _b64, _unb64, signed_residue
@@ -122,10 +123,11 @@ def subgroup_bits(n_bits: int) -> int:
     return min(bits, (n_bits // 3) // 2)
 
 
-def _digits(values: Sequence[mpz], rows: int) -> list[list[int]]:
-    """The ``WINDOW_BITS``-bit digits of each value, least significant first."""
+def _digits(values: Sequence[mpz], rows: int) -> np.ndarray:
+    """The ``WINDOW_BITS``-bit digits of each value, least significant first: a (values, rows) uint16 array."""
     mask = (1 << WINDOW_BITS) - 1
-    return [[int(v >> (WINDOW_BITS * i)) & mask for i in range(rows)] for v in values]
+    return np.array([[int(v >> (WINDOW_BITS * i)) & mask for i in range(rows)] for v in values],
+                    dtype=np.uint16).reshape(len(values), rows)
 
 
 class PublicKey(PublicKeyBase):
@@ -311,7 +313,7 @@ class PrivateKey(PrivateKeyBase):
         mags, negs = pk._split_signs(plaintexts)
         gp_t, hp_t, gq_t, hq_t, psq_inv_q = self._crt_tables()
         rows = _table_rows(max((int(m).bit_length() for m in mags), default=1) or 1)
-        digits = [m + r for m, r in zip(_digits(mags, rows), _random_digits(len(mags), len(hp_t)))]
+        digits = np.hstack([_digits(mags, rows), _random_digits(len(mags), len(hp_t))])
         psq, q = self.psquare, self.q
         cp = _fixed_base_powers(gp_t[:rows] + hp_t, psq, digits)
         cq = _fixed_base_powers(gq_t[:rows] + hq_t, q, digits)

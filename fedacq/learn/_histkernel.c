@@ -194,53 +194,6 @@ static void from_form(mp_limb_t **out, const uint32_t **x, int count, const Mod 
     leave_form(out, count, a, M, r, t);
 }
 
-static PyObject *to_table(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *cts_obj, *mod_obj, *result = NULL;
-    if (!PyArg_ParseTuple(args, "OO", &cts_obj, &mod_obj))
-        return NULL;
-    Py_buffer cts = {0}, mod = {0};
-    Mod M;
-    mp_limb_t *t = NULL;
-    if (mod_get(mod_obj, &mod, &M) < 0 || PyObject_GetBuffer(cts_obj, &cts, PyBUF_C_CONTIGUOUS) < 0)
-        goto done;
-    if (cts.len % mod.len) {
-        PyErr_SetString(PyExc_ValueError, "ciphertexts and modulus must be whole numbers of the same limb width");
-        goto done;
-    }
-    const mp_size_t k = M.k;
-    const Py_ssize_t n = cts.len / mod.len;
-    const mp_limb_t *x = cts.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (mpn_cmp(x + i * k, M.limbs, k) >= 0) {
-            PyErr_Format(PyExc_ValueError, "ciphertext %zd is not below the modulus", i);
-            goto done;
-        }
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n * M.L * (Py_ssize_t)sizeof(uint32_t));
-    t = PyMem_Malloc((size_t)(3 * k + M.L + 8) * sizeof(mp_limb_t));
-    if (!out || !t) {
-        Py_XDECREF(out);
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
-        goto done;
-    }
-    uint32_t *dst = (uint32_t *)PyBytes_AS_STRING(out);
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++)
-        to_form(dst + i * M.L, x + i * k, &M, t, t + 2 * k + 4);
-    Py_END_ALLOW_THREADS
-    result = out;
-done:
-    PyMem_Free(t);
-    mod_release(&M);
-    if (cts.obj)
-        PyBuffer_Release(&cts);
-    if (mod.obj)
-        PyBuffer_Release(&mod);
-    return result;
-}
-
 static PyObject *bin_sums(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *table_obj, *mod_obj, *rows_obj, *cells_obj, *total_obj;
