@@ -260,6 +260,22 @@ static void leave_form(mp_limb_t **out, int count, const uint64_t *a, const Mod 
     }
 }
 
+/* *acc = *acc b in four lanes, the product written to *spare and the two swapped (no copy). */
+static inline void mont4_into(uint64_t **acc, uint64_t **spare, const uint64_t *b, const Mod *M, uint64_t *t) {
+    mont4(*spare, *acc, b, M, t);
+    uint64_t *swap = *acc;
+    *acc = *spare;
+    *spare = swap;
+}
+
+/* Leave Montgomery form for `count` consecutive k-limb outputs from dst (lanes 0..count-1 of acc). */
+static void leave_batch(mp_limb_t *dst, int count, const uint64_t *acc, const Mod *M, uint64_t *r, uint64_t *t) {
+    mp_limb_t *to[LANES];
+    for (int lane = 0; lane < count; lane++)
+        to[lane] = dst + (size_t)lane * (size_t)M->k;
+    leave_form(to, count, acc, M, r, t);
+}
+
 /* The modulus buffer (k limbs, odd, top limb non-zero) and its kernel form. */
 static int mod_get(PyObject *mod_obj, Py_buffer *view, Mod *M) {
     memset(M, 0, sizeof(*M));

@@ -99,21 +99,11 @@ static PyObject *powmod_list(PyObject *self, PyObject *args) {
                 idx = (idx << 1) | (bit < ebits ? (unsigned)((e[bit / 64] >> (bit % 64)) & 1) : 0);
             }
             if (w < windows)
-                for (int s = 0; s < WINDOW; s++) {
-                    mont4(sq, acc, acc, &M, tmp);
-                    uint64_t *swap = acc;
-                    acc = sq;
-                    sq = swap;
-                }
-            mont4(sq, acc, table + (size_t)idx * LANES * L, &M, tmp);
-            uint64_t *swap = acc;
-            acc = sq;
-            sq = swap;
+                for (int s = 0; s < WINDOW; s++)
+                    mont4_into(&acc, &sq, acc, &M, tmp);
+            mont4_into(&acc, &sq, table + (size_t)idx * LANES * L, &M, tmp);
         }
-        mp_limb_t *to[LANES];
-        for (int lane = 0; lane < count; lane++)
-            to[lane] = dst + (first + lane) * k;
-        leave_form(to, count, acc, &M, sq, tmp);
+        leave_batch(dst + first * k, count, acc, &M, sq, tmp);
     }
     Py_END_ALLOW_THREADS
     result = out;
@@ -203,17 +193,10 @@ static PyObject *fixed_base_powers(PyObject *self, PyObject *args) {
                 for (int j = 0; j < L; j++)
                     into[LANES * j + lane] = x[j];
             }
-            if (row) {
-                mont4(r, acc, fac, &M, tmp);
-                uint64_t *swap = acc;
-                acc = r;
-                r = swap;
-            }
+            if (row)
+                mont4_into(&acc, &r, fac, &M, tmp);
         }
-        mp_limb_t *to[LANES];
-        for (int lane = 0; lane < lanes; lane++)
-            to[lane] = dst + (first + lane) * k;
-        leave_form(to, lanes, acc, &M, r, tmp);
+        leave_batch(dst + first * k, lanes, acc, &M, r, tmp);
     }
     Py_END_ALLOW_THREADS
     result = out;

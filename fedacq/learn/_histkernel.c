@@ -434,21 +434,14 @@ static PyObject *compress(PyObject *self, PyObject *args) {
         }
         for (Py_ssize_t step = longest - 1; step >= 0; step--) {
             if (step < longest - 1) { /* acc^(2^e), then times this step's factor */
-                for (Py_ssize_t e = 0; e < entry_bits; e++) {
-                    mont4(sq, acc, acc, &M, tmp);
-                    uint64_t *swap = acc;
-                    acc = sq;
-                    sq = swap;
-                }
+                for (Py_ssize_t e = 0; e < entry_bits; e++)
+                    mont4_into(&acc, &sq, acc, &M, tmp);
                 for (int lane = 0; lane < count; lane++) {
                     const uint32_t *xi = x + ((first + lane) * capacity + (step < len[lane] ? step : 0)) * L;
                     for (int j = 0; j < L; j++)
                         fac[LANES * j + lane] = xi[j];
                 }
-                mont4(sq, acc, fac, &M, tmp);
-                uint64_t *swap = acc;
-                acc = sq;
-                sq = swap;
+                mont4_into(&acc, &sq, fac, &M, tmp);
             }
             for (int lane = 0; lane < count; lane++) { /* a chunk's top value starts its lane */
                 if (step == len[lane] - 1) {
@@ -458,10 +451,7 @@ static PyObject *compress(PyObject *self, PyObject *args) {
                 }
             }
         }
-        mp_limb_t *to[LANES];
-        for (int lane = 0; lane < count; lane++)
-            to[lane] = dst + (first + lane) * k;
-        leave_form(to, count, acc, &M, sq, tmp);
+        leave_batch(dst + first * k, count, acc, &M, sq, tmp);
     }
     Py_END_ALLOW_THREADS
     result = out;
