@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from fedacq.crypto import _powmod
 from fedacq.crypto.powmod import powmod_list
+from test_histkernel import _random
 
 
 @pytest.fixture(params=[pytest.param(True, id="avx2"), pytest.param(False, id="portable")])
@@ -69,3 +70,39 @@ def test_fixed_base_powers_equal_the_gmpy2_products(products, bits, count, rows,
         _fixed_base_powers(table, m, np.full((1, rows), 1 << WINDOW_BITS, dtype=np.uint16))
     with pytest.raises(ValueError, match="uint16 array"):
         _fixed_base_powers(table, m, np.zeros((1, rows + 1), dtype=np.uint16))
+
+
+def _horner(cts, entry_bits, capacity, m):
+    """The gmpy2 loop the compiled compression replaced: chunk by chunk, acc^(2^e) * c from the top."""
+    out = []
+    for start in range(0, len(cts), capacity):
+        chunk = cts[start:start + capacity]
+        acc = chunk[-1]
+        for c in reversed(chunk[:-1]):
+            acc = gmpy2.powmod(acc, mpz(1) << entry_bits, m) * c % m
+        out.append(acc)
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bits=st.sampled_from([2, 64, 65, 683, 2048, 4096]), n=st.integers(1, 40), capacity=st.integers(1, 9),
+       entry_bits=st.integers(1, 140), seed=st.integers(0, 2 ** 32 - 1), small=st.booleans())
+def test_compress_equals_the_gmpy2_horner_loop(products, bits, n, capacity, entry_bits, seed, small):
+    """Four chunks in lockstep, a shorter last chunk, one-value chunks, zeros and ones among the values."""
+    m, cts = _random(bits, n, seed, small)
+    width = 8 * ((int(m).bit_length() + 63) // 64)
+    packed = _powmod.compress(b"".join(int(c).to_bytes(width, "little") for c in cts),
+                                  int(m).to_bytes(width, "little"), entry_bits, capacity)
+    got = [int.from_bytes(packed[i:i + width], "little") for i in range(0, len(packed), width)]
+    assert got == _horner(cts, entry_bits, capacity, m)
+
+
+def test_compress_refuses_bad_input():
+    m, cts = _random(256, 3, 5)
+    ok = b"".join(int(c).to_bytes(32, "little") for c in cts)
+    with pytest.raises(ValueError, match="ciphertext 1 is not below the modulus"):
+        _powmod.compress(ok[:32] + int(m).to_bytes(32, "little"), int(m).to_bytes(32, "little"), 10, 2)
+    with pytest.raises(ValueError, match="entry_bits and capacity"):
+        _powmod.compress(ok, int(m).to_bytes(32, "little"), 10, 0)
+    with pytest.raises(ValueError, match="width"):
+        _powmod.compress(ok[:40], int(m).to_bytes(32, "little"), 10, 2)

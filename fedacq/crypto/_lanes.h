@@ -260,22 +260,6 @@ static void leave_form(mp_limb_t **out, int count, const uint64_t *a, const Mod 
     }
 }
 
-/* *acc = *acc b in four lanes, the product written to *spare and the two swapped (no copy). */
-static inline void mont4_into(uint64_t **acc, uint64_t **spare, const uint64_t *b, const Mod *M, uint64_t *t) {
-    mont4(*spare, *acc, b, M, t);
-    uint64_t *swap = *acc;
-    *acc = *spare;
-    *spare = swap;
-}
-
-/* Leave Montgomery form for `count` consecutive k-limb outputs from dst (lanes 0..count-1 of acc). */
-static void leave_batch(mp_limb_t *dst, int count, const uint64_t *acc, const Mod *M, uint64_t *r, uint64_t *t) {
-    mp_limb_t *to[LANES];
-    for (int lane = 0; lane < count; lane++)
-        to[lane] = dst + (size_t)lane * (size_t)M->k;
-    leave_form(to, count, acc, M, r, t);
-}
-
 /* The modulus buffer (k limbs, odd, top limb non-zero) and its kernel form. */
 static int mod_get(PyObject *mod_obj, Py_buffer *view, Mod *M) {
     memset(M, 0, sizeof(*M));
@@ -294,6 +278,28 @@ static int mod_get(PyObject *mod_obj, Py_buffer *view, Mod *M) {
     return mod_init(M, m, k);
 }
 
+/* A buffer of k-limb values, each below m (a peer's ciphertexts pass here), and their count; `what` names one
+ * of them in errors ("ciphertext", "base"). Checked whole before any work starts. */
+static int values_get(PyObject *obj, Py_buffer *view, const Mod *M, const char *what, Py_ssize_t *n) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    const mp_size_t k = M->k;
+    const Py_ssize_t width = (Py_ssize_t)k * (Py_ssize_t)sizeof(mp_limb_t);
+    if (view->len % width) {
+        PyErr_Format(PyExc_ValueError, "%ss must be whole numbers of the modulus's limb width", what);
+        return -1;
+    }
+    *n = view->len / width;
+    const mp_limb_t *x = view->buf;
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        if (mpn_cmp(x + i * k, M->limbs, k) >= 0) {
+            PyErr_Format(PyExc_ValueError, "%s %zd is not below the modulus", what, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* to_table(values, modulus) -> bytes: each value (below m, k limbs) as x R mod m in L uint32 digits: the
  * Montgomery-form table the kernels read (one division per value). */
 static PyObject *to_table(PyObject *self, PyObject *args) {
@@ -304,21 +310,11 @@ static PyObject *to_table(PyObject *self, PyObject *args) {
     Py_buffer cts = {0}, mod = {0};
     Mod M;
     mp_limb_t *t = NULL;
-    if (mod_get(mod_obj, &mod, &M) < 0 || PyObject_GetBuffer(cts_obj, &cts, PyBUF_C_CONTIGUOUS) < 0)
+    Py_ssize_t n = 0;
+    if (mod_get(mod_obj, &mod, &M) < 0 || values_get(cts_obj, &cts, &M, "ciphertext", &n) < 0)
         goto done;
-    if (cts.len % mod.len) {
-        PyErr_SetString(PyExc_ValueError, "ciphertexts and modulus must be whole numbers of the same limb width");
-        goto done;
-    }
     const mp_size_t k = M.k;
-    const Py_ssize_t n = cts.len / mod.len;
     const mp_limb_t *x = cts.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (mpn_cmp(x + i * k, M.limbs, k) >= 0) {
-            PyErr_Format(PyExc_ValueError, "ciphertext %zd is not below the modulus", i);
-            goto done;
-        }
-    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * M.L * (Py_ssize_t)sizeof(uint32_t));
     t = PyMem_Malloc((size_t)(3 * k + M.L + 8) * sizeof(mp_limb_t));
     if (!out || !t) {

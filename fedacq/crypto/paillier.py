@@ -98,7 +98,7 @@ from gmpy2 import mpz
 from fedacq.crypto.additive import (PARALLEL_THRESHOLD, EncryptedVector, PrivateKeyBase, PublicKeyBase, _b64,
                                     _unb64, distributed_engine, signed_residue, vector_from_bigints)
 from fedacq.crypto import _powmod
-from fedacq.crypto.powmod import powmod_list
+from fedacq.crypto.powmod import compress_chunks, from_limbs, limb_width, powmod_list, to_limbs
 
 __all__ = ["MIN_KEY_BITS", "PARALLEL_THRESHOLD", "RANDOM_EXPONENT_BITS", "WINDOW_BITS", "EncryptedVector",
            "FixedPoint", "Packing", "PrivateKey", "PublicKey", "compress", "compress_capacity",
@@ -146,14 +146,14 @@ def _window_table(base: mpz, modulus: mpz, rows: int) -> list[_TableRow]:
     2048-bit key (and as much again in the lanes' form), built once per key and
     process in well under a second.
     """
-    width = 8 * ((int(modulus).bit_length() + 63) // 64)
-    modulus_limbs = int(modulus).to_bytes(width, "little")
+    width = limb_width(modulus)
+    modulus_limbs = to_limbs([modulus], width)
     table = []
     for _ in range(rows):
         row = _TableRow([mpz(1), base])
         for _ in range((1 << WINDOW_BITS) - 2):
             row.append(row[-1] * base % modulus)
-        row.form = _powmod.to_table(b"".join(int(v).to_bytes(width, "little") for v in row), modulus_limbs)
+        row.form = _powmod.to_table(to_limbs(row, width), modulus_limbs)
         table.append(row)
         base = row[-1] * base % modulus  # base^(2^w)
     return table
@@ -176,10 +176,10 @@ def _fixed_base_powers(table: list[_TableRow], modulus: mpz, digits: np.ndarray)
     (:func:`fedacq.crypto._powmod.fixed_base_powers`; at 4096 bits ~2.5x fewer
     CPU seconds than gmpy2's products).
     """
-    width = 8 * ((int(modulus).bit_length() + 63) // 64)
+    width = limb_width(modulus)
     out = _powmod.fixed_base_powers([row.form for row in table], np.ascontiguousarray(digits, dtype=np.uint16),
-                                    int(modulus).to_bytes(width, "little"))
-    return [mpz(int.from_bytes(out[i:i + width], "little")) for i in range(0, len(out), width)]
+                                    to_limbs([modulus], width))
+    return from_limbs(out, width)
 
 
 class PublicKey(PublicKeyBase):
@@ -610,18 +610,8 @@ def compress(v: EncryptedVector, slot_bits: int) -> EncryptedVector:
 
 
 def compress_ciphertexts(cts: Sequence[mpz], slot_bits: int, public_key: PublicKey) -> list[mpz]:
-    """:func:`compress` on bare ciphertexts (e.g. inside a worker process)."""
-    nsq = public_key.ciphertext_modulus
-    capacity = compress_capacity(public_key, slot_bits)
-    shift = mpz(1) << slot_bits
-    out = []
-    for start in range(0, len(cts), capacity):
-        chunk = cts[start:start + capacity]
-        acc = chunk[-1]
-        for c in reversed(chunk[:-1]):  # Horner: acc = acc * 2^slot_bits + value
-            acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
-        out.append(acc)
-    return out
+    """:func:`compress` on bare ciphertexts (e.g. inside a worker process): :func:`fedacq.crypto.powmod.compress_chunks`."""
+    return compress_chunks(cts, slot_bits, compress_capacity(public_key, slot_bits), public_key.ciphertext_modulus)
 
 
 def decompress(ints: Sequence[int], slot_bits: int, count: int, public_key: PublicKey) -> list[int]:

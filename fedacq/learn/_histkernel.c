@@ -17,8 +17,6 @@
  *   Returns the nb1 + nb2 bin sums S(b) = prod_{cells c with code b} P(c) mod m, as k-limb
  *   integers end to end (an empty bin: 1), where P(c) = prod_{i: cells[i] = c} x_{rows[i]}.
  *   The node total itself is bin_sums(table, modulus, rows, None, 1, 0, 1, 0, -1, None).
- * compress(cts, modulus, entry_bits, capacity) -> bytes
- *   the platform's compression of its cumulative bin sums (Horner's rule, see the function)
  * simd(enabled=None) -> bool
  *   whether products run on AVX2 (the default where the CPU has it); False forces the portable
  *   loop, which computes the same digits (tests compare the two)
@@ -374,117 +372,19 @@ done:
     return result;
 }
 
-/* compress(cts, modulus, entry_bits, capacity): Horner's rule on ciphertexts, four outputs at a time. Each
- * chunk of `capacity` consecutive ciphertexts c_0..c_(s-1) becomes
- *     C = prod_i c_i^(2^(i entry_bits)) mod m = (...(c_(s-1)^(2^e) c_(s-2))^(2^e) ...)^(2^e) c_0,
- * the encryption of sum_i v_i 2^(i e) when c_i encrypts v_i: the packed plaintext the key's owner decrypts
- * once for `capacity` values. Squarings are the cost, e per value; lanes run four chunks in lockstep (a
- * shorter last chunk starts later). */
-static PyObject *compress(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *cts_obj, *mod_obj, *result = NULL;
-    Py_ssize_t entry_bits, capacity;
-    if (!PyArg_ParseTuple(args, "OOnn", &cts_obj, &mod_obj, &entry_bits, &capacity))
-        return NULL;
-    Py_buffer cts = {0}, mod = {0};
-    Mod M;
-    uint32_t *x = NULL;
-    mp_limb_t *t = NULL;
-    uint64_t *acc = NULL, *sq = NULL, *fac = NULL, *tmp = NULL;
-    if (mod_get(mod_obj, &mod, &M) < 0 || PyObject_GetBuffer(cts_obj, &cts, PyBUF_C_CONTIGUOUS) < 0)
-        goto done;
-    if (cts.len % mod.len || entry_bits <= 0 || capacity <= 0) {
-        PyErr_SetString(PyExc_ValueError, "compress: ciphertexts of the modulus's width, entry_bits and capacity > 0");
-        goto done;
-    }
-    const mp_size_t k = M.k;
-    const int L = M.L;
-    const Py_ssize_t n = cts.len / mod.len, n_out = (n + capacity - 1) / capacity;
-    const mp_limb_t *in = cts.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (mpn_cmp(in + i * k, M.limbs, k) >= 0) {
-            PyErr_Format(PyExc_ValueError, "ciphertext %zd is not below the modulus", i);
-            goto done;
-        }
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n_out * k * (Py_ssize_t)sizeof(mp_limb_t));
-    x = PyMem_Malloc((size_t)n * (size_t)L * sizeof(uint32_t) + 1);
-    t = PyMem_Malloc((size_t)(3 * k + L + 8) * sizeof(mp_limb_t));
-    acc = aligned_lanes((size_t)L);
-    sq = aligned_lanes((size_t)L);
-    fac = aligned_lanes((size_t)L);
-    tmp = aligned_lanes((size_t)L + 1);
-    if (!out || !x || !t || !acc || !sq || !fac || !tmp) {
-        Py_XDECREF(out);
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
-        goto done;
-    }
-    mp_limb_t *dst = (mp_limb_t *)PyBytes_AS_STRING(out);
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++)
-        to_form(x + i * L, in + i * k, &M, t, t + 2 * k + 4);
-    for (Py_ssize_t first = 0; first < n_out; first += LANES) {
-        int count = n_out - first < LANES ? (int)(n_out - first) : LANES;
-        Py_ssize_t len[LANES] = {0}, longest = 0;
-        for (int lane = 0; lane < count; lane++) {
-            Py_ssize_t start = (first + lane) * capacity;
-            len[lane] = n - start < capacity ? n - start : capacity;
-            longest = len[lane] > longest ? len[lane] : longest;
-        }
-        for (Py_ssize_t step = longest - 1; step >= 0; step--) {
-            if (step < longest - 1) { /* acc^(2^e), then times this step's factor */
-                for (Py_ssize_t e = 0; e < entry_bits; e++)
-                    mont4_into(&acc, &sq, acc, &M, tmp);
-                for (int lane = 0; lane < count; lane++) {
-                    const uint32_t *xi = x + ((first + lane) * capacity + (step < len[lane] ? step : 0)) * L;
-                    for (int j = 0; j < L; j++)
-                        fac[LANES * j + lane] = xi[j];
-                }
-                mont4_into(&acc, &sq, fac, &M, tmp);
-            }
-            for (int lane = 0; lane < count; lane++) { /* a chunk's top value starts its lane */
-                if (step == len[lane] - 1) {
-                    const uint32_t *xi = x + ((first + lane) * capacity + step) * L;
-                    for (int j = 0; j < L; j++)
-                        acc[LANES * j + lane] = xi[j];
-                }
-            }
-        }
-        leave_batch(dst + first * k, count, acc, &M, sq, tmp);
-    }
-    Py_END_ALLOW_THREADS
-    result = out;
-done:
-    PyMem_Free(x);
-    PyMem_Free(t);
-    free(acc);
-    free(sq);
-    free(fac);
-    free(tmp);
-    mod_release(&M);
-    if (cts.obj)
-        PyBuffer_Release(&cts);
-    if (mod.obj)
-        PyBuffer_Release(&mod);
-    return result;
-}
-
 static PyMethodDef methods[] = {
     {"to_table", to_table, METH_VARARGS,
      "to_table(cts, modulus) -> the ciphertexts (each below the modulus) as the kernel's Montgomery-form table"},
     {"bin_sums", bin_sums, METH_VARARGS,
      "bin_sums(table, modulus, rows, cells, n_cells, radix2, nb1, nb2, skip, total) -> the bins' products (bytes)"},
-    {"compress", compress, METH_VARARGS,
-     "compress(cts, modulus, entry_bits, capacity) -> each chunk of capacity ciphertexts c_i as prod c_i^(2^(i e))"},
     {"simd", simd, METH_VARARGS, "simd(enabled=None) -> whether products run on AVX2 (False: the portable loop)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_histkernel",
-    "Encrypted histogram bin sums and their compression, four Montgomery products at a time (see "
-    "fedacq.learn.histogram).", -1, methods, NULL, NULL, NULL, NULL,
+    "Encrypted histogram bin sums, four Montgomery products at a time (see fedacq.learn.histogram).", -1,
+    methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__histkernel(void) {

@@ -117,7 +117,8 @@ from gmpy2 import mpz
 from fedacq.crypto.paillier import MIN_KEY_BITS, PARALLEL_THRESHOLD
 from fedacq.learn import hetero_lr_objectives as objectives
 from fedacq.learn.early_stopping import EarlyStopping
-from fedacq.learn.histogram import CiphertextTable, compress_chunks
+from fedacq.crypto.powmod import compress_chunks
+from fedacq.learn.histogram import CiphertextTable
 from fedacq.learn.objectives import Objective
 from fedacq.learn.metrics import metric_key
 from fedacq.link.link import Link

@@ -95,7 +95,7 @@ The compiled kernel (:mod:`fedacq.learn._histkernel`, C)
     product: 3.0-3.7 us at 4096 bits (Paillier's ``n^2``) against 5.3-6.2 us
     for GMP's multiply and Montgomery reduction, 0.75-0.85 us against 1.5 at
     2048 bits (OU); the gmpy2 loop before them took 8.4-8.8 and 3.0 us. The
-    compression (:func:`compress_chunks`) runs on the same lanes. What stays
+    compression (:func:`fedacq.crypto.powmod.compress_chunks`) runs on the same lanes. What stays
     in Python is per bin: siblings (:func:`batch_invert`) and prefix sums.
 
 Workers get only public values (ciphertexts, the modulus, bin codes).
@@ -110,6 +110,7 @@ import gmpy2
 import numpy as np
 from gmpy2 import mpz
 
+from fedacq.crypto.powmod import compress_chunks, from_limbs, limb_width, to_limbs
 from fedacq.learn import _histkernel
 
 #: fractional bits of the fixed-point gradients: relative precision 2^-40, far
@@ -280,13 +281,13 @@ class CiphertextTable:
 
     def __init__(self, limbs: np.ndarray, modulus: int) -> None:
         self.k = limbs.shape[1]
-        self._modulus_limbs = np.frombuffer(int(modulus).to_bytes(8 * self.k, "little"), dtype="<u8")
+        self._modulus_limbs = np.frombuffer(to_limbs([modulus], 8 * self.k), dtype="<u8")
         self.table = _histkernel.to_table(limbs, self._modulus_limbs)
         self.n_rows = limbs.shape[0]
 
     @staticmethod
     def _limbs(modulus: int) -> int:
-        return (int(modulus).bit_length() + 63) // 64
+        return limb_width(modulus) // 8
 
     @classmethod
     def from_ints(cls, cts, modulus: int) -> "CiphertextTable":
@@ -294,7 +295,7 @@ class CiphertextTable:
         k = cls._limbs(modulus)
         limbs = np.empty((len(cts), k), dtype="<u8")
         for start in range(0, len(cts), 4096):
-            chunk = b"".join(int(c).to_bytes(8 * k, "little") for c in cts[start:start + 4096])
+            chunk = to_limbs(cts[start:start + 4096], 8 * k)
             limbs[start:start + 4096] = np.frombuffer(chunk, dtype="<u8").reshape(-1, k)
         return cls(limbs, modulus)
 
@@ -328,8 +329,7 @@ class CiphertextTable:
         pair = len(radix) == 2
         out = _histkernel.bin_sums(self.table, self._modulus_limbs, rows, cells, int(np.prod(radix)),
                                    radix[1] if pair else 0, n_bins[0], n_bins[1] if pair else 0, skip, total)
-        w = 8 * self.k
-        sums = [mpz(int.from_bytes(out[i:i + w], "little")) for i in range(0, len(out), w)]
+        sums = from_limbs(out, 8 * self.k)
         return [sums[:n_bins[0]], sums[n_bins[0]:]] if pair else [sums]
 
 
@@ -402,24 +402,10 @@ def compress(cts: list[mpz], entry_bits: int, n_bits: int, nsq: mpz) -> list[mpz
 
     Same layout as :func:`fedacq.crypto.paillier.compress` (element i at bit
     ``(i % capacity) * entry_bits``) so :func:`fedacq.crypto.paillier.decompress`
-    undoes it; this version works on bare ciphertexts so worker processes can run it.
+    undoes it; this version takes the capacity from the plaintext bits, so worker
+    processes need no key: :func:`fedacq.crypto.powmod.compress_chunks`.
     """
     return compress_chunks(cts, entry_bits, capacity(entry_bits, n_bits), nsq)
-
-
-def compress_chunks(cts: list[mpz], entry_bits: int, per_chunk: int, nsq: mpz) -> list[mpz]:
-    """Each chunk of ``per_chunk`` ciphertexts ``c_i`` as ``prod_i c_i^(2^(i entry_bits)) mod nsq``.
-
-    Horner's rule, ``entry_bits`` squarings per value, runs in the compiled
-    kernel four chunks at a time (:func:`fedacq.learn._histkernel.compress`):
-    at 4096 bits about 1.6x faster than the ``gmpy2.powmod`` loop it replaced.
-    """
-    if not cts:
-        return []
-    width = 8 * CiphertextTable._limbs(nsq)
-    packed = _histkernel.compress(b"".join(int(c).to_bytes(width, "little") for c in cts),
-                                  int(nsq).to_bytes(width, "little"), entry_bits, per_chunk)
-    return [mpz(int.from_bytes(packed[i:i + width], "little")) for i in range(0, len(packed), width)]
 
 
 def capacity(entry_bits: int, n_bits: int) -> int:
