@@ -188,13 +188,18 @@ def run_sides(root: Path, stores: dict, policies: dict, job_id: str, names: dict
         else:
             store.update(job_id, status="succeeded", finished=time.time(), result=results[party])
 
+    run_both(side)
+    return results
+
+
+def run_both(side) -> None:
+    """``side(party)`` for both parties at once, each in a thread; both must end."""
     threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in PARTIES]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=600)
         assert not t.is_alive(), "a party never ended"
-    return results
 
 
 class Nodes:
@@ -419,12 +424,7 @@ def test_a_continuation_cut_mid_training_resumes_to_xgboosts_trees(tables, tmp_p
             except Exception as exc:  # noqa: BLE001 - a cut ends both sides
                 results[party] = exc
                 cut.event.set()
-        threads = [threading.Thread(target=side, args=(p,), daemon=True) for p in PARTIES]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=600)
-            assert not t.is_alive(), "a party never ended"
+        run_both(side)
         return results, cut
 
     # PSI (6 messages), the live prediction (2 x 2), hello (2), then 2 + 2 x max_depth per tree: cut in tree 3
